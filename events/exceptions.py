@@ -1,0 +1,35 @@
+"""Errors of the event contract. `RiskstreamError` is the root of every error riskstream raises."""
+
+from __future__ import annotations
+
+__all__ = ["IncompatibleSpec", "InvalidEvent", "InvalidLabel", "RiskstreamError"]
+
+
+class RiskstreamError(Exception):
+    """Root of every riskstream error: catch this to catch them all."""
+
+
+class InvalidEvent(RiskstreamError):  # noqa: N818 - the contract's name for it
+    """An event breaks the contract. `field` names the offending field, `rule` the broken rule.
+
+    >>> str(InvalidEvent("price", "must be >= 0"))
+    'price: must be >= 0'
+    """
+
+    def __init__(self, field: str, rule: str) -> None:
+        super().__init__(f"{field}: {rule}")
+        self.field = field
+        self.rule = rule
+
+    @property
+    def reason(self) -> str:
+        """The message that goes to the dead-letter topic."""
+        return str(self)
+
+
+class InvalidLabel(RiskstreamError):  # noqa: N818
+    """A label line breaks the label contract; the message names the field."""
+
+
+class IncompatibleSpec(RiskstreamError):  # noqa: N818
+    """An encoding spec or window policy saved with a model does not match this code."""

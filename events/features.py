@@ -1,0 +1,157 @@
+"""Windows of records → model inputs. The one copy that training and the stream both call."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from events.encoding import FLAGS, RECORD_DTYPE, EncodingSpec
+from events.window import Records, records_ts_ms
+
+__all__ = [
+    "CHANNELS",
+    "MASK_ID",
+    "PAD_ID",
+    "ModelInputs",
+    "channel_vocab_sizes",
+    "windows_to_inputs",
+]
+
+#: Every channel reserves 0 for padding and 1 for the masked-event token of pretraining;
+#: real codes start at 2.
+PAD_ID: Final = 0
+MASK_ID: Final = 1
+_SHIFT: Final = 2
+
+#: Model input channels, in order (the last axis of `ModelInputs.features`).
+CHANNELS: Final[tuple[str, ...]] = (
+    "type",
+    "category",
+    "price",
+    "amount",
+    "quantity",
+    "flags",
+    "gap",  # bucket of the time since the previous event in the window (0: first)
+    "age",  # bucket of the time from this event to the scored (last) event
+    "hour",  # hour of day, UTC
+    "weekday",  # Monday = 0, UTC
+    "device_novelty",  # 0 absent, 1 first in window, 2 seen earlier in window, 3 new
+    "ip_novelty",
+    "country_novelty",
+    "payment_novelty",
+    "item_novelty",
+)
+_NOVELTY: Final = (
+    ("device_novelty", "device"),
+    ("ip_novelty", "ip"),
+    ("country_novelty", "country"),
+    ("payment_novelty", "payment"),
+    ("item_novelty", "item"),
+)
+
+
+def channel_vocab_sizes(spec: EncodingSpec) -> dict[str, int]:
+    """Embedding size per channel (codes + pad + mask): what the model builds its tables from.
+
+    >>> channel_vocab_sizes(EncodingSpec())["type"]
+    19
+    """
+    raw = {
+        "type": len(spec.event_types),
+        "category": 1 + len(spec.categories) + spec.category_buckets,
+        "price": len(spec.price_edges) + 2,
+        "amount": len(spec.amount_edges) + 2,
+        "quantity": len(spec.quantity_edges) + 2,
+        "flags": 1 << len(FLAGS),
+        "gap": len(spec.gap_edges_ms) + 2,
+        "age": len(spec.age_edges_ms) + 1,
+        "hour": 24,
+        "weekday": 7,
+    }
+    raw.update({name: 4 for name, _ in _NOVELTY})
+    return {name: raw[name] + _SHIFT for name in CHANNELS}
+
+
+@dataclass(frozen=True)
+class ModelInputs:
+    """A right-padded batch: `features` [B, L, C] int64, `attention_mask` [B, L] int64."""
+
+    features: npt.NDArray[np.int64]
+    attention_mask: npt.NDArray[np.int64]
+
+    @property
+    def lengths(self) -> npt.NDArray[np.int64]:
+        """Real events per window [B]."""
+        lengths: npt.NDArray[np.int64] = self.attention_mask.sum(axis=1)
+        return lengths
+
+
+def _first_occurrence(keys: npt.NDArray[np.uint64]) -> npt.NDArray[np.bool_]:
+    first = np.zeros(len(keys), dtype=bool)
+    first[np.unique(keys, return_index=True)[1]] = True
+    return first
+
+
+def windows_to_inputs(
+    windows: Sequence[Records], spec: EncodingSpec, pad_to: int | None = None
+) -> ModelInputs:
+    """Model inputs for a batch of windows (each oldest first, the scored event last).
+
+    Pads to the longest window in the batch (or `pad_to`, which must not be shorter).
+
+    >>> from events.contract import Event
+    >>> from events.encoding import encode_event
+    >>> import numpy as np
+    >>> spec = EncodingSpec()
+    >>> w = np.frombuffer(b"".join(encode_event(Event(f"e{i}", "u", 1793577600000 + 500 * i,
+    ...                   "click", device_id="d1"), spec) for i in range(3)), RECORD_DTYPE)
+    >>> x = windows_to_inputs([w, w[:1]], spec)
+    >>> x.features.shape, x.lengths.tolist()
+    ((2, 3, 15), [3, 1])
+    >>> x.features[0, :, CHANNELS.index("device_novelty")].tolist()  # first, then seen
+    [3, 4, 4]
+    """
+    lengths = np.fromiter((len(w) for w in windows), dtype=np.int64, count=len(windows))
+    batch = len(windows)
+    width = int(lengths.max(initial=0))
+    if pad_to is not None:
+        if pad_to < width:
+            raise ValueError(f"pad_to: {pad_to} is shorter than the longest window ({width})")
+        width = pad_to
+    features = np.zeros((batch, width, len(CHANNELS)), dtype=np.int64)
+    mask = (np.arange(width)[None, :] < lengths[:, None]).astype(np.int64)
+    if batch == 0 or width == 0:
+        return ModelInputs(features, mask)
+
+    rec = np.concatenate([np.asarray(w, dtype=RECORD_DTYPE) for w in windows])
+    row = np.repeat(np.arange(batch), lengths)
+    ends = np.cumsum(lengths)
+    pos = np.arange(len(rec)) - np.repeat(ends - lengths, lengths)
+    ts = records_ts_ms(rec)
+
+    cols: dict[str, npt.NDArray[np.int64]] = {
+        name: rec[name].astype(np.int64)
+        for name in ("type", "category", "price", "amount", "quantity", "flags")
+    }
+    gap = np.zeros(len(rec), dtype=np.int64)
+    gap[1:] = ts[1:] - ts[:-1]
+    gap_code = 1 + np.searchsorted(spec.gap_edges_ms, np.maximum(gap, 0), side="right")
+    cols["gap"] = np.where(pos == 0, 0, gap_code)
+    last_ts = np.repeat(ts[ends - 1], lengths)
+    cols["age"] = np.searchsorted(spec.age_edges_ms, np.maximum(last_ts - ts, 0), side="right")
+    cols["hour"] = (ts // 3_600_000) % 24
+    cols["weekday"] = (ts // 86_400_000 + 3) % 7  # 1970-01-01 was a Thursday
+    row_key = row.astype(np.uint64) << np.uint64(16)
+    for channel, fieldname in _NOVELTY:
+        value = rec[fieldname].astype(np.uint64)
+        first = _first_occurrence(row_key | value)
+        code = np.where(pos == 0, 1, np.where(first, 3, 2))
+        cols[channel] = np.where(value == 0, 0, code)
+
+    for c, name in enumerate(CHANNELS):
+        features[row, pos, c] = cols[name] + _SHIFT
+    return ModelInputs(features, mask)

@@ -1,0 +1,183 @@
+"""A user's rolling window: the last N events within T seconds, up to and including an event.
+
+Stores keep records in arrival order (the order of the user's Kafka partition, or of the file
+offline), capped at N, idempotent by event id. The time bound T is applied when the window is
+read (`select_window`), by the same code offline and online.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, Final, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from events.encoding import RECORD_DTYPE, RECORD_SIZE
+from events.exceptions import IncompatibleSpec
+
+__all__ = [
+    "AppendResult",
+    "InMemoryWindowStore",
+    "WindowPolicy",
+    "WindowStore",
+    "records_ts_ms",
+    "select_window",
+    "window_slices",
+]
+
+Records = npt.NDArray[np.void]  # structured array of RECORD_DTYPE
+
+
+@dataclass(frozen=True)
+class WindowPolicy:
+    """N and T of the window; saved with every model.
+
+    >>> WindowPolicy.from_dict(WindowPolicy(max_events=8).to_dict())
+    WindowPolicy(max_events=8, max_age_s=604800)
+    """
+
+    max_events: int = 64
+    max_age_s: int = 7 * 24 * 3600
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_events <= 4096:
+            raise IncompatibleSpec("max_events: must be between 1 and 4096")
+        if self.max_age_s <= 0:
+            raise IncompatibleSpec("max_age_s: must be > 0")
+
+    def to_dict(self) -> dict[str, int]:
+        """Plain JSON-able form."""
+        return asdict(self)
+
+    def to_json(self) -> str:
+        """Canonical JSON."""
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> WindowPolicy:
+        """Load a saved policy; unknown or ill-typed settings raise `IncompatibleSpec`."""
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise IncompatibleSpec(f"{sorted(unknown)[0]}: unknown window setting")
+        for key, value in data.items():
+            if type(value) is not int:
+                raise IncompatibleSpec(f"{key}: must be an integer")
+        return cls(**data)
+
+
+def records_ts_ms(records: Records) -> npt.NDArray[np.int64]:
+    """Epoch milliseconds of each record."""
+    ts: npt.NDArray[np.int64] = records["ts_s"].astype(np.int64) * 1000 + records["ts_msec"]
+    return ts
+
+
+def _as_records(window: bytes | Records) -> Records:
+    if isinstance(window, bytes | bytearray | memoryview):
+        if len(window) % RECORD_SIZE:
+            raise ValueError(f"window: {len(window)} bytes is not a whole number of records")
+        return np.frombuffer(window, dtype=RECORD_DTYPE)
+    return window
+
+
+def select_window(stored: bytes | Records, policy: WindowPolicy) -> Records:
+    """The window at the last stored record: the last N records within T of it.
+
+    `stored` is what a store holds for the user, oldest first, the scored event last.
+
+    >>> from events.contract import Event
+    >>> from events.encoding import EncodingSpec, encode_event
+    >>> spec, day_ms = EncodingSpec(), 86_400_000
+    >>> stored = b"".join(encode_event(Event(f"e{i}", "u", 1793577600000 + i * day_ms, "click"),
+    ...                                spec) for i in range(10))
+    >>> len(select_window(stored, WindowPolicy(max_events=64, max_age_s=3 * 86400)))
+    4
+    """
+    records = _as_records(stored)
+    if len(records) == 0:
+        return records
+    records = records[-policy.max_events :]
+    ts = records_ts_ms(records)
+    keep = ts >= ts[-1] - policy.max_age_s * 1000
+    return records if bool(keep.all()) else records[keep]
+
+
+def window_slices(ts_ms: npt.NDArray[np.int64], policy: WindowPolicy) -> Iterator[slice]:
+    """For one user's records in arrival order, the slice of the window ending at each record.
+
+    Offline twin of appending each record to a store and calling `select_window`; only valid
+    when timestamps do not decrease (the trainer sorts each user's events by time).
+    """
+    n_ms = policy.max_age_s * 1000
+    starts = np.searchsorted(ts_ms, ts_ms - n_ms, side="left")
+    for end, start in enumerate(starts.tolist(), start=1):
+        yield slice(max(start, end - policy.max_events), end)
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """What a store holds for the user after an append, and whether the event was new."""
+
+    stored: bytes
+    duplicate: bool
+
+
+@runtime_checkable
+class WindowStore(Protocol):
+    """Where users' windows live: in memory (offline, tests) or Redis (the stream)."""
+
+    @property
+    def policy(self) -> WindowPolicy:
+        """The N and T this store keeps."""
+        ...
+
+    def append(self, user_id: str, record: bytes) -> AppendResult:
+        """Append a record unless its event id is already stored (then change nothing)."""
+        ...
+
+    def get(self, user_id: str) -> bytes:
+        """The user's stored records, oldest first (empty when unknown or expired)."""
+        ...
+
+
+_EID: Final = slice(6, 14)  # byte range of the event id hash inside a record
+
+
+class InMemoryWindowStore:
+    """A dict of users' records, capped at N, idempotent by event id.
+
+    >>> from events.contract import Event
+    >>> from events.encoding import EncodingSpec, encode_event
+    >>> store = InMemoryWindowStore(WindowPolicy(max_events=2))
+    >>> spec = EncodingSpec()
+    >>> rec = lambda i: encode_event(Event(f"e{i}", "u", 1793577600000 + i, "click"), spec)
+    >>> [store.append("u", rec(i)).duplicate for i in (1, 2, 2, 3)]
+    [False, False, True, False]
+    >>> len(store.get("u")) // 30
+    2
+    """
+
+    def __init__(self, policy: WindowPolicy) -> None:
+        self._policy = policy
+        self._users: dict[str, bytes] = {}
+
+    @property
+    def policy(self) -> WindowPolicy:
+        return self._policy
+
+    def append(self, user_id: str, record: bytes) -> AppendResult:
+        if len(record) != RECORD_SIZE:
+            raise ValueError(f"record: {len(record)} bytes, expected {RECORD_SIZE}")
+        stored = self._users.get(user_id, b"")
+        eid = record[_EID]
+        for offset in range(0, len(stored), RECORD_SIZE):
+            if stored[offset + _EID.start : offset + _EID.stop] == eid:
+                return AppendResult(stored, duplicate=True)
+        stored = (stored + record)[-self._policy.max_events * RECORD_SIZE :]
+        self._users[user_id] = stored
+        return AppendResult(stored, duplicate=False)
+
+    def get(self, user_id: str) -> bytes:
+        return self._users.get(user_id, b"")

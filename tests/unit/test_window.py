@@ -1,0 +1,117 @@
+"""Windows: the store contract (run over every implementation), the time bound, and the offline
+slicer's parity with append + select."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from events import (
+    RECORD_SIZE,
+    EncodingSpec,
+    Event,
+    IncompatibleSpec,
+    InMemoryWindowStore,
+    WindowPolicy,
+    WindowStore,
+    encode_event,
+    select_window,
+    window_slices,
+)
+from events.window import records_ts_ms
+
+SPEC = EncodingSpec()
+T0 = 1_793_577_600_000
+
+# Every WindowStore implementation is listed here; the stream's Redis store joins in its issue.
+STORES: list[Callable[[WindowPolicy], WindowStore]] = [InMemoryWindowStore]
+POLICIES = [WindowPolicy(1, 60), WindowPolicy(4, 3600), WindowPolicy(64, 7 * 86400)]
+
+
+def _record(i: int, ts_ms: int, user: str = "u") -> bytes:
+    return encode_event(Event(f"{user}-e{i}", user, ts_ms, "click"), SPEC)
+
+
+@pytest.fixture(params=STORES, ids=lambda f: getattr(f, "__name__", str(f)))
+def make_store(request: pytest.FixtureRequest) -> Callable[[WindowPolicy], WindowStore]:
+    factory: Callable[[WindowPolicy], WindowStore] = request.param
+    return factory
+
+
+@pytest.mark.parametrize("policy", POLICIES, ids=str)
+def test_store_caps_at_n_and_keeps_arrival_order(
+    make_store: Callable[[WindowPolicy], WindowStore], policy: WindowPolicy
+) -> None:
+    store = make_store(policy)
+    assert isinstance(store, WindowStore)
+    records = [_record(i, T0 + 1000 * i) for i in range(100)]
+    for rec in records:
+        result = store.append("u", rec)
+        assert not result.duplicate
+    assert store.get("u") == b"".join(records[-policy.max_events :])
+    assert store.get("nobody") == b""
+
+
+@pytest.mark.parametrize("policy", POLICIES, ids=str)
+def test_store_is_idempotent_by_event_id(
+    make_store: Callable[[WindowPolicy], WindowStore], policy: WindowPolicy
+) -> None:
+    store = make_store(policy)
+    recs = [_record(i, T0 + i) for i in range(policy.max_events)]
+    for rec in recs:
+        store.append("u", rec)
+    before = store.get("u")
+    for rec in recs:  # a full redelivery of everything still stored
+        result = store.append("u", rec)
+        assert result.duplicate
+        assert result.stored == before
+    assert store.get("u") == before
+
+
+def test_store_keeps_users_apart(make_store: Callable[[WindowPolicy], WindowStore]) -> None:
+    store = make_store(WindowPolicy(8, 3600))
+    store.append("a", _record(1, T0, "a"))
+    store.append("b", _record(1, T0, "b"))
+    store.append("a", _record(2, T0 + 1, "a"))
+    assert len(store.get("a")) == 2 * RECORD_SIZE
+    assert len(store.get("b")) == RECORD_SIZE
+
+
+def test_select_window_applies_the_time_bound_to_the_last_event() -> None:
+    policy = WindowPolicy(max_events=64, max_age_s=60)
+    stored = b"".join(_record(i, T0 + s * 1000) for i, s in enumerate([0, 10, 50, 69, 70, 130]))
+    window = select_window(stored, policy)
+    assert records_ts_ms(window).tolist() == [T0 + 70_000, T0 + 130_000]
+    # The bound is inclusive: an event exactly T before the last one stays.
+    stored = b"".join(_record(i, T0 + s * 1000) for i, s in enumerate([10, 70]))
+    assert len(select_window(stored, policy)) == 2
+    assert len(select_window(b"", policy)) == 0
+
+
+def test_select_window_refuses_torn_bytes() -> None:
+    with pytest.raises(ValueError, match="whole number of records"):
+        select_window(b"x" * (RECORD_SIZE + 1), WindowPolicy())
+
+
+@pytest.mark.parametrize("policy", POLICIES, ids=str)
+def test_offline_slices_equal_streaming_append_and_select(policy: WindowPolicy) -> None:
+    rng = np.random.default_rng(3)
+    gaps = rng.choice([0, 200, 5_000, 40_000, 4_000_000], size=300)
+    ts = T0 + np.cumsum(gaps)
+    records = [_record(i, int(t)) for i, t in enumerate(ts)]
+    all_records = np.frombuffer(b"".join(records), dtype=select_window(records[0], policy).dtype)
+    store = InMemoryWindowStore(policy)
+    for rec, sl in zip(records, window_slices(records_ts_ms(all_records), policy), strict=True):
+        online = select_window(store.append("u", rec).stored, policy)
+        assert online.tobytes() == all_records[sl].tobytes()
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [({"max_events": 0}, "max_events"), ({"max_age_s": "1"}, "max_age_s"), ({"n": 1}, "n")],
+)
+def test_policy_refuses_bad_settings(data: dict[str, object], field: str) -> None:
+    with pytest.raises(IncompatibleSpec, match=f"^{field}: "):
+        WindowPolicy.from_dict(data)
