@@ -1,0 +1,1 @@
+"""riskstream: streaming fraud and abnormal-click detection."""

@@ -1,0 +1,31 @@
+"""Local real services for tests and `riskstream dev up`: Tansu broker, Redis/Valkey, topics.
+
+Nothing here imports pytest; the test fixtures in `tests/conftest.py` wrap these classes.
+"""
+
+from __future__ import annotations
+
+from riskstream.localstack.broker import DEFAULT_STORAGE_URL, TansuBroker, find_free_port
+from riskstream.localstack.exceptions import (
+    BrokerStartError,
+    LocalStackError,
+    RedisStartError,
+    TopicSetupError,
+)
+from riskstream.localstack.redis_server import REDIS_URL_ENV, RedisService, ping_redis
+from riskstream.localstack.topics import create_topics, describe_partition_counts
+
+__all__ = [
+    "DEFAULT_STORAGE_URL",
+    "REDIS_URL_ENV",
+    "BrokerStartError",
+    "LocalStackError",
+    "RedisService",
+    "RedisStartError",
+    "TansuBroker",
+    "TopicSetupError",
+    "create_topics",
+    "describe_partition_counts",
+    "find_free_port",
+    "ping_redis",
+]

@@ -1,0 +1,99 @@
+"""Fixtures for the real services: a Tansu Kafka-compatible broker and Redis.
+
+All of them are lazy: a test that asks for none of them starts nothing.
+
+- `kafka_broker` (session): a started `TansuBroker`; `.bootstrap` is ``"127.0.0.1:PORT"``,
+  `.url` is ``"kafka://127.0.0.1:PORT"`` (Faust's form). Its log is under pytest's tmp dir.
+- `make_topics` (function): `make_topics({"in": 4, "out": 4})` creates topics with names
+  unique to the test and returns ``{"in": "<unique name>", ...}``.
+- `redis_url` (session): `$REDIS_URL` when set (checked with PING, never stopped), else an
+  embedded Valkey started for the session.
+- `key_prefix` (function): a unique key prefix, ``"rstest:<test>:<hex>:"``; a shared Redis
+  means every test keeps to its own keys.
+- `redis_client` (function): a `redis.Redis` (bytes replies) on `redis_url`; at teardown it
+  deletes every key under `key_prefix`.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+
+import pytest
+import redis
+
+from riskstream.localstack import RedisService, TansuBroker, create_topics
+
+MakeTopics = Callable[[Mapping[str, int]], dict[str, str]]
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def _slug(text: str, max_len: int) -> str:
+    """Letters, digits, `_` and `-` only: valid in topic names, no glob characters for SCAN."""
+    return _UNSAFE.sub("-", text).strip("-")[:max_len] or "x"
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TansuBroker]:
+    """A Tansu broker (in-memory storage) for the whole session."""
+    broker = TansuBroker(log_path=tmp_path_factory.mktemp("tansu") / "tansu.log")
+    broker.start(timeout_s=30.0)
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def make_topics(kafka_broker: TansuBroker, request: pytest.FixtureRequest) -> MakeTopics:
+    """A function that creates `{logical name: partitions}` under unique names."""
+    test = _slug(request.node.name, 80)
+
+    def make(partitions: Mapping[str, int]) -> dict[str, str]:
+        # Unique per call: topics outlive the test on a shared broker, and a name reused
+        # with another partition count cannot be fixed on Tansu.
+        names = {
+            logical: f"{test}.{_slug(logical, 40)}.{uuid.uuid4().hex[:8]}" for logical in partitions
+        }
+        create_topics(
+            kafka_broker.bootstrap,
+            {names[logical]: count for logical, count in partitions.items()},
+            timeout_s=30.0,
+        )
+        return names
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """`$REDIS_URL` if set, else the URL of an embedded Valkey started for the session."""
+    service = RedisService()
+    service.start(timeout_s=15.0)
+    try:
+        yield service.url
+    finally:
+        service.stop()  # leaves an external Redis running
+
+
+@pytest.fixture
+def key_prefix(request: pytest.FixtureRequest) -> str:
+    """A Redis key prefix no other test (or run sharing the server) uses."""
+    return f"rstest:{_slug(request.node.name, 60)}:{uuid.uuid4().hex[:12]}:"
+
+
+@pytest.fixture
+def redis_client(redis_url: str, key_prefix: str) -> Iterator[redis.Redis]:
+    """A client on `redis_url`; the keys under `key_prefix` are deleted afterwards."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        yield client
+    finally:
+        # SCAN, not KEYS: the server may be shared and large. The prefix has no glob
+        # characters (see _slug), so it matches itself only.
+        stale = list(client.scan_iter(match=f"{key_prefix}*", count=1000))
+        for start in range(0, len(stale), 500):
+            client.delete(*stale[start : start + 500])
+        client.close()

@@ -1,0 +1,1 @@
+"""Tests against the real broker and Redis (started by the session fixtures)."""
