@@ -1,0 +1,5 @@
+"""Checkpoint → ONNX model bundle, and the torch-free bundle loader (see its issue)."""
+
+from export.exceptions import ExportError
+
+__all__ = ["ExportError"]

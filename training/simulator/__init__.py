@@ -1,0 +1,34 @@
+"""The labelled world simulator: normal shoppers and seven attack kinds, written as event,
+label and delayed-feedback JSON lines. Pure Python (stdlib, orjson, tqdm): no numpy, no torch.
+
+>>> from training.simulator import ATTACK_KINDS
+>>> len(ATTACK_KINDS)
+7
+"""
+
+from __future__ import annotations
+
+from training.simulator.config import (
+    ATTACK_KINDS,
+    FRAUD_KINDS,
+    KIND_LABEL,
+    KINDS_BY_LABEL,
+    WorldConfig,
+    WorldSummary,
+)
+from training.simulator.core import EVENT_TYPES
+from training.simulator.simulate import EVENTS_FILE, FEEDBACK_FILE, LABELS_FILE, simulate_world
+
+__all__ = [
+    "ATTACK_KINDS",
+    "EVENTS_FILE",
+    "EVENT_TYPES",
+    "FEEDBACK_FILE",
+    "FRAUD_KINDS",
+    "KINDS_BY_LABEL",
+    "KIND_LABEL",
+    "LABELS_FILE",
+    "WorldConfig",
+    "WorldSummary",
+    "simulate_world",
+]
