@@ -1,0 +1,59 @@
+"""The `riskstream` command: subcommands listed, bad arguments get one line, not a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from riskstream.cli import main
+
+
+def test_help_lists_the_subcommands(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for command in ("simulate", "demo", "bench"):
+        assert command in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "needle"),
+    [
+        (["simulate", "--users", "0", "--out", "x"], 2, "--users"),
+        (["simulate", "--days", "two", "--out", "x"], 2, "--days"),
+        (["simulate", "--out", "x", "--attack-share", "0.9"], 2, "--attack-share"),
+        (["simulate"], 2, "--out"),
+        (["simulate", "--out", "x", "--no-attack", "bogus"], 1, "bogus"),
+        (["frobnicate"], 2, "frobnicate"),
+    ],
+)
+def test_bad_arguments_give_one_line(
+    argv: list[str],
+    code: int,
+    needle: str,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == code
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ")
+    assert len(err.splitlines()) == 1, err
+    assert needle in err
+    assert not (tmp_path / "x").exists(), "a refused command must not write anything"
+
+
+def test_console_script_runs_as_a_module() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "riskstream", "simulate", "--users", "-3", "--out", "x"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("error: ")
