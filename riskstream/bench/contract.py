@@ -31,7 +31,7 @@ def bench_parse(events: Path | None, limit: int, repeats: int) -> BenchResult:
     pinned = pin_to_one_core()
     with tempfile.TemporaryDirectory() as tmp:
         if events is None:
-            simulate_world(WorldConfig(users=3000, days=1.0, seed=1), Path(tmp), progress=True)
+            simulate_world(WorldConfig(users=4000, days=1.0, seed=1), Path(tmp), progress=True)
             events = Path(tmp) / "events.jsonl"
         with events.open("rb") as fh:
             lines = [line for _, line in zip(range(limit), fh, strict=False)]

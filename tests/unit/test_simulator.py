@@ -362,10 +362,6 @@ def test_output_path_that_is_a_file_is_refused(tmp_path: Path) -> None:
         simulate_world(SMALL, target, progress=False)
 
 
-def test_simulator_event_types_are_the_contracts() -> None:
-    assert sim_core.EVENT_TYPES == EVENT_TYPES
-
-
 def test_simulator_imports_without_torch() -> None:
     code = "import sys; sys.modules['torch'] = None; import training, training.simulator"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])

@@ -16,13 +16,11 @@ from training.simulator.config import (
     WorldConfig,
     WorldSummary,
 )
-from training.simulator.core import EVENT_TYPES
 from training.simulator.simulate import EVENTS_FILE, FEEDBACK_FILE, LABELS_FILE, simulate_world
 
 __all__ = [
     "ATTACK_KINDS",
     "EVENTS_FILE",
-    "EVENT_TYPES",
     "FEEDBACK_FILE",
     "FRAUD_KINDS",
     "KINDS_BY_LABEL",

@@ -14,8 +14,9 @@ from typing import Final
 
 import orjson
 
+from events.contract import EVENT_TYPES
+
 __all__ = [
-    "EVENT_TYPES",
     "Actor",
     "Episode",
     "Stats",
@@ -30,27 +31,6 @@ __all__ = [
 MASK64: Final = (1 << 64) - 1
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 DAY_MS: Final = 86_400_000
-
-#: The contract's event types in the contract's order (kept here so the simulator stays
-#: importable on its own; a test checks it against `events.contract.EVENT_TYPES`).
-EVENT_TYPES: Final[tuple[str, ...]] = (
-    "page_view",
-    "search",
-    "click",
-    "add_to_cart",
-    "remove_from_cart",
-    "checkout",
-    "purchase",
-    "payment_failed",
-    "login",
-    "login_failed",
-    "logout",
-    "password_reset",
-    "address_change",
-    "payment_method_add",
-    "coupon_apply",
-    "review",
-)
 
 # Id domains, so that event, session and order ids never collide with one another.
 _EVENT, _SESSION, _ORDER = 0, 1, 2

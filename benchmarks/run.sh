@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Run every benchmark; each prints a table and writes benchmarks/results/<name>.json.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+.venv/bin/riskstream bench simulate --users 20000 --days 2 --out benchmarks/results
+.venv/bin/riskstream bench parse --limit 300000 --out benchmarks/results
