@@ -26,6 +26,7 @@ from events.exceptions import IncompatibleSpec, InvalidEvent, InvalidLabel, Risk
 from events.features import CHANNELS, ModelInputs, channel_vocab_sizes, windows_to_inputs
 from events.parse import alert_to_dict, dumps_event, event_to_dict, parse_event, parse_label
 from events.schemas import load_schema
+from events.stats import ParseStats
 from events.timeutil import format_ts_ms, parse_ts_ms
 from events.window import (
     AppendResult,
@@ -55,6 +56,7 @@ __all__ = [
     "InvalidLabel",
     "Label",
     "ModelInputs",
+    "ParseStats",
     "Reason",
     "RiskstreamError",
     "WindowPolicy",

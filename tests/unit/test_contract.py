@@ -16,6 +16,7 @@ from events import (
     Event,
     InvalidEvent,
     InvalidLabel,
+    ParseStats,
     Reason,
     WindowSummary,
     alert_to_dict,
@@ -238,3 +239,21 @@ def test_alert_wire_form_validates_against_schema() -> None:
     assert wire["event_ts"] == "2026-11-02T00:00:00.000Z"
     wire["score"] = 1.5
     assert list(validator.iter_errors(wire)), "a score over 1 must break the schema"
+
+
+def test_parse_stats_count_unknown_types_and_refusals_with_bounded_memory() -> None:
+    stats = ParseStats()
+    for i in range(250):
+        stats.accepted(parse_event(_raw(type=f"junk-{i}"), now_ms=NOW_MS))
+    stats.accepted(parse_event(_raw(type="junk-0"), now_ms=NOW_MS))
+    stats.accepted(parse_event(_raw(), now_ms=NOW_MS))
+    for raw in (_raw(price=-1), _raw(price=-2), _raw(user_id=_DROP)):
+        with pytest.raises(InvalidEvent) as info:
+            parse_event(raw, now_ms=NOW_MS)
+        stats.refused_event(info.value)
+    assert stats.events == 252
+    assert stats.other_type_events == 251
+    assert stats.unknown_types["junk-0"] == 2
+    assert len(stats.unknown_types) == 101  # 100 names + one bucket for the rest
+    assert stats.refused == 3
+    assert stats.refused_by_field == {"price": 2, "user_id": 1}
