@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 #: Bump when the record layout or the meaning of a code changes; models refuse other versions.
-ENCODING_VERSION: Final = 1
+ENCODING_VERSION: Final = 2
 
 # Little-endian, packed. Hash fields use 0 for "absent".
 _RECORD: Final = struct.Struct("<IHQBBBBBBHHHHH")

@@ -37,8 +37,8 @@ CHANNELS: Final[tuple[str, ...]] = (
     "flags",
     "gap",  # bucket of the time since the previous event in the window (0: first)
     "age",  # bucket of the time from this event to the scored (last) event
-    "hour",  # hour of day, UTC
-    "weekday",  # Monday = 0, UTC
+    "hour",  # hour of day, UTC (no weekday: a model trained on days that do not cover every
+    # weekday meets unseen codes when it serves; v1 had one and failed on exactly that)
     "device_novelty",  # 0 absent, 1 first in window, 2 seen earlier in window, 3 new
     "ip_novelty",
     "country_novelty",
@@ -70,7 +70,6 @@ def channel_vocab_sizes(spec: EncodingSpec) -> dict[str, int]:
         "gap": len(spec.gap_edges_ms) + 2,
         "age": len(spec.age_edges_ms) + 1,
         "hour": 24,
-        "weekday": 7,
     }
     raw.update({name: 4 for name, _ in _NOVELTY})
     return {name: raw[name] + _SHIFT for name in CHANNELS}
@@ -111,7 +110,7 @@ def windows_to_inputs(
     ...                   "click", device_id="d1"), spec) for i in range(3)), RECORD_DTYPE)
     >>> x = windows_to_inputs([w, w[:1]], spec)
     >>> x.features.shape, x.lengths.tolist()
-    ((2, 3, 15), [3, 1])
+    ((2, 3, 14), [3, 1])
     >>> x.features[0, :, CHANNELS.index("device_novelty")].tolist()  # first, then seen
     [3, 4, 4]
     """
@@ -144,7 +143,6 @@ def windows_to_inputs(
     last_ts = np.repeat(ts[ends - 1], lengths)
     cols["age"] = np.searchsorted(spec.age_edges_ms, np.maximum(last_ts - ts, 0), side="right")
     cols["hour"] = (ts // 3_600_000) % 24
-    cols["weekday"] = (ts // 86_400_000 + 3) % 7  # 1970-01-01 was a Thursday
     row_key = row.astype(np.uint64) << np.uint64(16)
     for channel, fieldname in _NOVELTY:
         value = rec[fieldname].astype(np.uint64)

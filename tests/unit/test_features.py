@@ -50,7 +50,6 @@ def test_derived_channels() -> None:
     ages = _col(f, "age")
     assert ages[0] > ages[2] > ages[3] == shift  # the scored event has age 0
     assert _col(f, "hour") == [shift, shift, 1 + shift, 1 + shift]
-    assert _col(f, "weekday") == [shift] * 4  # Monday
 
 
 def test_padding_mask_and_vocab_bounds() -> None:
