@@ -4,3 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 .venv/bin/riskstream bench simulate --users 20000 --days 2 --out benchmarks/results
 .venv/bin/riskstream bench parse --limit 300000 --out benchmarks/results
+.venv/bin/riskstream bench train --preset tiny --users 2000 --days 1 --out benchmarks/results
+.venv/bin/riskstream bench train --preset small --users 20000 --days 2 --out benchmarks/results

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from events.exceptions import RiskstreamError
 from riskstream.bench.cli import bench_app
-from training.cli import demo, simulate
+from training.cli import demo, evaluate, simulate, train
 
 __all__ = ["app", "main"]
 
@@ -22,6 +22,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("simulate")(simulate)
+app.command("train")(train)
+app.command("evaluate")(evaluate)
 app.command("demo")(demo)
 app.add_typer(bench_app, name="bench")
 

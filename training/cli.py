@@ -1,9 +1,13 @@
-"""Training-side subcommands: `simulate` (a labelled world) and, for now, the `demo`."""
+"""Training-side subcommands: `simulate`, `train`, `evaluate`, and (for now) the `demo`.
+
+torch is imported inside `train` and `evaluate` only, so the other commands stay light.
+"""
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -12,7 +16,7 @@ from rich.table import Table
 from training.exceptions import SimulationError
 from training.simulator import ATTACK_KINDS, KIND_LABEL, WorldConfig, WorldSummary, simulate_world
 
-__all__ = ["demo", "render_summary", "simulate"]
+__all__ = ["demo", "evaluate", "render_metrics", "render_summary", "simulate", "train"]
 
 _out = Console()
 
@@ -111,3 +115,136 @@ def demo(
         "Next steps (their issues are open): train → export → stream the held-out part through "
         "the worker and watch alerts."
     )
+
+
+class Preset(StrEnum):
+    """Model size presets."""
+
+    tiny = "tiny"
+    small = "small"
+    base = "base"
+
+
+_METRICS = (
+    "pr_auc", "roc_auc", "recall_at_fpr_0.001", "recall_at_fpr_0.01", "threshold", "precision",
+    "recall", "episode_recall", "normal_users_alerted_per_1000_per_day",
+    "median_detection_delay_events", "median_detection_delay_s", "caught_before_purchase",
+)  # fmt: skip
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 100 else f"{value:,.0f}"
+    return str(value)
+
+
+def render_metrics(report: dict[str, Any], title: str) -> None:
+    """Model vs baseline, per head, as one table."""
+    table = Table(title=title)
+    table.add_column("metric")
+    heads = list(report["heads"])
+    for head in heads:
+        table.add_column(f"{head} model", justify="right")
+        table.add_column(f"{head} baseline", justify="right")
+    for name in _METRICS:
+        row = [name]
+        for head in heads:
+            row += [_fmt(report["heads"][head].get(name)), _fmt(report["baseline"][head].get(name))]
+        table.add_row(*row)
+    _out.print(table)
+    for head in heads:
+        model, base = report["heads"][head]["pr_auc"], report["baseline"][head]["pr_auc"]
+        if model is None or base is None:
+            continue
+        verdict = "beats" if model > base else "does NOT beat"
+        _out.print(
+            f"{head}: the model {verdict} the baseline on PR-AUC ({model:.4f} vs {base:.4f})"
+        )
+
+
+def train(
+    events: Annotated[
+        Path,
+        typer.Option(
+            "--events", exists=True, dir_okay=False, help="Events, JSON lines (the contract)."
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Checkpoint folder to write.")],
+    labels: Annotated[
+        Path | None,
+        typer.Option("--labels", exists=True, dir_okay=False, help="Label episodes, JSON lines."),
+    ] = None,
+    feedback: Annotated[
+        Path | None,
+        typer.Option(
+            "--feedback", exists=True, dir_okay=False, help="Delayed feedback (chargebacks)."
+        ),
+    ] = None,
+    preset: Annotated[Preset, typer.Option("--preset", help="Model size.")] = Preset.small,
+    init: Annotated[
+        Path | None,
+        typer.Option(
+            "--init", exists=True, file_okay=False, help="Local Hugging Face BERT to start from."
+        ),
+    ] = None,
+    seed: SeedOpt = 0,
+    target_precision: Annotated[
+        float | None,
+        typer.Option(
+            "--target-precision",
+            min=0.0,
+            max=1.0,
+            help="Threshold: lowest score reaching this precision on validation.",
+        ),
+    ] = None,
+    target_fpr: Annotated[
+        float | None,
+        typer.Option(
+            "--target-fpr",
+            min=0.0,
+            max=1.0,
+            help="Threshold: lowest score keeping the event FPR under this.",
+        ),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+) -> None:
+    """Pretrain on unlabeled windows, fine-tune both heads, report on the test split.
+
+    Thresholds default to at most 5 normal users alerted per 1,000 per day on validation.
+    """
+    from training.config import TrainConfig
+    from training.exceptions import TrainingError
+    from training.train import train as run_train
+
+    if labels is None and feedback is None:
+        raise TrainingError("--labels or --feedback: at least one is needed to fine-tune")
+    cfg = TrainConfig.for_preset(
+        preset.value, seed=seed, target_precision=target_precision, target_fpr=target_fpr
+    )
+    report = run_train(events, labels, out, cfg, feedback=feedback, init=init, progress=not quiet)
+    render_metrics(report, f"Test split → {out}/report.md")
+
+
+def evaluate(
+    model: Annotated[
+        Path,
+        typer.Option("--model", exists=True, file_okay=False, help="Checkpoint folder from train."),
+    ],
+    events: Annotated[Path, typer.Option("--events", exists=True, dir_okay=False)],
+    out: Annotated[Path, typer.Option("--out", dir_okay=False, help="report.json to write.")],
+    labels: Annotated[Path | None, typer.Option("--labels", exists=True, dir_okay=False)] = None,
+    feedback: Annotated[
+        Path | None, typer.Option("--feedback", exists=True, dir_okay=False)
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+) -> None:
+    """Score every event of a data set and report against its labels."""
+    from training.evaluate import evaluate_model
+    from training.exceptions import TrainingError
+
+    if labels is None and feedback is None:
+        raise TrainingError("--labels or --feedback: at least one is needed to evaluate")
+    report = evaluate_model(model, events, labels, out, feedback=feedback, progress=not quiet)
+    render_metrics(report, f"Evaluation → {out}")

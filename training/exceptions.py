@@ -13,3 +13,7 @@ class TrainingError(RiskstreamError):
 
 class SimulationError(TrainingError):
     """The simulator was given a bad argument; the message names it."""
+
+
+class DataError(TrainingError):
+    """A training input file breaks its contract; the message names the file and line."""

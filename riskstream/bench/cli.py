@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from riskstream.bench.contract import bench_parse
+from riskstream.bench.training import bench_train
 from riskstream.bench.world import bench_simulate
 
 __all__ = ["bench_app"]
@@ -44,5 +45,19 @@ def simulate_cmd(
 ) -> None:
     """Simulator throughput on a 20k-user world."""
     result = bench_simulate(users, days, seed)
+    result.print()
+    result.save(out)
+
+
+@bench_app.command("train")
+def train_cmd(
+    preset: Annotated[str, typer.Option("--preset", help="tiny, small or base.")] = "small",
+    users: Annotated[int, typer.Option("--users", min=1)] = 20_000,
+    days: Annotated[float, typer.Option("--days", min=0.01)] = 2.0,
+    seed: Annotated[int, typer.Option("--seed")] = 7,
+    out: OutOpt = Path("benchmarks/results"),
+) -> None:
+    """Training time per phase and samples/s for a preset on a simulated world."""
+    result = bench_train(preset, users, days, seed)
     result.print()
     result.save(out)

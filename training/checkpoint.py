@@ -1,0 +1,103 @@
+"""The trained model on disk: a Hugging Face-style folder that export/ reads.
+
+config.json (model config, training config, step, session gap), model.safetensors, the encoding
+spec and window policy (canonical JSON), thresholds.json, and the evaluation report.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from safetensors.torch import load_file, save_file
+
+from events import EncodingSpec, IncompatibleSpec, WindowPolicy
+from training.exceptions import TrainingError
+from training.model import EventBert, ModelConfig
+
+__all__ = ["CHECKPOINT_FORMAT", "Checkpoint", "load_checkpoint", "save_checkpoint"]
+
+CHECKPOINT_FORMAT: Final = "riskstream-checkpoint/1"
+FILES: Final = {
+    "config": "config.json",
+    "weights": "model.safetensors",
+    "spec": "encoding_spec.json",
+    "policy": "window_policy.json",
+    "thresholds": "thresholds.json",
+}
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint."""
+
+    model: EventBert
+    model_config: ModelConfig
+    spec: EncodingSpec
+    policy: WindowPolicy
+    thresholds: dict[str, float]
+    meta: dict[str, Any]  # training config, step, session gap, format
+
+    @property
+    def session_gap_s(self) -> int:
+        """The inactivity gap that sessionised the training data."""
+        return int(self.meta.get("session_gap_s", 1800))
+
+
+def save_checkpoint(
+    out: Path,
+    model: EventBert,
+    spec: EncodingSpec,
+    policy: WindowPolicy,
+    thresholds: dict[str, float],
+    meta: dict[str, Any],
+) -> None:
+    """Write the folder (created if needed)."""
+    out.mkdir(parents=True, exist_ok=True)
+    config = {"format": CHECKPOINT_FORMAT, "model": model.config.to_dict(), **meta}
+    (out / FILES["config"]).write_text(json.dumps(config, indent=2) + "\n")
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(out / FILES["weights"]), metadata={"format": CHECKPOINT_FORMAT})
+    (out / FILES["spec"]).write_text(spec.to_json() + "\n")
+    (out / FILES["policy"]).write_text(policy.to_json() + "\n")
+    (out / FILES["thresholds"]).write_text(json.dumps(thresholds, indent=2) + "\n")
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise TrainingError(f"{path}: missing from the checkpoint") from None
+    except (OSError, ValueError) as exc:
+        raise TrainingError(f"{path}: unreadable ({exc})") from exc
+
+
+def load_checkpoint(path: Path) -> Checkpoint:
+    """Load and check a checkpoint folder; errors name the file."""
+    if not path.is_dir():
+        raise TrainingError(f"--model {path}: not a checkpoint folder")
+    config = _read_json(path / FILES["config"])
+    if config.get("format") != CHECKPOINT_FORMAT:
+        raise TrainingError(f"{path / FILES['config']}: format is not {CHECKPOINT_FORMAT}")
+    try:
+        spec = EncodingSpec.from_json((path / FILES["spec"]).read_text())
+        policy = WindowPolicy.from_dict(_read_json(path / FILES["policy"]))
+    except FileNotFoundError as exc:
+        raise TrainingError(f"{exc.filename}: missing from the checkpoint") from None
+    except IncompatibleSpec as exc:
+        raise TrainingError(f"{path}: {exc}") from exc
+    model_config = ModelConfig.from_dict(config["model"])
+    model = EventBert(model_config)
+    weights = path / FILES["weights"]
+    if not weights.is_file():
+        raise TrainingError(f"{weights}: missing from the checkpoint")
+    try:
+        model.load_state_dict(load_file(str(weights)))
+    except (OSError, RuntimeError) as exc:
+        raise TrainingError(f"{weights}: does not fit the model config ({exc})") from exc
+    model.eval()
+    thresholds = {str(k): float(v) for k, v in _read_json(path / FILES["thresholds"]).items()}
+    meta = {k: v for k, v in config.items() if k != "model"}
+    return Checkpoint(model, model_config, spec, policy, thresholds, meta)

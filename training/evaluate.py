@@ -1,0 +1,176 @@
+"""Scoring a data set with a model and the GBDT baseline, and writing the reports."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from tqdm import tqdm
+
+from events import windows_to_inputs
+from training.baseline import Baseline, fit_baseline, window_aggregates
+from training.checkpoint import load_checkpoint
+from training.data import Corpus, load_corpus
+from training.examples import HEADS, ExampleSet, batch_windows, build_examples
+from training.loops import score
+from training.metrics import EvalInput, choose_threshold, evaluate, pr_curve
+from training.report import write_report
+
+__all__ = ["aggregates", "eval_input", "evaluate_model", "finish_report"]
+
+log = logging.getLogger(__name__)
+
+
+def first_purchases(corpus: Corpus) -> dict[int, int | None]:
+    """Per episode index: ts of its user's first purchase inside the episode, if any."""
+    purchase = corpus.spec.event_types.index("purchase")
+    by_user = {u.user_id: u for u in corpus.users}
+    out: dict[int, int | None] = {}
+    for i, ep in enumerate(corpus.episodes):
+        user = by_user.get(ep.user_id)
+        if user is None:
+            out[i] = None
+            continue
+        hit = (user.records["type"] == purchase) & (user.ts_ms >= ep.start_ms)
+        hit &= user.ts_ms <= ep.end_ms
+        out[i] = int(user.ts_ms[hit].min()) if hit.any() else None
+    return out
+
+
+def eval_input(corpus: Corpus, examples: ExampleSet, scores: npt.NDArray[Any]) -> EvalInput:
+    """What the metrics need about every scored example."""
+    user_ids = np.array([corpus.users[u].user_id for u in examples.user_index], dtype=object)
+    return EvalInput(
+        scores=scores.astype(np.float64),
+        y=examples.y.astype(np.float64),
+        weight=examples.weight.astype(np.float64),
+        user_ids=user_ids,
+        ts_ms=examples.ts_ms,
+        episode=examples.episode.astype(np.int64),
+        episodes=corpus.episodes,
+        first_purchase_ms=first_purchases(corpus),
+    )
+
+
+def aggregates(
+    corpus: Corpus, examples: ExampleSet, progress: bool = True, chunk: int = 4096
+) -> npt.NDArray[np.float32]:
+    """The baseline's hand-made window aggregates for every example, from the shared inputs."""
+    parts = []
+    starts = range(0, len(examples), chunk)
+    for start in tqdm(starts, desc="aggregates", unit="chunk", disable=not progress, leave=False):
+        idx = np.arange(start, min(start + chunk, len(examples)))
+        inputs = windows_to_inputs(batch_windows(corpus, examples, idx), corpus.spec)
+        parts.append(window_aggregates(inputs.features, inputs.attention_mask))
+    if not parts:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.concatenate(parts).astype(np.float32)
+
+
+def finish_report(
+    out: Path,
+    model_inp: EvalInput,
+    baseline_scores: npt.NDArray[Any],
+    thresholds: Mapping[str, float],
+    baseline_thresholds: Mapping[str, float],
+    extra: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Metrics for model and baseline, report.json, report.md and pr_curves.png in `out`."""
+    base_inp = replace(model_inp, scores=baseline_scores)
+    report: dict[str, Any] = {
+        "heads": evaluate(model_inp, thresholds),
+        "baseline": evaluate(base_inp, baseline_thresholds),
+        **extra,
+    }
+    curves = {
+        head: {"model": pr_curve(model_inp, h), "baseline": pr_curve(base_inp, h)}
+        for h, head in enumerate(HEADS)
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
+    write_report(report, out, curves)
+    return report
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _cross_fit_baseline(
+    corpus: Corpus, examples: ExampleSet, seed: int, progress: bool
+) -> tuple[npt.NDArray[np.float32], list[Baseline]]:
+    """Baseline scores on a data set without a training split: two folds by user, each
+    fold scored by a baseline fitted on the other (the baseline sees this set's labels,
+    which can only flatter it)."""
+    x = aggregates(corpus, examples, progress)
+    fold = np.random.default_rng(seed).integers(0, 2, size=len(corpus.users))[examples.user_index]
+    scores = np.zeros((len(examples), 2), dtype=np.float32)
+    models = []
+    for k in (0, 1):
+        fit = fold != k
+        model = fit_baseline(x[fit], examples.y[fit], examples.weight[fit], seed=seed)
+        scores[~fit] = model.predict(x[~fit])
+        models.append(model)
+    return scores, models
+
+
+def evaluate_model(
+    model_dir: Path,
+    events: Path,
+    labels: Path | None,
+    out_json: Path,
+    *,
+    feedback: Path | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """`riskstream evaluate`: score every event of a data set with a checkpoint; compare with
+    a cross-fitted baseline; write the report files beside `out_json`."""
+    ckpt = load_checkpoint(model_dir)
+    corpus = load_corpus(
+        events,
+        labels,
+        feedback,
+        spec=ckpt.spec,
+        session_gap_s=ckpt.session_gap_s,
+        progress=progress,
+    )
+    users = np.arange(len(corpus.users), dtype=np.int32)
+    examples = build_examples(corpus, users, ckpt.policy)
+    scores = score(ckpt.model, corpus, examples, progress=progress)
+    base_scores, _ = _cross_fit_baseline(corpus, examples, seed, progress)
+    inp = eval_input(corpus, examples, scores)
+    base_thresholds = {
+        head: choose_threshold(replace(inp, scores=base_scores.astype(np.float64)), h)
+        for h, head in enumerate(HEADS)
+    }
+    extra = {
+        "data": {
+            "events": corpus.n_events,
+            "users": len(corpus.users),
+            "examples": len(examples),
+            "episodes": len(corpus.episodes),
+            "refused": corpus.refused,
+            "duplicates": corpus.duplicates,
+        },
+        "evaluation": {
+            "model": str(model_dir),
+            "events": str(events),
+            "baseline": "HistGradientBoosting, cross-fitted 2-fold by user on this set",
+            "baseline_thresholds": "chosen on this set (the model's come from training)",
+        },
+    }
+    report = finish_report(
+        out_json.parent, inp, base_scores, ckpt.thresholds, base_thresholds, extra
+    )
+    if out_json.name != "report.json":
+        out_json.write_text((out_json.parent / "report.json").read_text())
+    return report

@@ -1,0 +1,311 @@
+"""Examples for fine-tuning: one per scored event, its window bounds and its labels per head;
+user/time splits; batches of windows grouped by length.
+
+A window is `corpus.users[u].records[start:end]`, bounds from `events.window.window_slices` (the
+offline twin of the stream's store), so the trainer scores exactly what the worker would.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from events import WindowPolicy, format_ts_ms, window_slices
+from training.data import Corpus, UserHistory
+from training.exceptions import DataError
+
+__all__ = [
+    "HEADS",
+    "ExampleSet",
+    "Split",
+    "batch_windows",
+    "build_examples",
+    "length_buckets",
+    "split_users",
+]
+
+logger = logging.getLogger(__name__)
+
+HEADS: Final[tuple[str, str]] = ("fraud", "abnormal_click")
+_PHI: Final = (5**0.5 - 1) / 2  # golden-ratio step: the most evenly spread frac(u + i·φ)
+
+I32 = npt.NDArray[np.int32]
+I64 = npt.NDArray[np.int64]
+F32 = npt.NDArray[np.float32]
+
+
+@dataclass
+class ExampleSet:
+    """Parallel arrays, one row per example (the scored event is `records[end - 1]`)."""
+
+    user_index: I32  # into corpus.users
+    start: I32
+    end: I32
+    y: F32  # [N, 2], columns in HEADS order
+    episode: I32  # [N, 2], index into corpus.episodes covering the event per head, else -1
+    weight: F32  # 1 / keep-probability for subsampled negatives, else 1
+    ts_ms: I64  # ts of the scored event
+
+    def __len__(self) -> int:
+        return len(self.user_index)
+
+    def subset(self, idx: npt.NDArray[np.integer]) -> ExampleSet:
+        """The examples at `idx` (a new set; arrays are copies)."""
+        return ExampleSet(
+            self.user_index[idx],
+            self.start[idx],
+            self.end[idx],
+            self.y[idx],
+            self.episode[idx],
+            self.weight[idx],
+            self.ts_ms[idx],
+        )
+
+    @property
+    def lengths(self) -> I32:
+        """Window length (events) per example."""
+        lengths: I32 = self.end - self.start
+        return lengths
+
+    def positives(self) -> npt.NDArray[np.int64]:
+        """Positive examples per head, in HEADS order."""
+        counts: npt.NDArray[np.int64] = (self.y > 0.5).sum(axis=0).astype(np.int64)
+        return counts
+
+
+@dataclass(frozen=True, eq=False)
+class Split:
+    """Users in three disjoint sets; train/val examples before `t_cut_ms`, test at or after."""
+
+    train_users: I32
+    val_users: I32
+    test_users: I32
+    t_cut_ms: int
+
+    def __eq__(self, other: object) -> bool:
+        # By value: the generated __eq__ would compare arrays elementwise and raise.
+        if not isinstance(other, Split):
+            return NotImplemented
+        mine = (self.train_users, self.val_users, self.test_users)
+        theirs = (other.train_users, other.val_users, other.test_users)
+        return self.t_cut_ms == other.t_cut_ms and all(
+            np.array_equal(a, b) for a, b in zip(mine, theirs, strict=True)
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable arrays inside: not hashable
+
+    def to_dict(self) -> dict[str, object]:
+        """Sizes and the cut, for the report."""
+        return {
+            "train_users": len(self.train_users),
+            "val_users": len(self.val_users),
+            "test_users": len(self.test_users),
+            "t_cut_ms": self.t_cut_ms,
+            "t_cut": format_ts_ms(self.t_cut_ms),
+        }
+
+
+def _episodes_by_user(corpus: Corpus) -> dict[str, list[int]]:
+    by_user: dict[str, list[int]] = {}
+    for i, ep in enumerate(corpus.episodes):
+        by_user.setdefault(ep.user_id, []).append(i)
+    return by_user
+
+
+def split_users(
+    corpus: Corpus,
+    *,
+    seed: int,
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+    test_after_quantile: float = 0.5,
+) -> Split:
+    """Assign users to train/val/test by a seeded, stratified draw; cut time at a quantile.
+
+    Strata are which heads a user has episodes for before and after the cut, so each set gets
+    attacks where it will be scored (train/val before the cut, test after). Users are ordered
+    by stratum (fraud bits most significant: fraud is the rarer head), at random within one,
+    and user i goes to the set where frac(u + i·φ) falls among the cumulative fractions: a
+    low-discrepancy sequence, so every run of similar users, across strata too, is split
+    within a user or two of the fractions.
+    """
+    if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-6:
+        raise DataError(f"fractions: must be three shares >= 0 summing to 1, got {fractions}")
+    if not 0.0 <= test_after_quantile <= 1.0:
+        raise DataError(f"test_after_quantile: must be in [0, 1], got {test_after_quantile}")
+    if not corpus.users:
+        raise DataError("corpus: has no users to split")
+    all_ts = np.concatenate([u.ts_ms for u in corpus.users])
+    t_cut = int(np.quantile(all_ts, test_after_quantile, method="lower"))
+    del all_ts
+
+    index = corpus.user_index()
+    strata = np.zeros(len(corpus.users), dtype=np.int64)
+    for ep in corpus.episodes:
+        ui = index.get(ep.user_id)
+        if ui is None or ep.label not in HEADS:
+            continue
+        # bits, most significant first: fraud before, fraud after, abnormal before, after
+        bit = 3 - 2 * HEADS.index(ep.label)
+        if ep.start_ms < t_cut:
+            strata[ui] |= 1 << bit
+        if ep.end_ms >= t_cut:
+            strata[ui] |= 1 << (bit - 1)
+
+    # Users are indexed in user_id order, so the draw does not depend on file order.
+    rng = np.random.default_rng(seed)
+    order = np.lexsort((rng.random(len(strata)), strata))
+    q = (rng.random() + np.arange(len(order)) * _PHI) % 1.0
+    assign = np.empty(len(order), dtype=np.int64)
+    assign[order] = np.searchsorted(np.cumsum(fractions)[:2], q, side="right")
+    sets = [np.flatnonzero(assign == s).astype(np.int32) for s in range(3)]
+    split = Split(sets[0], sets[1], sets[2], t_cut)
+    logger.info("split: %s", split.to_dict())
+    return split
+
+
+def _cover(ts: I64, episodes: list[tuple[int, int, int]]) -> tuple[npt.NDArray[np.bool_], I32]:
+    """Which of `ts` lie in any of `episodes` (start, end, index), and the covering index."""
+    if not episodes:
+        return np.zeros(len(ts), dtype=bool), np.full(len(ts), -1, dtype=np.int32)
+    eps = np.array(sorted(episodes), dtype=np.int64)
+    starts, ends, ids = eps[:, 0], eps[:, 1], eps[:, 2]
+    # Running max of ends: the episode reaching furthest among those started by ts. Its
+    # holder is the last position where the end equals the running max.
+    reach = np.maximum.accumulate(ends)
+    holder = np.maximum.accumulate(np.where(ends == reach, np.arange(len(ends)), 0))
+    k = np.searchsorted(starts, ts, side="right") - 1
+    kc = np.maximum(k, 0)
+    hit = (k >= 0) & (reach[kc] >= ts)
+    which = np.where(hit, ids[holder[kc]], -1).astype(np.int32)
+    return hit, which
+
+
+def _user_examples(
+    user: UserHistory, eps: list[int], corpus: Corpus, policy: WindowPolicy, lo: int, hi: int
+) -> tuple[I32, I32, npt.NDArray[np.bool_], I32]:
+    """Window bounds, labels and episode ids of the user's events lo..hi-1."""
+    bounds = np.fromiter(
+        (x for s in window_slices(user.ts_ms, policy) for x in (s.start, s.stop)),
+        dtype=np.int32,
+        count=2 * len(user.ts_ms),
+    ).reshape(-1, 2)[lo:hi]
+    ts = user.ts_ms[lo:hi]
+    hits = np.zeros((len(ts), len(HEADS)), dtype=bool)
+    which = np.full((len(ts), len(HEADS)), -1, dtype=np.int32)
+    for h, head in enumerate(HEADS):
+        mine = [
+            (corpus.episodes[i].start_ms, corpus.episodes[i].end_ms, i)
+            for i in eps
+            if corpus.episodes[i].label == head
+        ]
+        hits[:, h], which[:, h] = _cover(ts, mine)
+    return bounds[:, 0].copy(), bounds[:, 1].copy(), hits, which
+
+
+def build_examples(
+    corpus: Corpus,
+    users: npt.NDArray[np.integer],
+    policy: WindowPolicy,
+    *,
+    t_from_ms: int | None = None,
+    t_to_ms: int | None = None,
+    neg_keep: float = 1.0,
+    seed: int = 0,
+) -> ExampleSet:
+    """One example per event of `users` with ts in [t_from_ms, t_to_ms).
+
+    Earlier events still serve as window context. Examples negative for both heads are kept
+    with probability `neg_keep` (seeded) and weighted 1/neg_keep; positives are always kept.
+    """
+    if not 0.0 < neg_keep <= 1.0:
+        raise DataError(f"neg_keep: must be in (0, 1], got {neg_keep}")
+    by_user = _episodes_by_user(corpus)
+    parts: list[tuple[int, I32, I32, npt.NDArray[np.bool_], I32, I64]] = []
+    for ui in np.asarray(users, dtype=np.int64).tolist():
+        user = corpus.users[ui]
+        lo = 0 if t_from_ms is None else int(np.searchsorted(user.ts_ms, t_from_ms, "left"))
+        hi = len(user) if t_to_ms is None else int(np.searchsorted(user.ts_ms, t_to_ms, "left"))
+        if hi <= lo:
+            continue
+        start, end, hits, which = _user_examples(
+            user, by_user.get(user.user_id, []), corpus, policy, lo, hi
+        )
+        parts.append((ui, start, end, hits, which, user.ts_ms[lo:hi]))
+
+    if not parts:
+        return _empty()
+    user_index = np.concatenate([np.full(len(p[1]), p[0], dtype=np.int32) for p in parts])
+    start = np.concatenate([p[1] for p in parts])
+    end = np.concatenate([p[2] for p in parts])
+    hits = np.concatenate([p[3] for p in parts])
+    which = np.concatenate([p[4] for p in parts])
+    ts_ms = np.concatenate([p[5] for p in parts]).astype(np.int64)
+    del parts
+
+    weight = np.ones(len(start), dtype=np.float32)
+    if neg_keep < 1.0:
+        negative = ~hits.any(axis=1)
+        draw = np.random.default_rng(seed).random(len(start))
+        keep = ~negative | (draw < neg_keep)
+        weight[negative] = np.float32(1.0 / neg_keep)
+        idx = np.flatnonzero(keep)
+        user_index, start, end = user_index[idx], start[idx], end[idx]
+        hits, which, ts_ms, weight = hits[idx], which[idx], ts_ms[idx], weight[idx]
+    return ExampleSet(user_index, start, end, hits.astype(np.float32), which, weight, ts_ms)
+
+
+def _empty() -> ExampleSet:
+    i32 = np.zeros(0, dtype=np.int32)
+    return ExampleSet(
+        i32,
+        i32.copy(),
+        i32.copy(),
+        np.zeros((0, len(HEADS)), dtype=np.float32),
+        np.zeros((0, len(HEADS)), dtype=np.int32),
+        np.zeros(0, dtype=np.float32),
+        np.zeros(0, dtype=np.int64),
+    )
+
+
+def batch_windows(
+    corpus: Corpus, examples: ExampleSet, idx: npt.NDArray[np.integer]
+) -> list[npt.NDArray[np.void]]:
+    """The windows (record slices, views into the users' records) of examples `idx`, for
+    `events.features.windows_to_inputs`."""
+    users = corpus.users
+    return [
+        users[u].records[s:e]
+        for u, s, e in zip(
+            examples.user_index[idx].tolist(),
+            examples.start[idx].tolist(),
+            examples.end[idx].tolist(),
+            strict=True,
+        )
+    ]
+
+
+def length_buckets(
+    examples: ExampleSet, batch_size: int, *, shuffle: bool, seed: int
+) -> list[npt.NDArray[np.int64]]:
+    """Batches of example indices of similar window length (less padding), every index once.
+
+    With `shuffle`, equal lengths are tie-broken at random and the batch order is shuffled
+    (both seeded); without, batches run from shortest to longest windows.
+    """
+    if batch_size <= 0:
+        raise DataError(f"batch_size: must be > 0, got {batch_size}")
+    lengths = examples.lengths
+    if shuffle:
+        rng = np.random.default_rng(seed)
+        order = np.lexsort((rng.random(len(lengths)), lengths))
+    else:
+        order = np.argsort(lengths, kind="stable")
+    order = order.astype(np.int64)
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    if shuffle:
+        batches = [batches[i] for i in rng.permutation(len(batches)).tolist()]
+    return batches

@@ -1,0 +1,176 @@
+"""EventBert: a transformers BERT over a user's window, one position per event.
+
+Each event's channels (type, category, money buckets, gap, novelty, …) are embedded and summed
+into one vector; BERT adds positions. Two sigmoid heads read the scored (last) event's hidden
+state; pretraining predicts the channels of masked events.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import BertConfig, BertModel
+
+from events.encoding import EncodingSpec
+from events.features import CHANNELS, channel_vocab_sizes
+from training.exceptions import TrainingError
+
+__all__ = ["PRESETS", "EventBert", "ModelConfig", "copy_init_weights"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything that defines the network; its only input."""
+
+    vocab_sizes: tuple[int, ...]  # per channel, in events.features.CHANNELS order
+    hidden: int = 128
+    layers: int = 2
+    heads: int = 4
+    intermediate: int = 256
+    max_len: int = 64
+    dropout: float = 0.1
+
+    @classmethod
+    def for_spec(cls, spec: EncodingSpec, **sizes: Any) -> ModelConfig:
+        """A config whose embedding tables fit `spec`."""
+        vocab = channel_vocab_sizes(spec)
+        return cls(vocab_sizes=tuple(vocab[c] for c in CHANNELS), **sizes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able form."""
+        out = asdict(self)
+        out["vocab_sizes"] = list(self.vocab_sizes)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """Load a saved config."""
+        try:
+            return cls(**{**data, "vocab_sizes": tuple(data["vocab_sizes"])})
+        except (KeyError, TypeError) as exc:
+            raise TrainingError(f"model config: {exc}") from exc
+
+    def bert_config(self) -> BertConfig:
+        """The transformers config of the encoder (eager attention: ONNX Runtime fuses it)."""
+        config = BertConfig(
+            vocab_size=1,  # unused: inputs arrive as summed event embeddings
+            hidden_size=self.hidden,
+            num_hidden_layers=self.layers,
+            num_attention_heads=self.heads,
+            intermediate_size=self.intermediate,
+            max_position_embeddings=self.max_len,
+            type_vocab_size=1,
+            hidden_dropout_prob=self.dropout,
+            attention_probs_dropout_prob=self.dropout,
+        )
+        config._attn_implementation = "eager"
+        return config
+
+
+#: Model sizes. tiny: tests and the demo; small: the default; base: for GPUs.
+PRESETS: dict[str, dict[str, int]] = {
+    "tiny": {"hidden": 64, "layers": 2, "heads": 2, "intermediate": 128},
+    "small": {"hidden": 128, "layers": 2, "heads": 4, "intermediate": 256},
+    "base": {"hidden": 256, "layers": 4, "heads": 4, "intermediate": 1024},
+}
+
+
+class EventBert(nn.Module):
+    """features [B, L, C] int64 + attention_mask [B, L] → probabilities [B, 2]."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embed = nn.ModuleList(
+            nn.Embedding(v, config.hidden, padding_idx=0) for v in config.vocab_sizes
+        )
+        self.bert = BertModel(config.bert_config(), add_pooling_layer=False)  # type: ignore[no-untyped-call]
+        # The scored event's state beside the window's mean: counts and rates over the
+        # window reach the heads without having to be funnelled through one position.
+        self.head = nn.Linear(2 * config.hidden, 2)
+        self.mlm = nn.ModuleList(nn.Linear(config.hidden, v) for v in config.vocab_sizes)
+
+    def encode(self, features: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Hidden states [B, L, H]."""
+        x = self.embed[0](features[..., 0])
+        for c in range(1, len(self.embed)):
+            x = x + self.embed[c](features[..., c])  # [B, L, H]
+        out = self.bert(inputs_embeds=x, attention_mask=attention_mask)
+        hidden: torch.Tensor = out.last_hidden_state
+        return hidden
+
+    def logits(self, features: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Head logits [B, 2] from the last real position (right padding) and the mean."""
+        hidden = self.encode(features, attention_mask)  # [B, L, H]
+        lengths = attention_mask.sum(dim=1)  # [B]
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        last_state = hidden[rows, lengths - 1]  # [B, H]
+        weights = attention_mask.unsqueeze(-1).to(hidden.dtype)  # [B, L, 1]
+        mean_state = (hidden * weights).sum(dim=1) / lengths.unsqueeze(-1).to(hidden.dtype)
+        out: torch.Tensor = self.head(torch.cat([last_state, mean_state], dim=-1))  # [B, 2]
+        return out
+
+    def forward(self, features: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Probabilities [B, 2] (fraud, abnormal_click): what ONNX export serves."""
+        return torch.sigmoid(self.logits(features, attention_mask))
+
+    def mlm_logits(self, hidden: torch.Tensor) -> list[torch.Tensor]:
+        """Per channel, logits [B, L, vocab_c] for the masked-event pretraining task."""
+        return [layer(hidden) for layer in self.mlm]
+
+
+_ROW_SLICED = ("embeddings.position_embeddings.weight", "embeddings.token_type_embeddings.weight")
+
+
+def copy_init_weights(model: EventBert, path: Path) -> dict[str, int]:
+    """Start the encoder from a local Hugging Face BERT checkpoint: its layers, position
+    embeddings and embedding LayerNorm; the event embeddings stay new. No downloads."""
+    if not (path / "config.json").is_file():
+        raise TrainingError(f"--init {path}: not a Hugging Face checkpoint (no config.json)")
+    try:
+        source = BertModel.from_pretrained(str(path), local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise TrainingError(f"--init {path}: cannot load it as a BERT ({exc})") from exc
+    ours = model.bert.state_dict()
+    theirs = source.state_dict()
+    copied = skipped = 0
+    for name, tensor in theirs.items():
+        if name.startswith("embeddings.word_embeddings") or name not in ours:
+            skipped += 1
+            continue
+        target = ours[name]
+        if name in _ROW_SLICED and tensor.shape[0] >= target.shape[0]:
+            tensor = tensor[: target.shape[0]]  # fewer positions / one token type here
+        if tensor.shape != target.shape:
+            raise TrainingError(
+                f"--init {path}: {name} has shape {tuple(tensor.shape)}, "
+                f"the model needs {tuple(target.shape)}"
+            )
+        ours[name] = tensor.clone()
+        copied += 1
+    model.bert.load_state_dict(ours)
+    return {"copied": copied, "skipped": skipped}
+
+
+def config_from_init(path: Path, base: ModelConfig) -> ModelConfig:
+    """The model sizes an --init checkpoint dictates (hidden, layers, heads, intermediate)."""
+    try:
+        source = BertConfig.from_pretrained(str(path), local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise TrainingError(f"--init {path}: cannot read its config ({exc})") from exc
+    if source.max_position_embeddings < base.max_len:
+        raise TrainingError(
+            f"--init {path}: {source.max_position_embeddings} positions, the window needs "
+            f"{base.max_len}"
+        )
+    return replace(
+        base,
+        hidden=source.hidden_size,
+        layers=source.num_hidden_layers,
+        heads=source.num_attention_heads,
+        intermediate=source.intermediate_size,
+    )
