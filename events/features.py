@@ -14,6 +14,7 @@ from events.window import Records, records_ts_ms
 
 __all__ = [
     "CHANNELS",
+    "CODE_SHIFT",
     "MASK_ID",
     "PAD_ID",
     "ModelInputs",
@@ -25,7 +26,7 @@ __all__ = [
 #: real codes start at 2.
 PAD_ID: Final = 0
 MASK_ID: Final = 1
-_SHIFT: Final = 2
+CODE_SHIFT: Final = MASK_ID + 1  # real codes start after the pad and mask ids
 
 #: Model input channels, in order (the last axis of `ModelInputs.features`).
 CHANNELS: Final[tuple[str, ...]] = (
@@ -72,7 +73,7 @@ def channel_vocab_sizes(spec: EncodingSpec) -> dict[str, int]:
         "hour": 24,
     }
     raw.update({name: 4 for name, _ in _NOVELTY})
-    return {name: raw[name] + _SHIFT for name in CHANNELS}
+    return {name: raw[name] + CODE_SHIFT for name in CHANNELS}
 
 
 @dataclass(frozen=True)
@@ -151,5 +152,5 @@ def windows_to_inputs(
         cols[channel] = np.where(value == 0, 0, code)
 
     for c, name in enumerate(CHANNELS):
-        features[row, pos, c] = cols[name] + _SHIFT
+        features[row, pos, c] = cols[name] + CODE_SHIFT
     return ModelInputs(features, mask)

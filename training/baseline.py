@@ -16,11 +16,10 @@ import numpy.typing as npt
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from events.encoding import FLAGS, EncodingSpec
-from events.features import CHANNELS
+from events.features import CHANNELS, CODE_SHIFT
 
 __all__ = ["AGGREGATE_NAMES", "Baseline", "fit_baseline", "window_aggregates"]
 
-_SHIFT: Final = 2  # features.py shifts every real code by 2 (0 pad, 1 mask)
 _SPEC: Final = EncodingSpec()
 _TYPES: Final = _SPEC.event_types
 _NOVELTY: Final = ("device", "ip", "country", "payment", "item")
@@ -104,7 +103,7 @@ def _aggregates(
     mf = m.astype(np.float64)
     length = mf.sum(axis=1)
     raw: dict[str, _IntArray] = {
-        name: np.where(m, features[:, :, i] - _SHIFT, -1).astype(np.int32)
+        name: np.where(m, features[:, :, i] - CODE_SHIFT, -1).astype(np.int32)
         for i, name in enumerate(CHANNELS)
     }
     pos = np.arange(width)[None, :]

@@ -24,6 +24,7 @@ from events import (
     EncodingSpec,
     InvalidEvent,
     InvalidLabel,
+    Label,
     ParseStats,
     encode_event,
     parse_event,
@@ -44,16 +45,9 @@ _LOG_FIRST: Final = 5  # refusals / unknown orders logged one by one before goin
 _PROGRESS_CHUNK: Final = 1 << 20  # bytes between progress-bar updates
 
 
-@dataclass(frozen=True)
-class Episode:
-    """Every event of `user_id` with start_ms <= ts <= end_ms is positive for `label`."""
-
-    user_id: str
-    label: str  # "fraud" | "abnormal_click"
-    start_ms: int
-    end_ms: int
-    kind: str | None
-    source: str | None
+#: A label episode is the contract's `Label`: every event of `user_id` with
+#: start_ms <= ts <= end_ms is positive for `label`.
+Episode = Label
 
 
 @dataclass
@@ -227,9 +221,7 @@ def _read_labels(path: Path) -> list[Episode]:
                 lab = parse_label(line)
             except InvalidLabel as exc:
                 raise DataError(f"{path}:{lineno}: bad label line: {exc}") from exc
-            episodes.append(
-                Episode(lab.user_id, lab.label, lab.start_ms, lab.end_ms, lab.kind, lab.source)
-            )
+            episodes.append(lab)
     return episodes
 
 

@@ -17,6 +17,7 @@ import numpy.typing as npt
 from events import WindowPolicy, format_ts_ms, window_slices
 from training.data import Corpus, UserHistory
 from training.exceptions import DataError
+from training.metrics import HEADS
 
 __all__ = [
     "HEADS",
@@ -30,7 +31,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-HEADS: Final[tuple[str, str]] = ("fraud", "abnormal_click")
 _PHI: Final = (5**0.5 - 1) / 2  # golden-ratio step: the most evenly spread frac(u + i·φ)
 
 I32 = npt.NDArray[np.int32]

@@ -83,6 +83,25 @@ def _optimizer(
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def _step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LambdaLR,
+    loss: torch.Tensor,
+    stats: PhaseStats,
+    samples: int,
+) -> None:
+    """One optimiser step with gradient clipping, and its bookkeeping."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()  # type: ignore[no-untyped-call]
+    nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    schedule.step()
+    stats.steps += 1
+    stats.samples += samples
+    stats.losses.append(loss.item())
+
+
 def pretrain(
     model: EventBert, corpus: Corpus, examples: ExampleSet, cfg: TrainConfig, progress: bool = True
 ) -> PhaseStats:
@@ -120,14 +139,7 @@ def pretrain(
                     (loss_fn(lg, targets[:, c]) for c, lg in enumerate(logits)),
                     torch.zeros(()),
                 ) / len(logits)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                optimizer.step()
-                schedule.step()
-                stats.steps += 1
-                stats.samples += len(idx)
-                stats.losses.append(loss.item())
+                _step(model, optimizer, schedule, loss, stats, len(idx))
                 bar.set_postfix(loss=f"{np.mean(stats.losses[-50:]):.3f}")
                 bar.update(1)
     stats.wall_s = time.perf_counter() - began
@@ -171,14 +183,7 @@ def finetune(
                 per_example = loss_fn(model.logits(features, mask), y[t_idx]).sum(dim=1)
                 w = weight[t_idx]
                 loss = (per_example * w).sum() / w.sum()
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                optimizer.step()
-                schedule.step()
-                stats.steps += 1
-                stats.samples += len(idx)
-                stats.losses.append(loss.item())
+                _step(model, optimizer, schedule, loss, stats, len(idx))
                 bar.set_postfix(loss=f"{np.mean(stats.losses[-50:]):.4f}", epoch=epoch + 1)
                 bar.update(1)
             metric = validate(model)

@@ -23,6 +23,8 @@ from sklearn.metrics import (
     roc_curve,
 )
 
+from events.contract import LABELS
+
 __all__ = [
     "HEADS",
     "EvalInput",
@@ -34,8 +36,8 @@ __all__ = [
     "pr_curve",
 ]
 
-#: The model's output heads, in score-column order.
-HEADS: Final[tuple[str, str]] = ("fraud", "abnormal_click")
+#: The model's output heads, in score-column order: the contract's labels.
+HEADS: Final[tuple[str, ...]] = LABELS
 
 _DAY_MS: Final = 86_400_000
 _MIN_DAYS: Final = 1.0 / 24.0  # a set shorter than an hour still counts as an hour

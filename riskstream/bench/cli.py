@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from riskstream.bench.contract import bench_parse
+from riskstream.bench.core import BenchResult
 from riskstream.bench.training import bench_train
 from riskstream.bench.world import bench_simulate
 
@@ -16,6 +17,11 @@ __all__ = ["bench_app"]
 bench_app = typer.Typer(help="Benchmarks (figures go to docs/benchmarks.md).", no_args_is_help=True)
 
 OutOpt = Annotated[Path, typer.Option("--out", help="Directory for the JSON results.")]
+
+
+def _show(result: BenchResult, out: Path) -> None:
+    result.print()
+    result.save(out)
 
 
 @bench_app.command("parse")
@@ -31,9 +37,7 @@ def parse_cmd(
     out: OutOpt = Path("benchmarks/results"),
 ) -> None:
     """Parse + validate throughput on one core."""
-    result = bench_parse(events, limit, repeats)
-    result.print()
-    result.save(out)
+    _show(bench_parse(events, limit, repeats), out)
 
 
 @bench_app.command("simulate")
@@ -44,9 +48,7 @@ def simulate_cmd(
     out: OutOpt = Path("benchmarks/results"),
 ) -> None:
     """Simulator throughput on a 20k-user world."""
-    result = bench_simulate(users, days, seed)
-    result.print()
-    result.save(out)
+    _show(bench_simulate(users, days, seed), out)
 
 
 @bench_app.command("train")
@@ -58,6 +60,4 @@ def train_cmd(
     out: OutOpt = Path("benchmarks/results"),
 ) -> None:
     """Training time per phase and samples/s for a preset on a simulated world."""
-    result = bench_train(preset, users, days, seed)
-    result.print()
-    result.save(out)
+    _show(bench_train(preset, users, days, seed), out)
