@@ -1,0 +1,30 @@
+"""The files a user starts from: compose stack, README commands, CI script."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_docker_compose_parses_and_creates_the_topics() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert {"kafka", "kafka-topics", "redis"} <= set(services)
+    script = "\n".join(services["kafka-topics"]["command"])
+    for topic in ("events:8", "alerts:4", "events.dlq:1"):
+        assert topic in script
+
+
+def test_readme_commands_are_the_ones_ci_runs() -> None:
+    readme = (ROOT / "README.md").read_text()
+    demo = "bash scripts/setup.sh && .venv/bin/riskstream demo"
+    tests = "bash scripts/setup.sh && bash scripts/test.sh"
+    assert demo in readme
+    assert tests in readme
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "bash scripts/setup.sh" in ci
+    assert "bash scripts/test.sh" in ci
+    assert "torch==2.13.0" in (ROOT / "scripts" / "setup.sh").read_text()
