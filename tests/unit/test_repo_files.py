@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -28,3 +30,15 @@ def test_readme_commands_are_the_ones_ci_runs() -> None:
     assert "bash scripts/setup.sh" in ci
     assert "bash scripts/test.sh" in ci
     assert "torch==2.13.0" in (ROOT / "scripts" / "setup.sh").read_text()
+
+
+def test_worker_side_and_cli_start_without_torch() -> None:
+    # torch is poisoned: any import of it on these paths fails loudly.
+    code = (
+        "import sys; sys.modules['torch'] = None; "
+        "import events, stream, export, riskstream.cli, riskstream.localstack"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
