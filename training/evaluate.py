@@ -14,7 +14,7 @@ import numpy.typing as npt
 from tqdm import tqdm
 
 from events import windows_to_inputs
-from training.baseline import Baseline, fit_baseline, window_aggregates
+from training.baseline import fit_baseline, window_aggregates
 from training.checkpoint import load_checkpoint
 from training.data import Corpus, load_corpus
 from training.examples import HEADS, ExampleSet, batch_windows, build_examples
@@ -106,20 +106,18 @@ def _json_default(value: object) -> object:
 
 def _cross_fit_baseline(
     corpus: Corpus, examples: ExampleSet, seed: int, progress: bool
-) -> tuple[npt.NDArray[np.float32], list[Baseline]]:
+) -> npt.NDArray[np.float32]:
     """Baseline scores on a data set without a training split: two folds by user, each
     fold scored by a baseline fitted on the other (the baseline sees this set's labels,
     which can only flatter it)."""
     x = aggregates(corpus, examples, progress)
     fold = np.random.default_rng(seed).integers(0, 2, size=len(corpus.users))[examples.user_index]
     scores = np.zeros((len(examples), 2), dtype=np.float32)
-    models = []
     for k in (0, 1):
         fit = fold != k
         model = fit_baseline(x[fit], examples.y[fit], examples.weight[fit], seed=seed)
         scores[~fit] = model.predict(x[~fit])
-        models.append(model)
-    return scores, models
+    return scores
 
 
 def evaluate_model(
@@ -146,7 +144,7 @@ def evaluate_model(
     users = np.arange(len(corpus.users), dtype=np.int32)
     examples = build_examples(corpus, users, ckpt.policy)
     scores = score(ckpt.model, corpus, examples, progress=progress)
-    base_scores, _ = _cross_fit_baseline(corpus, examples, seed, progress)
+    base_scores = _cross_fit_baseline(corpus, examples, seed, progress)
     inp = eval_input(corpus, examples, scores)
     base_thresholds = {
         head: choose_threshold(replace(inp, scores=base_scores.astype(np.float64)), h)
