@@ -56,7 +56,17 @@ _SPAWN_ATTEMPTS = 3  # for an auto-chosen port that another process grabbed in b
 # Tansu does not always exit when its port is taken: it logs this and a worker thread panics,
 # while a broker already on that port would answer our readiness probe.
 _BIND_FAILURE_MARKERS = ("AddrInUse", "Address in use")
-_URL_PASSWORD = re.compile(r"(://[^:/@\s]+):[^@\s]+@")  # Tansu echoes storage URLs in errors
+# user:password@ inside URLs (the user may be empty); Tansu echoes storage URLs in errors.
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*):[^@\s]+@")
+
+
+def redact(text: str) -> str:
+    """`text` with every URL password replaced by ***, for logs, errors and reprs.
+
+    >>> redact("postgres://tansu:s3cret@db:5432/x and redis://:pw@h:6379")
+    'postgres://tansu:***@db:5432/x and redis://:***@h:6379'
+    """
+    return _URL_PASSWORD.sub(r"\1:***@", text)
 
 
 def find_free_port(host: str = "127.0.0.1") -> int:
@@ -207,7 +217,7 @@ class TansuBroker:
     def log_tail(self, max_bytes: int = 4000) -> str:
         """The end of the broker's log since the last start (passwords masked)."""
         tail = read_log_tail(self._log_path, max_bytes, self._log_offset)
-        return _URL_PASSWORD.sub(r"\1:***@", tail)
+        return redact(tail)
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self, timeout_s: float = 30.0) -> TansuBroker:
@@ -268,7 +278,7 @@ class TansuBroker:
     def __repr__(self) -> str:
         state = "running" if self.is_running else "stopped"
         where = self.bootstrap if self._port is not None else "no port"
-        return f"<TansuBroker {where} {self.storage_url} {state}>"
+        return f"<TansuBroker {where} {redact(self.storage_url)} {state}>"
 
     # -- internals -----------------------------------------------------------------------
     def _spawn(self, binary: str) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 
 import redis
 
-from riskstream.localstack.broker import find_free_port, read_log_tail
+from riskstream.localstack.broker import find_free_port, read_log_tail, redact
 from riskstream.localstack.exceptions import LocalStackError, RedisStartError
 
 __all__ = ["REDIS_URL_ENV", "RedisService", "ping_redis"]
@@ -52,20 +52,10 @@ def ping_redis(url: str, timeout_s: float = 5.0) -> None:
             client.close()
         if time.monotonic() >= deadline:
             raise RedisStartError(
-                f"Redis at {_redact(url)} did not answer PING within {timeout_s:.1f} s: "
+                f"Redis at {redact(url)} did not answer PING within {timeout_s:.1f} s: "
                 f"{last_error!r}"
             ) from last_error
         time.sleep(_POLL_S)
-
-
-def _redact(url: str) -> str:
-    """The URL without its password, for messages."""
-    scheme, sep, rest = url.partition("://")
-    if sep and "@" in rest:
-        creds, _, host = rest.rpartition("@")
-        user = creds.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}"
-    return url
 
 
 class RedisService:
@@ -121,7 +111,7 @@ class RedisService:
             return self
         if self._external_url is not None:
             ping_redis(self._external_url, timeout_s)
-            log.info("using Redis at %s", _redact(self._external_url))
+            log.info("using Redis at %s", redact(self._external_url))
         else:
             self._start_embedded(timeout_s)
         self._started = True
@@ -155,7 +145,7 @@ class RedisService:
 
     def __repr__(self) -> str:
         kind = "embedded Valkey" if self.is_embedded else "external"
-        where = _redact(self.url) if (not self.is_embedded or self._server) else "not started"
+        where = redact(self.url) if (not self.is_embedded or self._server) else "not started"
         return f"<RedisService {kind} {where}>"
 
     def _start_embedded(self, timeout_s: float) -> None:
