@@ -15,6 +15,7 @@ from events.contract import (
     WindowSummary,
 )
 from events.encoding import (
+    EID_SLICE,
     ENCODING_VERSION,
     RECORD_DTYPE,
     RECORD_SIZE,
@@ -40,6 +41,7 @@ from events.window import (
 __all__ = [
     "CHANNELS",
     "CONTRACT_VERSION",
+    "EID_SLICE",
     "ENCODING_VERSION",
     "EVENT_TYPES",
     "LABELS",

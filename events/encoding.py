@@ -1,9 +1,12 @@
-"""Turn an event into a compact fixed-width record (30 bytes) of small integer fields.
+"""Turn an event into a compact fixed-width record (27 bytes) of small integer fields.
 
 A record holds only facts of the event itself (type, category, bucketed money, hashed device,
 IP prefix, item and payment method, country, time, event id hash), so appending it to a window
 needs no per-user state and a redelivered event is recognised by its id hash. Everything that
 depends on the neighbours (gaps, novelty, repeats) is derived from the window in `features.py`.
+
+27 bytes, not more: 64 of them (1,728 bytes) stay in Redis's 1,792-byte allocation class, so a
+user's window costs under 2 KB of Redis memory with its key (30-byte records cost 2.2 KB).
 """
 
 from __future__ import annotations
@@ -19,11 +22,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
 import numpy as np
+import numpy.typing as npt
 
 from events.contract import EVENT_TYPES, OTHER_TYPE, Event
 from events.exceptions import IncompatibleSpec
 
 __all__ = [
+    "EID_SLICE",
     "ENCODING_VERSION",
     "RECORD_DTYPE",
     "RECORD_SIZE",
@@ -31,24 +36,26 @@ __all__ = [
     "decode_record",
     "encode_event",
     "event_id_hash",
+    "records_eid",
+    "records_flags",
 ]
 
 #: Bump when the record layout or the meaning of a code changes; models refuse other versions.
-ENCODING_VERSION: Final = 2
+ENCODING_VERSION: Final = 3
 
 # Little-endian, packed. Hash fields use 0 for "absent".
-_RECORD: Final = struct.Struct("<IHQBBBBBBHHHHH")
+_RECORD: Final = struct.Struct("<IHIHBBBBBHHHHH")
 RECORD_DTYPE: Final = np.dtype(
     [
         ("ts_s", "<u4"),  # epoch seconds (UTC)
-        ("ts_msec", "<u2"),  # + milliseconds 0..999
-        ("eid", "<u8"),  # 64-bit hash of event_id: the idempotence key
+        ("ms_flags", "<u2"),  # milliseconds 0..999 (low 10 bits) | FLAGS bits << 10
+        ("eid_lo", "<u4"),  # 48-bit hash of event_id, the idempotence key: bytes 6..11
+        ("eid_hi", "<u2"),
         ("type", "u1"),  # index into spec.event_types
         ("category", "u1"),  # 0 absent, 1..V vocabulary, V+1.. hashed buckets
         ("price", "u1"),  # 0 absent, 1.. bucket of price_edges
         ("amount", "u1"),
         ("quantity", "u1"),
-        ("flags", "u1"),  # FLAG_* bits
         ("device", "<u2"),  # hashes, 0 absent
         ("ip", "<u2"),  # of the /24 (IPv4) or /48 (IPv6) prefix
         ("country", "<u2"),  # 1 + 26*letter0 + letter1, 0 absent
@@ -57,7 +64,10 @@ RECORD_DTYPE: Final = np.dtype(
     ]
 )
 RECORD_SIZE: Final = _RECORD.size
-assert RECORD_DTYPE.itemsize == RECORD_SIZE == 30
+assert RECORD_DTYPE.itemsize == RECORD_SIZE == 27
+#: Where the event id hash sits in a record (stores compare these bytes to deduplicate).
+EID_SLICE: Final = slice(6, 12)
+_MS_BITS: Final = 10
 
 #: Presence flags packed into the `flags` field.
 FLAGS: Final[tuple[str, ...]] = (
@@ -89,12 +99,13 @@ def _hash16(value: str) -> int:
 
 
 def event_id_hash(event_id: str) -> int:
-    """Stable 64-bit hash of an event id (the window's idempotence key).
+    """Stable 48-bit hash of an event id (the window's idempotence key; two ids of one
+    window collide with odds of 64 / 2**48 per append).
 
     >>> event_id_hash("e1") == event_id_hash("e1") != event_id_hash("e2")
     True
     """
-    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "little")
+    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=6).digest(), "little")
 
 
 def _ip_prefix(ip: str) -> str:
@@ -219,28 +230,29 @@ def _bucket(edges: tuple[float, ...], value: float | None) -> int:
 
 
 def encode_event(event: Event, spec: EncodingSpec) -> bytes:
-    """The event's 30-byte record.
+    """The event's 27-byte record.
 
     >>> spec = EncodingSpec()
     >>> rec = encode_event(Event("e1", "u1", 1793577600250, "click", price=12.0), spec)
     >>> len(rec), decode_record(rec, spec)["type"], decode_record(rec, spec)["ts_ms"]
-    (30, 'click', 1793577600250)
+    (27, 'click', 1793577600250)
     """
     flags = 0
     for bit, name in enumerate(FLAGS):
         if getattr(event, name) is not None:
             flags |= 1 << bit
     country = event.country
+    eid = event_id_hash(event.event_id)
     return _RECORD.pack(
         event.ts_ms // 1000,
-        event.ts_ms % 1000,
-        event_id_hash(event.event_id),
+        event.ts_ms % 1000 | flags << _MS_BITS,
+        eid & 0xFFFFFFFF,
+        eid >> 32,
         spec._type_codes[event.type],
         spec.category_code(event.category),
         _bucket(spec.price_edges, event.price),
         _bucket(spec.amount_edges, event.amount),
         _bucket(spec.quantity_edges, event.quantity),
-        flags,
         0 if event.device_id is None else _hash16(event.device_id),
         0 if event.ip is None else _hash16(_ip_prefix(event.ip)),
         0 if country is None else 1 + 26 * (ord(country[0]) - 65) + ord(country[1]) - 65,
@@ -256,13 +268,29 @@ def decode_record(record: bytes, spec: EncodingSpec) -> dict[str, Any]:
     names = RECORD_DTYPE.names
     assert names is not None
     raw = dict(zip(names, _RECORD.unpack(record), strict=True))
-    country = raw["country"]
+    country = raw.pop("country")
+    ms_flags, eid_lo, eid_hi = raw.pop("ms_flags"), raw.pop("eid_lo"), raw.pop("eid_hi")
+    flags = ms_flags >> _MS_BITS
     return {
         **raw,
-        "ts_ms": raw["ts_s"] * 1000 + raw["ts_msec"],
+        "ts_ms": raw["ts_s"] * 1000 + (ms_flags & 0x3FF),
+        "eid": eid_lo | eid_hi << 32,
         "type": spec.event_types[raw["type"]],
         "country": None
         if country == 0
         else chr(65 + (country - 1) // 26) + chr(65 + (country - 1) % 26),
-        "flags": frozenset(n for bit, n in enumerate(FLAGS) if raw["flags"] >> bit & 1),
+        "flags": frozenset(n for bit, n in enumerate(FLAGS) if flags >> bit & 1),
     }
+
+
+def records_flags(records: npt.NDArray[np.void]) -> npt.NDArray[np.int64]:
+    """The FLAGS bits of each record."""
+    flags: npt.NDArray[np.int64] = records["ms_flags"].astype(np.int64) >> _MS_BITS
+    return flags
+
+
+def records_eid(records: npt.NDArray[np.void]) -> npt.NDArray[np.int64]:
+    """The event id hash of each record (as `event_id_hash` returns it)."""
+    eid: npt.NDArray[np.int64] = records["eid_lo"].astype(np.int64)
+    eid |= records["eid_hi"].astype(np.int64) << 32
+    return eid

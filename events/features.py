@@ -9,7 +9,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from events.encoding import FLAGS, RECORD_DTYPE, EncodingSpec
+from events.encoding import FLAGS, RECORD_DTYPE, EncodingSpec, records_flags
 from events.window import Records, records_ts_ms
 
 __all__ = [
@@ -135,8 +135,9 @@ def windows_to_inputs(
 
     cols: dict[str, npt.NDArray[np.int64]] = {
         name: rec[name].astype(np.int64)
-        for name in ("type", "category", "price", "amount", "quantity", "flags")
+        for name in ("type", "category", "price", "amount", "quantity")
     }
+    cols["flags"] = records_flags(rec)
     gap = np.zeros(len(rec), dtype=np.int64)
     gap[1:] = ts[1:] - ts[:-1]
     gap_code = 1 + np.searchsorted(spec.gap_edges_ms, np.maximum(gap, 0), side="right")

@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Final, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
-from events.encoding import RECORD_DTYPE, RECORD_SIZE
+from events.encoding import EID_SLICE, RECORD_DTYPE, RECORD_SIZE
 from events.exceptions import IncompatibleSpec
 
 __all__ = [
@@ -70,7 +70,8 @@ class WindowPolicy:
 
 def records_ts_ms(records: Records) -> npt.NDArray[np.int64]:
     """Epoch milliseconds of each record."""
-    ts: npt.NDArray[np.int64] = records["ts_s"].astype(np.int64) * 1000 + records["ts_msec"]
+    ts: npt.NDArray[np.int64] = records["ts_s"].astype(np.int64) * 1000
+    ts += records["ms_flags"] & 0x3FF
     return ts
 
 
@@ -142,9 +143,6 @@ class WindowStore(Protocol):
         ...
 
 
-_EID: Final = slice(6, 14)  # byte range of the event id hash inside a record
-
-
 class InMemoryWindowStore:
     """A dict of users' records, capped at N, idempotent by event id.
 
@@ -155,7 +153,7 @@ class InMemoryWindowStore:
     >>> rec = lambda i: encode_event(Event(f"e{i}", "u", 1793577600000 + i, "click"), spec)
     >>> [store.append("u", rec(i)).duplicate for i in (1, 2, 2, 3)]
     [False, False, True, False]
-    >>> len(store.get("u")) // 30
+    >>> len(store.get("u")) // RECORD_SIZE
     2
     """
 
@@ -171,9 +169,9 @@ class InMemoryWindowStore:
         if len(record) != RECORD_SIZE:
             raise ValueError(f"record: {len(record)} bytes, expected {RECORD_SIZE}")
         stored = self._users.get(user_id, b"")
-        eid = record[_EID]
+        eid = record[EID_SLICE]
         for offset in range(0, len(stored), RECORD_SIZE):
-            if stored[offset + _EID.start : offset + _EID.stop] == eid:
+            if stored[offset + EID_SLICE.start : offset + EID_SLICE.stop] == eid:
                 return AppendResult(stored, duplicate=True)
         stored = (stored + record)[-self._policy.max_events * RECORD_SIZE :]
         self._users[user_id] = stored

@@ -99,7 +99,11 @@ class EventBert(nn.Module):
         x = self.embed[0](features[..., 0])
         for c in range(1, len(self.embed)):
             x = x + self.embed[c](features[..., c])  # [B, L, H]
-        out = self.bert(inputs_embeds=x, attention_mask=attention_mask)
+        # A prepared additive mask [B, 1, 1, L]: transformers uses it as is, so the graph has
+        # no data-dependent branch (its own mask builder skips the mask when none is padded,
+        # which a traced ONNX export would freeze into the graph).
+        bias = (1 - attention_mask[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min
+        out = self.bert(inputs_embeds=x, attention_mask=bias)
         hidden: torch.Tensor = out.last_hidden_state
         return hidden
 

@@ -1,4 +1,4 @@
-"""The 30-byte record: encode → decode round trip, spec serialisation and compatibility."""
+"""The 27-byte record: encode → decode round trip, spec serialisation and compatibility."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from events import (
     decode_record,
     encode_event,
 )
-from events.encoding import ENCODING_VERSION, event_id_hash
+from events.encoding import ENCODING_VERSION, FLAGS, event_id_hash, records_eid, records_flags
 
 TS = 1_793_577_600_123
 
@@ -68,7 +68,10 @@ def test_encode_decode_round_trip(event: Event) -> None:
         assert (fields[name] == 0) == (getattr(event, attr) is None)
     # The numpy view of a record reads the same fields as the struct decoder.
     view = np.frombuffer(record, RECORD_DTYPE)[0]
-    assert int(view["eid"]) == fields["eid"]
+    assert int(records_eid(view[None])[0]) == fields["eid"]
+    assert int(records_flags(view[None])[0]) == sum(
+        1 << bit for bit, name in enumerate(FLAGS) if name in fields["flags"]
+    )
     assert int(view["payment"]) == fields["payment"]
 
 

@@ -21,7 +21,7 @@ from events import (
     select_window,
     windows_to_inputs,
 )
-from events.encoding import event_id_hash
+from events.encoding import event_id_hash, records_eid
 from training.data import Corpus, load_corpus
 from training.examples import (
     HEADS,
@@ -78,7 +78,7 @@ def test_every_event_in_exactly_one_history_in_ts_order(world: Path, corpus: Cor
         assert all(owner[e] == user.user_id for e in user.event_ids)
         assert (np.diff(user.ts_ms) >= 0).all()
         # records line up with event ids (the record carries the id hash)
-        assert user.records["eid"].tolist() == [event_id_hash(e) for e in user.event_ids]
+        assert records_eid(user.records).tolist() == [event_id_hash(e) for e in user.event_ids]
         gaps = np.diff(user.ts_ms) > corpus.session_gap_s * S
         assert user.session[0] == 0
         assert (np.diff(user.session) == gaps).all()
