@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from events.exceptions import RiskstreamError
+from export.cli import export, score
 from riskstream.bench.cli import bench_app
 from training.cli import demo, evaluate, simulate, train
 
@@ -24,6 +25,8 @@ app = typer.Typer(
 app.command("simulate")(simulate)
 app.command("train")(train)
 app.command("evaluate")(evaluate)
+app.command("export")(export)
+app.command("score")(score)
 app.command("demo")(demo)
 app.add_typer(bench_app, name="bench")
 

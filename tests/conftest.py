@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 
 import pytest
 import redis
@@ -97,3 +98,41 @@ def redis_client(redis_url: str, key_prefix: str) -> Iterator[redis.Redis]:
         for start in range(0, len(stale), 500):
             client.delete(*stale[start : start + 500])
         client.close()
+
+
+# A tiny trained model and its bundle, shared by the export, scoring and stream tests. torch is
+# imported inside the fixtures only: test modules of the torch-free side stay torch-free.
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A simulated world (1,200 users, 1 day, 12% of them in attacks)."""
+    from training.simulator import WorldConfig, simulate_world
+
+    root = tmp_path_factory.mktemp("tiny_world")
+    simulate_world(
+        WorldConfig(users=1200, days=1.0, seed=5, attack_share=0.12), root, progress=False
+    )
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A checkpoint of the tiny preset trained (briefly) on `tiny_world`."""
+    from training.config import TrainConfig
+    from training.train import train
+
+    out = tmp_path_factory.mktemp("tiny_model")
+    cfg = TrainConfig.for_preset("tiny", pretrain_windows=3000, finetune_epochs=2)
+    train(tiny_world / "events.jsonl", tiny_world / "labels.jsonl", out, cfg, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`tiny_model` exported with its INT8 and FP16 graphs (verified on 1,000 windows)."""
+    from export.build import ExportOptions, export
+
+    out = tmp_path_factory.mktemp("bundles") / "tiny"
+    export(tiny_model, out, ExportOptions(int8=True, fp16=True, windows=1000, progress=False))
+    return out

@@ -107,15 +107,17 @@ def demo(
     days: DaysOpt = 1.0,
     seed: SeedOpt = 7,
 ) -> None:
-    """The end-to-end demo. For now: simulate a world, train the tiny model on it, report."""
+    """The end-to-end demo. For now: simulate a world, train the tiny model, export it."""
+    from export.build import ExportOptions
+    from export.build import export as run_export
     from training.config import TrainConfig
     from training.train import train as run_train
 
-    world, model = out / "world", out / "model"
-    _out.rule("[bold]1/2 simulate a labelled world")
+    world, model, bundle = out / "world", out / "model", out / "bundle"
+    _out.rule("[bold]1/3 simulate a labelled world")
     summary = simulate_world(_config(users, days, seed, 0.02, []), world, progress=True)
     render_summary(summary, world)
-    _out.rule("[bold]2/2 pretrain and fine-tune the tiny BERT, compare with the GBDT baseline")
+    _out.rule("[bold]2/3 pretrain and fine-tune the tiny BERT, compare with the GBDT baseline")
     report = run_train(
         world / "events.jsonl",
         world / "labels.jsonl",
@@ -124,9 +126,15 @@ def demo(
         feedback=world / "feedback.jsonl",
     )
     render_metrics(report, f"Test split → {model}/report.md, {model}/pr_curves.png")
+    _out.rule("[bold]3/3 export a verified ONNX bundle (FP32 + INT8)")
+    manifest = run_export(model, bundle, ExportOptions(int8=True, force=True))
+    for name, variant in manifest.variants.items():
+        usable = "usable" if variant.verified else "UNUSABLE"
+        _out.print(f"{name}: {usable} — {variant.check}")
     _out.print(
-        "Next (their issues are open): export to ONNX → stream the held-out part through the "
-        "worker and watch alerts."
+        f"Bundle {bundle} (model {manifest.model_version}). Score a file the way the stream "
+        f"does: riskstream score --bundle {bundle} --events {world / 'events.jsonl'} --out "
+        f"{out / 'scores.jsonl'}"
     )
 
 
@@ -253,7 +261,12 @@ def train(
 def evaluate(
     model: Annotated[
         Path,
-        typer.Option("--model", exists=True, file_okay=False, help="Checkpoint folder from train."),
+        typer.Option(
+            "--model",
+            exists=True,
+            file_okay=False,
+            help="Checkpoint folder from train, or a bundle folder from export.",
+        ),
     ],
     events: Annotated[Path, typer.Option("--events", exists=True, dir_okay=False)],
     out: Annotated[Path, typer.Option("--out", dir_okay=False, help="report.json to write.")],

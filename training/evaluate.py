@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
-from dataclasses import replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +13,10 @@ import numpy as np
 import numpy.typing as npt
 from tqdm import tqdm
 
-from events import windows_to_inputs
+from events import EncodingSpec, WindowPolicy, windows_to_inputs
+from events.window import Records
 from training.baseline import fit_baseline, window_aggregates
-from training.checkpoint import load_checkpoint
+from training.checkpoint import Checkpoint, load_checkpoint
 from training.data import Corpus, load_corpus
 from training.examples import HEADS, ExampleSet, batch_windows, build_examples
 from training.loops import score
@@ -120,6 +121,54 @@ def _cross_fit_baseline(
     return scores
 
 
+@dataclass
+class _Scorer:
+    """A checkpoint (torch) or a bundle (ONNX Runtime), seen the same way by `evaluate`."""
+
+    spec: EncodingSpec
+    policy: WindowPolicy
+    thresholds: dict[str, float]
+    session_gap_s: int
+    described: str
+    score_windows: Callable[[list[Records]], npt.NDArray[np.float32]] | None = None
+    checkpoint: Checkpoint | None = None
+
+    def score(self, corpus: Corpus, examples: ExampleSet, progress: bool) -> npt.NDArray[Any]:
+        if self.checkpoint is not None:
+            return score(self.checkpoint.model, corpus, examples, progress=progress)
+        assert self.score_windows is not None
+        out = np.zeros((len(examples), 2), dtype=np.float32)
+        chunks = range(0, len(examples), 8192)
+        for start in tqdm(chunks, desc="score", unit="chunk", disable=not progress, leave=False):
+            idx = np.arange(start, min(start + 8192, len(examples)))
+            out[idx] = self.score_windows(batch_windows(corpus, examples, idx))
+        return out
+
+
+def _load_model(path: Path) -> _Scorer:
+    if (path / "manifest.json").is_file():
+        from export import load_bundle
+
+        bundle = load_bundle(path)
+        return _Scorer(
+            bundle.spec,
+            bundle.policy,
+            bundle.thresholds,
+            bundle.manifest.session_gap_s,
+            f"bundle {bundle.model_version} ({bundle.variant} on {bundle.provider})",
+            score_windows=bundle.score_windows,
+        )
+    ckpt = load_checkpoint(path)
+    return _Scorer(
+        ckpt.spec,
+        ckpt.policy,
+        ckpt.thresholds,
+        ckpt.session_gap_s,
+        f"checkpoint (torch, step {ckpt.meta.get('step')})",
+        checkpoint=ckpt,
+    )
+
+
 def evaluate_model(
     model_dir: Path,
     events: Path,
@@ -130,20 +179,21 @@ def evaluate_model(
     seed: int = 0,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """`riskstream evaluate`: score every event of a data set with a checkpoint; compare with
-    a cross-fitted baseline; write the report files beside `out_json`."""
-    ckpt = load_checkpoint(model_dir)
+    """`riskstream evaluate`: score every event of a data set with a checkpoint or an exported
+    bundle (its served graph); compare with a cross-fitted baseline; write the report files
+    beside `out_json`."""
+    model = _load_model(model_dir)
     corpus = load_corpus(
         events,
         labels,
         feedback,
-        spec=ckpt.spec,
-        session_gap_s=ckpt.session_gap_s,
+        spec=model.spec,
+        session_gap_s=model.session_gap_s,
         progress=progress,
     )
     users = np.arange(len(corpus.users), dtype=np.int32)
-    examples = build_examples(corpus, users, ckpt.policy)
-    scores = score(ckpt.model, corpus, examples, progress=progress)
+    examples = build_examples(corpus, users, model.policy)
+    scores = model.score(corpus, examples, progress)
     base_scores = _cross_fit_baseline(corpus, examples, seed, progress)
     inp = eval_input(corpus, examples, scores)
     base_thresholds = {
@@ -164,10 +214,11 @@ def evaluate_model(
             "events": str(events),
             "baseline": "HistGradientBoosting, cross-fitted 2-fold by user on this set",
             "baseline_thresholds": "chosen on this set (the model's come from training)",
+            "scored_by": model.described,
         },
     }
     report = finish_report(
-        out_json.parent, inp, base_scores, ckpt.thresholds, base_thresholds, extra
+        out_json.parent, inp, base_scores, model.thresholds, base_thresholds, extra
     )
     if out_json.name != "report.json":
         out_json.write_text((out_json.parent / "report.json").read_text())

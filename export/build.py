@@ -1,0 +1,290 @@
+"""`riskstream export`: checkpoint → verified bundle folder (written atomically).
+
+Verification runs on real windows of the checkpoint's validation users: FP32 ONNX against torch
+(max |Δ probability| ≤ 1e-4, else the export fails), INT8 and FP16 against FP32 (PR-AUC within
+0.005 per head, probabilities within 1e-2 for FP16); a variant that fails is kept but marked
+unusable in the manifest, and the loader never picks it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+from rich.console import Console
+
+from events import ENCODING_VERSION, EncodingSpec, windows_to_inputs
+from events.window import Records
+from export import graphs
+from export.exceptions import ExportError, ParityError
+from export.loader import cuda_present, make_session, run_session, score_windows
+from export.manifest import (
+    FILES,
+    INPUT_NAMES,
+    OUTPUT_NAMES,
+    VARIANT_FILES,
+    Manifest,
+    Variant,
+    sha256_file,
+)
+from export.verify import VerificationSet, pr_auc_per_head, verification_set
+from training.checkpoint import Checkpoint, load_checkpoint
+
+__all__ = ["FP16_MAX_DIFF", "FP32_MAX_DIFF", "INT8_MAX_PR_AUC_DROP", "ExportOptions", "export"]
+
+log = logging.getLogger(__name__)
+_out = Console(stderr=True)
+
+FP32_MAX_DIFF: Final = 1e-4
+INT8_MAX_PR_AUC_DROP: Final = 0.005
+FP16_MAX_DIFF: Final = 1e-2
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """What `riskstream export` was asked for."""
+
+    int8: bool = False
+    fp16: bool = False
+    events: Path | None = None  # verification data; default: the checkpoint's training data
+    labels: Path | None = None
+    feedback: Path | None = None
+    windows: int = 2048  # parity windows (≥ 1,000)
+    force: bool = False
+    progress: bool = True
+
+
+def _probs(path: Path, windows: list[Records], spec: EncodingSpec) -> npt.NDArray[np.float32]:
+    return score_windows(make_session(path), spec, windows)
+
+
+def _speed(path: Path, windows: list[Records], spec: EncodingSpec, repeats: int = 3) -> float:
+    """Windows/s of a graph on the verification windows, batch 256 (best of `repeats`)."""
+    session = make_session(path)
+    inputs = [windows_to_inputs(windows[i : i + 256], spec) for i in range(0, 1024, 256)]
+    run_session(session, inputs[0])
+    best = float("inf")
+    for _ in range(repeats):
+        began = time.perf_counter()
+        for x in inputs:
+            run_session(session, x)
+        best = min(best, time.perf_counter() - began)
+    return sum(len(x.features) for x in inputs) / best
+
+
+def _torch_reference(ckpt: Checkpoint, vs: VerificationSet) -> npt.NDArray[np.float32]:
+    # Batches in a shuffled order, padded to their own longest window: unlike the ONNX side
+    # (length-sorted chunks), so padding differences are part of what parity checks.
+    out = np.zeros((len(vs.windows), 2), dtype=np.float32)
+    order = np.random.default_rng(0).permutation(len(vs.windows))
+    for start in range(0, len(order), 256):
+        idx = order[start : start + 256]
+        inputs = windows_to_inputs([vs.windows[i] for i in idx], ckpt.spec)
+        out[idx] = graphs.torch_probs(ckpt.model, inputs)
+    return out
+
+
+def _evaluation(model_dir: Path) -> dict[str, Any]:
+    report = model_dir / "report.json"
+    if not report.is_file():
+        return {}
+    data = json.loads(report.read_text())
+    keep = ("pr_auc", "roc_auc", "threshold", "precision", "recall", "episode_recall")
+    return {
+        "heads": {h: {k: m.get(k) for k in keep} for h, m in data.get("heads", {}).items()},
+        "baseline_pr_auc": {h: m.get("pr_auc") for h, m in data.get("baseline", {}).items()},
+        "data": data.get("data", {}),
+    }
+
+
+def export(model_dir: Path, out: Path, options: ExportOptions = ExportOptions()) -> Manifest:
+    """Export, verify and write the bundle; returns its manifest."""
+    if out.exists() and any(out.iterdir()) and not options.force:
+        raise ExportError(f"--out {out}: exists and is not empty (pass --force to replace it)")
+    if options.windows < 1000:
+        raise ExportError(f"--windows: {options.windows}; verification needs at least 1,000")
+    ckpt = load_checkpoint(model_dir)
+    _out.rule("[bold]export: verification data")
+    vs = verification_set(ckpt, options)
+    _out.print(
+        f"{len(vs.windows):,} parity windows ({vs.length_one} of length 1, {vs.full} full at "
+        f"{ckpt.policy.max_events}); {len(vs.val_windows):,} validation windows for PR-AUC"
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp_dir:
+        tmp = Path(tmp_dir)
+        manifest = _build(ckpt, model_dir, tmp, vs, options)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+        tmp.mkdir()  # TemporaryDirectory removes it again on exit
+    return manifest
+
+
+def _build(
+    ckpt: Checkpoint, model_dir: Path, tmp: Path, vs: VerificationSet, options: ExportOptions
+) -> Manifest:
+    (tmp / FILES["spec"]).write_text(ckpt.spec.to_json() + "\n")
+    (tmp / FILES["policy"]).write_text(ckpt.policy.to_json() + "\n")
+    spec = ckpt.spec
+
+    _out.rule("[bold]export: FP32 graph")
+    fp32 = tmp / VARIANT_FILES["fp32"]
+    graphs.export_fp32(ckpt.model, windows_to_inputs(vs.windows[:64], ckpt.spec), fp32)
+    optimization = _maybe_fuse(ckpt, fp32, vs)
+    reference = _torch_reference(ckpt, vs)
+    fp32_probs = _probs(fp32, vs.windows, spec)
+    diff = float(np.abs(fp32_probs - reference).max())
+    _out.print(f"FP32 ONNX vs torch: max |Δ probability| = {diff:.2e} (limit {FP32_MAX_DIFF:.0e})")
+    if not diff <= FP32_MAX_DIFF:
+        raise ParityError(
+            f"{fp32}: max |Δ probability| vs torch is {diff:.2e} > {FP32_MAX_DIFF:.0e}; "
+            "the bundle was not written"
+        )
+    variants = {
+        "fp32": Variant(
+            VARIANT_FILES["fp32"],
+            True,
+            f"max |Δ prob| vs torch {diff:.2e} ≤ {FP32_MAX_DIFF:.0e} on {len(vs.windows)} windows",
+            {"max_abs_diff_vs_torch": diff, "windows": len(vs.windows)},
+        )
+    }
+    val_fp32 = _probs(fp32, vs.val_windows, spec)
+    if options.int8:
+        _out.rule("[bold]export: INT8 graph")
+        graphs.to_int8(fp32, tmp / VARIANT_FILES["int8"])
+        variants["int8"] = _check_int8(tmp / VARIANT_FILES["int8"], vs, val_fp32, fp32_probs, spec)
+    if options.fp16:
+        _out.rule("[bold]export: FP16 graph")
+        graphs.to_fp16(fp32, tmp / VARIANT_FILES["fp16"])
+        variants["fp16"] = _check_fp16(tmp / VARIANT_FILES["fp16"], vs, fp32_probs, spec)
+    for name, variant in variants.items():
+        mark = "[green]usable" if variant.verified else "[red]UNUSABLE"
+        _out.print(f"{name}: {mark}[/] — {variant.check}")
+
+    files = {f.name: sha256_file(f) for f in sorted(tmp.iterdir()) if f.is_file()}
+    created = datetime.now(UTC)
+    draft = _draft(ckpt)
+    manifest = Manifest(
+        model_version=f"{created:%Y%m%dT%H%M%SZ}-{files[VARIANT_FILES['fp32']][:12]}",
+        created_at=created.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        encoding_version=ENCODING_VERSION,
+        encoding_spec_hash=ckpt.spec.spec_hash,
+        window=ckpt.policy.to_dict(),
+        inputs=draft.inputs,
+        outputs=draft.outputs,
+        thresholds=ckpt.thresholds,
+        files=files,
+        opset=graphs.OPSET,
+        variants=variants,
+        source={
+            "checkpoint": str(model_dir.resolve()),
+            "step": ckpt.meta.get("step"),
+            "preset": ckpt.meta.get("train", {}).get("preset"),
+            "model": ckpt.model_config.to_dict(),
+            "verification_data": vs.source,
+        },
+        evaluation=_evaluation(model_dir),
+        session_gap_s=ckpt.session_gap_s,
+        optimization=optimization,
+    )
+    (tmp / "manifest.json").write_text(manifest.to_json())
+    return manifest
+
+
+def _draft(ckpt: Checkpoint) -> Manifest:
+    """The parts of the manifest known before any graph exists (for the probe bundle)."""
+    channels = len(ckpt.model_config.vocab_sizes)
+    return Manifest(
+        model_version="draft",
+        created_at="",
+        encoding_version=ENCODING_VERSION,
+        encoding_spec_hash=ckpt.spec.spec_hash,
+        window=ckpt.policy.to_dict(),
+        inputs=[
+            {"name": INPUT_NAMES[0], "dtype": "int64", "shape": ["batch", "events", channels]},
+            {"name": INPUT_NAMES[1], "dtype": "int64", "shape": ["batch", "events"]},
+        ],
+        outputs=[{"name": n, "dtype": "float32", "shape": ["batch"]} for n in OUTPUT_NAMES],
+        thresholds=ckpt.thresholds,
+        files={},
+        opset=graphs.OPSET,
+        variants={},
+        source={},
+        evaluation={},
+    )
+
+
+def _maybe_fuse(ckpt: Checkpoint, fp32: Path, vs: VerificationSet) -> dict[str, Any]:
+    """Keep ONNX Runtime's transformer fusions only if they are faster here (measured)."""
+    fused = fp32.with_suffix(".fused.onnx")
+    cfg = ckpt.model_config
+    try:
+        stats = graphs.fuse_transformer(fp32, fused, cfg.heads, cfg.hidden)
+        plain_wps = _speed(fp32, vs.windows, ckpt.spec)
+        fused_wps = _speed(fused, vs.windows, ckpt.spec)
+        keep = fused_wps > plain_wps * 1.05
+        if keep:
+            fused.replace(fp32)
+        _out.print(
+            f"transformer fusions {stats}: {fused_wps:,.0f} vs {plain_wps:,.0f} windows/s "
+            f"unfused at batch 256 → {'kept' if keep else 'not kept'}"
+        )
+        return {
+            "transformer_fusions": stats,
+            "windows_per_s_fused": round(fused_wps),
+            "windows_per_s_unfused": round(plain_wps),
+            "fusions_kept": keep,
+        }
+    finally:
+        fused.unlink(missing_ok=True)
+
+
+def _check_int8(
+    path: Path,
+    vs: VerificationSet,
+    val_fp32: npt.NDArray[np.float32],
+    fp32_probs: npt.NDArray[np.float32],
+    spec: EncodingSpec,
+) -> Variant:
+    val_int8 = _probs(path, vs.val_windows, spec)
+    base = pr_auc_per_head(vs.val_y, val_fp32, vs.val_weight)
+    mine = pr_auc_per_head(vs.val_y, val_int8, vs.val_weight)
+    drops = {h: base[h] - mine[h] for h in base}
+    diff = float(np.abs(_probs(path, vs.windows, spec) - fp32_probs).max())
+    ok = all(d <= INT8_MAX_PR_AUC_DROP for d in drops.values())
+    text = ", ".join(f"{h} {mine[h]:.4f} vs {base[h]:.4f}" for h in base)
+    return Variant(
+        path.name,
+        ok,
+        f"validation PR-AUC {text} (drop ≤ {INT8_MAX_PR_AUC_DROP} needed); max |Δ prob| {diff:.3f}",
+        {"pr_auc": mine, "pr_auc_fp32": base, "max_abs_diff_vs_fp32": diff},
+    )
+
+
+def _check_fp16(
+    path: Path, vs: VerificationSet, fp32_probs: npt.NDArray[np.float32], spec: EncodingSpec
+) -> Variant:
+    provider = "CUDAExecutionProvider" if cuda_present() else "CPUExecutionProvider"
+    try:
+        session = make_session(path, provider)
+        diff = float(np.abs(score_windows(session, spec, vs.windows) - fp32_probs).max())
+    except Exception as exc:  # FP16 kernels may be missing on CPU
+        return Variant(path.name, False, f"not verified on {provider}: {exc}", {})
+    ran_on = session.get_providers()[0]
+    ok = diff <= FP16_MAX_DIFF
+    return Variant(
+        path.name,
+        ok,
+        f"max |Δ prob| vs FP32 {diff:.2e} (≤ {FP16_MAX_DIFF:.0e} needed) on {ran_on}",
+        {"max_abs_diff_vs_fp32": diff, "provider": ran_on},
+    )

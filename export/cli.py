@@ -1,0 +1,118 @@
+"""`riskstream export` and `riskstream score`. torch is imported only by an export itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from export.exceptions import ExportError
+
+__all__ = ["export", "score"]
+
+_out = Console()
+
+
+def _render_manifest(out: Path) -> None:
+    from export.manifest import read_manifest
+
+    manifest = read_manifest(out)
+    table = Table(title=f"Bundle {out} — model {manifest.model_version}")
+    table.add_column("variant")
+    table.add_column("file")
+    table.add_column("usable")
+    table.add_column("verification")
+    for name, variant in manifest.variants.items():
+        table.add_row(name, variant.file, "yes" if variant.verified else "NO", variant.check)
+    _out.print(table)
+
+
+def export(
+    model: Annotated[
+        Path | None,
+        typer.Option("--model", exists=True, file_okay=False, help="Checkpoint folder (train)."),
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Bundle folder to write.")] = None,
+    int8: Annotated[bool, typer.Option("--int8", help="Also a dynamic INT8 graph (CPU).")] = False,
+    fp16: Annotated[bool, typer.Option("--fp16", help="Also an FP16 graph (GPU).")] = False,
+    events: Annotated[
+        Path | None,
+        typer.Option(
+            "--events",
+            exists=True,
+            dir_okay=False,
+            help="Verify on these events (default: "
+            "the checkpoint's training data, its validation users).",
+        ),
+    ] = None,
+    labels: Annotated[Path | None, typer.Option("--labels", exists=True, dir_okay=False)] = None,
+    feedback: Annotated[
+        Path | None, typer.Option("--feedback", exists=True, dir_okay=False)
+    ] = None,
+    windows: Annotated[
+        int, typer.Option("--windows", min=1000, help="Parity windows to verify on.")
+    ] = 2048,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --out.")] = False,
+    bench: Annotated[
+        Path | None,
+        typer.Option(
+            "--bench", exists=True, file_okay=False, help="Benchmark this bundle instead."
+        ),
+    ] = None,
+    bench_out: Annotated[
+        Path | None, typer.Option("--bench-out", help="Write the bench JSON and markdown here.")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+) -> None:
+    """Export a checkpoint to a verified ONNX bundle (or, with --bench, time a bundle)."""
+    if bench is not None:
+        if model is not None or out is not None:
+            raise ExportError("--bench: give it alone, without --model/--out")
+        from export.bench import bench_bundle, render_bench
+
+        result = bench_bundle(bench, progress=not quiet)
+        render_bench(result, bench_out)
+        return
+    if model is None or out is None:
+        raise ExportError("--model and --out: both are needed (or --bench BUNDLE)")
+    from export.build import ExportOptions
+    from export.build import export as run_export
+
+    options = ExportOptions(
+        int8=int8,
+        fp16=fp16,
+        events=events,
+        labels=labels,
+        feedback=feedback,
+        windows=windows,
+        force=force,
+        progress=not quiet,
+    )
+    run_export(model, out, options)
+    _render_manifest(out)
+
+
+def score(
+    bundle: Annotated[Path, typer.Option("--bundle", exists=True, file_okay=False)],
+    events: Annotated[Path, typer.Option("--events", exists=True, dir_okay=False)],
+    out: Annotated[Path, typer.Option("--out", dir_okay=False, help="scores.jsonl to write.")],
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=65536)] = 256,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+) -> None:
+    """Score every event of a file with a bundle, the way the stream worker does."""
+    from export.loader import load_bundle
+    from export.score import score_file
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise ExportError(f"--device: {device!r} is not one of auto, cpu, cuda")
+    loaded = load_bundle(bundle, device)  # type: ignore[arg-type]
+    summary = score_file(loaded, events, out, batch_size=batch_size, progress=not quiet)
+    _out.print(
+        f"scored {summary.scored:,} of {summary.lines:,} events with {loaded.variant} on "
+        f"{loaded.provider} → {out} ({summary.refused:,} refused, "
+        f"{summary.duplicates:,} redelivered)"
+    )

@@ -1,0 +1,237 @@
+"""Load a model bundle without torch: verify it, pick the execution provider, score windows."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+from events import (
+    ENCODING_VERSION,
+    EncodingSpec,
+    IncompatibleSpec,
+    ModelInputs,
+    WindowPolicy,
+    windows_to_inputs,
+)
+from events.window import Records
+from export.exceptions import (
+    BundleError,
+    CorruptBundleError,
+    HashMismatchError,
+    IncompatibleBundleError,
+    MissingFileError,
+)
+from export.manifest import (
+    FILES,
+    INPUT_NAMES,
+    OUTPUT_NAMES,
+    VARIANT_FILES,
+    Manifest,
+    read_manifest,
+    sha256_file,
+)
+
+__all__ = [
+    "Bundle",
+    "Device",
+    "cuda_present",
+    "load_bundle",
+    "make_session",
+    "run_session",
+    "score_windows",
+    "verify_bundle",
+]
+
+log = logging.getLogger(__name__)
+
+Device = Literal["auto", "cpu", "cuda"]
+_CUDA: Final = "CUDAExecutionProvider"
+_CPU: Final = "CPUExecutionProvider"
+
+
+def verify_bundle(path: Path) -> Manifest:
+    """The manifest, after checking every listed file's presence and sha256 and the encoding."""
+    manifest = read_manifest(path)
+    for name, digest in manifest.files.items():
+        file = path / name
+        if not file.is_file():
+            raise MissingFileError(f"{file}: listed in the manifest but missing")
+        if sha256_file(file) != digest:
+            raise HashMismatchError(
+                f"{file}: sha256 differs from the manifest (changed or damaged)"
+            )
+    for required in (*FILES.values(), VARIANT_FILES["fp32"]):
+        if required not in manifest.files:
+            raise CorruptBundleError(f"{path / required}: the manifest does not list it")
+    if manifest.encoding_version != ENCODING_VERSION:
+        raise IncompatibleBundleError(
+            f"{path / FILES['spec']}: encoding version {manifest.encoding_version}, "
+            f"this code encodes version {ENCODING_VERSION}; re-export from a model trained on it"
+        )
+    return manifest
+
+
+def cuda_present() -> bool:
+    # The GPU build lists CUDA as available on any machine; a device node says one is there.
+    return _CUDA in ort.get_available_providers() and os.path.exists("/dev/nvidiactl")
+
+
+def make_session(
+    model: Path, provider: str = _CPU, threads: int | None = None
+) -> ort.InferenceSession:
+    """An ONNX Runtime session on `provider` (CPU as fallback); bad graph: `CorruptBundleError`."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: a CPU fallback is logged by us, once
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    providers = [provider, _CPU] if provider != _CPU else [_CPU]
+    try:
+        return ort.InferenceSession(str(model), options, providers=providers)
+    except Exception as exc:  # ORT raises its own Fail/InvalidGraph/… types, all Exception
+        raise CorruptBundleError(f"{model}: ONNX Runtime cannot load it ({exc})") from exc
+
+
+@dataclass
+class Bundle:
+    """A verified bundle, ready to score: `predict` on model inputs, `score_windows` on windows."""
+
+    path: Path
+    manifest: Manifest
+    spec: EncodingSpec
+    policy: WindowPolicy
+    variant: str
+    provider: str
+    session: ort.InferenceSession
+
+    @property
+    def model_version(self) -> str:
+        """What alerts carry."""
+        return self.manifest.model_version
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        """Alert threshold per head."""
+        return self.manifest.thresholds
+
+    def predict(self, inputs: ModelInputs) -> npt.NDArray[np.float32]:
+        """Probabilities [B, 2] (fraud, abnormal_click) for one padded batch."""
+        return run_session(self.session, inputs)
+
+    def score_windows(
+        self, windows: Sequence[Records], max_batch: int = 256
+    ) -> npt.NDArray[np.float32]:
+        """Probabilities [len(windows), 2], in the windows' order (see `score_windows`)."""
+        return score_windows(self.session, self.spec, windows, max_batch)
+
+
+def run_session(session: ort.InferenceSession, inputs: ModelInputs) -> npt.NDArray[np.float32]:
+    """Probabilities [B, 2] from a bundle graph for one padded batch."""
+    if len(inputs.features) == 0:
+        return np.zeros((0, len(OUTPUT_NAMES)), dtype=np.float32)
+    feed = {INPUT_NAMES[0]: inputs.features, INPUT_NAMES[1]: inputs.attention_mask}
+    outputs = session.run(list(OUTPUT_NAMES), feed)
+    return np.stack([np.asarray(o, dtype=np.float32) for o in outputs], axis=1)
+
+
+def score_windows(
+    session: ort.InferenceSession,
+    spec: EncodingSpec,
+    windows: Sequence[Records],
+    max_batch: int = 256,
+) -> npt.NDArray[np.float32]:
+    """Probabilities [len(windows), 2], in the windows' order.
+
+    Windows are scored in length-sorted chunks, each padded to its own longest window:
+    padding is wasted work, and the model's output does not depend on it.
+    """
+    out = np.zeros((len(windows), len(OUTPUT_NAMES)), dtype=np.float32)
+    order = np.argsort(
+        np.fromiter((len(w) for w in windows), np.int64, len(windows)), kind="stable"
+    )
+    for start in range(0, len(order), max_batch):
+        idx = order[start : start + max_batch]
+        out[idx] = run_session(session, windows_to_inputs([windows[i] for i in idx], spec))
+    return out
+
+
+def _choose(manifest: Manifest, device: Device, variant: str | None) -> tuple[str, str]:
+    if device not in ("auto", "cpu", "cuda"):
+        raise BundleError(f"device: {device!r} is not one of auto, cpu, cuda")
+    cuda = device == "cuda" or (device == "auto" and cuda_present())
+    if variant is None:
+        usable = [k for k, v in manifest.variants.items() if v.verified]
+        preferred = ("fp16", "fp32") if cuda else ("int8", "fp32")
+        variant = next((k for k in preferred if k in usable), "fp32")
+    if variant not in manifest.variants:
+        raise BundleError(
+            f"variant: the bundle has no {variant!r} (has {sorted(manifest.variants)})"
+        )
+    return variant, _CUDA if cuda else _CPU
+
+
+def load_bundle(
+    path: str | Path,
+    device: Device = "auto",
+    *,
+    variant: str | None = None,
+    threads: int | None = None,
+) -> Bundle:
+    """Verify a bundle folder and open its best usable graph for this machine.
+
+    `device="auto"` takes the GPU when there is one (the FP16 graph if it passed verification,
+    else FP32), else the CPU (INT8 if it passed, else FP32); `variant` forces a graph.
+    Each refusal is a `BundleError` subclass naming the file.
+    """
+    path = Path(path)
+    manifest = verify_bundle(path)
+    try:
+        spec = EncodingSpec.from_json((path / FILES["spec"]).read_text())
+        policy = WindowPolicy.from_dict(_read_json_object(path / FILES["policy"]))
+    except IncompatibleSpec as exc:
+        raise IncompatibleBundleError(f"{path}: {exc}") from exc
+    if spec.spec_hash != manifest.encoding_spec_hash:
+        raise CorruptBundleError(
+            f"{path / FILES['spec']}: its hash is not the manifest's spec hash"
+        )
+    name, provider = _choose(manifest, device, variant)
+    if not manifest.variants[name].verified:
+        log.warning(
+            "bundle %s: variant %s did not pass verification; using it as asked", path, name
+        )
+    model = path / manifest.variants[name].file
+    session = make_session(model, provider, threads)
+    _check_io(session, model)
+    actual = session.get_providers()[0]
+    if actual != provider:
+        log.warning("bundle %s: %s unavailable, running on %s", path, provider, actual)
+    log.info("bundle %s (model %s): %s graph on %s", path, manifest.model_version, name, actual)
+    return Bundle(path, manifest, spec, policy, name, actual, session)
+
+
+def _read_json_object(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_bytes())
+    except ValueError as exc:
+        raise CorruptBundleError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise CorruptBundleError(f"{path}: must be a JSON object")
+    return data
+
+
+def _check_io(session: ort.InferenceSession, model: Path) -> None:
+    inputs = tuple(i.name for i in session.get_inputs())
+    outputs = tuple(o.name for o in session.get_outputs())
+    if inputs != INPUT_NAMES or outputs != OUTPUT_NAMES:
+        raise CorruptBundleError(
+            f"{model}: inputs {inputs} and outputs {outputs}, expected {INPUT_NAMES} → "
+            f"{OUTPUT_NAMES}"
+        )

@@ -1,0 +1,138 @@
+"""The real windows an export is verified on: the checkpoint's validation users, re-drawn."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+from sklearn.metrics import average_precision_score
+
+from events import LABELS
+from events.window import Records
+from export.exceptions import ExportError
+from training.checkpoint import Checkpoint
+from training.config import TrainConfig
+from training.data import load_corpus
+from training.examples import batch_windows, build_examples, split_users
+
+if TYPE_CHECKING:
+    from export.build import ExportOptions
+
+__all__ = ["VerificationSet", "pr_auc_per_head", "verification_set"]
+
+_PER_KIND_MAX = 200  # length-1 and full-length windows taken first, at most this many each
+
+
+@dataclass
+class VerificationSet:
+    """Parity windows (a sample with length-1 and full ones) and labelled validation windows."""
+
+    windows: list[Records]
+    length_one: int
+    full: int
+    val_windows: list[Records]
+    val_y: npt.NDArray[np.float32]  # [N, 2]
+    val_weight: npt.NDArray[np.float32]
+    source: dict[str, Any]
+
+
+def _train_config(meta: dict[str, Any]) -> TrainConfig:
+    saved = dict(meta.get("train", {}))
+    known = {f.name for f in fields(TrainConfig)}
+    if "split_fractions" in saved:
+        saved["split_fractions"] = tuple(saved["split_fractions"])
+    return TrainConfig(**{k: v for k, v in saved.items() if k in known})
+
+
+def _data_paths(ckpt: Checkpoint, options: ExportOptions) -> tuple[Path, Path | None, Path | None]:
+    source = ckpt.meta.get("source", {})
+    if options.events is not None:
+        return options.events, options.labels, options.feedback
+    events = source.get("events")
+    if not events or not Path(events).is_file():
+        raise ExportError(
+            f"--events: the checkpoint's training events ({events}) are not there; "
+            "pass --events (and --labels/--feedback) to verify on"
+        )
+    labels, feedback = source.get("labels"), source.get("feedback")
+    return (
+        Path(events),
+        Path(labels) if labels and Path(labels).is_file() else None,
+        Path(feedback) if feedback and Path(feedback).is_file() else None,
+    )
+
+
+def verification_set(ckpt: Checkpoint, options: ExportOptions) -> VerificationSet:
+    """Windows of the validation users of the split the checkpoint's config draws on the data."""
+    events, labels, feedback = _data_paths(ckpt, options)
+    if labels is None and feedback is None:
+        raise ExportError("--labels or --feedback: INT8 verification needs labelled windows")
+    cfg = _train_config(ckpt.meta)
+    corpus = load_corpus(
+        events,
+        labels,
+        feedback,
+        spec=ckpt.spec,
+        session_gap_s=ckpt.session_gap_s,
+        progress=options.progress,
+    )
+    split = split_users(
+        corpus, seed=cfg.seed, fractions=cfg.split_fractions,
+        test_after_quantile=cfg.test_after_quantile,
+    )  # fmt: skip
+    # Parity on windows drawn from every validation event; PR-AUC on all positives and a
+    # weighted share of negatives (as early stopping does), to keep the export quick.
+    every = build_examples(corpus, split.val_users, ckpt.policy, t_to_ms=split.t_cut_ms)
+    val = build_examples(
+        corpus,
+        split.val_users,
+        ckpt.policy,
+        t_to_ms=split.t_cut_ms,
+        neg_keep=cfg.eval_neg_keep,
+        seed=cfg.seed,
+    )
+    if len(every) < options.windows:
+        raise ExportError(
+            f"--events {events}: {len(every):,} validation windows, verification needs "
+            f"{options.windows:,}; use a larger data set or lower --windows (≥ 1,000)"
+        )
+    lengths = every.lengths
+    rng = np.random.default_rng(cfg.seed)
+    one = np.flatnonzero(lengths == 1)[:_PER_KIND_MAX]
+    full = np.flatnonzero(lengths == ckpt.policy.max_events)[:_PER_KIND_MAX]
+    if len(one) == 0 or len(full) == 0:
+        raise ExportError(
+            f"--events {events}: the validation windows have no length-1 or no full-length "
+            f"({ckpt.policy.max_events}) window; verification needs both"
+        )
+    rest = np.setdiff1d(np.arange(len(every)), np.concatenate([one, full]))
+    fill = rng.choice(rest, options.windows - len(one) - len(full), replace=False)
+    chosen = np.concatenate([one, full, np.sort(fill)])
+    return VerificationSet(
+        windows=batch_windows(corpus, every, chosen),
+        length_one=len(one),
+        full=len(full),
+        val_windows=batch_windows(corpus, val, np.arange(len(val))),
+        val_y=val.y,
+        val_weight=val.weight,
+        source={
+            "events": str(events),
+            "labels": str(labels) if labels else None,
+            "feedback": str(feedback) if feedback else None,
+            "validation_users": len(split.val_users),
+            "validation_windows": len(val),
+        },
+    )
+
+
+def pr_auc_per_head(
+    y: npt.NDArray[Any], scores: npt.NDArray[Any], weight: npt.NDArray[Any]
+) -> dict[str, float]:
+    """Weighted PR-AUC (average precision) per head."""
+    return {
+        head: float(average_precision_score(y[:, h] > 0.5, scores[:, h], sample_weight=weight))
+        for h, head in enumerate(LABELS)
+    }

@@ -1,0 +1,219 @@
+"""The exported bundle: verified at export, parity per variant, refused when tampered with."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from events import windows_to_inputs
+from events.window import Records
+from export import (
+    CorruptBundleError,
+    HashMismatchError,
+    IncompatibleBundleError,
+    MissingFileError,
+    load_bundle,
+    read_manifest,
+)
+from export.build import FP16_MAX_DIFF, FP32_MAX_DIFF, INT8_MAX_PR_AUC_DROP
+from export.manifest import MANIFEST_FILE, Manifest, sha256_file
+from export.verify import pr_auc_per_head
+
+HEADS = ("fraud", "abnormal_click")
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+#: Parity bound per variant against the torch model, on windows the export never saw.
+#: INT8 is bounded by ranking quality (PR-AUC) at export; here by a loose probability bound.
+BOUNDS = {"fp32": FP32_MAX_DIFF, "fp16": FP16_MAX_DIFF, "int8": 0.1}
+
+
+@pytest.fixture(scope="module")
+def held_out(tiny_model: Path, tiny_world: Path) -> tuple[list[Records], np.ndarray, np.ndarray]:
+    """Windows of the test users (not the validation users export verified on), with torch
+    probabilities and labels; includes length-1 and full-length windows."""
+    from export.graphs import torch_probs
+    from training.checkpoint import load_checkpoint
+    from training.data import load_corpus
+    from training.examples import batch_windows, build_examples, split_users
+
+    ckpt = load_checkpoint(tiny_model)
+    corpus = load_corpus(tiny_world / "events.jsonl", tiny_world / "labels.jsonl", progress=False)
+    split = split_users(corpus, seed=0)
+    examples = build_examples(corpus, split.test_users, ckpt.policy)
+    windows = batch_windows(corpus, examples, np.arange(len(examples)))
+    assert {1, ckpt.policy.max_events} <= {len(w) for w in windows}
+    probs = np.concatenate(
+        [
+            torch_probs(ckpt.model, windows_to_inputs(windows[i : i + 512], ckpt.spec))
+            for i in range(0, len(windows), 512)
+        ]
+    )
+    return windows, probs, examples.y
+
+
+def test_export_verifies_every_variant_and_writes_the_manifest(
+    tiny_bundle: Path, tiny_model: Path
+) -> None:
+    manifest = read_manifest(tiny_bundle)
+    assert set(manifest.variants) == {"fp32", "int8", "fp16"}
+    fp32 = manifest.variants["fp32"]
+    assert fp32.verified
+    assert fp32.figures["max_abs_diff_vs_torch"] <= FP32_MAX_DIFF
+    assert fp32.figures["windows"] >= 1000
+    int8 = manifest.variants["int8"]
+    drops = [int8.figures["pr_auc_fp32"][h] - int8.figures["pr_auc"][h] for h in HEADS]
+    assert int8.verified == all(d <= INT8_MAX_PR_AUC_DROP for d in drops)
+    assert manifest.variants["fp16"].figures["max_abs_diff_vs_fp32"] <= FP16_MAX_DIFF
+    for name, digest in manifest.files.items():
+        assert sha256_file(tiny_bundle / name) == digest
+    assert {"model.onnx", "model.int8.onnx", "model.fp16.onnx", "encoding_spec.json"} <= set(
+        manifest.files
+    )
+    assert manifest.model_version.endswith(manifest.files["model.onnx"][:12])
+    assert manifest.source["checkpoint"] == str(tiny_model.resolve())
+    assert set(manifest.thresholds) == {"fraud", "abnormal_click"}
+    assert manifest.evaluation["heads"]["fraud"]["pr_auc"] is not None
+    assert [i["name"] for i in manifest.inputs] == ["features", "attention_mask"]
+    assert manifest.window["max_events"] == 32
+    assert manifest.opset >= 17
+
+
+@pytest.mark.parametrize("variant", ["fp32", "int8", "fp16"])
+def test_variant_parity_with_torch(
+    tiny_bundle: Path,
+    held_out: tuple[list[Records], np.ndarray, np.ndarray],
+    variant: str,
+) -> None:
+    windows, reference, y = held_out
+    bundle = load_bundle(tiny_bundle, "cpu", variant=variant)
+    assert bundle.variant == variant
+    got = bundle.score_windows(windows)
+    assert got.shape == reference.shape
+    assert float(np.abs(got - reference).max()) <= BOUNDS[variant]
+    if variant == "int8":  # ranking quality on these held-out windows, too
+        weight = np.ones(len(y))
+        base = pr_auc_per_head(y, reference, weight)
+        mine = pr_auc_per_head(y, got, weight)
+        assert all(base[h] - mine[h] <= 2 * INT8_MAX_PR_AUC_DROP for h in base), (base, mine)
+
+
+def test_padding_and_batching_do_not_change_scores(
+    tiny_bundle: Path, held_out: tuple[list[Records], np.ndarray, np.ndarray]
+) -> None:
+    windows = held_out[0][:300]
+    bundle = load_bundle(tiny_bundle, "cpu", variant="fp32")
+    sorted_chunks = bundle.score_windows(windows, max_batch=64)
+    one_batch = bundle.predict(windows_to_inputs(windows, bundle.spec, pad_to=32))
+    one_by_one = np.concatenate(
+        [bundle.predict(windows_to_inputs([w], bundle.spec)) for w in windows]
+    )
+    assert np.abs(sorted_chunks - one_batch).max() <= 1e-5
+    assert np.abs(sorted_chunks - one_by_one).max() <= 1e-5
+
+
+def test_auto_device_on_cpu_prefers_verified_int8(tiny_bundle: Path) -> None:
+    bundle = load_bundle(tiny_bundle, "cpu")
+    expected = "int8" if read_manifest(tiny_bundle).variants["int8"].verified else "fp32"
+    assert bundle.variant == expected
+    assert bundle.provider == "CPUExecutionProvider"
+
+
+# --- tampering: each way a bundle can be damaged is refused with its own error ---------------
+
+
+def _rewrite_manifest(bundle: Path, edit: Callable[[dict[str, object]], None]) -> None:
+    """Edit the manifest and re-seal it, as a forger who knows the format would."""
+    data = json.loads((bundle / MANIFEST_FILE).read_text())
+    data.pop("manifest_sha256")
+    edit(data)
+    variants = data.pop("variants")
+    manifest = Manifest(**data, variants={})  # type: ignore[arg-type]
+    body = manifest.content() | {"variants": variants}
+    from export.manifest import _canonical_hash
+
+    (bundle / MANIFEST_FILE).write_text(
+        json.dumps({**body, "manifest_sha256": _canonical_hash(body)})
+    )
+
+
+def _flip_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _append_space(path: Path) -> None:
+    path.write_bytes(path.read_bytes() + b" ")
+
+
+def _garbage_graph_resealed(bundle: Path) -> None:
+    (bundle / "model.onnx").write_bytes(b"not an onnx graph")
+    digest = sha256_file(bundle / "model.onnx")
+    _rewrite_manifest(bundle, lambda d: d["files"].__setitem__("model.onnx", digest))  # type: ignore[attr-defined]
+
+
+TAMPERS: dict[str, tuple[Callable[[Path], None], type[Exception], str]] = {
+    "fp32 graph edited": (lambda b: _flip_byte(b / "model.onnx"), HashMismatchError, "model.onnx"),
+    "int8 graph edited": (
+        lambda b: _flip_byte(b / "model.int8.onnx"),
+        HashMismatchError,
+        "model.int8.onnx",
+    ),
+    "fp16 graph edited": (
+        lambda b: _flip_byte(b / "model.fp16.onnx"),
+        HashMismatchError,
+        "model.fp16.onnx",
+    ),
+    "spec edited": (
+        lambda b: _append_space(b / "encoding_spec.json"),
+        HashMismatchError,
+        "encoding_spec.json",
+    ),
+    "window edited": (
+        lambda b: _append_space(b / "window_policy.json"),
+        HashMismatchError,
+        "window_policy.json",
+    ),
+    "graph deleted": (lambda b: (b / "model.onnx").unlink(), MissingFileError, "model.onnx"),
+    "manifest deleted": (lambda b: (b / MANIFEST_FILE).unlink(), MissingFileError, "manifest"),
+    "manifest not JSON": (
+        lambda b: (b / MANIFEST_FILE).write_text("{"),
+        CorruptBundleError,
+        "manifest",
+    ),
+    "threshold edited in the manifest": (
+        lambda b: (b / MANIFEST_FILE).write_text(
+            (b / MANIFEST_FILE).read_text().replace('"fraud": 0.', '"fraud": 0.0', 1)
+        ),
+        CorruptBundleError,
+        "manifest_sha256",
+    ),
+    "newer bundle format": (
+        lambda b: _rewrite_manifest(b, lambda d: d.__setitem__("format_version", 99)),
+        IncompatibleBundleError,
+        "format_version",
+    ),
+    "older encoding": (
+        lambda b: _rewrite_manifest(b, lambda d: d.__setitem__("encoding_version", 2)),
+        IncompatibleBundleError,
+        "encoding version 2",
+    ),
+    "graph ONNX Runtime cannot load": (_garbage_graph_resealed, CorruptBundleError, "model.onnx"),
+}
+
+
+@pytest.mark.parametrize("case", list(TAMPERS), ids=list(TAMPERS))
+def test_tampered_bundle_is_refused(tiny_bundle: Path, tmp_path: Path, case: str) -> None:
+    tamper, error, names = TAMPERS[case]
+    copy = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, copy)
+    load_bundle(copy, "cpu", variant="fp32")  # intact: loads
+    tamper(copy)
+    with pytest.raises(error, match=names):
+        load_bundle(copy, "cpu", variant="fp32")
