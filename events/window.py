@@ -3,6 +3,12 @@
 Stores keep records in arrival order (the order of the user's Kafka partition, or of the file
 offline), capped at N, idempotent by event id. The time bound T is applied when the window is
 read (`select_window`), by the same code offline and online.
+
+Idempotence reaches further back than the N stored ids: a full window also ignores an event
+older than its oldest record. Redelivering a long history (a crash with many uncommitted
+offsets, a file replayed twice) therefore changes nothing, instead of re-appending the
+evicted events; the price is that an event arriving after N newer ones of its user is dropped,
+which it would also be from any window read afterwards.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ __all__ = [
     "InMemoryWindowStore",
     "WindowPolicy",
     "WindowStore",
+    "record_ts_ms",
     "records_ts_ms",
     "select_window",
     "window_slices",
@@ -73,6 +80,12 @@ def records_ts_ms(records: Records) -> npt.NDArray[np.int64]:
     ts: npt.NDArray[np.int64] = records["ts_s"].astype(np.int64) * 1000
     ts += records["ms_flags"] & 0x3FF
     return ts
+
+
+def record_ts_ms(record: bytes) -> int:
+    """Epoch milliseconds of the (first) record in `record`."""
+    ms_flags = int.from_bytes(record[4:6], "little")
+    return int.from_bytes(record[0:4], "little") * 1000 + (ms_flags & 0x3FF)
 
 
 def _as_records(window: bytes | Records) -> Records:
@@ -135,7 +148,9 @@ class WindowStore(Protocol):
         ...
 
     def append(self, user_id: str, record: bytes) -> AppendResult:
-        """Append a record unless its event id is already stored (then change nothing)."""
+        """Append a record, unless its event id is already stored or the window is full and
+        the record is older than its oldest one (an evicted event redelivered, or one too late
+        to belong): then change nothing and say `duplicate`."""
         ...
 
     def get(self, user_id: str) -> bytes:
@@ -173,7 +188,10 @@ class InMemoryWindowStore:
         for offset in range(0, len(stored), RECORD_SIZE):
             if stored[offset + EID_SLICE.start : offset + EID_SLICE.stop] == eid:
                 return AppendResult(stored, duplicate=True)
-        stored = (stored + record)[-self._policy.max_events * RECORD_SIZE :]
+        keep = self._policy.max_events * RECORD_SIZE
+        if len(stored) >= keep and record_ts_ms(record) < record_ts_ms(stored):
+            return AppendResult(stored, duplicate=True)  # evicted redelivery, or too late
+        stored = (stored + record)[-keep:]
         self._users[user_id] = stored
         return AppendResult(stored, duplicate=False)
 

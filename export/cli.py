@@ -100,6 +100,9 @@ def score(
     events: Annotated[Path, typer.Option("--events", exists=True, dir_okay=False)],
     out: Annotated[Path, typer.Option("--out", dir_okay=False, help="scores.jsonl to write.")],
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    variant: Annotated[
+        str | None, typer.Option("--variant", help="fp32, int8 or fp16 (default: auto).")
+    ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=65536)] = 256,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
@@ -109,7 +112,7 @@ def score(
 
     if device not in ("auto", "cpu", "cuda"):
         raise ExportError(f"--device: {device!r} is not one of auto, cpu, cuda")
-    loaded = load_bundle(bundle, device)  # type: ignore[arg-type]
+    loaded = load_bundle(bundle, device, variant=variant)  # type: ignore[arg-type]
     summary = score_file(loaded, events, out, batch_size=batch_size, progress=not quiet)
     _out.print(
         f"scored {summary.scored:,} of {summary.lines:,} events with {loaded.variant} on "

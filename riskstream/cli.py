@@ -11,6 +11,7 @@ from rich.console import Console
 from events.exceptions import RiskstreamError
 from export.cli import export, score
 from riskstream.bench.cli import bench_app
+from stream.cli import worker
 from training.cli import demo, evaluate, simulate, train
 
 __all__ = ["app", "main"]
@@ -27,6 +28,7 @@ app.command("train")(train)
 app.command("evaluate")(evaluate)
 app.command("export")(export)
 app.command("score")(score)
+app.command("worker")(worker)
 app.command("demo")(demo)
 app.add_typer(bench_app, name="bench")
 

@@ -36,7 +36,9 @@ def test_worker_side_and_cli_start_without_torch() -> None:
     # torch is poisoned: any import of it on these paths fails loudly.
     code = (
         "import sys; sys.modules['torch'] = None; "
-        "import events, stream, export, riskstream.cli, riskstream.localstack"
+        "import events, stream, export, riskstream.cli, riskstream.localstack, "
+        "stream.app, stream.runtime, stream.cli, export.loader, export.score; "
+        "stream.app.create_app(stream.WorkerSettings())"
     )
     proc = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False

@@ -115,3 +115,21 @@ def test_offline_slices_equal_streaming_append_and_select(policy: WindowPolicy) 
 def test_policy_refuses_bad_settings(data: dict[str, object], field: str) -> None:
     with pytest.raises(IncompatibleSpec, match=f"^{field}: "):
         WindowPolicy.from_dict(data)
+
+
+@pytest.mark.parametrize("policy", POLICIES, ids=str)
+def test_full_window_ignores_an_older_event(
+    make_store: Callable[[WindowPolicy], WindowStore], policy: WindowPolicy
+) -> None:
+    # A history longer than N redelivered in full changes nothing, evicted events included.
+    store = make_store(policy)
+    history = [_record(i, T0 + 1000 * i) for i in range(policy.max_events + 5)]
+    for rec in history:
+        store.append("u", rec)
+    before = store.get("u")
+    assert all(store.append("u", rec).duplicate for rec in history)
+    assert store.get("u") == before
+    late = _record(999, T0 + 1000 * 4 + 1)  # new id, but older than the oldest stored record
+    assert store.append("u", late).duplicate is True
+    newer = _record(1000, T0 + 10_000_000)
+    assert store.append("u", newer).duplicate is False

@@ -1,0 +1,71 @@
+"""`riskstream worker`: run the stream worker (flags become `RISKSTREAM_*` settings)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+
+from stream.exceptions import StreamError
+from stream.settings import ENV_PREFIX, WorkerSettings
+
+__all__ = ["worker"]
+
+
+def worker(
+    bundle: Annotated[
+        Path | None, typer.Option("--bundle", help="Model bundle folder (hot-reloaded).")
+    ] = None,
+    broker: Annotated[str | None, typer.Option("--broker", help="kafka://host:port")] = None,
+    redis_url: Annotated[str | None, typer.Option("--redis", help="redis://host:port/db")] = None,
+    rules: Annotated[
+        Path | None, typer.Option("--rules", help="YAML rules file (hot-reloaded).")
+    ] = None,
+    group: Annotated[str | None, typer.Option("--group", help="Consumer group.")] = None,
+    batch_max: Annotated[int | None, typer.Option("--batch-max", help="Messages/batch.")] = None,
+    batch_wait_ms: Annotated[
+        int | None, typer.Option("--batch-wait-ms", help="Max wait to fill a batch.")
+    ] = None,
+    cooldown_s: Annotated[
+        int | None, typer.Option("--cooldown-s", help="Per user and type.")
+    ] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option("--metrics-port", help="/metrics and /health; 0: off.")
+    ] = None,
+    debug_scores: Annotated[
+        bool, typer.Option("--debug-scores", help="Publish every event's scores.")
+    ] = False,
+    log_level: Annotated[str, typer.Option("--log-level", help="Faust log level.")] = "info",
+) -> None:
+    """Consume events, keep windows in Redis, score, publish alerts (settings: RISKSTREAM_*)."""
+    flags = {
+        "bundle": bundle,
+        "broker_url": broker,
+        "redis_url": redis_url,
+        "rules": rules,
+        "consumer_group": group,
+        "batch_max": batch_max,
+        "batch_wait_ms": batch_wait_ms,
+        "cooldown_s": cooldown_s,
+        "metrics_port": metrics_port,
+        "debug_scores": debug_scores or None,
+    }
+    env = {f"{ENV_PREFIX}{k.upper()}": str(v) for k, v in flags.items() if v is not None}
+    os.environ.update(env)
+    try:
+        settings = WorkerSettings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise StreamError(f"{ENV_PREFIX}{where.upper()}: {first['msg']}") from None
+    if not (settings.bundle / "manifest.json").is_file():
+        raise StreamError(f"--bundle {settings.bundle}: no manifest.json (export a model first)")
+    from stream.app import create_app
+
+    app = create_app(settings)
+    sys.argv = ["riskstream-worker", "worker", "--without-web", "-l", log_level]
+    app.main()

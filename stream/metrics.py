@@ -1,0 +1,113 @@
+"""Prometheus metrics and the `/metrics` + `/health` endpoint of the worker.
+
+Own registry (not the process-global one), so tests and several workers in one process do not
+collide. The HTTP server is a daemon thread of the standard library.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+__all__ = ["Health", "Metrics", "serve"]
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class Metrics:
+    """Every metric the worker exports."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.events = Counter("events", "Messages consumed from the events topic", registry=r)
+        self.duplicates = Counter(
+            "events_redelivered", "Valid events whose id the window already held", registry=r
+        )
+        self.dlq = Counter("dlq", "Messages sent to the dead-letter topic", ["reason"], registry=r)
+        self.alerts = Counter("alerts", "Alerts published", ["type", "source"], registry=r)
+        self.batch_size = Histogram(
+            "batch_size", "Messages per micro-batch",
+            buckets=(1, 4, 16, 32, 64, 128, 256, 512, 1024, 4096), registry=r,
+        )  # fmt: skip
+        self.redis_seconds = Histogram(
+            "redis_seconds", "Window script round trip per batch", buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )  # fmt: skip
+        self.inference_seconds = Histogram(
+            "inference_seconds", "Model scoring per batch", buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.event_to_alert_seconds = Histogram(
+            "event_to_alert_seconds", "Broker timestamp of the event to the alert's publication",
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.model_info = Gauge(
+            "model_info", "The serving model (value 1)", ["version", "variant", "provider"],
+            registry=r,
+        )  # fmt: skip
+        self.model_reloads = Counter("model_reloads", "Bundles swapped in", registry=r)
+        self.model_refused = Counter("model_refused", "Bundles refused on reload", registry=r)
+        self.rules_refused = Counter("rules_refused", "Rule files refused on reload", registry=r)
+        self.retries = Counter("retries", "Batch retries after Redis or broker errors",
+                               ["cause"], registry=r)  # fmt: skip
+
+    def set_model(self, version: str, variant: str, provider: str) -> None:
+        """Point `model_info` at the serving model only."""
+        self.model_info.clear()
+        self.model_info.labels(version, variant, provider).set(1)
+
+
+@dataclass
+class Health:
+    """Liveness (the loop ticks) and readiness (model loaded, a batch or an idle poll succeeded)."""
+
+    started: float = field(default_factory=time.time)
+    ready: bool = False
+    last_ok: float = 0.0
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def report(self) -> tuple[int, dict[str, Any]]:
+        body = {"ready": self.ready, "uptime_s": round(time.time() - self.started, 1),
+                "last_ok_s_ago": round(time.time() - self.last_ok, 1) if self.last_ok else None,
+                **self.detail}  # fmt: skip
+        return (200 if self.ready else 503), body
+
+
+def serve(metrics: Metrics, health: Health, host: str, port: int) -> ThreadingHTTPServer:
+    """Serve `/metrics` and `/health` (200 when ready, else 503) on a daemon thread."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path.startswith("/metrics"):
+                code, body, ctype = 200, generate_latest(metrics.registry), CONTENT_TYPE_LATEST
+            elif self.path.startswith("/health"):
+                code, data = health.report()
+                body, ctype = json.dumps(data).encode(), "application/json"
+            else:
+                code, body, ctype = 404, b"not found\n", "text/plain"
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return  # scrapes every few seconds would flood the log
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+    return server

@@ -1,0 +1,260 @@
+"""One micro-batch, end to end, without Faust: parse → windows (one Redis round trip) → score →
+rules → cooldown → explained alerts. The Faust agent feeds it and publishes what it returns.
+
+Pure of Kafka, so it is tested against the real Redis alone, and the worker stays thin.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import numpy as np
+import redis
+
+from events import (
+    LABELS,
+    Alert,
+    Event,
+    InvalidEvent,
+    Reason,
+    alert_to_dict,
+    encode_event,
+    format_ts_ms,
+    parse_event,
+    select_window,
+)
+from events.contract import AlertType, Severity
+from events.window import Records
+from stream.explain import RecentEventIds, occlusion, window_facts, window_summary
+from stream.keys import cooldown_key
+from stream.model import ModelSlot
+from stream.rules import RulesFile
+from stream.windows import RedisWindowStore
+
+__all__ = ["DeadLetter", "Incoming", "Outcome", "Processor"]
+
+log = logging.getLogger(__name__)
+
+_SEVERITY_MARGINS: Final = ((0.5, "critical"), (0.25, "high"), (0.0, "medium"))
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """A consumed message and where it came from."""
+
+    value: bytes | None
+    key: bytes | None
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None = None  # the broker's record timestamp
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """The original bytes and why they were refused (headers carry the reason and source)."""
+
+    key: bytes | None
+    value: bytes
+    field: str
+    reason: str
+    headers: tuple[tuple[str, bytes], ...]
+
+
+@dataclass
+class Outcome:
+    """What a batch produced, and how long its parts took."""
+
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    alerts: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (user_id, alert)
+    alert_sources: list[tuple[str, str]] = field(default_factory=list)  # (type, model|rule)
+    alert_latency_s: list[float] = field(default_factory=list)
+    scores: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    processed: int = 0  # valid events, redelivered ones included
+    duplicates: int = 0
+    redis_s: float = 0.0
+    inference_s: float = 0.0
+    model_version: str = ""
+
+
+def _severity(score: float, threshold: float) -> Severity:
+    margin = (score - threshold) / max(1.0 - threshold, 1e-6)
+    for cut, name in _SEVERITY_MARGINS:
+        if margin >= cut:
+            return name  # type: ignore[return-value]
+    return "medium"
+
+
+@dataclass
+class _Candidate:
+    index: int  # into the batch's scored events
+    alert_type: AlertType
+    source: str  # "model" or "rule"
+    severity: Severity
+    reasons: list[Reason]
+
+
+class Processor:
+    """Turns batches of messages into dead letters, window updates, scores and alerts."""
+
+    def __init__(
+        self,
+        store: RedisWindowStore,
+        model: ModelSlot,
+        rules: RulesFile,
+        client: redis.Redis,
+        *,
+        cooldown_s: int = 600,
+        occlusion_top: int = 3,
+        debug_scores: bool = False,
+    ) -> None:
+        self.store = store
+        self.model = model
+        self.rules = rules
+        self.client = client
+        self.cooldown_s = cooldown_s
+        self.occlusion_top = occlusion_top
+        self.debug_scores = debug_scores
+        self.names = RecentEventIds()
+
+    def parse(
+        self, batch: list[Incoming], now_ms: int, out: Outcome
+    ) -> list[tuple[Incoming, Event]]:
+        """Valid events; the rest become dead letters with their reason."""
+        good: list[tuple[Incoming, Event]] = []
+        for msg in batch:
+            try:
+                if msg.value is None:
+                    raise InvalidEvent("message", "is empty (a tombstone)")
+                good.append((msg, parse_event(msg.value, now_ms=now_ms)))
+            except InvalidEvent as exc:
+                log.warning("dead letter %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, exc)
+                headers = (
+                    ("reason", exc.reason.encode()),
+                    ("field", exc.field.encode()),
+                    ("source_topic", msg.topic.encode()),
+                    ("source_partition", str(msg.partition).encode()),
+                    ("source_offset", str(msg.offset).encode()),
+                )
+                out.dead_letters.append(
+                    DeadLetter(msg.key, msg.value or b"", exc.field, exc.reason, headers)
+                )
+        return good
+
+    def process(self, batch: list[Incoming], now_ms: int | None = None) -> Outcome:
+        """Run one batch. Redis errors propagate (the caller retries the whole batch: window
+        appends are idempotent, so a retry never double-counts)."""
+        now = now_ms if now_ms is not None else int(time.time() * 1000)
+        out = Outcome()
+        bundle = self.model.bundle
+        out.model_version = bundle.model_version
+        good = self.parse(batch, now, out)
+        out.processed = len(good)
+        if not good:
+            return out
+        records = [encode_event(ev, bundle.spec) for _, ev in good]
+        for (_, ev), rec in zip(good, records, strict=True):
+            self.names.add(rec, ev.event_id)
+        began = time.perf_counter()
+        results = self.store.append_batch(
+            [(ev.user_id, r) for (_, ev), r in zip(good, records, strict=True)]
+        )
+        out.redis_s = time.perf_counter() - began
+        fresh = [i for i, r in enumerate(results) if not r.duplicate]
+        out.duplicates = len(good) - len(fresh)
+        if not fresh:
+            return out
+        policy = self.model.policy
+        windows = [select_window(results[i].stored, policy) for i in fresh]
+        began = time.perf_counter()
+        probs = bundle.score_windows(windows)
+        out.inference_s = time.perf_counter() - began
+        events = [good[i][1] for i in fresh]
+        if self.debug_scores:
+            for ev, p in zip(events, probs, strict=True):
+                out.scores.append((ev.user_id, {
+                    "event_id": ev.event_id, "user_id": ev.user_id, "ts": format_ts_ms(ev.ts_ms),
+                    "fraud": float(p[0]), "abnormal_click": float(p[1]),
+                    "model_version": bundle.model_version,
+                }))  # fmt: skip
+        candidates = self._candidates(events, windows, probs)
+        allowed = self._cooldown(events, candidates)
+        for cand in allowed:
+            msg = good[fresh[cand.index]][0]
+            alert = self._alert(cand, events[cand.index], windows[cand.index], probs, now)
+            out.alerts.append((alert["user_id"], alert))
+            out.alert_sources.append((cand.alert_type, cand.source))
+            if msg.timestamp_ms is not None:
+                out.alert_latency_s.append(max(0.0, (now - msg.timestamp_ms) / 1000))
+        return out
+
+    def _candidates(
+        self, events: list[Event], windows: list[Records], probs: Any
+    ) -> list[_Candidate]:
+        """At most one per (user, type) per batch: the model's highest-scoring event first,
+        else the first event a rule fires on."""
+        thresholds = self.model.bundle.thresholds
+        best: dict[tuple[str, str], _Candidate] = {}
+        for h, head in enumerate(LABELS):
+            over = np.flatnonzero(probs[:, h] >= thresholds[head])
+            for i in sorted(over.tolist(), key=lambda j: -float(probs[j, h])):
+                key = (events[i].user_id, head)
+                if key not in best:
+                    sev = _severity(float(probs[i, h]), thresholds[head])
+                    best[key] = _Candidate(i, head, "model", sev, [])
+        ruleset = self.rules.current()
+        if ruleset.rules:
+            for i, window in enumerate(windows):
+                for rule in ruleset.firing(window):
+                    key = (events[i].user_id, rule.alert)
+                    reason = Reason("rule", rule.describe(), rule_id=rule.rule_id)
+                    if key in best:
+                        best[key].reasons.append(reason)
+                    else:
+                        best[key] = _Candidate(i, rule.alert, "rule", rule.severity, [reason])
+        return sorted(best.values(), key=lambda c: c.index)
+
+    def _cooldown(self, events: list[Event], candidates: list[_Candidate]) -> list[_Candidate]:
+        """Those whose (user, type) was not alerted within the cooldown (one pipeline)."""
+        if not candidates or self.cooldown_s == 0:
+            return candidates
+        pipe = self.client.pipeline(transaction=False)
+        for c in candidates:
+            key = cooldown_key(self.store.prefix, events[c.index].user_id, c.alert_type)
+            pipe.set(key, events[c.index].event_id, nx=True, ex=self.cooldown_s)
+        return [c for c, ok in zip(candidates, pipe.execute(), strict=True) if ok]
+
+    def _alert(
+        self, cand: _Candidate, event: Event, window: Records, probs: Any, now_ms: int
+    ) -> dict[str, Any]:
+        bundle = self.model.bundle
+        head = LABELS.index(cand.alert_type)
+        score = float(probs[cand.index, head])
+        reasons = list(cand.reasons) + window_facts(window, bundle.spec)
+        driving = occlusion(
+            window, bundle.spec, bundle.predict, head, self.occlusion_top, self.names
+        )
+        if driving is not None:
+            reasons.append(driving)
+        version = bundle.model_version
+        if any(r.rule_id for r in cand.reasons):  # a rule fired (alone or beside the model)
+            version = f"{version}+{self.rules.rules.version}"
+        alert = Alert(
+            alert_id=str(uuid.uuid4()),
+            type=cand.alert_type,
+            user_id=event.user_id,
+            event_id=event.event_id,
+            event_ts_ms=event.ts_ms,
+            detected_at_ms=now_ms,
+            score=score,
+            threshold=float(bundle.thresholds[cand.alert_type]),
+            severity=cand.severity,
+            model_version=version,
+            window=window_summary(window, bundle.spec),
+            reasons=tuple(reasons),
+        )
+        return alert_to_dict(alert)

@@ -1,0 +1,161 @@
+"""The worker's moving parts, built from the settings, and one batch with retries.
+
+`Runtime.handle(batch, send)` runs the processor (in a thread: ONNX Runtime and the Redis client
+block), retrying the whole batch with backoff on Redis errors (window appends are idempotent), then
+publishes dead letters, alerts and debug scores and waits until the broker has them. Only then
+does it return, and only then may the caller acknowledge the batch's offsets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+import orjson
+import redis
+
+from stream.exceptions import WindowStoreError
+from stream.metrics import Health, Metrics
+from stream.model import ModelSlot
+from stream.processor import Incoming, Outcome, Processor
+from stream.rules import RulesFile
+from stream.settings import WorkerSettings
+from stream.windows import RedisWindowStore
+
+__all__ = ["Runtime", "Send"]
+
+log = logging.getLogger(__name__)
+
+#: (topic name, key, value, headers) → awaitable that completes when the broker has it.
+Send = Callable[[str, bytes | None, bytes, list[tuple[str, bytes]] | None], Awaitable[Any]]
+
+_FIRST_BACKOFF_S: Final = 0.1
+
+
+def redis_client(settings: WorkerSettings) -> redis.Redis:
+    """A Redis client from the settings (password in the URL, TLS CA file if given)."""
+    kwargs: dict[str, Any] = {"socket_timeout": 5.0, "socket_connect_timeout": 5.0}
+    if settings.redis_tls_ca is not None:
+        kwargs["ssl_ca_certs"] = str(settings.redis_tls_ca)
+    return redis.Redis.from_url(settings.redis_url.get_secret_value(), **kwargs)
+
+
+class Runtime:
+    """Model slot, rules, Redis store, processor, metrics: what a worker process holds."""
+
+    def __init__(self, settings: WorkerSettings, client: redis.Redis | None = None) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.health = Health()
+        self.model = ModelSlot(
+            settings.bundle,
+            settings.device,
+            variant=settings.variant,
+            max_events=settings.window_max_events,
+            max_age_s=settings.window_max_age_s,
+        )
+        self.rules = RulesFile(settings.rules, self.model.bundle.spec)
+        self.client = client if client is not None else redis_client(settings)
+        self.store = RedisWindowStore(self.client, self.model.policy, prefix=settings.redis_prefix)
+        self.processor = Processor(
+            self.store,
+            self.model,
+            self.rules,
+            self.client,
+            cooldown_s=settings.cooldown_s,
+            occlusion_top=settings.occlusion_top,
+            debug_scores=settings.debug_scores,
+        )
+        self._last_poll = time.monotonic()
+        self._refused_seen = 0
+        self._rules_refused_seen = 0
+        self.stopping = False
+        b = self.model.bundle
+        self.metrics.set_model(b.model_version, b.variant, b.provider)
+        self.health.detail = {"model_version": b.model_version}
+        self.health.ready = True
+
+    def poll_model(self) -> None:
+        """Between batches: swap in a new bundle if one appeared (at most every poll_s)."""
+        now = time.monotonic()
+        if now - self._last_poll < self.settings.reload_poll_s:
+            return
+        self._last_poll = now
+        if self.model.poll():
+            b = self.model.bundle
+            self.store = RedisWindowStore(self.client, self.model.policy, prefix=self.store.prefix)
+            self.processor.store = self.store
+            self.metrics.model_reloads.inc()
+            self.metrics.set_model(b.model_version, b.variant, b.provider)
+            self.health.detail["model_version"] = b.model_version
+        if self.model.refused > self._refused_seen:
+            self.metrics.model_refused.inc(self.model.refused - self._refused_seen)
+            self._refused_seen = self.model.refused
+
+    async def _process(self, batch: list[Incoming]) -> Outcome:
+        backoff = _FIRST_BACKOFF_S
+        while True:
+            try:
+                return await asyncio.to_thread(self.processor.process, batch)
+            except (redis.RedisError, WindowStoreError) as exc:  # the store wraps its own
+                cause = type(exc.__cause__ or exc).__name__
+            self.health.ready = False
+            self.metrics.retries.labels(cause).inc()
+            log.warning("batch of %d: Redis error (%s); retrying in %.1f s", len(batch), cause,
+                        backoff)  # fmt: skip
+            await asyncio.sleep(backoff * (0.5 + random.random()))
+            backoff = min(backoff * 2, self.settings.retry_max_backoff_s)
+
+    async def _publish(self, send: Send, out: Outcome) -> None:
+        s = self.settings
+        pending: list[tuple[str, bytes | None, bytes, list[tuple[str, bytes]] | None]] = []
+        pending += [(s.dlq_topic, d.key, d.value, list(d.headers)) for d in out.dead_letters]
+        pending += [(s.alerts_topic, u.encode(), orjson.dumps(a), None) for u, a in out.alerts]
+        pending += [(s.scores_topic, u.encode(), orjson.dumps(x), None) for u, x in out.scores]
+        backoff = _FIRST_BACKOFF_S
+        while pending:
+            results = await asyncio.gather(*(send(*p) for p in pending), return_exceptions=True)
+            failed = [
+                p for p, r in zip(pending, results, strict=True) if isinstance(r, BaseException)
+            ]
+            if not failed:
+                return
+            self.metrics.retries.labels("broker").inc()
+            log.warning("%d of %d messages not published (%s); retrying in %.1f s", len(failed),
+                        len(pending), next(r for r in results if isinstance(r, BaseException)),
+                        backoff)  # fmt: skip
+            pending = failed  # a retry may duplicate a message the broker did take: at-least-once
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self.settings.retry_max_backoff_s)
+
+    async def handle(self, batch: list[Incoming], send: Send) -> Outcome:
+        """Process and publish one batch; returns when it is safe to commit its offsets."""
+        await asyncio.to_thread(self.poll_model)
+        out = await self._process(batch)
+        await self._publish(send, out)
+        self._account(batch, out)
+        return out
+
+    def _account(self, batch: list[Incoming], out: Outcome) -> None:
+        m = self.metrics
+        m.events.inc(len(batch))
+        m.duplicates.inc(out.duplicates)
+        m.batch_size.observe(len(batch))
+        m.redis_seconds.observe(out.redis_s)
+        if out.inference_s:
+            m.inference_seconds.observe(out.inference_s)
+        for d in out.dead_letters:
+            m.dlq.labels(d.field).inc()
+        for alert_type, source in out.alert_sources:
+            m.alerts.labels(alert_type, source).inc()
+        for seconds in out.alert_latency_s:
+            m.event_to_alert_seconds.observe(seconds)
+        if self.rules.failures > self._rules_refused_seen:
+            m.rules_refused.inc(self.rules.failures - self._rules_refused_seen)
+            self._rules_refused_seen = self.rules.failures
+        self.health.ready = True
+        self.health.last_ok = time.time()

@@ -1,0 +1,87 @@
+"""The worker's settings: one frozen, typed object; every environment variable named here.
+
+Each field reads `RISKSTREAM_<FIELD>` (e.g. `RISKSTREAM_BROKER_URL`); CLI flags override.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["ENV_PREFIX", "WorkerSettings"]
+
+ENV_PREFIX = "RISKSTREAM_"
+
+
+class WorkerSettings(BaseSettings):
+    """Everything `riskstream worker` can be told."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid")
+
+    # Kafka
+    broker_url: str = "kafka://127.0.0.1:9092"  # Faust form; several: comma-separated
+    events_topic: str = "events"
+    alerts_topic: str = "alerts"
+    dlq_topic: str = "events.dlq"
+    scores_topic: str = "scores"
+    control_topic: str = "riskstream.control"
+    consumer_group: str = "riskstream-worker"
+    broker_session_timeout_s: float = Field(default=30.0, gt=0)
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+
+    # Redis
+    redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")  # may carry a password
+    redis_prefix: str = "rs:"
+    redis_tls_ca: Path | None = None
+
+    # Model, rules and windows
+    bundle: Path = Path("out/demo/bundle")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    variant: Literal["fp32", "int8", "fp16"] | None = None  # default: the loader's choice
+    rules: Path | None = None
+    window_max_events: int | None = Field(default=None, ge=1, le=4096)  # default: the bundle's
+    window_max_age_s: int | None = Field(default=None, gt=0)
+    reload_poll_s: float = Field(default=2.0, gt=0)
+
+    # Processing
+    batch_max: int = Field(default=256, ge=1, le=65536)
+    batch_wait_ms: int = Field(default=20, ge=1)
+    cooldown_s: int = Field(default=600, ge=0)
+    occlusion_top: int = Field(default=3, ge=0, le=16)
+    debug_scores: bool = False
+    retry_max_backoff_s: float = Field(default=5.0, gt=0)
+
+    # Operations
+    metrics_port: int = Field(default=9464, ge=0, le=65535)  # 0: no HTTP endpoint
+    metrics_host: str = "127.0.0.1"
+
+    @field_validator("redis_prefix")
+    @classmethod
+    def _prefix_is_plain(cls, value: str) -> str:
+        if not value or any(c in value for c in "{}*?[] \n"):
+            raise ValueError("must be non-empty, without braces, globs or spaces")
+        return value
+
+    def kafka_ssl_context(self) -> Any:
+        """An `ssl.SSLContext` for SSL/SASL_SSL (None for plaintext)."""
+        if "SSL" not in self.security_protocol:
+            return None
+        import ssl
+
+        context = ssl.create_default_context(
+            cafile=str(self.ssl_cafile) if self.ssl_cafile else None
+        )
+        if self.ssl_certfile:
+            context.load_cert_chain(
+                str(self.ssl_certfile), str(self.ssl_keyfile) if self.ssl_keyfile else None
+            )
+        return context

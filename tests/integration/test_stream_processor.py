@@ -1,0 +1,334 @@
+"""The worker's batch processing against the real Redis: windows, dead letters, alerts,
+cooldown, redelivery, rules and hot reload (Kafka is in test_stream_worker.py)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import jsonschema
+import pytest
+import redis
+
+from events import InMemoryWindowStore, encode_event, load_schema, parse_event, parse_ts_ms
+from stream.model import ModelSlot
+from stream.processor import Incoming, Outcome, Processor
+from stream.rules import RulesFile
+from stream.windows import RedisWindowStore
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
+
+NOW_MS = 1_900_000_000_000  # after the simulated worlds: their events are not in the future
+
+
+def _processor(
+    bundle: Path, client: redis.Redis, prefix: str, rules: Path | None = None, **kw: object
+) -> Processor:
+    model = ModelSlot(bundle, "cpu")
+    store = RedisWindowStore(client, model.policy, prefix=prefix)
+    return Processor(store, model, RulesFile(rules, model.bundle.spec), client, **kw)  # type: ignore[arg-type]
+
+
+def _replay(
+    proc: Processor, lines: list[bytes], batch: int = 256, first_offset: int = 0
+) -> Outcome:
+    """Every line through `proc` in batches; one Outcome with everything."""
+    total = Outcome()
+    for start in range(0, len(lines), batch):
+        msgs = [
+            Incoming(v, None, "events", 0, first_offset + start + i, NOW_MS - 1000)
+            for i, v in enumerate(lines[start : start + batch])
+        ]
+        out = proc.process(msgs, now_ms=NOW_MS)
+        total.dead_letters += out.dead_letters
+        total.alerts += out.alerts
+        total.alert_sources += out.alert_sources
+        total.scores += out.scores
+        total.processed += out.processed
+        total.duplicates += out.duplicates
+    return total
+
+
+@pytest.fixture(scope="module")
+def world_lines(tiny_world: Path) -> list[bytes]:
+    """Every event of the world's attackers and victims and of some 150 other users."""
+    lines = tiny_world.joinpath("events.jsonl").read_bytes().splitlines()
+    labels = tiny_world.joinpath("labels.jsonl").read_text().splitlines()
+    users = {json.loads(x)["user_id"] for x in labels}
+    users |= {parse_event(v, now_ms=NOW_MS).user_id for v in lines[:1500]}
+    return [v for v in lines if parse_event(v, now_ms=NOW_MS).user_id in users]
+
+
+@pytest.fixture(scope="module")
+def replayed(
+    tiny_bundle: Path, tiny_world: Path, world_lines: list[bytes], redis_url: str
+) -> tuple[Outcome, list[dict[str, object]]]:
+    """The whole tiny world through one processor (own prefix), and its label episodes."""
+    client = redis.Redis.from_url(redis_url)
+    prefix = "rstest:replay:"
+    try:
+        out = _replay(_processor(tiny_bundle, client, prefix), world_lines)
+    finally:
+        stale = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        for i in range(0, len(stale), 500):
+            client.delete(*stale[i : i + 500])
+    labels = [json.loads(x) for x in tiny_world.joinpath("labels.jsonl").read_text().splitlines()]
+    return out, labels
+
+
+def test_attacks_raise_alerts_of_their_type(
+    replayed: tuple[Outcome, list[dict[str, object]]],
+) -> None:
+    out, labels = replayed
+    assert out.processed == out.scores.__len__() or out.scores == []
+    by_user: dict[str, list[dict[str, object]]] = {}
+    for user, alert in out.alerts:
+        by_user.setdefault(user, []).append(alert)
+    caught = Counter[str]()
+    for ep in labels:
+        start, end = parse_ts_ms(str(ep["start"])), parse_ts_ms(str(ep["end"]))
+        if any(
+            a["type"] == ep["label"] and start <= parse_ts_ms(str(a["event_ts"])) <= end + 3_600_000
+            for a in by_user.get(str(ep["user_id"]), [])
+        ):
+            caught[str(ep["label"])] += 1
+    episodes = Counter(str(ep["label"]) for ep in labels)
+    # Measured with the briefly trained tiny model: most episodes of both labels alerted.
+    for label in ("fraud", "abnormal_click"):
+        assert caught[label] >= episodes[label] // 3, (caught, episodes)
+    attackers = {str(ep["user_id"]) for ep in labels}
+    wrong = [u for u in by_user if u not in attackers]
+    assert len(wrong) <= 0.05 * len(by_user), wrong
+
+
+def test_alerts_follow_the_schema_and_explain_themselves(
+    replayed: tuple[Outcome, list[dict[str, object]]],
+) -> None:
+    out, _ = replayed
+    assert out.alerts
+    schema = load_schema("alert")
+    codes = Counter[str]()
+    for user, alert in out.alerts:
+        jsonschema.validate(alert, schema, format_checker=jsonschema.FormatChecker())
+        assert alert["user_id"] == user
+        assert float(alert["score"]) >= float(alert["threshold"]) or any(  # type: ignore[arg-type]
+            r.get("rule_id")
+            for r in alert["reasons"]  # type: ignore[union-attr]
+        )
+        codes.update(r["code"] for r in alert["reasons"])  # type: ignore[union-attr]
+    assert codes["driving_events"] >= len(out.alerts) // 2
+    driving = [r for _, a in out.alerts for r in a["reasons"] if r["code"] == "driving_events"]  # type: ignore[union-attr]
+    assert all(1 <= len(r["event_ids"]) <= 3 for r in driving)
+
+
+def test_normal_only_stream_stays_within_the_alert_budget(
+    tiny_bundle: Path, redis_client: redis.Redis, key_prefix: str, tmp_path: Path
+) -> None:
+    from training.simulator import WorldConfig, simulate_world
+
+    simulate_world(WorldConfig(users=150, days=0.5, seed=21, attack_share=0.0), tmp_path,
+                   progress=False)  # fmt: skip
+    lines = tmp_path.joinpath("events.jsonl").read_bytes().splitlines()
+    out = _replay(_processor(tiny_bundle, redis_client, key_prefix), lines)
+    assert out.processed == len(lines) > 1000
+    # The thresholds target at most 5 normal users alerted per 1,000 per day: 0.4 expected
+    # here. Measured: one, a login then a new payment method at 0.99812 against 0.99809.
+    assert len({user for user, _ in out.alerts}) <= 1
+
+
+def test_bad_messages_go_to_the_dead_letter_list_and_good_ones_are_processed(
+    tiny_bundle: Path, redis_client: redis.Redis, key_prefix: str, world_lines: list[bytes]
+) -> None:
+    good = world_lines[:50]
+    bad = {
+        b"{not json": "message",
+        b'{"event_id": "x1", "user_id": "u", "type": "click"}': "ts",
+        b'{"event_id": "x2", "user_id": "u", "ts": "2026-11-02T00:00:00Z", "type": "click", '
+        b'"price": -3}': "price",
+        b"[1, 2]": "message",
+    }
+    lines = good[:20] + list(bad) + good[20:]
+    proc = _processor(tiny_bundle, redis_client, key_prefix)
+    msgs = [Incoming(v, b"k", "events", 3, 100 + i) for i, v in enumerate(lines)]
+    msgs.append(Incoming(None, b"k", "events", 3, 999))  # a tombstone
+    out = proc.process(msgs, now_ms=NOW_MS)
+    assert out.processed == len(good)
+    assert [d.field for d in out.dead_letters] == [*bad.values(), "message"]
+    first = out.dead_letters[0]
+    assert first.value == b"{not json"
+    headers = dict(first.headers)
+    assert headers["source_topic"] == b"events"
+    assert headers["source_partition"] == b"3"
+    assert headers["source_offset"] == b"120"
+    assert headers["reason"].startswith(b"message: is not valid UTF-8 JSON")
+    # the good events around them are all in their windows
+    users = {parse_event(v, now_ms=NOW_MS).user_id for v in good}
+    stored = sum(len(proc.store.get(u)) for u in users) // 27
+    assert stored == len(good)
+
+
+def test_redelivered_events_leave_windows_alone_and_raise_no_extra_alert(
+    tiny_bundle: Path,
+    redis_client: redis.Redis,
+    key_prefix: str,
+    replayed: tuple[Outcome, list[dict[str, object]]],
+    world_lines: list[bytes],
+) -> None:
+    out, _ = replayed
+    alerted = {u for u, _ in out.alerts}
+    lines = [v for v in world_lines if parse_event(v, now_ms=NOW_MS).user_id in alerted][:3000]
+    users = {parse_event(v, now_ms=NOW_MS).user_id for v in lines}
+    proc = _processor(tiny_bundle, redis_client, key_prefix, cooldown_s=0)
+    first = _replay(proc, lines)
+    windows = {u: proc.store.get(u) for u in users}
+    again = _replay(proc, lines, batch=97)  # other batch boundaries: still nothing new
+    assert again.duplicates == again.processed == len(lines)
+    assert again.alerts == []
+    assert {u: proc.store.get(u) for u in users} == windows
+    assert first.alerts  # the first pass did alert (cooldown 0: every candidate)
+    # The windows equal the in-memory reference store's.
+    ref = InMemoryWindowStore(proc.store.policy)
+    for v in lines:
+        ev = parse_event(v, now_ms=NOW_MS)
+        ref.append(ev.user_id, encode_event(ev, proc.model.bundle.spec))
+    assert all(ref.get(u) == windows[u] for u in users)
+
+
+def test_cooldown_gives_one_alert_per_user_and_type(
+    tiny_bundle: Path,
+    redis_client: redis.Redis,
+    key_prefix: str,
+    replayed: tuple[Outcome, list[dict[str, object]]],
+    world_lines: list[bytes],
+) -> None:
+    out, _ = replayed
+    alerted = {u for u, _ in out.alerts}
+    lines = [v for v in world_lines if parse_event(v, now_ms=NOW_MS).user_id in alerted]
+    free = _replay(_processor(tiny_bundle, redis_client, key_prefix + "a:", cooldown_s=0), lines)
+    held = _replay(_processor(tiny_bundle, redis_client, key_prefix + "b:", cooldown_s=600), lines)
+    pairs = Counter((u, a["type"]) for u, a in held.alerts)
+    assert max(pairs.values()) == 1
+    assert len(free.alerts) > len(held.alerts) >= len(pairs) > 0
+    for key in redis_client.scan_iter(match=f"{key_prefix}b:cd:*"):
+        assert 0 < redis_client.ttl(key) <= 600
+
+
+def test_rules_fire_and_reload(
+    tiny_bundle: Path, redis_client: redis.Redis, key_prefix: str, tmp_path: Path
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "rules:\n  - id: three_clicks\n    alert: abnormal_click\n    all:\n"
+        "      - {types: [click], at_least: 3}\n"
+    )
+    proc = _processor(tiny_bundle, redis_client, key_prefix, rules=rules, cooldown_s=0)
+
+    def click(i: int) -> bytes:
+        return json.dumps({"event_id": f"c{i}", "user_id": "r1", "ts": NOW_MS - 60_000 + i,
+                           "type": "click"}).encode()  # fmt: skip
+
+    out = proc.process([Incoming(click(i), None, "events", 0, i) for i in range(4)], now_ms=NOW_MS)
+    fired = [
+        a for _, a in out.alerts if any(r.get("rule_id") == "three_clicks" for r in a["reasons"])
+    ]
+    assert fired
+    assert fired[0]["model_version"].endswith(proc.rules.rules.version)
+    rules.write_text("rules: [oops")  # refused: the previous rules keep running
+    assert proc.rules.current().rules[0].rule_id == "three_clicks"
+    assert proc.rules.failures == 1
+    rules.write_text("rules:\n  - id: never\n    alert: fraud\n    all:\n"
+                     "      - {types: [purchase], at_least: 1000}\n")  # fmt: skip
+    out = proc.process(
+        [Incoming(click(i), None, "events", 0, i) for i in range(4, 8)], now_ms=NOW_MS
+    )
+    assert proc.rules.current().rules[0].rule_id == "never"
+    assert not any(r.get("rule_id") for _, a in out.alerts for r in a["reasons"])
+
+
+def test_hot_reload_swaps_a_good_bundle_and_refuses_a_tampered_one(
+    tiny_bundle: Path, tmp_path: Path
+) -> None:
+    live = tmp_path / "live"
+    shutil.copytree(tiny_bundle, live)
+    slot = ModelSlot(live, "cpu")
+    old = slot.bundle.model_version
+    assert slot.poll() is False  # nothing changed
+
+    # A tampered bundle (a new version announced, a graph that does not match its hash).
+    manifest = json.loads((live / "manifest.json").read_text())
+    (live / "model.onnx").write_bytes(b"tampered")
+    manifest["model_version"] = "tampered-version"
+    (live / "manifest.json").write_text(json.dumps(manifest))
+    assert slot.poll(force=True) is False
+    assert slot.bundle.model_version == old
+    assert slot.refused == 1
+
+    # A good new bundle: a re-export of the same model, atomically put in place.
+    shutil.rmtree(live)
+    shutil.copytree(tiny_bundle, live)
+    manifest = json.loads((live / "manifest.json").read_text())
+    from export.manifest import Manifest, Variant
+
+    body = {k: v for k, v in manifest.items() if k not in ("manifest_sha256", "variants")}
+    body["model_version"] = old + "-b"
+    variants = {k: Variant(**v) for k, v in manifest["variants"].items()}
+    (live / "manifest.json").write_text(Manifest(**body, variants=variants).to_json())
+    assert slot.poll(force=True) is True
+    assert slot.bundle.model_version == old + "-b"
+    assert slot.reloads == 1
+
+
+def test_runtime_reloads_between_batches_and_counts_refusals(
+    tiny_bundle: Path, redis_url: str, key_prefix: str, tmp_path: Path, world_lines: list[bytes]
+) -> None:
+    import asyncio
+
+    from stream.runtime import Runtime
+    from stream.settings import WorkerSettings
+
+    live = tmp_path / "live"
+    shutil.copytree(tiny_bundle, live)
+    settings = WorkerSettings(
+        bundle=live, redis_url=redis_url, redis_prefix=key_prefix, reload_poll_s=0.01,
+        device="cpu", metrics_port=0,
+    )  # fmt: skip
+    runtime = Runtime(settings)
+    sent: list[tuple[str, bytes | None, bytes, object]] = []
+
+    async def send(topic: str, key: bytes | None, value: bytes, headers: object) -> None:
+        sent.append((topic, key, value, headers))
+
+    def batch(offset: int) -> list[Incoming]:
+        return [
+            Incoming(v, None, "events", 0, offset + i)
+            for i, v in enumerate(world_lines[offset : offset + 50])
+        ]
+
+    old = runtime.model.bundle.model_version
+    asyncio.run(runtime.handle(batch(0), send))
+    (live / "model.onnx").write_bytes(b"tampered")  # and announce a new version
+    manifest = json.loads((live / "manifest.json").read_text())
+    manifest["model_version"] = "evil"
+    (live / "manifest.json").write_text(json.dumps(manifest))
+    import time
+
+    time.sleep(0.02)
+    out = asyncio.run(runtime.handle(batch(50), send))
+    assert out.model_version == old
+    assert runtime.metrics.model_refused._value.get() == 1
+    shutil.rmtree(live)
+    shutil.copytree(tiny_bundle, live)
+    from export.manifest import Manifest, Variant
+
+    manifest = json.loads((live / "manifest.json").read_text())
+    body = {k: v for k, v in manifest.items() if k not in ("manifest_sha256", "variants")}
+    body["model_version"] = "v2"
+    variants = {k: Variant(**v) for k, v in manifest["variants"].items()}
+    (live / "manifest.json").write_text(Manifest(**body, variants=variants).to_json())
+    time.sleep(0.02)
+    out = asyncio.run(runtime.handle(batch(100), send))
+    assert out.model_version == "v2"
+    assert runtime.metrics.model_reloads._value.get() == 1
+    assert runtime.processor.store.policy == runtime.model.policy
