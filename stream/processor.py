@@ -16,7 +16,9 @@ import numpy as np
 import redis
 
 from events import (
+    EID_SLICE,
     LABELS,
+    RECORD_SIZE,
     Alert,
     Event,
     InvalidEvent,
@@ -73,12 +75,23 @@ class Outcome:
     alerts: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (user_id, alert)
     alert_sources: list[tuple[str, str]] = field(default_factory=list)  # (type, model|rule)
     alert_latency_s: list[float] = field(default_factory=list)
+    cooldowns: list[tuple[str, str]] = field(default_factory=list)  # (key, event id) to set
     scores: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     processed: int = 0  # valid events, redelivered ones included
     duplicates: int = 0
     redis_s: float = 0.0
     inference_s: float = 0.0
     model_version: str = ""
+
+
+def _upto(stored: bytes, record: bytes) -> bytes:
+    """The stored records up to and including `record`'s event (empty when not stored)."""
+    eid = record[EID_SLICE]
+    for end in range(len(stored), 0, -RECORD_SIZE):
+        start = end - RECORD_SIZE
+        if stored[start + EID_SLICE.start : start + EID_SLICE.stop] == eid:
+            return stored[:end]
+    return b""
 
 
 def _severity(score: float, threshold: float) -> Severity:
@@ -164,12 +177,21 @@ class Processor:
             [(ev.user_id, r) for (_, ev), r in zip(good, records, strict=True)]
         )
         out.redis_s = time.perf_counter() - began
-        fresh = [i for i, r in enumerate(results) if not r.duplicate]
-        out.duplicates = len(good) - len(fresh)
+        out.duplicates = sum(r.duplicate for r in results)
+        # A redelivered event is scored again on the window as it was at that event: after a
+        # crash between the window update and the alerts' publication, its alert is not lost
+        # (the cooldown, set only after publication, keeps a re-sent one from alerting twice).
+        # An event no longer in its window (evicted, or stale) is not scored.
+        fresh: list[int] = []
+        windows: list[Records] = []
+        policy = self.model.policy
+        for i, (result, rec) in enumerate(zip(results, records, strict=True)):
+            stored = result.stored if not result.duplicate else _upto(result.stored, rec)
+            if stored:
+                fresh.append(i)
+                windows.append(select_window(stored, policy))
         if not fresh:
             return out
-        policy = self.model.policy
-        windows = [select_window(results[i].stored, policy) for i in fresh]
         began = time.perf_counter()
         probs = bundle.score_windows(windows)
         out.inference_s = time.perf_counter() - began
@@ -182,11 +204,13 @@ class Processor:
                     "model_version": bundle.model_version,
                 }))  # fmt: skip
         candidates = self._candidates(events, windows, probs)
-        allowed = self._cooldown(events, candidates)
+        allowed = self._cooldown_open(events, candidates)
         for cand in allowed:
             msg = good[fresh[cand.index]][0]
             alert = self._alert(cand, events[cand.index], windows[cand.index], probs, now)
             out.alerts.append((alert["user_id"], alert))
+            key = cooldown_key(self.store.prefix, alert["user_id"], cand.alert_type)
+            out.cooldowns.append((key, alert["event_id"]))
             out.alert_sources.append((cand.alert_type, cand.source))
             if msg.timestamp_ms is not None:
                 out.alert_latency_s.append(max(0.0, (now - msg.timestamp_ms) / 1000))
@@ -218,15 +242,23 @@ class Processor:
                         best[key] = _Candidate(i, rule.alert, "rule", rule.severity, [reason])
         return sorted(best.values(), key=lambda c: c.index)
 
-    def _cooldown(self, events: list[Event], candidates: list[_Candidate]) -> list[_Candidate]:
+    def _cooldown_open(self, events: list[Event], candidates: list[_Candidate]) -> list[_Candidate]:
         """Those whose (user, type) was not alerted within the cooldown (one pipeline)."""
         if not candidates or self.cooldown_s == 0:
             return candidates
         pipe = self.client.pipeline(transaction=False)
         for c in candidates:
-            key = cooldown_key(self.store.prefix, events[c.index].user_id, c.alert_type)
-            pipe.set(key, events[c.index].event_id, nx=True, ex=self.cooldown_s)
-        return [c for c, ok in zip(candidates, pipe.execute(), strict=True) if ok]
+            pipe.exists(cooldown_key(self.store.prefix, events[c.index].user_id, c.alert_type))
+        return [c for c, held in zip(candidates, pipe.execute(), strict=True) if not held]
+
+    def start_cooldowns(self, out: Outcome) -> None:
+        """After the alerts were published: hold back further alerts of their (user, type)."""
+        if not out.cooldowns or self.cooldown_s == 0:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for key, event_id in out.cooldowns:
+            pipe.set(key, event_id, ex=self.cooldown_s)
+        pipe.execute()
 
     def _alert(
         self, cand: _Candidate, event: Event, window: Records, probs: Any, now_ms: int

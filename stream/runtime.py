@@ -13,7 +13,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import orjson
 import redis
@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 Send = Callable[[str, bytes | None, bytes, list[tuple[str, bytes]] | None], Awaitable[Any]]
 
 _FIRST_BACKOFF_S: Final = 0.1
+_A = TypeVar("_A")
+_R = TypeVar("_R")
 
 
 def redis_client(settings: WorkerSettings) -> redis.Redis:
@@ -97,16 +99,19 @@ class Runtime:
             self._refused_seen = self.model.refused
 
     async def _process(self, batch: list[Incoming]) -> Outcome:
+        return await self._retrying(self.processor.process, batch)
+
+    async def _retrying(self, work: Callable[[_A], _R], arg: _A) -> _R:
+        """`work(arg)` in a thread, retried with backoff while Redis fails."""
         backoff = _FIRST_BACKOFF_S
         while True:
             try:
-                return await asyncio.to_thread(self.processor.process, batch)
+                return await asyncio.to_thread(work, arg)
             except (redis.RedisError, WindowStoreError) as exc:  # the store wraps its own
                 cause = type(exc.__cause__ or exc).__name__
             self.health.ready = False
             self.metrics.retries.labels(cause).inc()
-            log.warning("batch of %d: Redis error (%s); retrying in %.1f s", len(batch), cause,
-                        backoff)  # fmt: skip
+            log.warning("Redis error (%s); retrying in %.1f s", cause, backoff)
             await asyncio.sleep(backoff * (0.5 + random.random()))
             backoff = min(backoff * 2, self.settings.retry_max_backoff_s)
 
@@ -137,6 +142,7 @@ class Runtime:
         await asyncio.to_thread(self.poll_model)
         out = await self._process(batch)
         await self._publish(send, out)
+        await self._retrying(self.processor.start_cooldowns, out)
         self._account(batch, out)
         return out
 
