@@ -11,6 +11,8 @@ from rich.console import Console
 from events.exceptions import RiskstreamError
 from export.cli import export, score
 from riskstream.bench.cli import bench_app
+from riskstream.dev.cli import dev_app
+from riskstream.tools.cli import alerts_app, replay
 from stream.cli import worker
 from training.cli import demo, evaluate, simulate, train
 
@@ -31,6 +33,9 @@ app.command("score")(score)
 app.command("worker")(worker)
 app.command("demo")(demo)
 app.add_typer(bench_app, name="bench")
+app.add_typer(dev_app, name="dev")
+app.command("replay")(replay)
+app.add_typer(alerts_app, name="alerts")
 
 _err = Console(stderr=True, highlight=False)
 
@@ -42,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     command = typer.main.get_command(app)
     try:
-        command.main(args=argv, prog_name="riskstream", standalone_mode=False)
+        # Not standalone: click returns the exit code of `raise typer.Exit(n)` instead of
+        # raising it.
+        code = command.main(args=argv, prog_name="riskstream", standalone_mode=False)
     except typer.Exit as exc:
         return exc.exit_code
     except typer.TyperException as exc:  # usage errors: bad option, missing argument, ...
@@ -57,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     except RiskstreamError as exc:
         _err.print(f"error: {exc}", markup=False, soft_wrap=True)
         return 1
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

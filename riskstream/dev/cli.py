@@ -1,0 +1,157 @@
+"""`riskstream dev up | down | status`: the local broker and Redis, in the background."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from riskstream.dev.stack import (
+    BROKER_BASE_PORT,
+    DEV_STATE_ENV,
+    REDIS_BASE_PORT,
+    DevStackError,
+    DevState,
+    dev_down,
+    dev_status,
+    dev_up,
+    resolve_state_path,
+)
+from riskstream.localstack.broker import redact
+from riskstream.tools.common import quiet_kafka
+
+__all__ = ["dev_app"]
+
+dev_app = typer.Typer(
+    help="A local Kafka-compatible broker (Tansu) and Redis, in the background.",
+    no_args_is_help=True,
+)
+
+StateOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--state",
+        dir_okay=False,
+        help=f"State file (default: ${DEV_STATE_ENV}, else .riskstream/dev.json here).",
+    ),
+]
+
+_DEFAULT_BUNDLE = "out/demo/bundle"
+
+
+def _out() -> Console:
+    return Console(highlight=False)
+
+
+def _where(state: DevState, part: str) -> str:
+    record = state.broker if part == "broker" else state.redis
+    return redact(record.url) if record is not None else "-"
+
+
+@dev_app.command("up")
+def up_cmd(
+    state: StateOpt = None,
+    broker_port: Annotated[
+        int,
+        typer.Option("--broker-port", min=1, max=65535, help="Broker port (or the next free)."),
+    ] = BROKER_BASE_PORT,
+    redis_port: Annotated[
+        int,
+        typer.Option("--redis-port", min=1, max=65535, help="Valkey port (or the next free)."),
+    ] = REDIS_BASE_PORT,
+    timeout_s: Annotated[
+        float, typer.Option("--timeout-s", min=1.0, help="Per part, to answer.")
+    ] = 60.0,
+) -> None:
+    """Start the broker and Redis (REDIS_URL if set), create the topics; idempotent."""
+    quiet_kafka()
+    result = dev_up(state, broker_port=broker_port, redis_port=redis_port, timeout_s=timeout_s)
+    st = result.state
+    table = Table(title=f"riskstream dev stack ({result.state_path})")
+    for col in ("part", "what", "listens on", "pid", "now", "log"):
+        table.add_column(col, no_wrap=col in ("part", "listens on", "pid", "now"))
+    for part in ("broker", "redis"):
+        record = st.broker if part == "broker" else st.redis
+        if record is None:  # pragma: no cover - dev_up raises before that
+            continue
+        table.add_row(
+            part,
+            record.label,
+            _where(st, part),
+            str(record.pid) if record.pid is not None else "-",
+            result.actions.get(part, "?"),
+            record.log or "-",
+        )
+    out = _out()
+    out.print(table)
+    topics = ", ".join(f"{name} ({n})" for name, n in st.topics.items())
+    out.print(f"topics: {topics}", soft_wrap=True)
+    out.print(
+        f"worker: riskstream worker --bundle {_DEFAULT_BUNDLE} --broker {_where(st, 'broker')} "
+        f"--redis {_where(st, 'redis')}",
+        soft_wrap=True,
+    )
+    out.print("then:   riskstream replay --events FILE; riskstream alerts tail --follow")
+    if not result.started_anything:
+        out.print("(everything was already running: nothing started)")
+
+
+@dev_app.command("down")
+def down_cmd(
+    state: StateOpt = None,
+    timeout_s: Annotated[
+        float, typer.Option("--timeout-s", min=0.1, help="SIGTERM grace before SIGKILL.")
+    ] = 10.0,
+) -> None:
+    """Stop what `dev up` started (never an external Redis) and remove the state file."""
+    quiet_kafka()
+    result = dev_down(state, timeout_s=timeout_s)
+    out = _out()
+    if not result.records:
+        out.print(f"nothing to stop: no dev stack recorded in {result.state_path}")
+        return
+    for part in ("broker", "redis"):
+        record = result.records.get(part)
+        if record is None:
+            continue
+        action = result.actions.get(part, "?")
+        pid = f" (pid {record.pid})" if record.pid is not None else ""
+        out.print(f"{part}: {record.label} at {redact(record.url)}{pid}: {action}", soft_wrap=True)
+    out.print(f"removed {result.state_path}")
+
+
+@dev_app.command("status")
+def status_cmd(state: StateOpt = None) -> None:
+    """Each part alive or dead; exit 0 when all are up, 1 otherwise."""
+    quiet_kafka()
+    parts = dev_status(state)
+    out = _out()
+    if parts is None:
+        # An error, not typer.Exit(1): `riskstream.cli.main` runs click in non-standalone
+        # mode, where an Exit's code is returned by click and not passed on.
+        raise DevStackError(
+            f"no dev stack recorded in {resolve_state_path(state)} (`riskstream dev up` starts one)"
+        )
+    table = Table(title=f"riskstream dev stack ({resolve_state_path(state)})")
+    for col in ("part", "what", "listens on", "pid", "state"):
+        table.add_column(col, no_wrap=True)
+    for p in parts:
+        r = p.record
+        if r is None:
+            table.add_row(p.part, "-", "-", "-", "[red]missing[/red]")
+            continue
+        if p.up:
+            word = "[green]alive[/green]"
+        elif p.alive:
+            word = "[yellow]alive, not listening[/yellow]"
+        else:
+            word = "[red]dead[/red]"
+        pid = str(r.pid) if r.pid is not None else "-"
+        table.add_row(p.part, r.label, redact(r.url), pid, word)
+    out.print(table)
+    down = [p.part for p in parts if not p.up]
+    if down:
+        raise DevStackError(f"not up: {', '.join(down)} (`riskstream dev up` restarts what died)")

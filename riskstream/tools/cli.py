@@ -1,0 +1,153 @@
+"""`riskstream replay` and `riskstream alerts tail`: feed a worker, read what it raises."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from riskstream.tools.alerts import (
+    AlertReader,
+    alert_json_line,
+    alerts_table,
+    detected_ms,
+    iter_alert_batches,
+)
+from riskstream.tools.common import ToolError, quiet_kafka, resolve_bootstrap
+from riskstream.tools.replay import replay_file
+
+__all__ = ["alerts_app", "replay"]
+
+alerts_app = typer.Typer(help="Read the alerts the worker publishes.", no_args_is_help=True)
+
+BrokerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--broker",
+        help="kafka://host:port (default: the `riskstream dev up` stack's broker).",
+    ),
+]
+
+
+class AlertTypeChoice(StrEnum):
+    """The alert types (`--type`)."""
+
+    fraud = "fraud"
+    abnormal_click = "abnormal_click"
+
+
+def replay(
+    events: Annotated[
+        Path,
+        typer.Option(
+            "--events",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+            help="JSON-lines event file (one event per line).",
+        ),
+    ],
+    rate: Annotated[
+        float | None,
+        typer.Option("--rate", min=0.001, help="Events/s, paced open-loop (token bucket)."),
+    ] = None,
+    max_speed: Annotated[
+        bool, typer.Option("--max", help="As fast as possible (the default).")
+    ] = False,
+    speedup: Annotated[
+        float | None,
+        typer.Option("--speedup", min=0.001, help="X times the events' own `ts` gaps."),
+    ] = None,
+    broker: BrokerOpt = None,
+    topic: Annotated[str, typer.Option("--topic", help="Topic to produce to.")] = "events",
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Send at most N.")] = None,
+    progress: Annotated[
+        bool, typer.Option("--progress/--no-progress", help="Progress bar on stderr.")
+    ] = True,
+) -> None:
+    """Produce an event file to Kafka, keyed by user_id; print the achieved rate."""
+    quiet_kafka()
+    logging.getLogger("riskstream.tools.replay").setLevel(logging.WARNING)  # printed below
+    chosen = [name for name, on in (("--rate", rate), ("--max", max_speed), ("--speedup", speedup))
+              if on]  # fmt: skip
+    if len(chosen) > 1:
+        raise ToolError(f"{' and '.join(chosen)} exclude each other: choose one pacing")
+    bootstrap = resolve_bootstrap(broker)
+    summary = replay_file(
+        events,
+        bootstrap,
+        topic=topic,
+        rate=rate,
+        speedup=speedup,
+        limit=limit,
+        progress=progress,
+    )
+    out = Console(highlight=False)
+    out.print(summary.describe(), soft_wrap=True)
+    spread = ", ".join(f"p{p}: {n:,}" for p, n in summary.partitions.items())
+    out.print(f"per partition: {spread or '-'}", soft_wrap=True)
+    if summary.failed:
+        raise ToolError(
+            f"{summary.failed:,} of {summary.sent + summary.failed:,} records were not "
+            f"acknowledged (first: {summary.errors[0] if summary.errors else '?'})"
+        )
+
+
+@alerts_app.command("tail")
+def tail_cmd(
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep reading new alerts until Ctrl-C.")
+    ] = False,
+    alert_type: Annotated[
+        AlertTypeChoice | None, typer.Option("--type", help="Only this type.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    from_beginning: Annotated[
+        bool,
+        typer.Option("--from-beginning/--from-end", help="Start at the oldest or newest alert."),
+    ] = True,
+    broker: BrokerOpt = None,
+    topic: Annotated[str, typer.Option("--topic", help="The alerts topic.")] = "alerts",
+    max_alerts: Annotated[
+        int | None, typer.Option("--max", min=1, help="Stop after N alerts.")
+    ] = None,
+    timeout_s: Annotated[
+        float | None, typer.Option("--timeout-s", min=0.1, help="Stop after S seconds.")
+    ] = None,
+) -> None:
+    """Print alerts as a table (or JSON lines); without --follow, stop once drained."""
+    quiet_kafka()
+    bootstrap = resolve_bootstrap(broker)
+    out = Console(highlight=False)
+    kind = alert_type.value if alert_type is not None else None
+    with AlertReader(bootstrap, topic, alert_type=kind, from_beginning=from_beginning) as reader:
+        batches = iter_alert_batches(
+            reader, follow=follow, max_alerts=max_alerts, timeout_s=timeout_s
+        )
+        shown = 0
+        if follow:  # print as they come
+            for batch in batches:
+                if as_json:
+                    for alert in batch:
+                        sys.stdout.write(alert_json_line(alert) + "\n")
+                    sys.stdout.flush()
+                else:
+                    out.print(alerts_table(batch, header=shown == 0))
+                shown += len(batch)
+        else:
+            alerts = sorted((a for b in batches for a in b), key=detected_ms)
+            shown = len(alerts)
+            if as_json:
+                for alert in alerts:
+                    sys.stdout.write(alert_json_line(alert) + "\n")
+            elif alerts:
+                out.print(alerts_table(alerts, title=f"{topic} on {reader.bootstrap}"))
+        if not as_json:
+            what = f" of type {kind}" if kind else ""
+            skipped = f", {reader.skipped} records skipped (not JSON)" if reader.skipped else ""
+            out.print(f"{shown} alerts{what} ({reader.records} records read{skipped})")

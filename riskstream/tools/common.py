@@ -1,0 +1,120 @@
+"""What `riskstream replay` and `riskstream alerts` share: broker addresses and topic checks."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any, Final
+
+from events.exceptions import RiskstreamError
+from riskstream.localstack.broker import redact
+
+__all__ = [
+    "CONNECT_TIMEOUT_S",
+    "ToolError",
+    "bootstrap_servers",
+    "partition_count",
+    "quiet_kafka",
+    "resolve_bootstrap",
+]
+
+#: How long a client waits for the first broker answer before the command gives up.
+CONNECT_TIMEOUT_S: Final = 5.0
+
+_SCHEMES: Final = ("kafka", "tcp", "plaintext")
+_SPLIT: Final = re.compile(r"[;,\s]+")
+
+
+class ToolError(RiskstreamError):
+    """A replay or alerts command was given something it cannot use (one-line message)."""
+
+
+def quiet_kafka() -> None:
+    """kafka-python logs every connection at INFO: keep a command's stderr to what matters."""
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+
+
+def bootstrap_servers(url: str) -> str:
+    """`host:port[,host:port]` for kafka-python from `kafka://host:port` (Faust's form), a bare
+    `host:port`, or several of either separated by commas or semicolons.
+
+    >>> bootstrap_servers("kafka://127.0.0.1:9092")
+    '127.0.0.1:9092'
+    >>> bootstrap_servers("kafka://a:1;kafka://b:2")
+    'a:1,b:2'
+    >>> bootstrap_servers("localhost")
+    'localhost:9092'
+    """
+    servers = []
+    for part in (p for p in _SPLIT.split(url.strip()) if p):
+        scheme, sep, rest = part.partition("://")
+        if not sep:
+            scheme, rest = "", part
+        elif scheme.lower() not in _SCHEMES:
+            raise ToolError(f"broker {redact(url)!r}: expected kafka://host:port or host:port")
+        rest = rest.rstrip("/")
+        if "@" in rest:
+            raise ToolError(f"broker {redact(url)!r}: credentials go in RISKSTREAM_SASL_* settings")
+        host, colon, port = rest.rpartition(":")
+        if not colon:
+            host, port = rest, "9092"
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ToolError(f"broker {redact(url)!r}: expected kafka://host:port or host:port")
+        servers.append(f"{host}:{int(port)}")
+    if not servers:
+        raise ToolError("broker: empty address (expected kafka://host:port)")
+    return ",".join(servers)
+
+
+def resolve_bootstrap(broker: str | None, state_path: Path | None = None) -> str:
+    """The bootstrap servers of `--broker`, else of the running dev stack, else an error."""
+    if broker:
+        return bootstrap_servers(broker)
+    from riskstream.dev.stack import dev_addresses, resolve_state_path
+
+    found = dev_addresses(state_path)
+    if found is None:
+        raise ToolError(
+            "no broker: pass --broker kafka://host:port, or start the local stack with "
+            f"`riskstream dev up` (no running stack recorded in {resolve_state_path(state_path)})"
+        )
+    return bootstrap_servers(found[0])
+
+
+def partition_count(bootstrap: str, topic: str, timeout_s: float = CONNECT_TIMEOUT_S) -> int:
+    """How many partitions `topic` has; `ToolError` when the broker does not answer or the
+    topic does not exist.
+
+    Asked through the admin client on purpose: a producer's or consumer's metadata request
+    for an unknown topic makes Tansu (and brokers with auto-create on) create it with the
+    default partition count, behind the worker's back.
+    """
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    budget_ms = int(timeout_s * 1000)
+    try:
+        admin = KafkaAdminClient(
+            bootstrap_servers=bootstrap.split(","),
+            client_id="riskstream-tools",
+            bootstrap_timeout_ms=budget_ms,
+            request_timeout_ms=budget_ms,
+        )
+    except (KafkaError, OSError) as exc:
+        raise ToolError(f"cannot reach the broker at {bootstrap} ({exc})") from None
+    try:
+        described: list[dict[str, Any]] = admin.describe_topics([topic])
+    except (KafkaError, OSError) as exc:
+        raise ToolError(f"metadata for topic {topic!r} from {bootstrap} failed ({exc})") from None
+    finally:
+        admin.close()
+    for info in described:
+        if info.get("name") == topic and info.get("error_code", 0) == 0:
+            partitions = len(info.get("partitions") or [])
+            if partitions:
+                return partitions
+    raise ToolError(
+        f"topic {topic!r} does not exist on {bootstrap} "
+        "(`riskstream dev up` creates the worker's topics)"
+    )
