@@ -261,8 +261,8 @@ def _check_int8(
     mine = pr_auc_per_head(vs.val_y, val_int8, vs.val_weight)
     drops = {h: base[h] - mine[h] for h in base}
     diff = float(np.abs(_probs(path, vs.windows, spec) - fp32_probs).max())
-    ok = all(d <= INT8_MAX_PR_AUC_DROP for d in drops.values())
-    text = ", ".join(f"{h} {mine[h]:.4f} vs {base[h]:.4f}" for h in base)
+    ok = bool(drops) and all(d <= INT8_MAX_PR_AUC_DROP for d in drops.values())
+    text = ", ".join(f"{h} {mine[h]:.4f} vs {base[h]:.4f}" for h in base) or "no positives"
     return Variant(
         path.name,
         ok,

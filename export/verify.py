@@ -131,8 +131,10 @@ def verification_set(ckpt: Checkpoint, options: ExportOptions) -> VerificationSe
 def pr_auc_per_head(
     y: npt.NDArray[Any], scores: npt.NDArray[Any], weight: npt.NDArray[Any]
 ) -> dict[str, float]:
-    """Weighted PR-AUC (average precision) per head."""
+    """Weighted PR-AUC (average precision) per head; heads without a positive are left out
+    (nothing to rank: they cannot tell two graphs apart)."""
     return {
         head: float(average_precision_score(y[:, h] > 0.5, scores[:, h], sample_weight=weight))
         for h, head in enumerate(LABELS)
+        if (y[:, h] > 0.5).any()
     }

@@ -107,35 +107,11 @@ def demo(
     days: DaysOpt = 1.0,
     seed: SeedOpt = 7,
 ) -> None:
-    """The end-to-end demo. For now: simulate a world, train the tiny model, export it."""
-    from export.build import ExportOptions
-    from export.build import export as run_export
-    from training.config import TrainConfig
-    from training.train import train as run_train
+    """The end-to-end demo: simulate, train the tiny model, export, stream the held-out part
+    through a local broker, Redis and the worker, and score the alerts."""
+    from riskstream.demo import run_demo
 
-    world, model, bundle = out / "world", out / "model", out / "bundle"
-    _out.rule("[bold]1/3 simulate a labelled world")
-    summary = simulate_world(_config(users, days, seed, 0.02, []), world, progress=True)
-    render_summary(summary, world)
-    _out.rule("[bold]2/3 pretrain and fine-tune the tiny BERT, compare with the GBDT baseline")
-    report = run_train(
-        world / "events.jsonl",
-        world / "labels.jsonl",
-        model,
-        TrainConfig.for_preset("tiny"),
-        feedback=world / "feedback.jsonl",
-    )
-    render_metrics(report, f"Test split → {model}/report.md, {model}/pr_curves.png")
-    _out.rule("[bold]3/3 export a verified ONNX bundle (FP32 + INT8)")
-    manifest = run_export(model, bundle, ExportOptions(int8=True, force=True))
-    for name, variant in manifest.variants.items():
-        usable = "usable" if variant.verified else "UNUSABLE"
-        _out.print(f"{name}: {usable} — {variant.check}")
-    _out.print(
-        f"Bundle {bundle} (model {manifest.model_version}). Score a file the way the stream "
-        f"does: riskstream score --bundle {bundle} --events {world / 'events.jsonl'} --out "
-        f"{out / 'scores.jsonl'}"
-    )
+    run_demo(out, users=users, days=days, seed=seed)
 
 
 class Preset(StrEnum):
