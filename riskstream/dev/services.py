@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Final
 
@@ -22,7 +23,7 @@ from riskstream.dev.processes import (
     spawn_detached,
     stop_process,
 )
-from riskstream.dev.state import DevStackError, ServiceRecord, utc_now
+from riskstream.dev.state import DevStackError, Kind, ServiceRecord, utc_now
 from riskstream.localstack.broker import (
     DEFAULT_STORAGE_URL,
     read_log_tail,
@@ -65,35 +66,20 @@ def start_tansu(run_dir: Path, port_hint: int, timeout_s: float) -> ServiceRecor
         listener = f"tcp://{HOST}:{port}"
         argv = [binary, "broker", "--listener-url", listener, "--advertised-listener-url"]
         argv += [listener, "--storage-engine", DEFAULT_STORAGE_URL]
-        offset = log_path.stat().st_size if log_path.exists() else 0
         # NO_COLOR: Tansu's tracing output would otherwise carry ANSI escapes into the log.
-        pid = spawn_detached(argv, log_path, run_dir, {**os.environ, "NO_COLOR": "1"})
-        stat = proc_stat(pid)
-        record = ServiceRecord(
-            kind="tansu",
-            url=f"kafka://{HOST}:{port}",
-            host=HOST,
-            port=port,
-            pid=pid,
-            start_ticks=stat[1] if stat else None,
-            binary=binary,
-            log=str(log_path),
-            started_at=utc_now(),
-            started_by_us=True,
-        )
+        env = {**os.environ, "NO_COLOR": "1"}
         try:
-            wait_kafka(record, log_path, offset, deadline)
+            record = _spawn_and_wait(
+                "tansu", f"kafka://{HOST}:{port}", port, argv, log_path, run_dir, env,
+                wait_kafka, deadline,
+            )  # fmt: skip
         except _PortTakenError:
-            stop_process(record, 2.0)
             taken.add(port)
             if attempt == _START_ATTEMPTS or time.monotonic() >= deadline:
                 raise
             log.warning("port %d was taken while Tansu started; trying the next one", port)
             continue
-        except BaseException:
-            stop_process(record, 2.0)
-            raise
-        log.info("Tansu broker on %s (pid %d)", record.bootstrap, pid)
+        log.info("Tansu broker on %s (pid %d)", record.bootstrap, record.pid)
         return record
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -182,34 +168,18 @@ def start_valkey(run_dir: Path, port_hint: int, timeout_s: float) -> ServiceReco
             f'appendonly no\ndir {data_dir}\nlogfile ""\nloglevel notice\n',
             encoding="utf-8",
         )
-        offset = log_path.stat().st_size if log_path.exists() else 0
-        pid = spawn_detached([binary, str(conf)], log_path, data_dir, os.environ)
-        stat = proc_stat(pid)
-        record = ServiceRecord(
-            kind="valkey",
-            url=f"redis://{HOST}:{port}/0",
-            host=HOST,
-            port=port,
-            pid=pid,
-            start_ticks=stat[1] if stat else None,
-            binary=binary,
-            log=str(log_path),
-            started_at=utc_now(),
-            started_by_us=True,
-        )
         try:
-            _wait_redis(record, log_path, offset, deadline)
+            record = _spawn_and_wait(
+                "valkey", f"redis://{HOST}:{port}/0", port, [binary, str(conf)], log_path,
+                data_dir, os.environ, _wait_redis, deadline,
+            )  # fmt: skip
         except _PortTakenError:
-            stop_process(record, 2.0)
             taken.add(port)
             if attempt == _START_ATTEMPTS or time.monotonic() >= deadline:
                 raise
             log.warning("port %d was taken while Valkey started; trying the next one", port)
             continue
-        except BaseException:
-            stop_process(record, 2.0)
-            raise
-        log.info("Valkey on %s:%d (pid %d)", HOST, port, pid)
+        log.info("Valkey on %s:%d (pid %d)", HOST, port, record.pid)
         return record
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -234,3 +204,38 @@ def _wait_redis(record: ServiceRecord, log_path: Path, offset: int, deadline: fl
                 f"Valkey did not answer PING on port {record.port} (log {log_path})"
             )
         time.sleep(_POLL_S)
+
+
+def _spawn_and_wait(
+    kind: Kind,
+    url: str,
+    port: int,
+    argv: list[str],
+    log_path: Path,
+    cwd: Path,
+    env: Mapping[str, str],
+    wait: Callable[[ServiceRecord, Path, int, float], None],
+    deadline: float,
+) -> ServiceRecord:
+    """Start `argv` detached, record it, wait until it serves; stop it again if it does not."""
+    offset = log_path.stat().st_size if log_path.exists() else 0
+    pid = spawn_detached(argv, log_path, cwd, env)
+    stat = proc_stat(pid)
+    record = ServiceRecord(
+        kind=kind,
+        url=url,
+        host=HOST,
+        port=port,
+        pid=pid,
+        start_ticks=stat[1] if stat else None,
+        binary=argv[0],
+        log=str(log_path),
+        started_at=utc_now(),
+        started_by_us=True,
+    )
+    try:
+        wait(record, log_path, offset, deadline)
+    except BaseException:
+        stop_process(record, 2.0)
+        raise
+    return record
