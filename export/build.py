@@ -125,6 +125,7 @@ def export(model_dir: Path, out: Path, options: ExportOptions = ExportOptions())
         manifest = _build(ckpt, model_dir, tmp, vs, options)
         if out.exists():
             shutil.rmtree(out)
+        tmp.chmod(0o755)  # temporary folders are private; a worker may run as another user
         tmp.rename(out)
         tmp.mkdir()  # TemporaryDirectory removes it again on exit
     return manifest

@@ -118,6 +118,8 @@ def to_int8(src: Path, out: Path) -> None:
                 str(out),
                 op_types_to_quantize=["MatMul"],
                 weight_type=QuantType.QInt8,
+                # Fused (com.microsoft) ops defeat ONNX shape inference; their tensors are FP32.
+                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
             )
     finally:
         prepared.unlink(missing_ok=True)

@@ -173,3 +173,25 @@ def test_bench_times_every_engine_and_batch(
     assert all(r["windows_per_s"] > 0 and r["p99_ms"] >= r["p50_ms"] > 0 for r in result.rows)
     bench.render_bench(result, tmp_path)
     assert "| ORT INT8 (CPU) | 256 |" in (tmp_path / "export.md").read_text()
+
+
+def test_int8_quantises_a_fused_graph_too(tiny_model: Path, tmp_path: Path) -> None:
+    # The export keeps ONNX Runtime's fusions when they measure faster; the quantiser must
+    # then cope with com.microsoft ops (it once failed on their missing shape types).
+    from events import ModelInputs
+    from export import graphs
+    from export.loader import make_session, run_session
+    from training.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(tiny_model)
+    rng = np.random.default_rng(0)
+    x = ModelInputs(rng.integers(2, 5, (4, 16, 14)).astype(np.int64), np.ones((4, 16), np.int64))
+    graphs.export_fp32(ckpt.model, x, tmp_path / "m.onnx")
+    fused = graphs.fuse_transformer(
+        tmp_path / "m.onnx", tmp_path / "f.onnx", ckpt.model_config.heads, ckpt.model_config.hidden
+    )
+    assert fused.get("SkipLayerNormalization", 0) > 0
+    graphs.to_int8(tmp_path / "f.onnx", tmp_path / "q.onnx")
+    fp32 = run_session(make_session(tmp_path / "f.onnx"), x)
+    int8 = run_session(make_session(tmp_path / "q.onnx"), x)
+    assert np.abs(fp32 - int8).max() < 0.1
