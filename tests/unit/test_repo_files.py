@@ -1,4 +1,4 @@
-"""The files a user starts from: compose stack, README commands, CI script."""
+"""The files a user starts from: README commands, CI script (the compose stack: test_compose.py)."""
 
 from __future__ import annotations
 
@@ -6,18 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
-
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def test_docker_compose_parses_and_creates_the_topics() -> None:
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    services = compose["services"]
-    assert {"kafka", "kafka-topics", "redis"} <= set(services)
-    script = "\n".join(services["kafka-topics"]["command"])
-    for topic in ("events:8", "alerts:4", "events.dlq:1"):
-        assert topic in script
 
 
 def test_readme_commands_are_the_ones_ci_runs() -> None:
