@@ -54,6 +54,10 @@ class Metrics:
             "event_to_alert_seconds", "Broker timestamp of the event to the alert's publication",
             buckets=_LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
+        self.event_lag_seconds = Histogram(
+            "event_lag_seconds", "Broker timestamp of an event to the end of its batch",
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
         self.model_info = Gauge(
             "model_info", "The serving model (value 1)", ["version", "variant", "provider"],
             registry=r,

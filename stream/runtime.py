@@ -160,6 +160,10 @@ class Runtime:
             m.alerts.labels(alert_type, source).inc()
         for seconds in out.alert_latency_s:
             m.event_to_alert_seconds.observe(seconds)
+        now_ms = time.time() * 1000
+        for msg in batch:
+            if msg.timestamp_ms is not None:
+                m.event_lag_seconds.observe(max(0.0, now_ms - msg.timestamp_ms) / 1000)
         if self.rules.failures > self._rules_refused_seen:
             m.rules_refused.inc(self.rules.failures - self._rules_refused_seen)
             self._rules_refused_seen = self.rules.failures

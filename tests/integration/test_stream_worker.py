@@ -135,6 +135,7 @@ def test_worker_scores_alerts_and_dead_letters(
             metrics = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5)
             text = metrics.read().decode()
             assert f"events_total {len(good) + 3}.0" in text
+            assert f"event_lag_seconds_count {len(good) + 3}.0" in text
             assert 'dlq_total{reason="message"} 2.0' in text
             assert 'dlq_total{reason="ts"} 1.0' in text
             assert _stop_worker(proc) == 0
