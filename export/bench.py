@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from events import ModelInputs, windows_to_inputs
 from events.window import Records
-from export.loader import Bundle, cuda_present, load_bundle, run_session
+from export.loader import Bundle, cuda_present, load_bundle
 from riskstream.bench.core import BenchResult
 
 __all__ = ["BATCH_SIZES", "bench_bundle", "render_bench"]
@@ -98,16 +98,16 @@ def bench_bundle(path: Path, progress: bool = True, users: int = 1500) -> BenchR
     else:
         engines.append(("torch eager (CPU)", torch_runner[0]))
         notes.append(torch_runner[1])
-    engines.append(("ORT FP32 (CPU)", lambda x: run_session(cpu.session, x)))
+    engines.append(("ORT FP32 (CPU)", cpu.predict))
     variants = cpu.manifest.variants
     if "int8" in variants:
         int8 = load_bundle(path, "cpu", variant="int8")
-        engines.append(("ORT INT8 (CPU)", lambda x: run_session(int8.session, x)))
+        engines.append(("ORT INT8 (CPU)", int8.predict))
     if cuda_present():
         for name in ("fp32", "fp16"):
             if name in variants:
                 gpu = load_bundle(path, "cuda", variant=name)
-                engines.append((f"ORT {name.upper()} ({gpu.provider})", _bind(gpu)))
+                engines.append((f"ORT {name.upper()} ({gpu.provider})", gpu.predict))
     rows: list[dict[str, Any]] = []
     bar = tqdm(total=len(engines) * len(BATCH_SIZES), desc="bench", disable=not progress)
     for batch_size in BATCH_SIZES:
@@ -130,11 +130,6 @@ def bench_bundle(path: Path, progress: bool = True, users: int = 1500) -> BenchR
         if fp32 and ("ORT INT8 (CPU)", b) in by:
             notes.append(f"batch {b}: INT8 / FP32 = {by[('ORT INT8 (CPU)', b)] / fp32:.2f}×")
     return BenchResult("export", rows, notes)
-
-
-def _bind(bundle: Bundle) -> Any:
-    """A CUDA runner; plain `run` copies inputs each call, which is what the worker does too."""
-    return lambda x: run_session(bundle.session, x)
 
 
 def render_bench(result: BenchResult, out: Path | None) -> None:

@@ -159,10 +159,10 @@ def _build(
             {"max_abs_diff_vs_torch": diff, "windows": len(vs.windows)},
         )
     }
-    val_fp32 = _probs(fp32, vs.val_windows, spec)
     if options.int8:
         _out.rule("[bold]export: INT8 graph")
         graphs.to_int8(fp32, tmp / VARIANT_FILES["int8"])
+        val_fp32 = _probs(fp32, vs.val_windows, spec)
         variants["int8"] = _check_int8(tmp / VARIANT_FILES["int8"], vs, val_fp32, fp32_probs, spec)
     if options.fp16:
         _out.rule("[bold]export: FP16 graph")
@@ -174,15 +174,15 @@ def _build(
 
     files = {f.name: sha256_file(f) for f in sorted(tmp.iterdir()) if f.is_file()}
     created = datetime.now(UTC)
-    draft = _draft(ckpt)
+    inputs, outputs = _signature(ckpt)
     manifest = Manifest(
         model_version=f"{created:%Y%m%dT%H%M%SZ}-{files[VARIANT_FILES['fp32']][:12]}",
         created_at=created.isoformat(timespec="seconds").replace("+00:00", "Z"),
         encoding_version=ENCODING_VERSION,
         encoding_spec_hash=ckpt.spec.spec_hash,
         window=ckpt.policy.to_dict(),
-        inputs=draft.inputs,
-        outputs=draft.outputs,
+        inputs=inputs,
+        outputs=outputs,
         thresholds=ckpt.thresholds,
         files=files,
         opset=graphs.OPSET,
@@ -202,27 +202,17 @@ def _build(
     return manifest
 
 
-def _draft(ckpt: Checkpoint) -> Manifest:
-    """The parts of the manifest known before any graph exists (for the probe bundle)."""
+def _signature(ckpt: Checkpoint) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The graph's inputs and outputs as the manifest records them."""
     channels = len(ckpt.model_config.vocab_sizes)
-    return Manifest(
-        model_version="draft",
-        created_at="",
-        encoding_version=ENCODING_VERSION,
-        encoding_spec_hash=ckpt.spec.spec_hash,
-        window=ckpt.policy.to_dict(),
-        inputs=[
-            {"name": INPUT_NAMES[0], "dtype": "int64", "shape": ["batch", "events", channels]},
-            {"name": INPUT_NAMES[1], "dtype": "int64", "shape": ["batch", "events"]},
-        ],
-        outputs=[{"name": n, "dtype": "float32", "shape": ["batch"]} for n in OUTPUT_NAMES],
-        thresholds=ckpt.thresholds,
-        files={},
-        opset=graphs.OPSET,
-        variants={},
-        source={},
-        evaluation={},
-    )
+    inputs: list[dict[str, Any]] = [
+        {"name": INPUT_NAMES[0], "dtype": "int64", "shape": ["batch", "events", channels]},
+        {"name": INPUT_NAMES[1], "dtype": "int64", "shape": ["batch", "events"]},
+    ]
+    outputs: list[dict[str, Any]] = [
+        {"name": n, "dtype": "float32", "shape": ["batch"]} for n in OUTPUT_NAMES
+    ]
+    return inputs, outputs
 
 
 def _maybe_fuse(ckpt: Checkpoint, fp32: Path, vs: VerificationSet) -> dict[str, Any]:
