@@ -14,24 +14,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import orjson
 
 from riskstream.localstack import RedisService, TansuBroker, create_topics, find_free_port
+from stream.metrics import metric_total, scrape
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _metric(text: str, name: str) -> float:
-    match = re.search(rf"^{name} ([0-9.e+-]+)$", text, re.MULTILINE)
-    return float(match.group(1)) if match else 0.0
 
 
 def main() -> None:
@@ -77,11 +71,10 @@ def main() -> None:
             while time.monotonic() < deadline:
                 time.sleep(0.2)
                 try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
-                        text = r.read().decode()
+                    text = scrape(port)
                 except OSError:
                     continue
-                done = _metric(text, "events_total")
+                done = metric_total(text, "events_total")
                 if done and first is None:
                     first = time.perf_counter()
                 if done >= len(lines):
@@ -90,16 +83,16 @@ def main() -> None:
             if first is None or last is None:
                 sys.exit(f"worker did not finish; log: {tmp}/worker.log")
             wall = last - first
-            batches = _metric(text, "batch_size_count")
+            batches = metric_total(text, "batch_size_count")
             print("| measure | value |\n|---|---:|")
             print(f"| events | {len(lines):,} |")
             print(f"| produce (kafka-python, acks=all) | {len(lines) / produce_s:,.0f} events/s |")
             print(f"| worker: backlog drained at | **{len(lines) / wall:,.0f} events/s** |")
             print(f"| batches (mean size) | {batches:,.0f} ({len(lines) / max(batches, 1):.0f}) |")
             for name in ("redis_seconds", "inference_seconds"):
-                total = _metric(text, f"{name}_sum")
+                total = metric_total(text, f"{name}_sum")
                 print(f"| {name} per batch (mean) | {total / max(batches, 1) * 1000:.1f} ms |")
-            alerts = sum(map(float, re.findall(r"^alerts_total\{.*\} ([0-9.]+)$", text, re.M)))
+            alerts = metric_total(text, "alerts_total")
             print(f"| alerts | {alerts:,.0f} |")
         finally:
             if worker is not None:

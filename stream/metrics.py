@@ -7,8 +7,10 @@ collide. The HTTP server is a daemon thread of the standard library.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -22,7 +24,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-__all__ = ["Health", "Metrics", "serve"]
+__all__ = ["Health", "Metrics", "histogram_quantile", "metric_total", "scrape", "serve"]
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -115,3 +117,34 @@ def serve(metrics: Metrics, health: Health, host: str, port: int) -> ThreadingHT
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
     return server
+
+
+def scrape(port: int, host: str = "127.0.0.1", timeout_s: float = 2.0) -> str:
+    """The text a worker's `/metrics` serves (for tools, the demo and benchmarks)."""
+    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=timeout_s) as r:
+        text: str = r.read().decode()
+    return text
+
+
+def metric_total(text: str, name: str) -> float:
+    """The sum of a metric's samples over all its label sets (0 when absent).
+
+    >>> metric_total('a_total{t="x"} 2.0\\na_total{t="y"} 3.0\\nb 1.0', "a_total")
+    5.0
+    """
+    pattern = rf"^{re.escape(name)}(?:{{[^}}]*}})? ([0-9.e+-]+)$"
+    return sum(float(v) for v in re.findall(pattern, text, re.M))
+
+
+def histogram_quantile(text: str, name: str, q: float) -> float | None:
+    """A quantile of a histogram: the upper bound of the first bucket holding it (None when
+    the histogram is empty)."""
+    pattern = rf'^{re.escape(name)}_bucket{{le="([^"]+)"}} ([0-9.e+]+)$'
+    buckets = [
+        (float("inf") if le == "+Inf" else float(le), float(v))
+        for le, v in re.findall(pattern, text, re.M)
+    ]
+    if not buckets or buckets[-1][1] == 0:
+        return None
+    target = q * buckets[-1][1]
+    return next(le for le, count in buckets if count >= target)

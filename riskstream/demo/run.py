@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,8 +23,9 @@ from rich.console import Console
 
 from events import parse_ts_ms
 from events.exceptions import RiskstreamError
-from riskstream.demo.summary import Scorecard, latency_quantile, score_alerts, write_timeline
+from riskstream.demo.summary import Scorecard, score_alerts, write_timeline
 from riskstream.localstack import find_free_port
+from stream.metrics import histogram_quantile, metric_total, scrape
 
 __all__ = ["DemoError", "DemoResult", "run_demo"]
 
@@ -61,18 +61,6 @@ def _step(n: int, title: str) -> Iterator[None]:
         raise
     except (Exception, KeyboardInterrupt) as exc:
         raise DemoError(f"step {n}/{STEPS} ({title}) failed: {exc}") from exc
-
-
-def _metrics(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
-        text: str = r.read().decode()
-    return text
-
-
-def _counter(text: str, name: str) -> float:
-    import re
-
-    return sum(float(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? ([0-9.e+]+)$", text, re.M))
 
 
 def _held_out(world: Path, t_cut_ms: int, out: Path) -> int:
@@ -157,7 +145,7 @@ def run_demo(
                 if worker.poll() is not None:
                     raise DemoError(f"step 5/{STEPS}: the worker exited ({out / 'worker.log'})")
                 with contextlib.suppress(OSError):
-                    _metrics(port)
+                    scrape(port)
                     break
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"no /metrics after 60 s ({out / 'worker.log'})")
@@ -178,12 +166,12 @@ def run_demo(
             deadline = time.monotonic() + _WORKER_WAIT_S
             text = ""
             while time.monotonic() < deadline:
-                text = _metrics(port)
-                if _counter(text, "events_total") >= count:
+                text = scrape(port)
+                if metric_total(text, "events_total") >= count:
                     break
                 time.sleep(0.25)
             else:
-                raise TimeoutError(f"the worker processed {_counter(text, 'events_total'):.0f} "
+                raise TimeoutError(f"the worker processed {metric_total(text, 'events_total'):.0f} "
                                    f"of {count} events in {_WORKER_WAIT_S:.0f} s")  # fmt: skip
             wall = time.perf_counter() - began
             from riskstream.tools.alerts import read_alerts
@@ -205,10 +193,10 @@ def run_demo(
     result = DemoResult(
         card=card,
         events=count,
-        dead_letters=int(_counter(text, "dlq_total")),
+        dead_letters=int(metric_total(text, "dlq_total")),
         events_per_s=count / wall,
-        latency_p50_s=latency_quantile(text, "event_to_alert_seconds", 0.5),
-        latency_p99_s=latency_quantile(text, "event_to_alert_seconds", 0.99),
+        latency_p50_s=histogram_quantile(text, "event_to_alert_seconds", 0.5),
+        latency_p99_s=histogram_quantile(text, "event_to_alert_seconds", 0.99),
         alerts=alerts,
         out=out,
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +11,7 @@ import orjson
 
 from events import parse_ts_ms
 
-__all__ = ["Scorecard", "latency_quantile", "score_alerts", "write_timeline"]
+__all__ = ["Scorecard", "score_alerts", "write_timeline"]
 
 _GRACE_MS = 3_600_000  # an alert up to an hour after an episode's end still counts as caught
 
@@ -70,18 +69,6 @@ def score_alerts(
     card.normal_users = len(normal)
     card.normal_users_alerted = len(normal & set(by_user))
     return card
-
-
-def latency_quantile(metrics_text: str, name: str, q: float) -> float | None:
-    """A quantile (seconds) from a Prometheus histogram's cumulative buckets (upper bound)."""
-    buckets = [
-        (float("inf") if le == "+Inf" else float(le), float(v))
-        for le, v in re.findall(rf'^{name}_bucket{{le="([^"]+)"}} ([0-9.e+]+)$', metrics_text, re.M)
-    ]
-    if not buckets or buckets[-1][1] == 0:
-        return None
-    target = q * buckets[-1][1]
-    return next(le for le, count in buckets if count >= target)
 
 
 def write_timeline(
