@@ -1,5 +1,6 @@
-"""The Redis window store against a real Redis: the store contract, parity of `append_batch`
-with `InMemoryWindowStore`, idempotence, TTL, one round trip per batch, keys and memory."""
+"""The Redis window store against a real Redis: parity of `append_batch` with
+`InMemoryWindowStore`, idempotence, TTL, one round trip per batch, keys and memory (the store
+contract every WindowStore passes runs over it in tests/unit/test_window.py)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,6 @@ from events import (
     Event,
     InMemoryWindowStore,
     WindowPolicy,
-    WindowStore,
     encode_event,
 )
 from stream.exceptions import StreamError, WindowStoreError
@@ -34,7 +34,6 @@ pytestmark = pytest.mark.integration
 
 SPEC = EncodingSpec()
 T0 = 1_793_577_600_000
-# The scenarios of tests/unit/test_window.py (the contract every WindowStore passes).
 POLICIES = [WindowPolicy(1, 60), WindowPolicy(4, 3600), WindowPolicy(64, 7 * 86400)]
 # Ids that would break or collide in a key if they were put in it raw.
 ODD_USERS = ["alice", "x:{tag}", "a b*?[", "ünïcødé", "", "rs:w:{0000000000000000}"]
@@ -54,46 +53,6 @@ def make_store(redis_client: redis.Redis, key_prefix: str) -> MakeStore:
         return RedisWindowStore(redis_client, policy, prefix=key_prefix)
 
     return make
-
-
-# --- the WindowStore contract (same scenarios as tests/unit/test_window.py) -------------------
-
-
-@pytest.mark.parametrize("policy", POLICIES, ids=str)
-def test_store_caps_at_n_and_keeps_arrival_order(
-    make_store: MakeStore, policy: WindowPolicy
-) -> None:
-    store = make_store(policy)
-    assert isinstance(store, WindowStore)
-    records = [_record(i, T0 + 1000 * i) for i in range(100)]
-    for rec in records:
-        result = store.append("u", rec)
-        assert not result.duplicate
-    assert store.get("u") == b"".join(records[-policy.max_events :])
-    assert store.get("nobody") == b""
-
-
-@pytest.mark.parametrize("policy", POLICIES, ids=str)
-def test_store_is_idempotent_by_event_id(make_store: MakeStore, policy: WindowPolicy) -> None:
-    store = make_store(policy)
-    recs = [_record(i, T0 + i) for i in range(policy.max_events)]
-    for rec in recs:
-        store.append("u", rec)
-    before = store.get("u")
-    for rec in recs:  # a full redelivery of everything still stored
-        result = store.append("u", rec)
-        assert result.duplicate
-        assert result.stored == before
-    assert store.get("u") == before
-
-
-def test_store_keeps_users_apart(make_store: MakeStore) -> None:
-    store = make_store(WindowPolicy(8, 3600))
-    store.append("a", _record(1, T0, "a"))
-    store.append("b", _record(1, T0, "b"))
-    store.append("a", _record(2, T0 + 1, "a"))
-    assert len(store.get("a")) == 2 * RECORD_SIZE
-    assert len(store.get("b")) == RECORD_SIZE
 
 
 # --- (a) append_batch == InMemoryWindowStore.append, item by item -----------------------------

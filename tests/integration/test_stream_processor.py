@@ -53,6 +53,23 @@ def _replay(
     return total
 
 
+def _put_new_version(source: Path, live: Path, version: str) -> None:
+    """Replace `live` with a valid copy of `source` announcing another model version."""
+    from dataclasses import replace
+
+    from export import read_manifest
+
+    shutil.rmtree(live)
+    shutil.copytree(source, live)
+    manifest = replace(read_manifest(source), model_version=version)
+    (live / "manifest.json").write_text(manifest.to_json())
+
+
+def _events_of(lines: list[bytes], users: set[str]) -> list[bytes]:
+    """The lines whose event belongs to one of `users`, in order."""
+    return [v for v in lines if parse_event(v, now_ms=NOW_MS).user_id in users]
+
+
 @pytest.fixture(scope="module")
 def world_lines(tiny_world: Path) -> list[bytes]:
     """Every event of the world's attackers and victims and of some 150 other users."""
@@ -60,7 +77,7 @@ def world_lines(tiny_world: Path) -> list[bytes]:
     labels = tiny_world.joinpath("labels.jsonl").read_text().splitlines()
     users = {json.loads(x)["user_id"] for x in labels}
     users |= {parse_event(v, now_ms=NOW_MS).user_id for v in lines[:1500]}
-    return [v for v in lines if parse_event(v, now_ms=NOW_MS).user_id in users]
+    return _events_of(lines, users)
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +197,7 @@ def test_redelivered_events_leave_windows_alone_and_raise_no_extra_alert(
 ) -> None:
     out, _ = replayed
     alerted = {u for u, _ in out.alerts}
-    lines = [v for v in world_lines if parse_event(v, now_ms=NOW_MS).user_id in alerted][:3000]
+    lines = _events_of(world_lines, alerted)[:3000]
     users = {parse_event(v, now_ms=NOW_MS).user_id for v in lines}
     proc = _processor(tiny_bundle, redis_client, key_prefix)
     first = _replay(proc, lines)
@@ -207,7 +224,7 @@ def test_cooldown_gives_one_alert_per_user_and_type(
 ) -> None:
     out, _ = replayed
     alerted = {u for u, _ in out.alerts}
-    lines = [v for v in world_lines if parse_event(v, now_ms=NOW_MS).user_id in alerted]
+    lines = _events_of(world_lines, alerted)
     free = _replay(_processor(tiny_bundle, redis_client, key_prefix + "a:", cooldown_s=0), lines)
     held = _replay(_processor(tiny_bundle, redis_client, key_prefix + "b:", cooldown_s=600), lines)
     pairs = Counter((u, a["type"]) for u, a in held.alerts)
@@ -268,15 +285,7 @@ def test_hot_reload_swaps_a_good_bundle_and_refuses_a_tampered_one(
     assert slot.refused == 1
 
     # A good new bundle: a re-export of the same model, atomically put in place.
-    shutil.rmtree(live)
-    shutil.copytree(tiny_bundle, live)
-    manifest = json.loads((live / "manifest.json").read_text())
-    from export.manifest import Manifest, Variant
-
-    body = {k: v for k, v in manifest.items() if k not in ("manifest_sha256", "variants")}
-    body["model_version"] = old + "-b"
-    variants = {k: Variant(**v) for k, v in manifest["variants"].items()}
-    (live / "manifest.json").write_text(Manifest(**body, variants=variants).to_json())
+    _put_new_version(tiny_bundle, live, old + "-b")
     assert slot.poll(force=True) is True
     assert slot.bundle.model_version == old + "-b"
     assert slot.reloads == 1
@@ -320,15 +329,7 @@ def test_runtime_reloads_between_batches_and_counts_refusals(
     out = asyncio.run(runtime.handle(batch(50), send))
     assert out.model_version == old
     assert runtime.metrics.model_refused._value.get() == 1
-    shutil.rmtree(live)
-    shutil.copytree(tiny_bundle, live)
-    from export.manifest import Manifest, Variant
-
-    manifest = json.loads((live / "manifest.json").read_text())
-    body = {k: v for k, v in manifest.items() if k not in ("manifest_sha256", "variants")}
-    body["model_version"] = "v2"
-    variants = {k: Variant(**v) for k, v in manifest["variants"].items()}
-    (live / "manifest.json").write_text(Manifest(**body, variants=variants).to_json())
+    _put_new_version(tiny_bundle, live, "v2")
     time.sleep(0.02)
     out = asyncio.run(runtime.handle(batch(100), send))
     assert out.model_version == "v2"
@@ -345,7 +346,7 @@ def test_an_alert_lost_to_a_crash_before_publication_comes_back_on_redelivery(
 ) -> None:
     out, _ = replayed
     user, alert = out.alerts[0]
-    lines = [v for v in world_lines if parse_event(v, now_ms=NOW_MS).user_id == user]
+    lines = _events_of(world_lines, {user})
     upto = next(i for i, v in enumerate(lines) if parse_event(v, now_ms=NOW_MS).event_id
                 == alert["event_id"]) + 1  # fmt: skip
     proc = _processor(tiny_bundle, redis_client, key_prefix)

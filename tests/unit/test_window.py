@@ -25,8 +25,12 @@ from events.window import records_ts_ms
 SPEC = EncodingSpec()
 T0 = 1_793_577_600_000
 
-# Every WindowStore implementation is listed here; the stream's Redis store joins in its issue.
-STORES: list[Callable[[WindowPolicy], WindowStore]] = [InMemoryWindowStore]
+# Every WindowStore implementation runs the contract below. The Redis one takes the real Redis
+# fixtures (its batch path, TTL and memory are tested in tests/integration/test_redis_windows.py).
+STORES = [
+    pytest.param("memory", id="InMemoryWindowStore"),
+    pytest.param("redis", id="RedisWindowStore", marks=pytest.mark.integration),
+]
 POLICIES = [WindowPolicy(1, 60), WindowPolicy(4, 3600), WindowPolicy(64, 7 * 86400)]
 
 
@@ -34,10 +38,15 @@ def _record(i: int, ts_ms: int, user: str = "u") -> bytes:
     return encode_event(Event(f"{user}-e{i}", user, ts_ms, "click"), SPEC)
 
 
-@pytest.fixture(params=STORES, ids=lambda f: getattr(f, "__name__", str(f)))
+@pytest.fixture(params=STORES)
 def make_store(request: pytest.FixtureRequest) -> Callable[[WindowPolicy], WindowStore]:
-    factory: Callable[[WindowPolicy], WindowStore] = request.param
-    return factory
+    if request.param == "memory":
+        return InMemoryWindowStore
+    from stream.windows import RedisWindowStore
+
+    client = request.getfixturevalue("redis_client")  # its keys are deleted after the test
+    prefix = request.getfixturevalue("key_prefix")
+    return lambda policy: RedisWindowStore(client, policy, prefix=prefix)
 
 
 @pytest.mark.parametrize("policy", POLICIES, ids=str)
