@@ -9,8 +9,8 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from events.encoding import FLAGS, RECORD_DTYPE, EncodingSpec, records_flags
-from events.window import Records, records_ts_ms
+from events.encoding import FLAGS, EncodingSpec, records_flags
+from events.window import Records, concat_records, records_ts_ms
 
 __all__ = [
     "CHANNELS",
@@ -104,7 +104,7 @@ def windows_to_inputs(
     Pads to the longest window in the batch (or `pad_to`, which must not be shorter).
 
     >>> from events.contract import Event
-    >>> from events.encoding import encode_event
+    >>> from events.encoding import RECORD_DTYPE, encode_event
     >>> import numpy as np
     >>> spec = EncodingSpec()
     >>> w = np.frombuffer(b"".join(encode_event(Event(f"e{i}", "u", 1793577600000 + 500 * i,
@@ -127,7 +127,7 @@ def windows_to_inputs(
     if batch == 0 or width == 0:
         return ModelInputs(features, mask)
 
-    rec = np.concatenate([np.asarray(w, dtype=RECORD_DTYPE) for w in windows])
+    rec = concat_records(windows)
     row = np.repeat(np.arange(batch), lengths)
     ends = np.cumsum(lengths)
     pos = np.arange(len(rec)) - np.repeat(ends - lengths, lengths)

@@ -24,6 +24,7 @@ from events.exceptions import InvalidEvent, InvalidLabel
 from events.timeutil import format_ts_ms, parse_ts_ms
 
 __all__ = [
+    "MAX_COUNT",
     "MAX_FUTURE_MS",
     "alert_to_dict",
     "dumps_event",
@@ -37,6 +38,8 @@ __all__ = [
 MAX_FUTURE_MS: Final = 24 * 3600 * 1000
 _KNOWN_TYPES: Final = frozenset(EVENT_TYPES)
 _CHECKS: Final = OPTIONAL_FIELDS
+#: The largest count field (a signed 64-bit integer, what orjson and Parquet can hold).
+MAX_COUNT: Final = 2**63 - 1
 
 
 def _required_str(obj: dict[str, Any], name: str) -> str:
@@ -130,6 +133,8 @@ def parse_event(raw: bytes, *, now_ms: int | None = None) -> Event:
                 raise InvalidEvent(name, f"must be an integer, got {_json_type(value)}")
             if value < 0:
                 raise InvalidEvent(name, "must be >= 0")
+            if value > MAX_COUNT:  # 1e300 is an integer too, which orjson cannot write back
+                raise InvalidEvent(name, f"must be <= {MAX_COUNT}")
         else:  # country
             if type(value) is not str or len(value) != 2 or not value.isascii():
                 raise InvalidEvent(name, "must be an ISO 3166-1 alpha-2 code such as 'DE'")

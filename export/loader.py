@@ -86,13 +86,19 @@ def cuda_present() -> bool:
 
 
 def make_session(
-    model: Path, provider: str = _CPU, threads: int | None = None
+    model: Path, provider: str = _CPU, threads: int | None = None, spin: bool = True
 ) -> ort.InferenceSession:
-    """An ONNX Runtime session on `provider` (CPU as fallback); bad graph: `CorruptBundleError`."""
+    """An ONNX Runtime session on `provider` (CPU as fallback); bad graph: `CorruptBundleError`.
+
+    `spin=False`: intra-op threads sleep between operators instead of busy-waiting, which is
+    faster where the cores are shared (the worker's consumer, a broker or Redis beside it).
+    """
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: a CPU fallback is logged by us, once
     if threads is not None:
         options.intra_op_num_threads = threads
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers = [provider, _CPU] if provider != _CPU else [_CPU]
     try:
         return ort.InferenceSession(str(model), options, providers=providers)
@@ -184,6 +190,7 @@ def load_bundle(
     *,
     variant: str | None = None,
     threads: int | None = None,
+    spin: bool = True,
 ) -> Bundle:
     """Verify a bundle folder and open its best usable graph for this machine.
 
@@ -208,7 +215,7 @@ def load_bundle(
             "bundle %s: variant %s did not pass verification; using it as asked", path, name
         )
     model = path / manifest.variants[name].file
-    session = make_session(model, provider, threads)
+    session = make_session(model, provider, threads, spin)
     _check_io(session, model)
     actual = session.get_providers()[0]
     if actual != provider:

@@ -34,14 +34,16 @@ class ModelSlot:
         variant: str | None = None,
         max_events: int | None = None,
         max_age_s: int | None = None,
+        spin: bool = True,
     ) -> None:
         self.path = path
         self.device: Device = device
         self.variant = variant
+        self.spin = spin
         self._overrides = {
             k: v for k, v in (("max_events", max_events), ("max_age_s", max_age_s)) if v
         }
-        self.bundle = load_bundle(path, device, variant=variant)  # bad at start-up: an error
+        self.bundle = load_bundle(path, device, variant=variant, spin=spin)  # bad: an error
         self.policy = self._policy(self.bundle)
         self.reloads = 0
         self.refused = 0
@@ -76,7 +78,7 @@ class ModelSlot:
         if version == self.bundle.model_version:
             return False
         try:
-            bundle = load_bundle(self.path, self.device, variant=self.variant)
+            bundle = load_bundle(self.path, self.device, variant=self.variant, spin=self.spin)
         except BundleError as exc:
             self._stamp = None  # retry on the next poll: a copy may still be under way
             if version != self._refused_version:

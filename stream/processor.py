@@ -29,19 +29,38 @@ from events import (
     parse_event,
     select_window,
 )
-from events.contract import AlertType, Severity
+from events.contract import MAX_EVENT_BYTES, AlertType, Severity
 from events.window import Records
+from stream.dlq import DeadLetter, DeadLetterLog, dead_letter
 from stream.explain import RecentEventIds, occlusion, window_facts, window_summary
 from stream.keys import cooldown_key
 from stream.model import ModelSlot
 from stream.rules import RulesFile
 from stream.windows import RedisWindowStore
 
-__all__ = ["DeadLetter", "Incoming", "Outcome", "Processor"]
+__all__ = ["DeadLetter", "Incoming", "Outcome", "Processor", "alert_id"]
 
 log = logging.getLogger(__name__)
 
 _SEVERITY_MARGINS: Final = ((0.5, "critical"), (0.25, "high"), (0.0, "medium"))
+# Namespace of the alert ids (uuid5): any fixed UUID would do; this one must never change.
+_ALERT_ID_NAMESPACE: Final = uuid.UUID("5b0e7a53-6c3f-4d1e-9a2b-7f4c1d8e0a61")
+
+
+def alert_id(user_id: str, alert_type: str, event_id: str) -> str:
+    """The alert's id: a UUID derived from the user, the type and the triggering event.
+
+    Delivery is at-least-once: the cooldown is set only after the broker has the alert, so a
+    worker that dies in between raises it again when the batch is redelivered, on the same
+    event (the first one over the threshold, see `Processor._candidates`), hence with the same
+    id. Consumers deduplicate on it.
+
+    >>> alert_id("u1", "fraud", "e9") == alert_id("u1", "fraud", "e9")
+    True
+    >>> alert_id("u1", "fraud", "e9") != alert_id("u1", "abnormal_click", "e9")
+    True
+    """
+    return str(uuid.uuid5(_ALERT_ID_NAMESPACE, "\x1f".join((user_id, alert_type, event_id))))
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,17 +73,6 @@ class Incoming:
     partition: int
     offset: int
     timestamp_ms: int | None = None  # the broker's record timestamp
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    """The original bytes and why they were refused (headers carry the reason and source)."""
-
-    key: bytes | None
-    value: bytes
-    field: str
-    reason: str
-    headers: tuple[tuple[str, bytes], ...]
 
 
 @dataclass
@@ -124,6 +132,7 @@ class Processor:
         cooldown_s: int = 600,
         occlusion_top: int = 3,
         debug_scores: bool = False,
+        dlq_max_bytes: int = MAX_EVENT_BYTES,
     ) -> None:
         self.store = store
         self.model = model
@@ -133,11 +142,13 @@ class Processor:
         self.occlusion_top = occlusion_top
         self.debug_scores = debug_scores
         self.names = RecentEventIds()
+        self.dlq_max_bytes = dlq_max_bytes
+        self.dead_letter_log = DeadLetterLog()
 
     def parse(
         self, batch: list[Incoming], now_ms: int, out: Outcome
     ) -> list[tuple[Incoming, Event]]:
-        """Valid events; the rest become dead letters with their reason."""
+        """Valid events; the rest become dead letters with their reason (see `stream.dlq`)."""
         good: list[tuple[Incoming, Event]] = []
         for msg in batch:
             try:
@@ -145,17 +156,12 @@ class Processor:
                     raise InvalidEvent("message", "is empty (a tombstone)")
                 good.append((msg, parse_event(msg.value, now_ms=now_ms)))
             except InvalidEvent as exc:
-                log.warning("dead letter %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, exc)
-                headers = (
-                    ("reason", exc.reason.encode()),
-                    ("field", exc.field.encode()),
-                    ("source_topic", msg.topic.encode()),
-                    ("source_partition", str(msg.partition).encode()),
-                    ("source_offset", str(msg.offset).encode()),
-                )
-                out.dead_letters.append(
-                    DeadLetter(msg.key, msg.value or b"", exc.field, exc.reason, headers)
-                )
+                self.dead_letter_log.report(msg, exc)
+                out.dead_letters.append(dead_letter(msg, exc, self.dlq_max_bytes))
+            except Exception as exc:  # a parser bug must not take the batch (and worker) down
+                self.dead_letter_log.report(msg, exc, unexpected=True)
+                refused = InvalidEvent("message", f"could not be parsed ({type(exc).__name__})")
+                out.dead_letters.append(dead_letter(msg, refused, self.dlq_max_bytes))
         return good
 
     def process(self, batch: list[Incoming], now_ms: int | None = None) -> Outcome:
@@ -181,12 +187,18 @@ class Processor:
         # A redelivered event is scored again on the window as it was at that event: after a
         # crash between the window update and the alerts' publication, its alert is not lost
         # (the cooldown, set only after publication, keeps a re-sent one from alerting twice).
-        # An event no longer in its window (evicted, or stale) is not scored.
+        # That window is known only while nothing was evicted since: the stored window is not
+        # full, or the event is still its newest record. Otherwise (a full window that moved
+        # on: its oldest records are gone) the event is not scored, as one no longer in its
+        # window (evicted, or stale) is not: a shorter window would give another score.
         fresh: list[int] = []
         windows: list[Records] = []
         policy = self.model.policy
+        full = self.store.policy.max_events * RECORD_SIZE
         for i, (result, rec) in enumerate(zip(results, records, strict=True)):
             stored = result.stored if not result.duplicate else _upto(result.stored, rec)
+            if result.duplicate and len(result.stored) >= full and stored != result.stored:
+                stored = b""
             if stored:
                 fresh.append(i)
                 windows.append(select_window(stored, policy))
@@ -219,21 +231,22 @@ class Processor:
     def _candidates(
         self, events: list[Event], windows: list[Records], probs: Any
     ) -> list[_Candidate]:
-        """At most one per (user, type) per batch: the model's highest-scoring event first,
-        else the first event a rule fires on."""
+        """At most one per (user, type) per batch: the user's first event (in partition order)
+        whose score reaches the threshold, else the first event a rule fires on. The first, not
+        the highest-scoring one: a batch redelivered after a crash may be cut differently, but
+        its first event over the threshold is the same, and so is the alert's id."""
         thresholds = self.model.bundle.thresholds
         best: dict[tuple[str, str], _Candidate] = {}
         for h, head in enumerate(LABELS):
-            over = np.flatnonzero(probs[:, h] >= thresholds[head])
-            for i in sorted(over.tolist(), key=lambda j: -float(probs[j, h])):
+            for i in np.flatnonzero(probs[:, h] >= thresholds[head]).tolist():
                 key = (events[i].user_id, head)
                 if key not in best:
                     sev = _severity(float(probs[i, h]), thresholds[head])
                     best[key] = _Candidate(i, head, "model", sev, [])
         ruleset = self.rules.current()
         if ruleset.rules:
-            for i, window in enumerate(windows):
-                for rule in ruleset.firing(window):
+            for i, fired in enumerate(ruleset.firing_batch(windows)):
+                for rule in fired:
                     key = (events[i].user_id, rule.alert)
                     reason = Reason("rule", rule.describe(), rule_id=rule.rule_id)
                     if key in best:
@@ -276,7 +289,7 @@ class Processor:
         if any(r.rule_id for r in cand.reasons):  # a rule fired (alone or beside the model)
             version = f"{version}+{self.rules.rules.version}"
         alert = Alert(
-            alert_id=str(uuid.uuid4()),
+            alert_id=alert_id(event.user_id, cand.alert_type, event.event_id),
             type=cand.alert_type,
             user_id=event.user_id,
             event_id=event.event_id,

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal, cast
@@ -32,7 +33,7 @@ import yaml
 
 from events import LABELS, EncodingSpec
 from events.contract import SEVERITIES, AlertType, Severity
-from events.window import Records, records_ts_ms
+from events.window import Records, concat_records, records_ts_ms
 from stream.exceptions import RulesError
 
 __all__ = ["Condition", "Rule", "RuleSet", "RulesFile", "load_rules", "parse_rules"]
@@ -113,6 +114,38 @@ class RuleSet:
     def firing(self, window: Records) -> list[Rule]:
         """The rules that fire on `window`."""
         return [r for r in self.rules if r.fires(window)]
+
+    def firing_batch(self, windows: Sequence[Records]) -> list[list[Rule]]:
+        """`firing` of each window, computed over the whole batch at once: a few numpy calls
+        per condition instead of a dozen per window and condition (measured: rules took 29 %
+        of a batch's time evaluated window by window)."""
+        if not self.rules:
+            return [[] for _ in windows]
+        lengths = np.fromiter((len(w) for w in windows), np.int64, len(windows))
+        records = concat_records(windows)
+        segment = np.repeat(np.arange(len(windows)), lengths)
+        ts = records_ts_ms(records)
+        last_ts = ts[np.maximum(np.cumsum(lengths) - 1, 0)][segment] if len(ts) else ts
+        fired = np.ones((len(self.rules), len(windows)), dtype=bool)
+        for r, rule in enumerate(self.rules):
+            for cond, codes in zip(rule.conditions, rule.type_codes, strict=True):
+                keep = np.ones(len(records), dtype=bool)
+                if cond.within_s is not None:
+                    keep &= ts >= last_ts - cond.within_s * 1000
+                if codes:
+                    keep &= np.isin(records["type"], codes)
+                if cond.distinct is None:
+                    count = np.bincount(segment[keep], minlength=len(windows))
+                else:
+                    values = records[cond.distinct].astype(np.int64)
+                    keep &= values > 0
+                    pairs = np.unique(np.stack([segment[keep], values[keep]]), axis=1)
+                    count = np.bincount(pairs[0], minlength=len(windows))
+                if cond.at_least is not None:
+                    fired[r] &= count >= cond.at_least
+                if cond.at_most is not None:
+                    fired[r] &= count <= cond.at_most
+        return [[self.rules[r] for r in np.flatnonzero(fired[:, w])] for w in range(len(windows))]
 
 
 def _condition(raw: Any, where: str, spec: EncodingSpec) -> tuple[Condition, tuple[int, ...]]:

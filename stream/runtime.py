@@ -13,11 +13,12 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 import orjson
 import redis
 
+from stream.dlq import is_too_large, without_value
 from stream.exceptions import WindowStoreError
 from stream.metrics import Health, Metrics
 from stream.model import ModelSlot
@@ -26,7 +27,7 @@ from stream.rules import RulesFile
 from stream.settings import WorkerSettings
 from stream.windows import RedisWindowStore
 
-__all__ = ["Runtime", "Send"]
+__all__ = ["BatchHandler", "Runtime", "Send"]
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +35,32 @@ log = logging.getLogger(__name__)
 Send = Callable[[str, bytes | None, bytes, list[tuple[str, bytes]] | None], Awaitable[Any]]
 
 _FIRST_BACKOFF_S: Final = 0.1
+_Pending = tuple[str, bytes | None, bytes, list[tuple[str, bytes]] | None]
 _A = TypeVar("_A")
 _R = TypeVar("_R")
+
+
+def _headers_only(p: _Pending) -> _Pending:
+    """A dead letter the broker (or the producer) refused as too large, without its value: one
+    that would be refused on every retry would stall its partition for good (`stream.dlq`)."""
+    log.error("a dead letter of %d bytes was refused as too large: sending its headers only",
+              len(p[2]))  # fmt: skip
+    return (p[0], p[1], b"", without_value(p[2], p[3]))
+
+
+class BatchHandler(Protocol):
+    """What the app hands each batch to: `Runtime`, or the benchmark's transport-only one."""
+
+    metrics: Metrics
+    health: Health
+
+    def describe(self) -> str:
+        """What it serves, for the start-up log line."""
+        ...
+
+    async def handle(self, batch: list[Incoming], send: Send) -> object:
+        """Return when the batch's offsets may be committed."""
+        ...
 
 
 def redis_client(settings: WorkerSettings) -> redis.Redis:
@@ -59,6 +84,7 @@ class Runtime:
             variant=settings.variant,
             max_events=settings.window_max_events,
             max_age_s=settings.window_max_age_s,
+            spin=settings.inference_spin,
         )
         self.rules = RulesFile(settings.rules, self.model.bundle.spec)
         self.client = client if client is not None else redis_client(settings)
@@ -71,6 +97,7 @@ class Runtime:
             cooldown_s=settings.cooldown_s,
             occlusion_top=settings.occlusion_top,
             debug_scores=settings.debug_scores,
+            dlq_max_bytes=settings.dlq_max_bytes,
         )
         self._last_poll = time.monotonic()
         self._refused_seen = 0
@@ -80,6 +107,10 @@ class Runtime:
         self.metrics.set_model(b.model_version, b.variant, b.provider)
         self.health.detail = {"model_version": b.model_version}
         self.health.ready = True
+
+    def describe(self) -> str:
+        """What this runtime serves, for the start-up log line."""
+        return f"model {self.model.bundle.model_version} ({self.model.bundle.variant})"
 
     def poll_model(self) -> None:
         """Between batches: swap in a new bundle if one appeared (at most every poll_s)."""
@@ -117,7 +148,7 @@ class Runtime:
 
     async def _publish(self, send: Send, out: Outcome) -> None:
         s = self.settings
-        pending: list[tuple[str, bytes | None, bytes, list[tuple[str, bytes]] | None]] = []
+        pending: list[_Pending] = []
         pending += [(s.dlq_topic, d.key, d.value, list(d.headers)) for d in out.dead_letters]
         pending += [(s.alerts_topic, u.encode(), orjson.dumps(a), None) for u, a in out.alerts]
         pending += [(s.scores_topic, u.encode(), orjson.dumps(x), None) for u, x in out.scores]
@@ -125,7 +156,9 @@ class Runtime:
         while pending:
             results = await asyncio.gather(*(send(*p) for p in pending), return_exceptions=True)
             failed = [
-                p for p, r in zip(pending, results, strict=True) if isinstance(r, BaseException)
+                _headers_only(p) if p[0] == s.dlq_topic and p[2] and is_too_large(r) else p
+                for p, r in zip(pending, results, strict=True)
+                if isinstance(r, BaseException)
             ]
             if not failed:
                 return

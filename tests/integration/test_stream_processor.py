@@ -358,5 +358,7 @@ def test_an_alert_lost_to_a_crash_before_publication_comes_back_on_redelivery(
     again = [a for _, a in redelivered.alerts if a["event_id"] == alert["event_id"]]
     assert len(again) == 1
     assert again[0]["score"] == pytest.approx(alert["score"], abs=1e-5)
+    first = next(a for _, a in crashed.alerts if a["event_id"] == alert["event_id"])
+    assert again[0]["alert_id"] == first["alert_id"]  # consumers deduplicate on it
     proc.start_cooldowns(redelivered)  # published this time
     assert proc.process(msgs, now_ms=NOW_MS).alerts == []

