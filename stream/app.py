@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from stream.processor import Incoming
@@ -20,7 +21,7 @@ from stream.settings import WorkerSettings
 if TYPE_CHECKING:
     import faust
 
-    from stream.runtime import Runtime
+    from stream.runtime import BatchHandler
 
 __all__ = ["create_app", "main"]
 
@@ -46,8 +47,15 @@ def _broker_credentials(settings: WorkerSettings) -> Any:
     return faust.SSLCredentials(ssl_context)
 
 
-def create_app(settings: WorkerSettings | None = None) -> faust.App:
-    """Build the worker app (Faust is imported here: the module itself stays light)."""
+def create_app(
+    settings: WorkerSettings | None = None,
+    runtime_factory: Callable[[WorkerSettings], BatchHandler] | None = None,
+) -> faust.App:
+    """Build the worker app (Faust is imported here: the module itself stays light).
+
+    `runtime_factory` (default: `Runtime`) builds what handles each batch; the benchmark's
+    transport-only worker passes one that does no work.
+    """
     import faust
 
     settings = settings or WorkerSettings()
@@ -68,13 +76,16 @@ def create_app(settings: WorkerSettings | None = None) -> faust.App:
         datadir=os.environ.get("RISKSTREAM_FAUST_DATADIR", "/tmp/riskstream-faust"),
         producer_acks=-1,
     )
+    from stream.transport import worker_transport
+
+    app.transport = worker_transport(app, settings.fetch_max_wait_ms)
     raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
     events = app.topic(settings.events_topic, **raw)
     topics = {
         name: app.topic(name, **raw)
         for name in (settings.alerts_topic, settings.dlq_topic, settings.scores_topic)
     }
-    state: dict[str, Runtime] = {}
+    state: dict[str, BatchHandler] = {}
 
     async def send(topic: str, key: bytes | None, value: bytes, headers: Any) -> Any:
         fut = await topics[topic].send(key=key, value=value, headers=headers)
@@ -84,15 +95,14 @@ def create_app(settings: WorkerSettings | None = None) -> faust.App:
     async def start_runtime() -> None:
         from stream.runtime import Runtime
 
-        state["runtime"] = await asyncio.to_thread(Runtime, settings)
+        state["runtime"] = await asyncio.to_thread(runtime_factory or Runtime, settings)
         runtime = state["runtime"]
         if settings.metrics_port:
             from stream.metrics import serve
 
             serve(runtime.metrics, runtime.health, settings.metrics_host, settings.metrics_port)
-        log.info("worker ready: model %s, batches of ≤ %d within %d ms",
-                 runtime.model.bundle.model_version, settings.batch_max,
-                 settings.batch_wait_ms)  # fmt: skip
+        log.info("worker ready: %s, batches of ≤ %d within %d ms", runtime.describe(),
+                 settings.batch_max, settings.batch_wait_ms)  # fmt: skip
 
     # concurrency=1: a user's events must be windowed in partition order, and Faust can
     # commit past a batch still in flight when agents run concurrently.

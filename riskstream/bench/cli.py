@@ -61,3 +61,69 @@ def train_cmd(
 ) -> None:
     """Training time per phase and samples/s for a preset on a simulated world."""
     _show(bench_train(preset, users, days, seed), out)
+
+
+def _ints(text: str, flag: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise typer.BadParameter(f"{text!r}: comma-separated integers", param_hint=flag) from None
+    if not values or min(values) < 1:
+        raise typer.BadParameter(f"{text!r}: positive integers", param_hint=flag)
+    return values
+
+
+@bench_app.command("pipeline")
+def pipeline_cmd(
+    bundle: Annotated[
+        Path, typer.Option("--bundle", exists=True, file_okay=False, help="Model bundle.")
+    ],
+    events: Annotated[
+        Path | None,
+        typer.Option(
+            "--events",
+            exists=True,
+            dir_okay=False,
+            help="JSONL events (default: simulate 20k users × 1 day).",
+        ),
+    ] = None,
+    compare: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--compare",
+            exists=True,
+            file_okay=False,
+            help="More bundles for quality vs speed (repeatable).",
+        ),
+    ] = None,
+    batch: Annotated[int, typer.Option("--batch", min=1, help="Worker batch size.")] = 256,
+    loads: Annotated[str, typer.Option("--loads", help="Offered load, % of capacity.")] = (
+        "25,50,75,100,125"
+    ),
+    duration_s: Annotated[float, typer.Option("--duration-s", min=1, help="Per level.")] = 20.0,
+    drain_events: Annotated[int, typer.Option("--drain-events", min=1000)] = 60_000,
+    window_sizes: Annotated[str, typer.Option("--window-sizes")] = "16,64,256",
+    batch_sizes: Annotated[str, typer.Option("--batch-sizes")] = "32,256,1024",
+    redis_url: Annotated[
+        str | None, typer.Option("--redis", help="Redis URL (default: an embedded Valkey).")
+    ] = None,
+    rules: Annotated[
+        Path | None, typer.Option("--rules", exists=True, dir_okay=False, help="Worker rules.")
+    ] = Path("config/rules.yaml"),
+    out: Annotated[Path, typer.Option("--out")] = Path("benchmarks/results/pipeline"),
+) -> None:
+    """Ceilings (model, transport, Redis), the worker at 25–125 % load, cost vs N and batch,
+    quality vs speed: JSON, markdown and PNGs under --out."""
+    from riskstream.bench.pipeline import PipelineOptions, run_pipeline_bench
+    from riskstream.bench.pipeline.report import render_markdown
+
+    opts = PipelineOptions(
+        bundle=bundle, events=events, out=out, batch=batch,
+        loads_pct=_ints(loads, "--loads"), duration_s=duration_s, drain_events=drain_events,
+        window_sizes=_ints(window_sizes, "--window-sizes"),
+        batch_sizes=_ints(batch_sizes, "--batch-sizes"), compare=tuple(compare or ()),
+        redis_url=redis_url, rules=rules,
+    )  # fmt: skip
+    result = run_pipeline_bench(opts)
+    typer.echo(render_markdown(result))
+    typer.echo(f"written: {out}/pipeline.json, pipeline.md and PNG plots")

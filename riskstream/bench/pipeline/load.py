@@ -1,0 +1,196 @@
+"""The worker under load: a backlog drained at full speed, and open-loop offered load.
+
+Open loop: events go out on a token bucket at the offered rate whatever the worker does (a
+closed loop would slow the offer down with the worker and hide queueing). Latency is measured
+end to end, as a subscriber sees it: from the moment the benchmark sent an event to the moment
+its consumer received the alert that event triggered. The worker's `event_lag_seconds`
+histogram (broker timestamp → end of the event's batch) covers every event, in bucket bounds.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import orjson
+
+from riskstream.bench.pipeline.stack import Topics, WorkerProcess
+from riskstream.tools.replay import TokenBucket
+from stream.metrics import histogram_buckets, metric_total
+
+__all__ = ["AlertClock", "Drain", "Level", "drain_backlog", "offer_load", "produce"]
+
+_SAMPLE_S: Final = 0.25
+_CATCH_UP_S: Final = 90.0
+
+
+def _producer(bootstrap: str) -> Any:
+    from kafka import KafkaProducer
+
+    return KafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=5, batch_size=256 * 1024
+    )
+
+
+def produce(bootstrap: str, topic: str, lines: list[bytes], keys: list[bytes]) -> float:
+    """Send every line (keyed) as fast as possible; events/s until the broker has them all."""
+    producer = _producer(bootstrap)
+    began = time.perf_counter()
+    for value, key in zip(lines, keys, strict=True):
+        producer.send(topic, key=key, value=value)
+    producer.flush()
+    rate = len(lines) / (time.perf_counter() - began)
+    producer.close()
+    return rate
+
+
+@dataclass(frozen=True)
+class Drain:
+    """A backlog drained at full speed: the worker's capacity."""
+
+    events: int
+    wall_s: float
+    events_per_s: float
+    mean_batch: float
+    redis_ms_per_batch: float
+    inference_ms_per_batch: float
+
+
+def drain_backlog(worker: WorkerProcess, count: int, timeout_s: float = 600) -> Drain:
+    """Time the worker (started on a topic already holding `count` events) from its first
+    finished batch to its last; the first batch's events are not counted."""
+    deadline = time.monotonic() + timeout_s
+    first_t, first_n = 0.0, 0.0
+    while time.monotonic() < deadline:
+        n = worker.events_done()
+        if n > 0:
+            first_t, first_n = time.monotonic(), n
+            break
+        worker.check_alive()
+        time.sleep(0.02)
+    end = worker.wait_done(count, max(1.0, deadline - time.monotonic()))
+    text = worker.metrics()
+    batches = max(metric_total(text, "batch_size_count"), 1.0)
+    wall = max(end - first_t, 1e-6)
+    return Drain(
+        events=count,
+        wall_s=wall,
+        events_per_s=(count - first_n) / wall,
+        mean_batch=count / batches,
+        redis_ms_per_batch=metric_total(text, "redis_seconds_sum") / batches * 1000,
+        inference_ms_per_batch=metric_total(text, "inference_seconds_sum") / batches * 1000,
+    )
+
+
+class AlertClock:
+    """Reads the alerts topic on a thread; records when each alert's event arrived here."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        from kafka import KafkaConsumer, TopicPartition
+
+        # fetch_max_wait_ms: a broker that holds fetches for the whole wait (Tansu does)
+        # would otherwise add up to the default 500 ms to what is measured.
+        self._consumer = KafkaConsumer(bootstrap_servers=bootstrap, fetch_max_wait_ms=10,
+                                       enable_auto_commit=False)  # fmt: skip
+        parts = self._consumer.partitions_for_topic(topic) or {0}
+        self._consumer.assign([TopicPartition(topic, p) for p in sorted(parts)])
+        self._consumer.seek_to_beginning()
+        self.received: dict[str, float] = {}  # event_id → monotonic time of arrival
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="alert-clock", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for records in self._consumer.poll(timeout_ms=50).values():
+                now = time.monotonic()
+                for record in records:
+                    event_id = orjson.loads(record.value).get("event_id")
+                    if isinstance(event_id, str):
+                        self.received.setdefault(event_id, now)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._consumer.close()
+
+
+@dataclass
+class Level:
+    """One offered load: what was offered, what the worker sustained, lag and latency."""
+
+    percent: int
+    offered_per_s: float
+    duration_s: float
+    sent: int = 0
+    sustained_per_s: float = 0.0
+    caught_up_s: float | None = None  # after the offer stopped; None: not within the limit
+    lag: list[tuple[float, float]] = field(default_factory=list)  # (s since start, messages)
+    alert_latencies_ms: list[float] = field(default_factory=list)
+    lag_buckets: list[tuple[float, float]] = field(default_factory=list)  # histogram delta
+
+
+def _lag_buckets(text: str) -> dict[float, float]:
+    return dict(histogram_buckets(text, "event_lag_seconds"))
+
+
+def offer_load(
+    bootstrap: str,
+    topics: Topics,
+    worker: WorkerProcess,
+    clock: AlertClock,
+    lines: list[bytes],
+    keys: list[bytes],
+    ids: list[str],
+    level: Level,
+) -> Level:
+    """Offer `lines` at `level.offered_per_s` for `level.duration_s` (open loop), sampling the
+    consumer lag; then wait for the worker to catch up and collect the alerts' latencies."""
+    count = min(len(lines), int(level.offered_per_s * level.duration_s))
+    before_done = worker.events_done()
+    before_buckets = _lag_buckets(worker.metrics())
+    sent_at: dict[str, float] = {}
+    progress = {"sent": 0}
+    producer = _producer(bootstrap)
+    bucket = TokenBucket(level.offered_per_s)
+
+    def offer() -> None:
+        for i in range(count):
+            bucket.acquire()
+            sent_at[ids[i]] = time.monotonic()
+            producer.send(topics.events, key=keys[i], value=lines[i])
+            progress["sent"] = i + 1
+        producer.flush()
+
+    sender = threading.Thread(target=offer, name="offer", daemon=True)
+    began = time.monotonic()
+    sender.start()
+    while sender.is_alive():
+        time.sleep(_SAMPLE_S)
+        done = worker.events_done() - before_done
+        level.lag.append((time.monotonic() - began, max(0.0, progress["sent"] - done)))
+        worker.check_alive()
+    offered_s = time.monotonic() - began
+    done_in_offer = worker.events_done() - before_done
+    level.sent = count
+    level.sustained_per_s = done_in_offer / offered_s
+    target = before_done + count
+    stop = time.monotonic()
+    while time.monotonic() - stop < _CATCH_UP_S:
+        done = worker.events_done()
+        level.lag.append((time.monotonic() - began, max(0.0, target - done)))
+        if done >= target:
+            level.caught_up_s = time.monotonic() - stop
+            break
+        worker.check_alive()
+        time.sleep(_SAMPLE_S)
+    producer.close()
+    time.sleep(0.5)  # the last alerts' way to the clock's consumer
+    level.alert_latencies_ms = sorted(
+        (clock.received[eid] - t) * 1000 for eid, t in sent_at.items() if eid in clock.received
+    )
+    after = _lag_buckets(worker.metrics())
+    level.lag_buckets = [(le, after[le] - before_buckets.get(le, 0.0)) for le in sorted(after)]
+    return level

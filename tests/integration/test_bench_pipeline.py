@@ -1,0 +1,62 @@
+"""`riskstream bench pipeline` end to end at small scale: real broker, Redis and workers.
+
+Figures at this scale mean nothing; what is tested is that every part runs and reports what
+it measured: each ceiling, the drained capacity, every load level (offered, sustained, caught
+up, lag samples), cost vs N and batch, quality per variant, and the files.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from riskstream.bench.pipeline import PipelineOptions, run_pipeline_bench
+
+RULES = Path(__file__).resolve().parents[2] / "config" / "rules.yaml"
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
+
+
+def test_bench_pipeline_measures_every_part(
+    tiny_bundle: Path, tiny_world: Path, tmp_path: Path
+) -> None:
+    opts = PipelineOptions(
+        bundle=tiny_bundle, events=tiny_world / "events.jsonl", out=tmp_path / "out",
+        loads_pct=(50, 100), duration_s=2.0, drain_events=3_000, window_sizes=(16, 32),
+        batch_sizes=(64, 256), partitions=4, rules=RULES,
+    )  # fmt: skip
+    result = run_pipeline_bench(opts)
+
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == ["cost.png", "lag.png", "latency_cdf.png", "pipeline.json", "pipeline.md",
+                     "throughput_vs_load.png"]  # fmt: skip
+    assert (
+        json.loads((tmp_path / "out" / "pipeline.json").read_text())["events"] == result["events"]
+    )
+    assert result["model"]["windows_per_s"] > 0
+    assert result["redis"]["events_per_s"] > 0
+    for part in ("transport", "pipeline"):
+        assert result[part]["events"] == 3_000
+        assert result[part]["events_per_s"] > 0
+    assert result["pipeline"]["inference_ms_per_batch"] > 0  # the real worker scored
+    assert result["transport"]["inference_ms_per_batch"] == 0  # the null one did not
+
+    capacity = result["pipeline"]["events_per_s"]
+    assert [lv["percent"] for lv in result["levels"]] == [50, 100]
+    for lv in result["levels"]:
+        assert lv["offered_per_s"] == pytest.approx(capacity * lv["percent"] / 100)
+        assert lv["sent"] == int(lv["offered_per_s"] * 2.0)
+        assert lv["sustained_per_s"] > 0
+        assert lv["caught_up_s"] is not None  # every offered event was processed
+        assert lv["lag"]
+        assert lv["lag_buckets"][-1][1] == lv["sent"]  # every event's lag was observed
+
+    assert [c["n"] for c in result["cost_vs_n"]] == [16, 32]
+    assert [c["batch"] for c in result["cost_vs_batch"]] == [64, 256]
+    assert result["cost_vs_batch"][0]["pipeline"]["mean_batch"] <= 64
+    variants = [q["variant"] for q in result["quality"]]
+    assert sorted(variants) == ["fp32", "int8"]
+    assert all(q["events_per_s"] > 0 and q["fraud_pr_auc"] for q in result["quality"])
+    assert "## Targets" in (tmp_path / "out" / "pipeline.md").read_text()
