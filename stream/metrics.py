@@ -149,7 +149,7 @@ def metric_total(text: str, name: str) -> float:
 def histogram_buckets(text: str, name: str) -> list[tuple[float, float]]:
     """A histogram's cumulative `(upper bound, count)` pairs, in the order served.
 
-    >>> histogram_buckets('h_bucket{le="0.1"} 3.0\nh_bucket{le="+Inf"} 4.0', "h")
+    >>> histogram_buckets('h_bucket{le="0.1"} 3.0\\nh_bucket{le="+Inf"} 4.0', "h")
     [(0.1, 3.0), (inf, 4.0)]
     """
     pattern = rf'^{re.escape(name)}_bucket{{le="([^"]+)"}} ([0-9.e+]+)$'
