@@ -2,9 +2,10 @@
 
 Settings come from `RISKSTREAM_*` environment variables (see `stream.settings`); `riskstream
 worker` turns its flags into those. The app consumes the events topic in micro-batches
-(`take_events`: at most `batch_max` messages or `batch_wait_ms`), hands each batch to the runtime
-and lets Faust acknowledge its offsets only after the runtime returned, i.e. after the window
-update, the cooldown check and the publication of alerts and dead letters (at-least-once).
+(`stream.batching.take_batches`: at most `batch_max` messages or `batch_wait_ms`; the next batch
+fills while one is processed), hands each batch to the runtime and acknowledges its offsets only
+after the runtime returned, i.e. after the window update, the cooldown check and the
+publication of alerts and dead letters (at-least-once).
 """
 
 from __future__ import annotations
@@ -108,10 +109,11 @@ def create_app(
     # commit past a batch still in flight when agents run concurrently.
     @app.agent(events, name="score-events", concurrency=1)
     async def score_events(stream: faust.StreamT[bytes]) -> None:
+        from stream.batching import take_batches
+
         within = settings.batch_wait_ms / 1000
-        # take_events (not in the StreamT stubs) yields events with their offsets.
-        takes = stream.take_events(settings.batch_max, within=within)  # type: ignore[attr-defined]
-        async for batch in takes:
+        # The next batch fills while this one is processed; a batch is acked once processed.
+        async for batch in take_batches(stream, settings.batch_max, within):
             while "runtime" not in state:  # the first batch can beat the model load
                 await asyncio.sleep(0.05)
             incoming = [
@@ -129,7 +131,7 @@ def create_app(
             try:
                 await asyncio.shield(job)
             except asyncio.CancelledError:
-                # Stopping (SIGTERM): finish this batch before take_events acknowledges it.
+                # Stopping (SIGTERM): finish and ack this batch before the final commit.
                 try:
                     await asyncio.wait_for(job, timeout=settings.broker_session_timeout_s)
                 except (TimeoutError, asyncio.CancelledError):
@@ -139,7 +141,11 @@ def create_app(
                         len(incoming),
                     )
                     os._exit(_EXIT_UNCOMMITTED)
+                for event in batch:
+                    await stream.ack(event)
                 raise
+            for event in batch:
+                await stream.ack(event)
 
     return app
 
