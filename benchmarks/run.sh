@@ -9,5 +9,14 @@ cd "$(dirname "$0")/.."
 # The ONNX bundle, Redis windows and the worker, on the demo's model (run `riskstream demo` first).
 .venv/bin/riskstream export --bench out/demo/bundle --bench-out benchmarks/results
 .venv/bin/python benchmarks/redis_memory.py --users 20000
-.venv/bin/python benchmarks/worker_throughput.py --bundle out/demo/bundle \
-    --events out/demo/world/events.jsonl
+# The worker: tiny and small trained on the default world (20k users × 2 days), then the
+# pipeline benchmark (about 10 minutes) on its own simulated stream.
+.venv/bin/riskstream simulate --users 20000 --days 2 --seed 7 --out out/bench/world
+for preset in tiny small; do
+    .venv/bin/riskstream train --events out/bench/world/events.jsonl \
+        --labels out/bench/world/labels.jsonl --feedback out/bench/world/feedback.jsonl \
+        --out "out/bench/$preset" --preset "$preset"
+    .venv/bin/riskstream export --model "out/bench/$preset" --out "out/bench/$preset-bundle" --int8
+done
+.venv/bin/riskstream bench pipeline --bundle out/bench/tiny-bundle \
+    --compare out/bench/small-bundle --out benchmarks/results/pipeline

@@ -82,7 +82,7 @@ class WorkerProcess:
             if self.events_done() >= count:
                 return time.monotonic()
             self.check_alive()
-            time.sleep(0.05)
+            time.sleep(0.1)  # each scrape costs the worker: poll gently
         raise PipelineBenchError(
             f"worker finished {self.events_done():,.0f} of {count:,} events in {timeout_s:.0f} s"
         )
