@@ -250,7 +250,8 @@ class Processor:
                     key = (events[i].user_id, rule.alert)
                     reason = Reason("rule", rule.describe(), rule_id=rule.rule_id)
                     if key in best:
-                        best[key].reasons.append(reason)
+                        if all(r.rule_id != rule.rule_id for r in best[key].reasons):
+                            best[key].reasons.append(reason)  # once, however many events fire
                     else:
                         best[key] = _Candidate(i, rule.alert, "rule", rule.severity, [reason])
         return sorted(best.values(), key=lambda c: c.index)

@@ -253,6 +253,8 @@ def test_rules_fire_and_reload(
         a for _, a in out.alerts if any(r.get("rule_id") == "three_clicks" for r in a["reasons"])
     ]
     assert fired
+    # c2 and c3 both fire it: the alert names the rule once
+    assert [r["rule_id"] for r in fired[0]["reasons"] if r.get("rule_id")] == ["three_clicks"]
     assert fired[0]["model_version"].endswith(proc.rules.rules.version)
     rules.write_text("rules: [oops")  # refused: the previous rules keep running
     assert proc.rules.current().rules[0].rule_id == "three_clicks"
