@@ -9,6 +9,7 @@ every event's latency. `fetch_max_wait_ms` (a setting) bounds it on any broker.
 
 from __future__ import annotations
 
+import inspect
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -24,6 +25,7 @@ def worker_transport(app: faust.App, fetch_max_wait_ms: int) -> TransportT:
     Set it as `app.transport` before the app's first topic: topics reach for the transport.
     """
     from faust.transport.drivers import aiokafka as driver
+    from mode.services import WaitResults
 
     class ConsumerThread(driver.AIOKafkaConsumerThread):
         def _create_worker_consumer(self, transport: Any) -> Any:
@@ -35,6 +37,24 @@ def worker_transport(app: faust.App, fetch_max_wait_ms: int) -> TransportT:
     class Consumer(driver.Consumer):
         def _new_consumer_thread(self) -> Any:
             return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+        async def wait_first(self, *coros: Any, timeout: Any = None) -> Any:
+            # Faust hands each message to the streams with wait_first(callback(message),
+            # suspend_flow.wait()): four tasks and an asyncio.wait a message, a quarter of the
+            # worker's interpreter time (py-spy --gil). While the flow runs, await the callback
+            # alone: it waits only for room in a stream's buffer, which the streams empty even
+            # while the flow is suspended for a rebalance (their events are then skipped).
+            if (
+                len(coros) == 2
+                and timeout is None
+                and inspect.iscoroutine(coros[0])
+                and inspect.iscoroutine(coros[1])
+                and not self.suspend_flow.is_set()
+            ):
+                callback, suspended = coros
+                suspended.close()  # never awaited: close it, or Python warns
+                return WaitResults([callback], [await callback], False)
+            return await super().wait_first(*coros, timeout=timeout)
 
     class Transport(driver.Transport):
         pass
