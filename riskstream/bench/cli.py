@@ -96,7 +96,7 @@ def pipeline_cmd(
             help="More bundles for quality vs speed (repeatable).",
         ),
     ] = None,
-    batch: Annotated[int, typer.Option("--batch", min=1, help="Worker batch size.")] = 256,
+    batch: Annotated[int, typer.Option("--batch", min=1, help="Worker batch size.")] = 1024,
     loads: Annotated[str, typer.Option("--loads", help="Offered load, % of capacity.")] = (
         "25,50,75,100,125"
     ),

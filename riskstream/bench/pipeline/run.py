@@ -42,7 +42,7 @@ class PipelineOptions:
     bundle: Path
     events: Path | None = None  # default: simulate `users` × `days`
     out: Path = Path("benchmarks/results/pipeline")
-    batch: int = 256
+    batch: int = 1024  # the worker's default batch_max
     partitions: int = 8
     loads_pct: tuple[int, ...] = (25, 50, 75, 100, 125)
     duration_s: float = 20.0
