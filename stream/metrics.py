@@ -27,6 +27,7 @@ from prometheus_client import (
 __all__ = [
     "Health",
     "Metrics",
+    "bucket_quantile",
     "histogram_buckets",
     "histogram_quantile",
     "metric_total",
@@ -162,7 +163,16 @@ def histogram_buckets(text: str, name: str) -> list[tuple[float, float]]:
 def histogram_quantile(text: str, name: str, q: float) -> float | None:
     """A quantile of a histogram: the upper bound of the first bucket holding it (None when
     the histogram is empty)."""
-    buckets = histogram_buckets(text, name)
+    return bucket_quantile(histogram_buckets(text, name), q)
+
+
+def bucket_quantile(buckets: list[tuple[float, float]], q: float) -> float | None:
+    """The upper bound of the first cumulative `(bound, count)` bucket holding the q-quantile
+    (None when the histogram is empty).
+
+    >>> bucket_quantile([(0.1, 3.0), (0.25, 9.0), (float("inf"), 10.0)], 0.5)
+    0.25
+    """
     if not buckets or buckets[-1][1] == 0:
         return None
     target = q * buckets[-1][1]

@@ -9,6 +9,8 @@ from typing import Any, Final
 
 import numpy as np
 
+from stream.metrics import bucket_quantile
+
 __all__ = ["quantile_ms", "render_markdown", "targets", "write_report"]
 
 TARGET_EVENTS_PER_S: Final = 5_000
@@ -26,14 +28,6 @@ def quantile_ms(sorted_ms: list[float], q: float) -> float | None:
     if not sorted_ms:
         return None
     return sorted_ms[max(0, math.ceil(q * len(sorted_ms)) - 1)]
-
-
-def _bucket_quantile(buckets: list[tuple[float, float]], q: float) -> float | None:
-    """Upper bound (ms) of the histogram bucket holding the q-quantile."""
-    if not buckets or buckets[-1][1] <= 0:
-        return None
-    target = q * buckets[-1][1]
-    return next(le * 1000 for le, count in buckets if count >= target)
 
 
 def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
@@ -55,6 +49,10 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
          "(+1 EXISTS pipeline when a score passes a threshold, +1 SET after alerts)",
          "met": True},
     ]  # fmt: skip
+
+
+def _ms(seconds: float | None) -> str:
+    return _n(None if seconds is None else seconds * 1000)
 
 
 def _row(cells: list[Any]) -> str:
@@ -111,7 +109,7 @@ def render_markdown(r: dict[str, Any]) -> str:
         caught = "not within 90 s" if lv["caught_up_s"] is None else f"{lv['caught_up_s']:.1f} s"
         out.append(_row([f"{lv['percent']} %", _n(lv["offered_per_s"]),
                          _n(lv["sustained_per_s"]), _n(lag), caught, len(lat), qs,
-                         f"≤ {_n(_bucket_quantile(lv['lag_buckets'], 0.99))} ms"]))  # fmt: skip
+                         f"≤ {_ms(bucket_quantile(lv['lag_buckets'], 0.99))} ms"]))  # fmt: skip
     out += ["", "## Cost vs window size N (full windows; model FP32, untrained, same shape)", "",
             "| N | model windows/s | model ms/batch | Redis events/s | Redis ms/batch |",
             "|---:|---:|---:|---:|---:|"]  # fmt: skip

@@ -23,6 +23,7 @@ from typing import Any, Final
 import redis
 from tqdm import tqdm
 
+from export.manifest import read_manifest
 from riskstream.bench.core import machine_info
 from riskstream.bench.pipeline import ceilings, load
 from riskstream.bench.pipeline.exceptions import PipelineBenchError
@@ -197,7 +198,7 @@ def _quality(
 ) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for path in (opts.bundle, *opts.compare):
-        manifest = ceilings.load_cpu_bundle(path, None).manifest
+        manifest = read_manifest(path)
         for variant in opts.variants:
             info = manifest.variants.get(variant)
             if info is None or not info.verified:
