@@ -148,7 +148,9 @@ def _fmt(value: Any) -> str:
 
 
 def render_metrics(report: dict[str, Any], title: str) -> None:
-    """Model vs baseline, per head, as one table."""
+    """Model vs baseline, per head, as one table, and the verdicts."""
+    from training.report import verdict  # matplotlib: only when there is a report to show
+
     table = Table(title=title)
     table.add_column("metric")
     heads = list(report["heads"])
@@ -162,13 +164,7 @@ def render_metrics(report: dict[str, Any], title: str) -> None:
         table.add_row(*row)
     _out.print(table)
     for head in heads:
-        model, base = report["heads"][head]["pr_auc"], report["baseline"][head]["pr_auc"]
-        if model is None or base is None:
-            continue
-        verdict = "beats" if model > base else "does NOT beat"
-        _out.print(
-            f"{head}: the model {verdict} the baseline on PR-AUC ({model:.4f} vs {base:.4f})"
-        )
+        _out.print(verdict(head, report["heads"][head], report["baseline"].get(head)))
 
 
 def train(

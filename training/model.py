@@ -2,11 +2,13 @@
 
 Each event's channels (type, category, money buckets, gap, novelty, …) are embedded and summed
 into one vector; BERT adds positions. Two sigmoid heads read the scored (last) event's hidden
-state; pretraining predicts the channels of masked events.
+state, the window's mean state and (`window_bag`) the window's exact code counts; pretraining
+predicts the channels of masked events.
 """
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,8 @@ from torch import nn
 from transformers import BertConfig, BertModel
 
 from events.encoding import EncodingSpec
-from events.features import CHANNELS, channel_vocab_sizes
+from events.features import CHANNELS, CODE_SHIFT, channel_vocab_sizes
+from training.bag import WindowBag, bag_width
 from training.exceptions import TrainingError
 
 __all__ = ["PRESETS", "EventBert", "ModelConfig", "copy_init_weights"]
@@ -33,24 +36,42 @@ class ModelConfig:
     intermediate: int = 256
     max_len: int = 64
     dropout: float = 0.1
+    # The window bag (training/bag.py); off in checkpoints saved before it existed.
+    window_bag: bool = False
+    recent_age_codes: tuple[int, ...] = ()  # age-channel codes of 1 min, 10 min, 1 h
 
     @classmethod
     def for_spec(cls, spec: EncodingSpec, **sizes: Any) -> ModelConfig:
-        """A config whose embedding tables fit `spec`."""
+        """A config whose embedding tables fit `spec`, with the window bag."""
         vocab = channel_vocab_sizes(spec)
-        return cls(vocab_sizes=tuple(vocab[c] for c in CHANNELS), **sizes)
+        recent = tuple(
+            CODE_SHIFT + bisect.bisect_right(spec.age_edges_ms, cut_ms) for cut_ms in _RECENT_MS
+        )
+        return cls(
+            vocab_sizes=tuple(vocab[c] for c in CHANNELS),
+            window_bag=True,
+            recent_age_codes=recent,
+            **sizes,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able form."""
         out = asdict(self)
         out["vocab_sizes"] = list(self.vocab_sizes)
+        out["recent_age_codes"] = list(self.recent_age_codes)
         return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         """Load a saved config."""
         try:
-            return cls(**{**data, "vocab_sizes": tuple(data["vocab_sizes"])})
+            return cls(
+                **{
+                    **data,
+                    "vocab_sizes": tuple(data["vocab_sizes"]),
+                    "recent_age_codes": tuple(data.get("recent_age_codes", ())),
+                }
+            )
         except (KeyError, TypeError) as exc:
             raise TrainingError(f"model config: {exc}") from exc
 
@@ -71,6 +92,11 @@ class ModelConfig:
         return config
 
 
+#: Channels the window bag counts (category's ~250 codes are left to the encoder).
+BAG_CHANNELS: tuple[str, ...] = tuple(c for c in CHANNELS if c != "category")
+_RECENT_MS = (60_000, 600_000, 3_600_000)
+_ORDINAL = ("price", "amount", "quantity", "gap", "age")  # bucketed magnitudes
+
 #: Model sizes. tiny: tests and the demo; small: the default; base: for GPUs.
 PRESETS: dict[str, dict[str, int]] = {
     "tiny": {"hidden": 64, "layers": 2, "heads": 2, "intermediate": 128},
@@ -89,9 +115,25 @@ class EventBert(nn.Module):
             nn.Embedding(v, config.hidden, padding_idx=0) for v in config.vocab_sizes
         )
         self.bert = BertModel(config.bert_config(), add_pooling_layer=False)  # type: ignore[no-untyped-call]
-        # The scored event's state beside the window's mean: counts and rates over the
-        # window reach the heads without having to be funnelled through one position.
-        self.head = nn.Linear(2 * config.hidden, 2)
+        # The scored event's state beside the window's mean: rates over the window reach the
+        # heads without having to be funnelled through one position.
+        self.bag: WindowBag | None = None
+        if config.window_bag:
+            channels = [CHANNELS.index(c) for c in BAG_CHANNELS]
+            self.bag = WindowBag(
+                config.vocab_sizes,
+                channels,
+                CHANNELS.index("age"),
+                config.recent_age_codes,
+                ordinal=[CHANNELS.index(c) for c in _ORDINAL],
+            )
+            width = bag_width(config.vocab_sizes, channels, len(config.recent_age_codes))
+            self.bag_proj = nn.Sequential(nn.Linear(width, config.hidden), nn.GELU())
+            self.head: nn.Module = nn.Sequential(
+                nn.Linear(3 * config.hidden, config.hidden), nn.GELU(), nn.Linear(config.hidden, 2)
+            )
+        else:
+            self.head = nn.Linear(2 * config.hidden, 2)
         self.mlm = nn.ModuleList(nn.Linear(config.hidden, v) for v in config.vocab_sizes)
 
     def encode(self, features: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -115,7 +157,10 @@ class EventBert(nn.Module):
         last_state = hidden[rows, lengths - 1]  # [B, H]
         weights = attention_mask.unsqueeze(-1).to(hidden.dtype)  # [B, L, 1]
         mean_state = (hidden * weights).sum(dim=1) / lengths.unsqueeze(-1).to(hidden.dtype)
-        out: torch.Tensor = self.head(torch.cat([last_state, mean_state], dim=-1))  # [B, 2]
+        pooled = [last_state, mean_state]
+        if self.bag is not None:
+            pooled.append(self.bag_proj(self.bag(features, attention_mask)))  # [B, H]
+        out: torch.Tensor = self.head(torch.cat(pooled, dim=-1))  # [B, 2]
         return out
 
     def forward(self, features: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

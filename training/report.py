@@ -81,6 +81,10 @@ def _scalar_keys(*metrics: Mapping[str, Any]) -> list[str]:
     return ordered + sorted(keys - set(ordered))
 
 
+#: PR-AUCs closer than this are a tie: less than one test episode's worth of ranking.
+TIE_PR_AUC: Final = 0.0005
+
+
 def verdict(head: str, model: Mapping[str, Any], baseline: Mapping[str, Any] | None) -> str:
     """One plain sentence: does the model beat the baseline on PR-AUC for this head?"""
     m = model.get("pr_auc")
@@ -91,11 +95,16 @@ def verdict(head: str, model: Mapping[str, Any], baseline: Mapping[str, Any] | N
         return f"{head}: model PR-AUC {m:.3f}; no baseline was run."
     if b is None:
         return f"{head}: model PR-AUC {m:.3f} vs baseline undefined — no verdict."
+    if abs(m - b) < TIE_PR_AUC:
+        return (
+            f"{head}: model PR-AUC {m:.5f} vs baseline {b:.5f} — a tie (within {TIE_PR_AUC}): "
+            "the model does NOT beat the baseline."
+        )
     if m > b:
-        return f"{head}: model PR-AUC {m:.3f} vs baseline {b:.3f} — model better by {m - b:.3f}."
+        return f"{head}: model PR-AUC {m:.4f} vs baseline {b:.4f} — model better by {m - b:.4f}."
     return (
-        f"{head}: model PR-AUC {m:.3f} vs baseline {b:.3f} — the model does NOT beat the "
-        f"baseline (behind by {b - m:.3f})."
+        f"{head}: model PR-AUC {m:.4f} vs baseline {b:.4f} — the model does NOT beat the "
+        f"baseline (behind by {b - m:.4f})."
     )
 
 

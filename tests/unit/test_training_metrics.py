@@ -466,3 +466,17 @@ def test_write_report(tmp_path: Path) -> None:
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(png) > 10_000
     assert not (tmp_path / "report.json").exists()
+
+
+def test_verdict_calls_a_difference_below_the_tie_margin_a_tie() -> None:
+    from training.report import TIE_PR_AUC, verdict
+
+    tie = verdict("abnormal_click", {"pr_auc": 0.99997}, {"pr_auc": 0.99996})
+    assert "a tie" in tie
+    assert "does NOT beat" in tie
+    assert "0.99997" in tie
+    assert "0.99996" in tie
+    ahead = verdict("fraud", {"pr_auc": 0.99}, {"pr_auc": 0.99 - 2 * TIE_PR_AUC})
+    assert "model better by 0.0010" in ahead
+    behind = verdict("fraud", {"pr_auc": 0.95}, {"pr_auc": 0.97})
+    assert "behind by 0.0200" in behind
