@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -17,7 +18,9 @@ __all__ = [
     "CODE_SHIFT",
     "MASK_ID",
     "PAD_ID",
+    "RECENT_WINDOWS_MS",
     "ModelInputs",
+    "age_code_below",
     "channel_vocab_sizes",
     "windows_to_inputs",
 ]
@@ -53,6 +56,21 @@ _NOVELTY: Final = (
     ("payment_novelty", "payment"),
     ("item_novelty", "item"),
 )
+
+
+#: Velocity windows over the scored event's recent past: the baseline's `events_last_*` and the
+#: model's per-type counts in its window bag.
+RECENT_WINDOWS_MS: Final = (("1m", 60_000), ("10m", 600_000), ("1h", 3_600_000))
+
+
+def age_code_below(spec: EncodingSpec, age_ms: int) -> int:
+    """The `age` channel code that events younger than `age_ms` stay below.
+
+    >>> spec = EncodingSpec()
+    >>> age_code_below(spec, 1_000) < age_code_below(spec, 60_000) < age_code_below(spec, 3_600_000)
+    True
+    """
+    return CODE_SHIFT + bisect.bisect_right(spec.age_edges_ms, age_ms)
 
 
 def channel_vocab_sizes(spec: EncodingSpec) -> dict[str, int]:

@@ -17,18 +17,11 @@ from torch import nn
 
 from events.features import CODE_SHIFT
 
-__all__ = ["WindowBag", "bag_width"]
-
-
-def bag_width(vocab_sizes: Sequence[int], channels: Sequence[int], recent: int) -> int:
-    """Width of the bag's output: counts and shares of every code of `channels`, plus the
-    first channel's codes among recent events for each of `recent` age cuts."""
-    codes = sum(vocab_sizes[c] for c in channels) + recent * vocab_sizes[channels[0]]
-    return 2 * codes
+__all__ = ["WindowBag"]
 
 
 class WindowBag(nn.Module):
-    """features [B, L, C] int64 + attention_mask [B, L] → [B, bag_width] float.
+    """features [B, L, C] int64 + attention_mask [B, L] → [B, width] float.
 
     Per counted channel, the count of each code over the real events (log1p) and its share of
     the window (cumulative over the codes of `ordinal` channels); then, per age cut, the counts
@@ -51,6 +44,9 @@ class WindowBag(nn.Module):
         self.recent_age_codes = tuple(recent_age_codes)
         for c in self.channels:
             self.register_buffer(f"codes_{c}", torch.arange(vocab_sizes[c]), persistent=False)
+        codes = sum(vocab_sizes[c] for c in self.channels)
+        codes += len(self.recent_age_codes) * vocab_sizes[self.channels[0]]
+        self.width = 2 * codes  # counts, then shares
 
     def _counts(self, codes: torch.Tensor, weights: torch.Tensor, c: int) -> torch.Tensor:
         """Weighted count of each code of channel `c`: codes [B, L] → [B, V_c]. For an ordinal

@@ -16,7 +16,7 @@ import numpy.typing as npt
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from events.encoding import FLAGS, EncodingSpec
-from events.features import CHANNELS, CODE_SHIFT
+from events.features import CHANNELS, CODE_SHIFT, RECENT_WINDOWS_MS, age_code_below
 
 __all__ = ["AGGREGATE_NAMES", "Baseline", "fit_baseline", "window_aggregates"]
 
@@ -24,7 +24,6 @@ _SPEC: Final = EncodingSpec()
 _TYPES: Final = _SPEC.event_types
 _NOVELTY: Final = ("device", "ip", "country", "payment", "item")
 _GAP_BANDS: Final = ("subsecond", "1s_10s", "10s_5min", "over_5min")
-_BURSTS: Final = (("1m", 60_000), ("10m", 600_000), ("1h", 3_600_000))
 _CHUNK: Final = 8192
 _KEY_TYPES: Final = ("purchase", "payment_failed", "login_failed", "coupon_apply")
 
@@ -39,7 +38,7 @@ AGGREGATE_NAMES: Final[tuple[str, ...]] = (
     "gap_min",
     "gap_max",
     "span_bucket",
-    *(f"events_last_{name}" for name, _ in _BURSTS),
+    *(f"events_last_{name}" for name, _ in RECENT_WINDOWS_MS),
     "repeat_type_share",
     *(f"distinct_{n}" for n in _NOVELTY),
     *(f"new_{n}" for n in _NOVELTY),
@@ -135,8 +134,8 @@ def _aggregates(
     cols.append(np.where(any_later, np.where(later, gap, np.inf).min(axis=1), np.nan))
     cols.append(np.where(any_later, np.where(later, gap, -np.inf).max(axis=1), np.nan))
     cols.append(np.where(length > 0, raw["age"][:, 0], np.nan).astype(float))  # window span
-    for _, ms in _BURSTS:  # velocity: events within the last minute / 10 min / hour
-        cut = int(np.searchsorted(spec.age_edges_ms, ms, side="right"))
+    for _, ms in RECENT_WINDOWS_MS:  # velocity: events within the last minute / 10 min / hour
+        cut = age_code_below(spec, ms) - CODE_SHIFT  # `raw` codes are unshifted
         cols.append((m & (raw["age"] < cut)).sum(axis=1).astype(float))
     same = m[:, 1:] & (t[:, 1:] == t[:, :-1])
     cols.append(_safe_div(same.sum(axis=1).astype(float), n_later))

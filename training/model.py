@@ -8,7 +8,6 @@ predicts the channels of masked events.
 
 from __future__ import annotations
 
-import bisect
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -18,8 +17,8 @@ from torch import nn
 from transformers import BertConfig, BertModel
 
 from events.encoding import EncodingSpec
-from events.features import CHANNELS, CODE_SHIFT, channel_vocab_sizes
-from training.bag import WindowBag, bag_width
+from events.features import CHANNELS, RECENT_WINDOWS_MS, age_code_below, channel_vocab_sizes
+from training.bag import WindowBag
 from training.exceptions import TrainingError
 
 __all__ = ["PRESETS", "EventBert", "ModelConfig", "copy_init_weights"]
@@ -44,9 +43,7 @@ class ModelConfig:
     def for_spec(cls, spec: EncodingSpec, **sizes: Any) -> ModelConfig:
         """A config whose embedding tables fit `spec`, with the window bag."""
         vocab = channel_vocab_sizes(spec)
-        recent = tuple(
-            CODE_SHIFT + bisect.bisect_right(spec.age_edges_ms, cut_ms) for cut_ms in _RECENT_MS
-        )
+        recent = tuple(age_code_below(spec, ms) for _, ms in RECENT_WINDOWS_MS)
         return cls(
             vocab_sizes=tuple(vocab[c] for c in CHANNELS),
             window_bag=True,
@@ -94,7 +91,6 @@ class ModelConfig:
 
 #: Channels the window bag counts (category's ~250 codes are left to the encoder).
 BAG_CHANNELS: tuple[str, ...] = tuple(c for c in CHANNELS if c != "category")
-_RECENT_MS = (60_000, 600_000, 3_600_000)
 _ORDINAL = ("price", "amount", "quantity", "gap", "age")  # bucketed magnitudes
 
 #: Model sizes. tiny: tests and the demo; small: the default; base: for GPUs.
@@ -127,8 +123,7 @@ class EventBert(nn.Module):
                 config.recent_age_codes,
                 ordinal=[CHANNELS.index(c) for c in _ORDINAL],
             )
-            width = bag_width(config.vocab_sizes, channels, len(config.recent_age_codes))
-            self.bag_proj = nn.Sequential(nn.Linear(width, config.hidden), nn.GELU())
+            self.bag_proj = nn.Sequential(nn.Linear(self.bag.width, config.hidden), nn.GELU())
             self.head: nn.Module = nn.Sequential(
                 nn.Linear(3 * config.hidden, config.hidden), nn.GELU(), nn.Linear(config.hidden, 2)
             )

@@ -10,7 +10,7 @@ import torch
 
 from events import EncodingSpec
 from events.features import CHANNELS, CODE_SHIFT, ModelInputs
-from training.bag import WindowBag, bag_width
+from training.bag import WindowBag
 from training.baseline import AGGREGATE_NAMES, window_aggregates
 from training.model import BAG_CHANNELS, EventBert, ModelConfig
 
@@ -34,8 +34,7 @@ def _bag(cfg: ModelConfig) -> tuple[WindowBag, int]:
     """The bag as the model builds it, and the number of its count columns."""
     bag = EventBert(cfg).bag
     assert bag is not None
-    channels = [CHANNELS.index(c) for c in BAG_CHANNELS]
-    return bag, bag_width(cfg.vocab_sizes, channels, len(cfg.recent_age_codes)) // 2
+    return bag, bag.width // 2
 
 
 def test_type_counts_and_velocity_equal_the_baseline_aggregates() -> None:
