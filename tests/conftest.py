@@ -104,6 +104,10 @@ def redis_client(redis_url: str, key_prefix: str) -> Iterator[redis.Redis]:
 # imported inside the fixtures only: test modules of the torch-free side stay torch-free.
 
 
+#: `tiny_model`'s schedule: the tiny preset, shortened (half the pretraining windows, 2 epochs).
+TINY_MODEL_SCHEDULE = {"pretrain_windows": 3000, "finetune_epochs": 2}
+
+
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A simulated world (1,200 users, 1 day, 12% of them in attacks)."""
@@ -123,7 +127,7 @@ def tiny_model(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     from training.train import train
 
     out = tmp_path_factory.mktemp("tiny_model")
-    cfg = TrainConfig.for_preset("tiny", pretrain_windows=3000, finetune_epochs=2)
+    cfg = TrainConfig.for_preset("tiny", **TINY_MODEL_SCHEDULE)
     train(tiny_world / "events.jsonl", tiny_world / "labels.jsonl", out, cfg, progress=False)
     return out
 
