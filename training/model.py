@@ -38,6 +38,9 @@ class ModelConfig:
     # The window bag (training/bag.py); off in checkpoints saved before it existed.
     window_bag: bool = False
     recent_age_codes: tuple[int, ...] = ()  # age-channel codes of 1 min, 10 min, 1 h
+    # Bucketed magnitudes counted as "up to this bucket" (True, as saved before the choice) or
+    # per bucket; chosen per preset on validation (docs/training.md).
+    bag_cumulative: bool = True
 
     @classmethod
     def for_spec(cls, spec: EncodingSpec, **sizes: Any) -> ModelConfig:
@@ -93,11 +96,11 @@ class ModelConfig:
 BAG_CHANNELS: tuple[str, ...] = tuple(c for c in CHANNELS if c != "category")
 _ORDINAL = ("price", "amount", "quantity", "gap", "age")  # bucketed magnitudes
 
-#: Model sizes. tiny: tests and the demo; small: the default; base: for GPUs.
-PRESETS: dict[str, dict[str, int]] = {
-    "tiny": {"hidden": 64, "layers": 2, "heads": 2, "intermediate": 128},
-    "small": {"hidden": 128, "layers": 2, "heads": 4, "intermediate": 256},
-    "base": {"hidden": 256, "layers": 4, "heads": 4, "intermediate": 1024},
+#: Model sizes and bag counting. tiny: tests and the demo; small: the default; base: for GPUs.
+PRESETS: dict[str, dict[str, int | bool]] = {
+    "tiny": {"hidden": 64, "layers": 2, "heads": 2, "intermediate": 128, "bag_cumulative": True},
+    "small": {"hidden": 128, "layers": 2, "heads": 4, "intermediate": 256, "bag_cumulative": False},
+    "base": {"hidden": 256, "layers": 4, "heads": 4, "intermediate": 1024, "bag_cumulative": False},
 }
 
 
@@ -121,7 +124,7 @@ class EventBert(nn.Module):
                 channels,
                 CHANNELS.index("age"),
                 config.recent_age_codes,
-                ordinal=[CHANNELS.index(c) for c in _ORDINAL],
+                ordinal=[CHANNELS.index(c) for c in _ORDINAL] if config.bag_cumulative else (),
             )
             self.bag_proj = nn.Sequential(nn.Linear(self.bag.width, config.hidden), nn.GELU())
             self.head: nn.Module = nn.Sequential(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -72,19 +73,29 @@ def test_padding_changes_nothing() -> None:
     torch.testing.assert_close(narrow, padded)
 
 
-@pytest.mark.parametrize("window_bag", [True, False], ids=["bag", "no-bag"])
-def test_every_architecture_exports_with_fp32_parity(window_bag: bool, tmp_path: Path) -> None:
+#: Every head architecture a checkpoint can describe: no bag (saved before it), the bag with
+#: cumulative magnitude counts (tiny), with per-bucket ones (small, base).
+ARCHITECTURES = {
+    "no-bag": {"window_bag": False},
+    "bag-cumulative": {"window_bag": True, "bag_cumulative": True},
+    "bag-per-bucket": {"window_bag": True, "bag_cumulative": False},
+}
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_every_architecture_exports_with_fp32_parity(arch: str, tmp_path: Path) -> None:
     import onnxruntime as ort
 
     from export.build import FP32_MAX_DIFF
     from export.graphs import export_fp32, torch_probs
 
     torch.manual_seed(0)
-    base = ModelConfig.for_spec(SPEC, hidden=32, layers=1, heads=2, intermediate=64, max_len=24)
-    cfg = base if window_bag else ModelConfig(vocab_sizes=base.vocab_sizes, hidden=32, layers=1,
-                                              heads=2, intermediate=64, max_len=24)  # fmt: skip
+    cfg = replace(
+        ModelConfig.for_spec(SPEC, hidden=32, layers=1, heads=2, intermediate=64, max_len=24),
+        **ARCHITECTURES[arch],
+    )
     model = EventBert(cfg).eval()
-    assert (model.bag is not None) == window_bag
+    assert (model.bag is not None) == cfg.window_bag
     export_fp32(model, _random_inputs(seed=3), tmp_path / "m.onnx")
     session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
     x = _random_inputs(seed=4, batch=33, width=17)  # other batch and length than traced
@@ -92,17 +103,19 @@ def test_every_architecture_exports_with_fp32_parity(window_bag: bool, tmp_path:
     assert np.abs(np.stack(got, axis=1) - torch_probs(model, x)).max() <= FP32_MAX_DIFF
 
 
-def test_ordinal_channels_count_cumulatively() -> None:
-    cfg = ModelConfig.for_spec(SPEC)
+@pytest.mark.parametrize("cumulative", [True, False], ids=["cumulative", "per-bucket"])
+def test_ordinal_channels_count_as_configured(cumulative: bool) -> None:
+    cfg = replace(ModelConfig.for_spec(SPEC), bag_cumulative=cumulative)
     bag, _ = _bag(cfg)
     x = _random_inputs(seed=5)
     out = bag(torch.from_numpy(x.features), torch.from_numpy(x.attention_mask)).numpy()
     gap = CHANNELS.index("gap")
     counted = [CHANNELS.index(c) for c in BAG_CHANNELS]
     lo = sum(cfg.vocab_sizes[c] for c in counted[: counted.index(gap)])
-    cumulative = np.expm1(out[:, lo : lo + cfg.vocab_sizes[gap]].astype(np.float64))
-    codes = x.features[..., gap]
-    for k in range(cfg.vocab_sizes[gap]):  # events whose gap code is real and at most k
-        expected = ((codes >= CODE_SHIFT) & (codes <= k) & (x.attention_mask == 1)).sum(axis=1)
-        np.testing.assert_allclose(cumulative[:, k], expected, atol=1e-3)
-    np.testing.assert_allclose(cumulative[:, -1], x.lengths, atol=1e-3)  # every real event
+    got = np.expm1(out[:, lo : lo + cfg.vocab_sizes[gap]].astype(np.float64))
+    codes, real = x.features[..., gap], x.attention_mask == 1
+    for k in range(cfg.vocab_sizes[gap]):  # real events whose gap code is (at most) k
+        hit = ((codes >= CODE_SHIFT) & (codes <= k)) if cumulative else codes == k
+        np.testing.assert_allclose(got[:, k], (hit & real).sum(axis=1), atol=1e-3)
+    total = got[:, -1] if cumulative else got.sum(axis=1)
+    np.testing.assert_allclose(total, x.lengths, atol=1e-3)  # every real event, once
