@@ -23,7 +23,7 @@ import redis
 
 from events.encoding import RECORD_DTYPE, RECORD_SIZE
 from events.window import WindowPolicy
-from stream.windows import RedisWindowStore
+from stream.redis_windows import RedisWindowStore
 
 FILL_BATCH = 1024
 DEFAULT_URL = "redis://127.0.0.1:6379/0"

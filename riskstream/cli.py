@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import sys
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -11,12 +14,41 @@ from rich.console import Console
 from events.exceptions import RiskstreamError
 from export.cli import export, score
 from riskstream.bench.cli import bench_app
+from riskstream.demo.cli import demo
 from riskstream.dev.cli import dev_app
 from riskstream.tools.cli import alerts_app, replay
-from stream.cli import worker
-from training.cli import demo, evaluate, simulate, train
+from stream.cli import worker as stream_worker
+from stream.settings import ENV_PREFIX
+from training.cli import evaluate, simulate, train
 
-__all__ = ["app", "main"]
+__all__ = ["app", "dev_stack_defaults", "main"]
+
+
+def dev_stack_defaults(given: dict[str, str]) -> dict[str, str]:
+    """The running dev stack's broker and Redis, as worker settings, for those neither `given`
+    (settings from flags) nor the environment names: `riskstream dev up` may have taken other
+    ports than the defaults."""
+    wanted = [k for k in ("BROKER_URL", "REDIS_URL") if f"{ENV_PREFIX}{k}" not in given]
+    wanted = [k for k in wanted if f"{ENV_PREFIX}{k}" not in os.environ]
+    if not wanted:
+        return {}
+    from riskstream.dev import dev_addresses
+
+    found = dev_addresses()
+    if found is None:
+        return {}
+    urls = dict(zip(("BROKER_URL", "REDIS_URL"), found, strict=True))
+    return {f"{ENV_PREFIX}{k}": urls[k] for k in wanted}
+
+
+@functools.wraps(stream_worker)
+def worker(**kwargs: Any) -> None:
+    # The stream layer knows nothing of the dev stack: its addresses come in from up here.
+    flags = {"BROKER_URL": kwargs.get("broker"), "REDIS_URL": kwargs.get("redis_url")}
+    given = {f"{ENV_PREFIX}{k}": str(v) for k, v in flags.items() if v is not None}
+    os.environ.update(dev_stack_defaults(given))
+    stream_worker(**kwargs)
+
 
 app = typer.Typer(
     name="riskstream",

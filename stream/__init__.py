@@ -3,12 +3,14 @@
 Never imports torch. `Processor` runs one batch without Kafka; `stream.app` wires it into Faust.
 """
 
+from stream.dlq import DeadLetter
 from stream.exceptions import RulesError, StreamError, WindowStoreError
-from stream.model import ModelSlot
-from stream.processor import DeadLetter, Incoming, Outcome, Processor
+from stream.messages import Incoming
+from stream.model_slot import ModelSlot
+from stream.processor import Outcome, Processor
+from stream.redis_windows import RedisWindowStore
 from stream.rules import RuleSet, RulesFile, load_rules, parse_rules
 from stream.settings import WorkerSettings
-from stream.windows import RedisWindowStore
 
 __all__ = [
     "DeadLetter",

@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
-from stream.processor import Incoming
+from stream.messages import Incoming
 from stream.settings import WorkerSettings
 
 if TYPE_CHECKING:
@@ -99,7 +99,7 @@ def create_app(
         state["runtime"] = await asyncio.to_thread(runtime_factory or Runtime, settings)
         runtime = state["runtime"]
         if settings.metrics_port:
-            from stream.metrics import serve
+            from stream.prometheus import serve
 
             serve(runtime.metrics, runtime.health, settings.metrics_host, settings.metrics_port)
         log.info("worker ready: %s, batches of ≤ %d within %d ms", runtime.describe(),

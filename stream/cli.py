@@ -55,7 +55,6 @@ def worker(
         "debug_scores": debug_scores or None,
     }
     env = {f"{ENV_PREFIX}{k.upper()}": str(v) for k, v in flags.items() if v is not None}
-    env.update(_dev_stack_defaults(env))
     os.environ.update(env)
     try:
         settings = WorkerSettings()
@@ -70,19 +69,3 @@ def worker(
     app = create_app(settings)
     sys.argv = ["riskstream-worker", "worker", "--without-web", "-l", log_level]
     app.main()
-
-
-def _dev_stack_defaults(given: dict[str, str]) -> dict[str, str]:
-    """The running dev stack's broker and Redis for those neither a flag nor the environment
-    names (`riskstream dev up` may have taken other ports than the defaults)."""
-    wanted = [k for k in ("BROKER_URL", "REDIS_URL") if f"{ENV_PREFIX}{k}" not in given]
-    wanted = [k for k in wanted if f"{ENV_PREFIX}{k}" not in os.environ]
-    if not wanted:
-        return {}
-    from riskstream.dev import dev_addresses
-
-    found = dev_addresses()
-    if found is None:
-        return {}
-    urls = dict(zip(("BROKER_URL", "REDIS_URL"), found, strict=True))
-    return {f"{ENV_PREFIX}{k}": urls[k] for k in wanted}

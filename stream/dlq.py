@@ -21,12 +21,10 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from events import InvalidEvent
-
-if TYPE_CHECKING:
-    from stream.processor import Incoming
+from stream.messages import Incoming
 
 __all__ = [
     "DLQ_MAX_KEY_BYTES",

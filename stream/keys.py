@@ -1,4 +1,9 @@
-"""Redis key builders: a user's window and alert cooldown keys share one cluster hash tag.
+"""Every Redis key riskstream writes, in one place: the prefixes, and the builders.
+
+A key is ``<prefix><kind>:<tag>[:<suffix>]``. The global prefix (default ``"rs:"``) is set per
+store, so several deployments or test runs can share one Redis. The tag is a hash of the user
+id in braces: the raw id never appears in a key, and every key of one user lands in the same
+Redis Cluster hash slot, so one script may touch all of them.
 
 >>> window_key("rs:", "alice")
 'rs:w:{4deaec0cce54da89}'
@@ -16,9 +21,26 @@ import hashlib
 import re
 from typing import Final
 
-from stream.constants import COOLDOWN_KIND, USER_TAG_BYTES, WINDOW_KIND
+__all__ = [
+    "COOLDOWN_KIND",
+    "DEFAULT_PREFIX",
+    "USER_TAG_BYTES",
+    "WINDOW_KIND",
+    "check_prefix",
+    "cooldown_key",
+    "user_tag",
+    "window_key",
+]
 
-__all__ = ["check_prefix", "cooldown_key", "user_tag", "window_key"]
+#: Global prefix of every key, unless a store is given another.
+DEFAULT_PREFIX: Final = "rs:"
+#: A user's window of event records (a string of fixed-size records, oldest first).
+WINDOW_KIND: Final = "w:"
+#: A user's alert cooldown of one alert type (present while alerts of that type are held back).
+COOLDOWN_KIND: Final = "cd:"
+#: Digest size of the user tag's hash: 64 bits, so two users of 10**8 share a tag with odds
+#: of about 3e-4 in all (they would only share a slot and a key pair, never mix records).
+USER_TAG_BYTES: Final = 8
 
 # Alert types are the contract's label names; anything else in a key is refused, not escaped.
 _ALERT_TYPE: Final = re.compile(r"[a-z][a-z0-9_]{0,63}")

@@ -34,11 +34,12 @@ from events.window import Records
 from stream.dlq import DeadLetter, DeadLetterLog, dead_letter
 from stream.explain import RecentEventIds, occlusion, window_facts, window_summary
 from stream.keys import cooldown_key
-from stream.model import ModelSlot
+from stream.messages import Incoming
+from stream.model_slot import ModelSlot
+from stream.redis_windows import RedisWindowStore
 from stream.rules import RulesFile
-from stream.windows import RedisWindowStore
 
-__all__ = ["DeadLetter", "Incoming", "Outcome", "Processor", "alert_id"]
+__all__ = ["Outcome", "Processor", "alert_id"]
 
 log = logging.getLogger(__name__)
 
@@ -61,18 +62,6 @@ def alert_id(user_id: str, alert_type: str, event_id: str) -> str:
     True
     """
     return str(uuid.uuid5(_ALERT_ID_NAMESPACE, "\x1f".join((user_id, alert_type, event_id))))
-
-
-@dataclass(frozen=True, slots=True)
-class Incoming:
-    """A consumed message and where it came from."""
-
-    value: bytes | None
-    key: bytes | None
-    topic: str
-    partition: int
-    offset: int
-    timestamp_ms: int | None = None  # the broker's record timestamp
 
 
 @dataclass

@@ -20,12 +20,13 @@ import redis
 
 from stream.dlq import is_too_large, without_value
 from stream.exceptions import WindowStoreError
-from stream.metrics import Health, Metrics
-from stream.model import ModelSlot
-from stream.processor import Incoming, Outcome, Processor
+from stream.messages import Incoming
+from stream.model_slot import ModelSlot
+from stream.processor import Outcome, Processor
+from stream.prometheus import Health, Metrics
+from stream.redis_windows import RedisWindowStore
 from stream.rules import RulesFile
 from stream.settings import WorkerSettings
-from stream.windows import RedisWindowStore
 
 __all__ = ["BatchHandler", "Runtime", "Send"]
 

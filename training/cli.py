@@ -1,4 +1,4 @@
-"""Training-side subcommands: `simulate`, `train`, `evaluate`, and (for now) the `demo`.
+"""Training-side subcommands: `simulate`, `train`, `evaluate`.
 
 torch is imported inside `train` and `evaluate` only, so the other commands stay light.
 """
@@ -16,7 +16,16 @@ from rich.table import Table
 from training.exceptions import SimulationError
 from training.simulator import ATTACK_KINDS, KIND_LABEL, WorldConfig, WorldSummary, simulate_world
 
-__all__ = ["demo", "evaluate", "render_metrics", "render_summary", "simulate", "train"]
+__all__ = [
+    "DaysOpt",
+    "SeedOpt",
+    "UsersOpt",
+    "evaluate",
+    "render_metrics",
+    "render_summary",
+    "simulate",
+    "train",
+]
 
 _out = Console()
 
@@ -99,19 +108,6 @@ def simulate(
     config = _config(users, days, seed, attack_share, no_attack or [])
     summary = simulate_world(config, out, progress=not quiet)
     render_summary(summary, out)
-
-
-def demo(
-    out: Annotated[Path, typer.Option("--out", help="Working directory.")] = Path("out/demo"),
-    users: UsersOpt = 2000,
-    days: DaysOpt = 1.0,
-    seed: SeedOpt = 7,
-) -> None:
-    """The end-to-end demo: simulate, train the tiny model, export, stream the held-out part
-    through a local broker, Redis and the worker, and score the alerts."""
-    from riskstream.demo import run_demo
-
-    run_demo(out, users=users, days=days, seed=seed)
 
 
 class Preset(StrEnum):

@@ -25,7 +25,7 @@ from events import parse_ts_ms
 from events.exceptions import RiskstreamError
 from riskstream.demo.summary import Scorecard, score_alerts, write_timeline
 from riskstream.localstack import find_free_port
-from stream.metrics import histogram_quantile, metric_total, scrape
+from stream.prometheus import histogram_quantile, metric_total, scrape
 
 __all__ = ["DemoError", "DemoResult", "run_demo"]
 

@@ -26,7 +26,7 @@ from export import Bundle
 from riskstream.localstack import find_free_port
 from riskstream.localstack.broker import read_log_tail
 from stream.keys import window_key
-from stream.metrics import metric_total, scrape
+from stream.prometheus import metric_total, scrape
 from tests.integration.test_services_smoke import _consumer_on, _producer, _stop_worker
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -39,7 +39,7 @@ import pytest
 
 from riskstream.localstack import TansuBroker, find_free_port
 from stream.dlq import DLQ_MAX_KEY_BYTES
-from stream.metrics import metric_total, scrape
+from stream.prometheus import metric_total, scrape
 from stream.settings import WorkerSettings
 from tests.conftest import MakeTopics
 from tests.integration.bad_input import Slot, bad_messages, interleave

@@ -120,16 +120,16 @@ def test_embedded_stack_up_twice_status_restart_down(
         assert "alive" in capsys.readouterr().out
         assert dev_addresses() == (first.broker.url, first.redis.url)
         # `riskstream worker` given no broker or Redis uses the stack's; a flag still wins.
-        from stream.cli import _dev_stack_defaults
+        from riskstream.cli import dev_stack_defaults
 
         for var in ("RISKSTREAM_BROKER_URL", "RISKSTREAM_REDIS_URL"):
             monkeypatch.delenv(var, raising=False)
-        assert _dev_stack_defaults({}) == {
+        assert dev_stack_defaults({}) == {
             "RISKSTREAM_BROKER_URL": first.broker.url,
             "RISKSTREAM_REDIS_URL": first.redis.url,
         }
         given = {"RISKSTREAM_BROKER_URL": "kafka://elsewhere:9092"}
-        assert _dev_stack_defaults(given) == {"RISKSTREAM_REDIS_URL": first.redis.url}
+        assert dev_stack_defaults(given) == {"RISKSTREAM_REDIS_URL": first.redis.url}
 
         # Other commands find the broker through the state file when given none.
         events = tmp_path / "five.jsonl"

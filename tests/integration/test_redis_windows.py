@@ -28,7 +28,7 @@ from events import (
 )
 from stream.exceptions import StreamError, WindowStoreError
 from stream.keys import cooldown_key, window_key
-from stream.windows import RedisWindowStore
+from stream.redis_windows import RedisWindowStore
 
 pytestmark = pytest.mark.integration
 

@@ -13,10 +13,11 @@ import pytest
 import redis
 
 from events import InMemoryWindowStore, encode_event, load_schema, parse_event, parse_ts_ms
-from stream.model import ModelSlot
-from stream.processor import Incoming, Outcome, Processor
+from stream.messages import Incoming
+from stream.model_slot import ModelSlot
+from stream.processor import Outcome, Processor
+from stream.redis_windows import RedisWindowStore
 from stream.rules import RulesFile
-from stream.windows import RedisWindowStore
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
 

@@ -16,8 +16,9 @@ from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 
 from events import InvalidEvent
 from stream.dlq import DLQ_MAX_KEY_BYTES, DeadLetterLog, dead_letter, is_too_large
-from stream.metrics import Metrics
-from stream.processor import Incoming, Outcome, Processor
+from stream.messages import Incoming
+from stream.processor import Outcome, Processor
+from stream.prometheus import Metrics
 from stream.runtime import Runtime
 from stream.settings import WorkerSettings
 

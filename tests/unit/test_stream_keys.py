@@ -8,8 +8,15 @@ import pytest
 from redis.crc import key_slot
 
 from events import LABELS
-from stream.constants import COOLDOWN_KIND, DEFAULT_PREFIX, WINDOW_KIND
-from stream.keys import check_prefix, cooldown_key, user_tag, window_key
+from stream.keys import (
+    COOLDOWN_KIND,
+    DEFAULT_PREFIX,
+    WINDOW_KIND,
+    check_prefix,
+    cooldown_key,
+    user_tag,
+    window_key,
+)
 
 USERS = ["alice", "bob", "", "x:{tag}", "}{", "a b*?[\n", "ünïcødé", "rs:w:{0}", "u" * 500]
 TAG = r"\{[0-9a-f]{16}\}"

@@ -42,7 +42,7 @@ def _record(i: int, ts_ms: int, user: str = "u") -> bytes:
 def make_store(request: pytest.FixtureRequest) -> Callable[[WindowPolicy], WindowStore]:
     if request.param == "memory":
         return InMemoryWindowStore
-    from stream.windows import RedisWindowStore
+    from stream.redis_windows import RedisWindowStore
 
     client = request.getfixturevalue("redis_client")  # its keys are deleted after the test
     prefix = request.getfixturevalue("key_prefix")

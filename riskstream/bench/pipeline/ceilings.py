@@ -20,7 +20,7 @@ import redis
 from events import Event, encode_event, parse_event
 from events.window import InMemoryWindowStore, Records, WindowPolicy, select_window
 from export.loader import Bundle, load_bundle, make_session, score_windows
-from stream.windows import RedisWindowStore
+from stream.redis_windows import RedisWindowStore
 
 __all__ = [
     "BenchEvents",

@@ -18,7 +18,7 @@ import orjson
 
 from riskstream.bench.pipeline.stack import Topics, WorkerProcess
 from riskstream.tools.replay import TokenBucket
-from stream.metrics import histogram_buckets, metric_total
+from stream.prometheus import histogram_buckets, metric_total
 
 __all__ = ["AlertClock", "Drain", "Level", "drain_backlog", "offer_load", "produce"]
 

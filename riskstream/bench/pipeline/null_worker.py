@@ -13,8 +13,8 @@ import time
 
 import orjson
 
-from stream.metrics import Health, Metrics
-from stream.processor import Incoming
+from stream.messages import Incoming
+from stream.prometheus import Health, Metrics
 from stream.runtime import Send
 from stream.settings import WorkerSettings
 

@@ -9,7 +9,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from stream.metrics import bucket_quantile
+from stream.prometheus import bucket_quantile
 
 __all__ = ["quantile_ms", "render_markdown", "targets", "write_report"]
 

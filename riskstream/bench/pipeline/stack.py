@@ -16,7 +16,7 @@ from typing import Any, Final
 from riskstream.bench.pipeline.exceptions import PipelineBenchError
 from riskstream.localstack import RedisService, TansuBroker, create_topics, find_free_port
 from riskstream.localstack.broker import read_log_tail
-from stream.metrics import metric_total, scrape
+from stream.prometheus import metric_total, scrape
 
 __all__ = ["BenchStack", "Topics", "WorkerProcess"]
 

@@ -34,9 +34,8 @@ from redis.exceptions import RedisClusterException
 
 from events.encoding import EID_SLICE, RECORD_SIZE
 from events.window import AppendResult, WindowPolicy
-from stream.constants import DEFAULT_PREFIX
 from stream.exceptions import WindowStoreError
-from stream.keys import check_prefix, window_key
+from stream.keys import DEFAULT_PREFIX, check_prefix, window_key
 
 __all__ = ["RedisWindowStore", "load_script"]
 

@@ -1,0 +1,25 @@
+"""`riskstream demo`, the command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from training.cli import DaysOpt, SeedOpt, UsersOpt
+
+__all__ = ["demo"]
+
+
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Working directory.")] = Path("out/demo"),
+    users: UsersOpt = 2000,
+    days: DaysOpt = 1.0,
+    seed: SeedOpt = 7,
+) -> None:
+    """The end-to-end demo: simulate, train the tiny model, export, stream the held-out part
+    through a local broker, Redis and the worker, and score the alerts."""
+    from riskstream.demo.run import run_demo
+
+    run_demo(out, users=users, days=days, seed=seed)
