@@ -20,7 +20,6 @@ from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
-from rich.console import Console
 
 from events import ENCODING_VERSION, EncodingSpec, windows_to_inputs
 from events.window import Records
@@ -42,7 +41,6 @@ from training.checkpoint import Checkpoint, load_checkpoint
 __all__ = ["FP16_MAX_DIFF", "FP32_MAX_DIFF", "INT8_MAX_PR_AUC_DROP", "ExportOptions", "export"]
 
 log = logging.getLogger(__name__)
-_out = Console(stderr=True)
 
 FP32_MAX_DIFF: Final = 1e-4
 INT8_MAX_PR_AUC_DROP: Final = 0.005
@@ -61,6 +59,24 @@ class ExportOptions:
     windows: int = 2048  # parity windows (≥ 1,000)
     force: bool = False
     progress: bool = True
+
+
+def _data_paths(ckpt: Checkpoint, options: ExportOptions) -> tuple[Path, Path | None, Path | None]:
+    source = ckpt.meta.get("source", {})
+    if options.events is not None:
+        return options.events, options.labels, options.feedback
+    events = source.get("events")
+    if not events or not Path(events).is_file():
+        raise ExportError(
+            f"--events: the checkpoint's training events ({events}) are not there; "
+            "pass --events (and --labels/--feedback) to verify on"
+        )
+    labels, feedback = source.get("labels"), source.get("feedback")
+    return (
+        Path(events),
+        Path(labels) if labels and Path(labels).is_file() else None,
+        Path(feedback) if feedback and Path(feedback).is_file() else None,
+    )
 
 
 def _probs(path: Path, windows: list[Records], spec: EncodingSpec) -> npt.NDArray[np.float32]:
@@ -113,11 +129,20 @@ def export(model_dir: Path, out: Path, options: ExportOptions = ExportOptions())
     if options.windows < 1000:
         raise ExportError(f"--windows: {options.windows}; verification needs at least 1,000")
     ckpt = load_checkpoint(model_dir)
-    _out.rule("[bold]export: verification data")
-    vs = verification_set(ckpt, options)
-    _out.print(
-        f"{len(vs.windows):,} parity windows ({vs.length_one} of length 1, {vs.full} full at "
-        f"{ckpt.policy.max_events}); {len(vs.val_windows):,} validation windows for PR-AUC"
+    log.info("export: verification data")
+    vs = verification_set(
+        ckpt,
+        data=_data_paths(ckpt, options),
+        windows=options.windows,
+        progress=options.progress,
+    )
+    log.info(
+        "%s parity windows (%d of length 1, %d full at %d); %s validation windows for PR-AUC",
+        f"{len(vs.windows):,}",
+        vs.length_one,
+        vs.full,
+        ckpt.policy.max_events,
+        f"{len(vs.val_windows):,}",
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp_dir:
@@ -138,14 +163,14 @@ def _build(
     (tmp / FILES["policy"]).write_text(ckpt.policy.to_json() + "\n")
     spec = ckpt.spec
 
-    _out.rule("[bold]export: FP32 graph")
+    log.info("export: FP32 graph")
     fp32 = tmp / VARIANT_FILES["fp32"]
     graphs.export_fp32(ckpt.model, windows_to_inputs(vs.windows[:64], ckpt.spec), fp32)
     optimization = _maybe_fuse(ckpt, fp32, vs)
     reference = _torch_reference(ckpt, vs)
     fp32_probs = _probs(fp32, vs.windows, spec)
     diff = float(np.abs(fp32_probs - reference).max())
-    _out.print(f"FP32 ONNX vs torch: max |Δ probability| = {diff:.2e} (limit {FP32_MAX_DIFF:.0e})")
+    log.info("FP32 ONNX vs torch: max |Δ probability| = %.2e (limit %.0e)", diff, FP32_MAX_DIFF)
     if not diff <= FP32_MAX_DIFF:
         raise ParityError(
             f"{fp32}: max |Δ probability| vs torch is {diff:.2e} > {FP32_MAX_DIFF:.0e}; "
@@ -160,17 +185,16 @@ def _build(
         )
     }
     if options.int8:
-        _out.rule("[bold]export: INT8 graph")
+        log.info("export: INT8 graph")
         graphs.to_int8(fp32, tmp / VARIANT_FILES["int8"])
         val_fp32 = _probs(fp32, vs.val_windows, spec)
         variants["int8"] = _check_int8(tmp / VARIANT_FILES["int8"], vs, val_fp32, fp32_probs, spec)
     if options.fp16:
-        _out.rule("[bold]export: FP16 graph")
+        log.info("export: FP16 graph")
         graphs.to_fp16(fp32, tmp / VARIANT_FILES["fp16"])
         variants["fp16"] = _check_fp16(tmp / VARIANT_FILES["fp16"], vs, fp32_probs, spec)
     for name, variant in variants.items():
-        mark = "[green]usable" if variant.verified else "[red]UNUSABLE"
-        _out.print(f"{name}: {mark}[/] — {variant.check}")
+        log.info("%s: %s — %s", name, "usable" if variant.verified else "UNUSABLE", variant.check)
 
     files = {f.name: sha256_file(f) for f in sorted(tmp.iterdir()) if f.is_file()}
     created = datetime.now(UTC)
@@ -226,9 +250,12 @@ def _maybe_fuse(ckpt: Checkpoint, fp32: Path, vs: VerificationSet) -> dict[str, 
         keep = fused_wps > plain_wps * 1.05
         if keep:
             fused.replace(fp32)
-        _out.print(
-            f"transformer fusions {stats}: {fused_wps:,.0f} vs {plain_wps:,.0f} windows/s "
-            f"unfused at batch 256 → {'kept' if keep else 'not kept'}"
+        log.info(
+            "transformer fusions %s: %.0f vs %.0f windows/s unfused at batch 256 → %s",
+            stats,
+            fused_wps,
+            plain_wps,
+            "kept" if keep else "not kept",
         )
         return {
             "transformer_fusions": stats,

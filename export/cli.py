@@ -1,4 +1,6 @@
-"""`riskstream export` and `riskstream score`. torch is imported only by an export itself."""
+"""`riskstream export`, `riskstream score` and `riskstream evaluate` (checkpoints and bundles).
+
+torch is imported only by an export or a checkpoint's evaluation itself."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from rich.table import Table
 
 from export.exceptions import ExportError
 
-__all__ = ["export", "score"]
+__all__ = ["evaluate", "export", "score"]
 
 _out = Console()
 
@@ -32,10 +34,10 @@ def _render_manifest(out: Path) -> None:
 
 def export(
     model: Annotated[
-        Path | None,
+        Path,
         typer.Option("--model", exists=True, file_okay=False, help="Checkpoint folder (train)."),
-    ] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Bundle folder to write.")] = None,
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Bundle folder to write.")],
     int8: Annotated[bool, typer.Option("--int8", help="Also a dynamic INT8 graph (CPU).")] = False,
     fp16: Annotated[bool, typer.Option("--fp16", help="Also an FP16 graph (GPU).")] = False,
     events: Annotated[
@@ -56,28 +58,9 @@ def export(
         int, typer.Option("--windows", min=1000, help="Parity windows to verify on.")
     ] = 2048,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing --out.")] = False,
-    bench: Annotated[
-        Path | None,
-        typer.Option(
-            "--bench", exists=True, file_okay=False, help="Benchmark this bundle instead."
-        ),
-    ] = None,
-    bench_out: Annotated[
-        Path | None, typer.Option("--bench-out", help="Write the bench JSON and markdown here.")
-    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
 ) -> None:
-    """Export a checkpoint to a verified ONNX bundle (or, with --bench, time a bundle)."""
-    if bench is not None:
-        if model is not None or out is not None:
-            raise ExportError("--bench: give it alone, without --model/--out")
-        from export.bench import bench_bundle, render_bench
-
-        result = bench_bundle(bench, progress=not quiet)
-        render_bench(result, bench_out)
-        return
-    if model is None or out is None:
-        raise ExportError("--model and --out: both are needed (or --bench BUNDLE)")
+    """Export a checkpoint to a verified ONNX bundle."""
     from export.build import ExportOptions
     from export.build import export as run_export
 
@@ -119,3 +102,36 @@ def score(
         f"{loaded.provider} → {out} ({summary.refused:,} refused, "
         f"{summary.duplicates:,} redelivered)"
     )
+
+
+def evaluate(
+    model: Annotated[
+        Path,
+        typer.Option(
+            "--model",
+            exists=True,
+            file_okay=False,
+            help="Checkpoint folder from train, or a bundle folder from export.",
+        ),
+    ],
+    events: Annotated[Path, typer.Option("--events", exists=True, dir_okay=False)],
+    out: Annotated[Path, typer.Option("--out", dir_okay=False, help="report.json to write.")],
+    labels: Annotated[Path | None, typer.Option("--labels", exists=True, dir_okay=False)] = None,
+    feedback: Annotated[
+        Path | None, typer.Option("--feedback", exists=True, dir_okay=False)
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+) -> None:
+    """Score every event of a data set and report against its labels."""
+    from export.score import bundle_scorer
+    from training.cli import render_metrics
+    from training.evaluate import evaluate_model
+    from training.exceptions import TrainingError
+
+    if labels is None and feedback is None:
+        raise TrainingError("--labels or --feedback: at least one is needed to evaluate")
+    scorer = bundle_scorer(model) if (model / "manifest.json").is_file() else None
+    report = evaluate_model(
+        model, events, labels, out, feedback=feedback, progress=not quiet, scorer=scorer
+    )
+    render_metrics(report, f"Evaluation → {out}")

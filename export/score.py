@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Final
+from typing import IO, TYPE_CHECKING, Final
 
 import orjson
 from tqdm import tqdm
@@ -26,9 +26,12 @@ from events import (
 )
 from events.window import Records
 from export.exceptions import ExportError
-from export.loader import Bundle
+from export.loader import Bundle, load_bundle
 
-__all__ = ["ScoreSummary", "score_file"]
+if TYPE_CHECKING:
+    from training.evaluate import Scorer
+
+__all__ = ["ScoreSummary", "bundle_scorer", "score_file"]
 
 log = logging.getLogger(__name__)
 
@@ -105,3 +108,18 @@ def score_file(
     except OSError as exc:
         raise ExportError(f"{exc.filename or events}: {exc.strerror or exc}") from exc
     return ScoreSummary(lines, scored, refused, duplicates)
+
+
+def bundle_scorer(path: Path) -> Scorer:
+    """A bundle's served graph as the trainer's `Scorer`, for `riskstream evaluate`."""
+    from training.evaluate import Scorer  # torch: only where a bundle is evaluated
+
+    bundle = load_bundle(path)
+    return Scorer(
+        bundle.spec,
+        bundle.policy,
+        bundle.thresholds,
+        bundle.manifest.session_gap_s,
+        f"bundle {bundle.model_version} ({bundle.variant} on {bundle.provider})",
+        score_windows=bundle.score_windows,
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -17,9 +17,6 @@ from training.checkpoint import Checkpoint
 from training.config import TrainConfig
 from training.data import load_corpus
 from training.examples import batch_windows, build_examples, split_users
-
-if TYPE_CHECKING:
-    from export.build import ExportOptions
 
 __all__ = ["VerificationSet", "pr_auc_per_head", "verification_set"]
 
@@ -47,27 +44,16 @@ def _train_config(meta: dict[str, Any]) -> TrainConfig:
     return TrainConfig(**{k: v for k, v in saved.items() if k in known})
 
 
-def _data_paths(ckpt: Checkpoint, options: ExportOptions) -> tuple[Path, Path | None, Path | None]:
-    source = ckpt.meta.get("source", {})
-    if options.events is not None:
-        return options.events, options.labels, options.feedback
-    events = source.get("events")
-    if not events or not Path(events).is_file():
-        raise ExportError(
-            f"--events: the checkpoint's training events ({events}) are not there; "
-            "pass --events (and --labels/--feedback) to verify on"
-        )
-    labels, feedback = source.get("labels"), source.get("feedback")
-    return (
-        Path(events),
-        Path(labels) if labels and Path(labels).is_file() else None,
-        Path(feedback) if feedback and Path(feedback).is_file() else None,
-    )
-
-
-def verification_set(ckpt: Checkpoint, options: ExportOptions) -> VerificationSet:
-    """Windows of the validation users of the split the checkpoint's config draws on the data."""
-    events, labels, feedback = _data_paths(ckpt, options)
+def verification_set(
+    ckpt: Checkpoint,
+    *,
+    data: tuple[Path, Path | None, Path | None],
+    windows: int,
+    progress: bool = True,
+) -> VerificationSet:
+    """`windows` parity windows and the labelled windows of the checkpoint's validation users,
+    from `data` (events, labels, feedback)."""
+    events, labels, feedback = data
     if labels is None and feedback is None:
         raise ExportError("--labels or --feedback: INT8 verification needs labelled windows")
     cfg = _train_config(ckpt.meta)
@@ -77,7 +63,7 @@ def verification_set(ckpt: Checkpoint, options: ExportOptions) -> VerificationSe
         feedback,
         spec=ckpt.spec,
         session_gap_s=ckpt.session_gap_s,
-        progress=options.progress,
+        progress=progress,
     )
     split = split_users(
         corpus, seed=cfg.seed, fractions=cfg.split_fractions,
@@ -94,10 +80,10 @@ def verification_set(ckpt: Checkpoint, options: ExportOptions) -> VerificationSe
         neg_keep=cfg.eval_neg_keep,
         seed=cfg.seed,
     )
-    if len(every) < options.windows:
+    if len(every) < windows:
         raise ExportError(
             f"--events {events}: {len(every):,} validation windows, verification needs "
-            f"{options.windows:,}; use a larger data set or lower --windows (≥ 1,000)"
+            f"{windows:,}; use a larger data set or lower --windows (≥ 1,000)"
         )
     lengths = every.lengths
     rng = np.random.default_rng(cfg.seed)
@@ -109,7 +95,7 @@ def verification_set(ckpt: Checkpoint, options: ExportOptions) -> VerificationSe
             f"({ckpt.policy.max_events}) window; verification needs both"
         )
     rest = np.setdiff1d(np.arange(len(every)), np.concatenate([one, full]))
-    fill = rng.choice(rest, options.windows - len(one) - len(full), replace=False)
+    fill = rng.choice(rest, windows - len(one) - len(full), replace=False)
     chosen = np.concatenate([one, full, np.sort(fill)])
     return VerificationSet(
         windows=batch_windows(corpus, every, chosen),

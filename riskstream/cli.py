@@ -12,14 +12,14 @@ import typer
 from rich.console import Console
 
 from events.exceptions import RiskstreamError
-from export.cli import export, score
+from export.cli import evaluate, export, score
 from riskstream.bench.cli import bench_app
 from riskstream.demo.cli import demo
 from riskstream.dev.cli import dev_app
 from riskstream.tools.cli import alerts_app, replay
 from stream.cli import worker as stream_worker
 from stream.settings import ENV_PREFIX
-from training.cli import evaluate, simulate, train
+from training.cli import simulate, train
 
 __all__ = ["app", "dev_stack_defaults", "main"]
 

@@ -1,4 +1,5 @@
-"""Training-side subcommands: `simulate`, `train`, `evaluate`.
+"""Training-side subcommands: `simulate`, `train` (`evaluate` lives in export/cli.py: it also
+scores bundles).
 
 torch is imported inside `train` and `evaluate` only, so the other commands stay light.
 """
@@ -20,7 +21,6 @@ __all__ = [
     "DaysOpt",
     "SeedOpt",
     "UsersOpt",
-    "evaluate",
     "render_metrics",
     "render_summary",
     "simulate",
@@ -224,31 +224,3 @@ def train(
     )
     report = run_train(events, labels, out, cfg, feedback=feedback, init=init, progress=not quiet)
     render_metrics(report, f"Test split → {out}/report.md")
-
-
-def evaluate(
-    model: Annotated[
-        Path,
-        typer.Option(
-            "--model",
-            exists=True,
-            file_okay=False,
-            help="Checkpoint folder from train, or a bundle folder from export.",
-        ),
-    ],
-    events: Annotated[Path, typer.Option("--events", exists=True, dir_okay=False)],
-    out: Annotated[Path, typer.Option("--out", dir_okay=False, help="report.json to write.")],
-    labels: Annotated[Path | None, typer.Option("--labels", exists=True, dir_okay=False)] = None,
-    feedback: Annotated[
-        Path | None, typer.Option("--feedback", exists=True, dir_okay=False)
-    ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
-) -> None:
-    """Score every event of a data set and report against its labels."""
-    from training.evaluate import evaluate_model
-    from training.exceptions import TrainingError
-
-    if labels is None and feedback is None:
-        raise TrainingError("--labels or --feedback: at least one is needed to evaluate")
-    report = evaluate_model(model, events, labels, out, feedback=feedback, progress=not quiet)
-    render_metrics(report, f"Evaluation → {out}")

@@ -23,7 +23,14 @@ from training.loops import score
 from training.metrics import EvalInput, choose_threshold, evaluate, pr_curve
 from training.report import write_report
 
-__all__ = ["aggregates", "eval_input", "evaluate_model", "finish_report"]
+__all__ = [
+    "Scorer",
+    "aggregates",
+    "checkpoint_scorer",
+    "eval_input",
+    "evaluate_model",
+    "finish_report",
+]
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +129,7 @@ def _cross_fit_baseline(
 
 
 @dataclass
-class _Scorer:
+class Scorer:
     """A checkpoint (torch) or a bundle (ONNX Runtime), seen the same way by `evaluate`."""
 
     spec: EncodingSpec
@@ -145,21 +152,10 @@ class _Scorer:
         return out
 
 
-def _load_model(path: Path) -> _Scorer:
-    if (path / "manifest.json").is_file():
-        from export import load_bundle
-
-        bundle = load_bundle(path)
-        return _Scorer(
-            bundle.spec,
-            bundle.policy,
-            bundle.thresholds,
-            bundle.manifest.session_gap_s,
-            f"bundle {bundle.model_version} ({bundle.variant} on {bundle.provider})",
-            score_windows=bundle.score_windows,
-        )
+def checkpoint_scorer(path: Path) -> Scorer:
+    """A training checkpoint as a `Scorer` (a bundle's comes from the export layer)."""
     ckpt = load_checkpoint(path)
-    return _Scorer(
+    return Scorer(
         ckpt.spec,
         ckpt.policy,
         ckpt.thresholds,
@@ -178,11 +174,12 @@ def evaluate_model(
     feedback: Path | None = None,
     seed: int = 0,
     progress: bool = True,
+    scorer: Scorer | None = None,
 ) -> dict[str, Any]:
     """`riskstream evaluate`: score every event of a data set with a checkpoint or an exported
-    bundle (its served graph); compare with a cross-fitted baseline; write the report files
-    beside `out_json`."""
-    model = _load_model(model_dir)
+    bundle (its served graph, given as `scorer` by the export layer); compare with a
+    cross-fitted baseline; write the report files beside `out_json`."""
+    model = scorer or checkpoint_scorer(model_dir)
     corpus = load_corpus(
         events,
         labels,

@@ -127,3 +127,19 @@ def pipeline_cmd(
     result = run_pipeline_bench(opts)
     typer.echo(render_markdown(result))
     typer.echo(f"written: {out}/pipeline.json, pipeline.md and PNG plots")
+
+
+@bench_app.command("bundle")
+def bundle_cmd(
+    bundle: Annotated[
+        Path, typer.Argument(exists=True, file_okay=False, help="Bundle folder (export).")
+    ],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write the JSON and markdown here.")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+) -> None:
+    """Windows/s and latency of a bundle: torch eager vs ORT FP32/INT8 (and CUDA when here)."""
+    from riskstream.bench.bundle import bench_bundle, render_bench
+
+    render_bench(bench_bundle(bundle, progress=not quiet), out)

@@ -1,5 +1,6 @@
 """`riskstream demo`: the whole product on a laptop, from a simulated world to explained alerts."""
 
-from riskstream.demo.run import DemoError, DemoResult, run_demo
+from riskstream.demo.exceptions import DemoError
+from riskstream.demo.run import DemoResult, run_demo
 
 __all__ = ["DemoError", "DemoResult", "run_demo"]

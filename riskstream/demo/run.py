@@ -22,7 +22,7 @@ import orjson
 from rich.console import Console
 
 from events import parse_ts_ms
-from events.exceptions import RiskstreamError
+from riskstream.demo.exceptions import DemoError
 from riskstream.demo.summary import Scorecard, score_alerts, write_timeline
 from riskstream.localstack import find_free_port
 from stream.prometheus import histogram_quantile, metric_total, scrape
@@ -32,10 +32,6 @@ __all__ = ["DemoError", "DemoResult", "run_demo"]
 _out = Console()
 STEPS: Final = 8
 _WORKER_WAIT_S: Final = 240.0
-
-
-class DemoError(RiskstreamError):
-    """A demo step failed; the message names the step."""
 
 
 @dataclass

@@ -5,9 +5,9 @@
 
 from __future__ import annotations
 
+from riskstream.dev.exceptions import DevStackError
 from riskstream.dev.stack import (
     DEV_STATE_ENV,
-    DevStackError,
     DevState,
     ServiceRecord,
     dev_addresses,

@@ -9,11 +9,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from riskstream.dev.exceptions import DevStackError
 from riskstream.dev.stack import (
     BROKER_BASE_PORT,
     DEV_STATE_ENV,
     REDIS_BASE_PORT,
-    DevStackError,
     DevState,
     dev_down,
     dev_status,

@@ -25,7 +25,8 @@ from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Final
 
-from riskstream.dev.state import DevStackError, ServiceRecord
+from riskstream.dev.exceptions import DevStackError
+from riskstream.dev.state import ServiceRecord
 from riskstream.localstack.broker import port_is_bindable
 
 __all__ = [

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Final
 
+from riskstream.dev.exceptions import DevStackError
 from riskstream.dev.processes import (
     HOST,
     accepts_tcp,
@@ -23,7 +24,7 @@ from riskstream.dev.processes import (
     spawn_detached,
     stop_process,
 )
-from riskstream.dev.state import DevStackError, Kind, ServiceRecord, utc_now
+from riskstream.dev.state import Kind, ServiceRecord, utc_now
 from riskstream.localstack.broker import (
     DEFAULT_STORAGE_URL,
     read_log_tail,

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
 
+from riskstream.dev.exceptions import DevStackError
 from riskstream.dev.processes import HOST, accepts_tcp, process_matches, stop_process
 from riskstream.dev.services import start_tansu, start_valkey, wait_kafka
 from riskstream.dev.state import (
     DEV_STATE_ENV,
-    DevStackError,
     DevState,
     ServiceRecord,
     load_state,
@@ -40,7 +40,6 @@ __all__ = [
     "DEV_STATE_ENV",
     "HOST",
     "REDIS_BASE_PORT",
-    "DevStackError",
     "DevState",
     "DownResult",
     "PartStatus",

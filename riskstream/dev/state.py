@@ -17,13 +17,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from riskstream.localstack.exceptions import LocalStackError
+from riskstream.dev.exceptions import DevStackError
 
 __all__ = [
     "DEFAULT_STATE",
     "DEV_STATE_ENV",
     "STATE_VERSION",
-    "DevStackError",
     "DevState",
     "Kind",
     "ServiceRecord",
@@ -40,10 +39,6 @@ DEFAULT_STATE: Final = Path(".riskstream") / "dev.json"
 STATE_VERSION: Final = 1
 
 Kind = Literal["tansu", "valkey", "external"]
-
-
-class DevStackError(LocalStackError):
-    """`riskstream dev` could not start, find or stop a part of the local stack."""
 
 
 @dataclass

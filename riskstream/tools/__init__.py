@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from riskstream.tools.alerts import AlertReader, read_alerts
-from riskstream.tools.common import ToolError, bootstrap_servers, resolve_bootstrap
+from riskstream.tools.common import bootstrap_servers, resolve_bootstrap
+from riskstream.tools.exceptions import ToolError
 from riskstream.tools.replay import ReplaySummary, TokenBucket, replay_file
 
 __all__ = [

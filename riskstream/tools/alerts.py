@@ -20,7 +20,8 @@ from rich.table import Table
 from rich.text import Text
 
 from events.timeutil import parse_ts_ms
-from riskstream.tools.common import CONNECT_TIMEOUT_S, ToolError, bootstrap_servers, partition_count
+from riskstream.tools.common import CONNECT_TIMEOUT_S, bootstrap_servers, partition_count
+from riskstream.tools.exceptions import ToolError
 
 __all__ = [
     "ALERT_TYPES",

@@ -18,7 +18,8 @@ from riskstream.tools.alerts import (
     detected_ms,
     iter_alert_batches,
 )
-from riskstream.tools.common import ToolError, quiet_kafka, resolve_bootstrap
+from riskstream.tools.common import quiet_kafka, resolve_bootstrap
+from riskstream.tools.exceptions import ToolError
 from riskstream.tools.replay import replay_file
 
 __all__ = ["alerts_app", "replay"]

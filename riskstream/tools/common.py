@@ -7,12 +7,11 @@ import re
 from pathlib import Path
 from typing import Any, Final
 
-from events.exceptions import RiskstreamError
 from riskstream.localstack.broker import redact
+from riskstream.tools.exceptions import ToolError
 
 __all__ = [
     "CONNECT_TIMEOUT_S",
-    "ToolError",
     "bootstrap_servers",
     "partition_count",
     "quiet_kafka",
@@ -24,10 +23,6 @@ CONNECT_TIMEOUT_S: Final = 5.0
 
 _SCHEMES: Final = ("kafka", "tcp", "plaintext")
 _SPLIT: Final = re.compile(r"[;,\s]+")
-
-
-class ToolError(RiskstreamError):
-    """A replay or alerts command was given something it cannot use (one-line message)."""
 
 
 def quiet_kafka() -> None:

@@ -26,7 +26,8 @@ import orjson
 from tqdm import tqdm
 
 from events.timeutil import parse_ts_ms
-from riskstream.tools.common import CONNECT_TIMEOUT_S, ToolError, bootstrap_servers, partition_count
+from riskstream.tools.common import CONNECT_TIMEOUT_S, bootstrap_servers, partition_count
+from riskstream.tools.exceptions import ToolError
 
 __all__ = ["ReplaySummary", "TokenBucket", "replay_file"]
 

@@ -163,7 +163,7 @@ def test_score_cli_refuses_a_folder_that_is_not_a_bundle(
 def test_bench_times_every_engine_and_batch(
     tiny_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from export import bench
+    from riskstream.bench import bundle as bench
 
     monkeypatch.setattr(bench, "_BUDGET_S", 0.05)
     result = bench.bench_bundle(tiny_bundle, progress=False, users=300)
@@ -172,7 +172,7 @@ def test_bench_times_every_engine_and_batch(
     assert {r["batch"] for r in result.rows} == set(bench.BATCH_SIZES)
     assert all(r["windows_per_s"] > 0 and r["p99_ms"] >= r["p50_ms"] > 0 for r in result.rows)
     bench.render_bench(result, tmp_path)
-    assert "| ORT INT8 (CPU) | 256 |" in (tmp_path / "export.md").read_text()
+    assert "| ORT INT8 (CPU) | 256 |" in (tmp_path / "bundle.md").read_text()
 
 
 def test_int8_quantises_a_fused_graph_too(tiny_model: Path, tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""`riskstream export --bench BUNDLE`: windows/s and per-batch latency per engine and batch size.
+"""`riskstream bench bundle BUNDLE`: windows/s and per-batch latency per engine and batch size.
 
 Windows are real ones (a small simulated world, encoded with the bundle's spec and window), each
 batch padded to its longest window as the worker does. Only the model call is timed.
@@ -129,7 +129,7 @@ def bench_bundle(path: Path, progress: bool = True, users: int = 1500) -> BenchR
             )
         if fp32 and ("ORT INT8 (CPU)", b) in by:
             notes.append(f"batch {b}: INT8 / FP32 = {by[('ORT INT8 (CPU)', b)] / fp32:.2f}×")
-    return BenchResult("export", rows, notes)
+    return BenchResult("bundle", rows, notes)
 
 
 def render_bench(result: BenchResult, out: Path | None) -> None:
@@ -144,4 +144,4 @@ def render_bench(result: BenchResult, out: Path | None) -> None:
         f"{r['p99_ms']:.2f} |"
         for r in result.rows
     ]
-    (out / "export.md").write_text("\n".join(lines) + "\n")
+    (out / "bundle.md").write_text("\n".join(lines) + "\n")
