@@ -52,7 +52,6 @@ def worker(**kwargs: Any) -> None:
 
 app = typer.Typer(
     name="riskstream",
-    help="Streaming fraud and abnormal-click detection for e-commerce events.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -71,12 +70,36 @@ app.add_typer(alerts_app, name="alerts")
 
 _err = Console(stderr=True, highlight=False)
 
+#: Libraries that log every connection or file at INFO: WARNING unless --verbose.
+NOISY_LOGGERS = ("kafka", "aiokafka", "urllib3", "matplotlib", "filelock", "httpx")
+
+
+@app.callback()
+def _root(
+    verbose: bool = typer.Option(False, "--verbose", help="Libraries' INFO logs too."),
+) -> None:
+    """Streaming fraud and abnormal-click detection for e-commerce events."""
+    if verbose:
+        for name in NOISY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.NOTSET)
+
+
+def _os_error(exc: OSError) -> str:
+    """One line naming the path and the problem, e.g. `/proc/x: No such file or directory`."""
+    where = exc.filename if exc.filename is not None else ""
+    if exc.filename2 is not None:
+        where = f"{where} → {exc.filename2}"
+    what = exc.strerror or str(exc)
+    return f"{where}: {what}" if where else what
+
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; bad arguments and refused input give a one-line error, not a traceback."""
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
     command = typer.main.get_command(app)
     try:
         # Not standalone: click returns the exit code of `raise typer.Exit(n)` instead of
@@ -95,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except RiskstreamError as exc:
         _err.print(f"error: {exc}", markup=False, soft_wrap=True)
+        return 1
+    except OSError as exc:  # a path that cannot be read or written: no traceback
+        _err.print(f"error: {_os_error(exc)}", markup=False, soft_wrap=True)
         return 1
     return code if isinstance(code, int) else 0
 

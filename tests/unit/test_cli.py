@@ -57,3 +57,36 @@ def test_console_script_runs_as_a_module() -> None:
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.startswith("error: ")
+
+
+@pytest.mark.parametrize("where", ["missing_parent", "unwritable", "existing_file"])
+def test_bad_output_paths_give_one_line_naming_the_path(
+    where: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocked = tmp_path / "ro"
+    blocked.mkdir()
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    out = {
+        "missing_parent": Path("/proc/riskstream-nope/world"),  # /proc refuses new folders
+        "unwritable": Path("/proc/version/world"),  # a file's child: never creatable
+        "existing_file": afile,
+    }[where]
+    argv = ["simulate", "--users", "40", "--days", "0.05", "--quiet", "--out", str(out)]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ")
+    assert "Traceback" not in err
+    assert err.count("\n") == 1
+    assert str(out) in err or str(out.parent) in err
+
+
+def test_noisy_libraries_log_warnings_only_unless_verbose() -> None:
+    import logging
+
+    from riskstream.cli import NOISY_LOGGERS
+
+    assert main(["--help"]) == 0
+    assert all(logging.getLogger(n).getEffectiveLevel() == logging.WARNING for n in NOISY_LOGGERS)
+    assert main(["--verbose", "simulate", "--help"]) == 0
+    assert logging.getLogger("kafka").level == logging.NOTSET
