@@ -14,8 +14,9 @@ import numpy.typing as npt
 from tqdm import tqdm
 
 from events import EncodingSpec, WindowPolicy, windows_to_inputs
+from events.aggregates import window_aggregates
 from events.window import Records
-from training.baseline import fit_baseline, window_aggregates
+from training.baseline import fit_baseline
 from training.checkpoint import Checkpoint, load_checkpoint
 from training.data import Corpus, load_corpus
 from training.examples import HEADS, ExampleSet, batch_windows, build_examples

@@ -12,8 +12,9 @@ import pytest
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from events import RECORD_DTYPE, EncodingSpec, Event, encode_event, windows_to_inputs
+from events.aggregates import AGGREGATE_NAMES, window_aggregates
 from events.contract import Label
-from training.baseline import AGGREGATE_NAMES, fit_baseline, window_aggregates
+from training.baseline import fit_baseline
 from training.metrics import (
     HEADS,
     EvalInput,

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from events import EncodingSpec
+from events.aggregates import AGGREGATE_NAMES, window_aggregates
 from events.features import CHANNELS, CODE_SHIFT, ModelInputs
 from training.bag import WindowBag
-from training.baseline import AGGREGATE_NAMES, window_aggregates
 from training.model import BAG_CHANNELS, EventBert, ModelConfig
 
 SPEC = EncodingSpec()
