@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import functools
+import inspect
 import logging
 import os
 import sys
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -16,7 +16,9 @@ from export.cli import evaluate, export, score
 from riskstream.bench.cli import bench_app
 from riskstream.demo.cli import demo
 from riskstream.dev.cli import dev_app
+from riskstream.supervisor import Supervisor, default_processes
 from riskstream.tools.cli import alerts_app, replay
+from stream.cli import flags_env, load_settings
 from stream.cli import worker as stream_worker
 from stream.settings import ENV_PREFIX
 from training.cli import simulate, train
@@ -41,13 +43,51 @@ def dev_stack_defaults(given: dict[str, str]) -> dict[str, str]:
     return {f"{ENV_PREFIX}{k}": urls[k] for k in wanted}
 
 
-@functools.wraps(stream_worker)
-def worker(**kwargs: Any) -> None:
-    # The stream layer knows nothing of the dev stack: its addresses come in from up here.
+def worker(
+    processes: Annotated[
+        int,
+        typer.Option(
+            "--processes",
+            min=0,
+            help="Worker processes on this host, one consumer group (0: one per core).",
+        ),
+    ] = 0,
+    **kwargs: Any,
+) -> None:
+    # The stream layer knows nothing of the dev stack or of processes: both come from up here.
     flags = {"BROKER_URL": kwargs.get("broker"), "REDIS_URL": kwargs.get("redis_url")}
     given = {f"{ENV_PREFIX}{k}": str(v) for k, v in flags.items() if v is not None}
     os.environ.update(dev_stack_defaults(given))
-    stream_worker(**kwargs)
+    processes = processes or default_processes()
+    if processes == 1:
+        stream_worker(**kwargs)
+        return
+    os.environ.update(flags_env(kwargs))
+    settings = load_settings()  # a bad setting: one error here, not one per process
+    base = settings.metrics_port
+
+    def env(i: int) -> dict[str, str]:
+        return {**os.environ, f"{ENV_PREFIX}METRICS_PORT": str(base + i if base else 0)}
+
+    log_level = str(kwargs.get("log_level", "info"))
+    command = [sys.executable, "-m", "riskstream", "worker", "--processes", "1"]
+    code = Supervisor(processes, lambda _i: [*command, "--log-level", log_level], env).run()
+    if code:
+        raise typer.Exit(code)
+
+
+# typer reads the signature: `--processes`, then every option of the stream's own worker.
+_KW = inspect.Parameter.KEYWORD_ONLY
+worker.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    [
+        inspect.signature(worker, eval_str=True).parameters["processes"],
+        *(
+            p.replace(kind=_KW)
+            for p in inspect.signature(stream_worker, eval_str=True).parameters.values()
+        ),
+    ]
+)
+worker.__doc__ = stream_worker.__doc__
 
 
 app = typer.Typer(

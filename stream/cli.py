@@ -13,7 +13,45 @@ from pydantic import ValidationError
 from stream.exceptions import StreamError
 from stream.settings import ENV_PREFIX, WorkerSettings
 
-__all__ = ["worker"]
+__all__ = ["flags_env", "load_settings", "worker"]
+
+
+#: `worker`'s parameters → the settings they set.
+_FLAG_SETTINGS = {
+    "bundle": "bundle",
+    "broker": "broker_url",
+    "redis_url": "redis_url",
+    "rules": "rules",
+    "group": "consumer_group",
+    "batch_max": "batch_max",
+    "batch_wait_ms": "batch_wait_ms",
+    "cooldown_s": "cooldown_s",
+    "metrics_port": "metrics_port",
+    "debug_scores": "debug_scores",
+}
+
+
+def flags_env(params: dict[str, object]) -> dict[str, str]:
+    """The `RISKSTREAM_*` variables that `worker`'s given parameters set (None or False: not
+    given, the environment or the default decides)."""
+    return {
+        f"{ENV_PREFIX}{setting.upper()}": str(params[name])
+        for name, setting in _FLAG_SETTINGS.items()
+        if params.get(name) is not None and params.get(name) is not False  # 0 is a value
+    }
+
+
+def load_settings() -> WorkerSettings:
+    """The worker's settings from the environment, checked: a bundle must be there."""
+    try:
+        settings = WorkerSettings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise StreamError(f"{ENV_PREFIX}{where.upper()}: {first['msg']}") from None
+    if not (settings.bundle / "manifest.json").is_file():
+        raise StreamError(f"--bundle {settings.bundle}: no manifest.json (export a model first)")
+    return settings
 
 
 def worker(
@@ -42,28 +80,8 @@ def worker(
     log_level: Annotated[str, typer.Option("--log-level", help="Faust log level.")] = "info",
 ) -> None:
     """Consume events, keep windows in Redis, score, publish alerts (settings: RISKSTREAM_*)."""
-    flags = {
-        "bundle": bundle,
-        "broker_url": broker,
-        "redis_url": redis_url,
-        "rules": rules,
-        "consumer_group": group,
-        "batch_max": batch_max,
-        "batch_wait_ms": batch_wait_ms,
-        "cooldown_s": cooldown_s,
-        "metrics_port": metrics_port,
-        "debug_scores": debug_scores or None,
-    }
-    env = {f"{ENV_PREFIX}{k.upper()}": str(v) for k, v in flags.items() if v is not None}
-    os.environ.update(env)
-    try:
-        settings = WorkerSettings()
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise StreamError(f"{ENV_PREFIX}{where.upper()}: {first['msg']}") from None
-    if not (settings.bundle / "manifest.json").is_file():
-        raise StreamError(f"--bundle {settings.bundle}: no manifest.json (export a model first)")
+    os.environ.update(flags_env(locals()))
+    settings = load_settings()
     from stream.app import create_app
 
     app = create_app(settings)

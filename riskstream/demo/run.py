@@ -130,8 +130,9 @@ def run_demo(
                    "RISKSTREAM_FAUST_DATADIR": str(out / "faust")}  # fmt: skip
             log = (out / "worker.log").open("wb")
             worker = subprocess.Popen(
-                [sys.executable, "-m", "riskstream", "worker", "--bundle", str(bundle),
-                 "--broker", broker.url, "--redis", redis_.url, "--metrics-port", str(port),
+                [sys.executable, "-m", "riskstream", "worker", "--processes", "1",
+                 "--bundle", str(bundle), "--broker", broker.url, "--redis", redis_.url,
+                 "--metrics-port", str(port),
                  "--group", f"demo-{uuid.uuid4().hex[:8]}", "--log-level", "warn"],
                 env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip

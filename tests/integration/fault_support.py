@@ -190,7 +190,7 @@ def workers() -> Iterator[Callable[[Stack, str], Worker]]:
         log = stack.tmp / f"{name}.log"
         with log.open("wb") as sink:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "riskstream", "worker", *args],
+                [sys.executable, "-m", "riskstream", "worker", "--processes", "1", *args],
                 cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=sink,
                 stderr=subprocess.STDOUT,
             )  # fmt: skip

@@ -45,7 +45,7 @@ BAD = [b"{not json", b'{"event_id": "b1", "user_id": "ub", "type": "click"}', b"
 def _worker(args: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("wb") as sink:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "riskstream", "worker", *args],
+            [sys.executable, "-m", "riskstream", "worker", "--processes", "1", *args],
             cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=sink,
             stderr=subprocess.STDOUT,
         )  # fmt: skip

@@ -157,7 +157,16 @@ class BenchStack:
             module = "riskstream.bench.pipeline.null_worker"
             argv = [sys.executable, "-m", module, "worker", "--without-web", "-l", "warn"]
         else:
-            argv = [sys.executable, "-m", "riskstream", "worker", "--log-level", "warn"]
+            argv = [
+                sys.executable,
+                "-m",
+                "riskstream",
+                "worker",
+                "--processes",
+                "1",
+                "--log-level",
+                "warn",
+            ]
         log = self.workdir / f"worker-{topics.group}.log"
         with log.open("wb") as sink:
             proc = subprocess.Popen(
