@@ -22,12 +22,15 @@ COPY export ./export
 COPY stream ./stream
 COPY riskstream ./riskstream
 ARG CUDA_DEPS=""
-# Not `.[train]`: the worker side runs on numpy, ONNX Runtime, Faust, Redis and Kafka clients.
+# Not `.[train]`: the worker side runs on numpy, ONNX Runtime, Faust, Redis and Kafka clients,
+# with aiokafka's codec extras (cramjam): producers may compress with gzip, snappy, lz4 or zstd,
+# and the build fails where one of them could not be decoded.
 # ${CUDA_DEPS} unquoted on purpose (empty: no argument); `set -f` keeps its [...] from globbing.
 RUN set -f \
     && pip install --upgrade pip \
     && pip install . ${CUDA_DEPS} \
-    && if python -c "import torch" 2>/dev/null; then echo "torch must not be in the worker image" >&2; exit 1; fi
+    && if python -c "import torch" 2>/dev/null; then echo "torch must not be in the worker image" >&2; exit 1; fi \
+    && python -c "import sys; from stream.codecs import missing_codecs as m; sys.exit(f'the worker cannot decode {m()}' if m() else 0)"
 
 FROM python:3.11-slim
 ENV PATH=/opt/venv/bin:$PATH \

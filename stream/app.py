@@ -110,12 +110,18 @@ def create_app(
     @app.agent(events, name="score-events", concurrency=1)
     async def score_events(stream: faust.StreamT[bytes]) -> None:
         from stream.batching import take_batches
+        from stream.codecs import dead_letter_undecodable, split_undecodable
 
         within = settings.batch_wait_ms / 1000
         # The next batch fills while this one is processed; a batch is acked once processed.
         async for batch in take_batches(stream, settings.batch_max, within):
             while "runtime" not in state:  # the first batch can beat the model load
                 await asyncio.sleep(0.05)
+            # Placeholders of record batches aiokafka could not decode: dead-lettered (and
+            # acked with the rest), never handed to the runtime.
+            decodable, undecodable = split_undecodable(batch)
+            if undecodable:
+                await dead_letter_undecodable(undecodable, send, settings, state["runtime"].metrics)
             incoming = [
                 Incoming(
                     e.message.value,
@@ -125,7 +131,7 @@ def create_app(
                     e.message.offset,
                     int(e.message.timestamp * 1000) if e.message.timestamp else None,
                 )
-                for e in batch
+                for e in decodable
             ]
             job = asyncio.ensure_future(state["runtime"].handle(incoming, send))
             try:

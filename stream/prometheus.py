@@ -78,6 +78,10 @@ class Metrics:
         self.model_reloads = Counter("model_reloads", "Bundles swapped in", registry=r)
         self.model_refused = Counter("model_refused", "Bundles refused on reload", registry=r)
         self.rules_refused = Counter("rules_refused", "Rule files refused on reload", registry=r)
+        self.undecodable_batches = Counter(
+            "undecodable_batches", "Record batches not decoded: dead-lettered whole, skipped",
+            ["codec"], registry=r,
+        )  # fmt: skip
         self.retries = Counter("retries", "Batch retries after Redis or broker errors",
                                ["cause"], registry=r)  # fmt: skip
 

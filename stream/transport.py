@@ -27,6 +27,10 @@ def worker_transport(app: faust.App, fetch_max_wait_ms: int) -> TransportT:
     from faust.transport.drivers import aiokafka as driver
     from mode.services import WaitResults
 
+    from stream.codecs import tolerate_undecodable_batches
+
+    tolerate_undecodable_batches()  # an undecodable batch is dead-lettered, not fatal
+
     class ConsumerThread(driver.AIOKafkaConsumerThread):
         def _create_worker_consumer(self, transport: Any) -> Any:
             consumer = super()._create_worker_consumer(transport)

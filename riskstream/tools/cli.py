@@ -35,6 +35,16 @@ BrokerOpt = Annotated[
 ]
 
 
+class CompressionChoice(StrEnum):
+    """Kafka's codecs (`--compression`)."""
+
+    none = "none"
+    gzip = "gzip"
+    snappy = "snappy"
+    lz4 = "lz4"
+    zstd = "zstd"
+
+
 class AlertTypeChoice(StrEnum):
     """The alert types (`--type`)."""
 
@@ -70,6 +80,10 @@ def replay(
     progress: Annotated[
         bool, typer.Option("--progress/--no-progress", help="Progress bar on stderr.")
     ] = True,
+    compression: Annotated[
+        CompressionChoice,
+        typer.Option("--compression", help="Compress the record batches with this codec."),
+    ] = CompressionChoice.none,
 ) -> None:
     """Produce an event file to Kafka, keyed by user_id; print the achieved rate."""
     quiet_kafka()
@@ -87,6 +101,7 @@ def replay(
         speedup=speedup,
         limit=limit,
         progress=progress,
+        compression=compression.value,
     )
     out = Console(highlight=False)
     out.print(summary.describe(), soft_wrap=True)

@@ -9,6 +9,10 @@ dead-letters it as it would in production. Pacing:
   event may go, so sleep overshoot and send time do not add up to drift;
 - `speedup`: the events' own `ts` gaps divided by X, measured from the first event's `ts`
   against one monotonic start (an event without a usable `ts` goes at once).
+
+`compression` (`none` by default, `gzip`, `snappy`, `lz4`, `zstd`): the producer compresses
+its record batches as production producers do, so that benchmarks can measure compressed
+input; the worker decodes every one of them (see stream/codecs.py).
 """
 
 from __future__ import annotations
@@ -29,11 +33,13 @@ from events.timeutil import parse_ts_ms
 from riskstream.tools.common import CONNECT_TIMEOUT_S, bootstrap_servers, partition_count
 from riskstream.tools.exceptions import ToolError
 
-__all__ = ["ReplaySummary", "TokenBucket", "replay_file"]
+__all__ = ["COMPRESSIONS", "ReplaySummary", "TokenBucket", "replay_file"]
 
 log = logging.getLogger(__name__)
 
 Mode = Literal["max", "rate", "speedup"]
+#: What `--compression` accepts: Kafka's codecs.
+COMPRESSIONS: Final = ("none", "gzip", "snappy", "lz4", "zstd")
 _BURST_S: Final = 0.02  # the bucket holds 20 ms of events: absorbs sleep overshoot, no more
 _FLUSH_TIMEOUT_S: Final = 60.0
 _MAX_ERRORS_KEPT: Final = 5
@@ -121,6 +127,7 @@ class ReplaySummary:
     speedup: float | None = None
     partitions: dict[int, int] = field(default_factory=dict)  # acknowledged per partition
     errors: tuple[str, ...] = ()  # the first few delivery errors
+    compression: str = "none"
 
     @property
     def events_per_s(self) -> float:
@@ -139,6 +146,8 @@ class ReplaySummary:
             f"sent {self.sent:,} events to {self.topic} in {self.wall_s:.2f} s: "
             f"{self.events_per_s:,.0f} events/s ({pace})"
         )
+        if self.compression != "none":
+            text += f", {self.compression}-compressed"
         if self.keyless:
             text += f", {self.keyless:,} without user_id (key None)"
         if self.failed:
@@ -175,6 +184,22 @@ def _count_lines(path: Path, limit: int | None) -> int:
     return n
 
 
+def _check_compression(compression: str) -> None:
+    """`ToolError` unless `compression` is a codec kafka-python can compress with here."""
+    if compression not in COMPRESSIONS:
+        raise ToolError(f"--compression: expected one of {', '.join(COMPRESSIONS)}, "
+                        f"got {compression!r}")  # fmt: skip
+    if compression == "none":
+        return
+    from kafka import codec
+
+    if not getattr(codec, f"has_{compression}")():
+        raise ToolError(
+            f"--compression {compression}: kafka-python cannot compress with it here "
+            f"(pip install 'kafka-python[{compression}]')"
+        )
+
+
 def replay_file(
     path: str | Path,
     bootstrap: str,
@@ -186,6 +211,7 @@ def replay_file(
     progress: bool = False,
     linger_ms: int = 5,
     producer_config: dict[str, Any] | None = None,
+    compression: str = "none",
 ) -> ReplaySummary:
     """Produce every non-blank line of `path` to `topic` (key `user_id`); see the module doc.
 
@@ -200,6 +226,7 @@ def replay_file(
         raise ToolError(f"--speedup: must be > 0, got {speedup}")
     if limit is not None and limit < 1:
         raise ToolError(f"--limit: must be >= 1, got {limit}")
+    _check_compression(compression)
     path = Path(path)
     if not path.is_file():
         raise ToolError(f"--events {path}: no such file")
@@ -217,6 +244,7 @@ def replay_file(
         "linger_ms": linger_ms,
         "bootstrap_timeout_ms": int(CONNECT_TIMEOUT_S * 1000),
         "max_block_ms": 10_000,
+        "compression_type": None if compression == "none" else compression,
         **(producer_config or {}),
     }
     try:
@@ -306,6 +334,7 @@ def replay_file(
             speedup=speedup,
             partitions=dict(sorted(partitions.items())),
             errors=tuple(errors),
+            compression=compression,
         )
     log.info("replay %s: %s", path, summary.describe())
     return summary

@@ -104,7 +104,10 @@ class Offsets:
         return {tp.partition: self._consumer.committed(tp) or 0 for tp in self._tps}
 
     def caught_up(self, ends: Mapping[int, int]) -> bool:
-        """Whether every partition's committed offset is its end (the count produced to it)."""
+        """Whether every partition's committed offset is `ends[partition]`: the highest offset
+        produced to it + 1 (or the count produced to a fresh partition), as the producer's
+        acknowledgements gave it; never the broker's end offset, which Tansu undercounts by the
+        rest of a batch of several records."""
         return all(c == ends.get(p, 0) for p, c in self.committed().items())
 
     def close(self) -> None:

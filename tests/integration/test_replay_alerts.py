@@ -113,6 +113,30 @@ def test_replay_sends_every_line_keyed_by_user(
     assert len(summary.partitions) > 1
 
 
+@pytest.mark.parametrize("codec", ["gzip", "snappy", "lz4", "zstd"])
+def test_replay_compresses_its_batches(
+    kafka_broker: TansuBroker,
+    make_topics: MakeTopics,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    codec: str,
+) -> None:
+    from tests.integration.codec_support import batch_codecs
+
+    topic = make_topics({"events": 2})["events"]
+    lines = [_event(i, f"u{i % 7}", T0_MS + i) for i in range(200)]
+    path = _write(tmp_path / "e.jsonl", lines)
+    args = ["replay", "--events", str(path), "--broker", kafka_broker.url, "--topic", topic]
+    assert main([*args, "--compression", codec, "--no-progress"]) == 0
+    assert f"sent 200 events to {topic}" in capsys.readouterr().out
+    assert f"{codec}-compressed" in replay_file(path, kafka_broker.url, topic=topic,
+                                                compression=codec).describe()  # fmt: skip
+    assert Counter(v for _, _, v in _consume_all(kafka_broker.bootstrap, topic, 2)) == Counter(
+        lines * 2
+    )
+    assert batch_codecs(kafka_broker.bootstrap, topic, 2) == {codec}
+
+
 def test_replay_rate_is_paced_within_20_percent(
     kafka_broker: TansuBroker, make_topics: MakeTopics, tmp_path: Path
 ) -> None:
@@ -189,6 +213,8 @@ def test_replay_cli_bad_arguments_give_one_line_errors(
     assert "exclude each other" in _one_error_line(capsys.readouterr().err)
     assert main(ok) == 1  # no --broker and no dev stack
     assert "--broker" in _one_error_line(capsys.readouterr().err)
+    assert main([*ok, *broker, "--compression", "brotli"]) == 2
+    assert "--compression" in _one_error_line(capsys.readouterr().err)
     assert main([*ok, "--broker", "http://127.0.0.1:9092"]) == 1
     assert "kafka://host:port" in _one_error_line(capsys.readouterr().err)
 
