@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Final
 from stream.dlq import truncation_headers
 
 if TYPE_CHECKING:
-    from stream.metrics import Metrics
+    from stream.prometheus import Metrics
     from stream.settings import WorkerSettings
 
 __all__ = [
