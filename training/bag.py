@@ -4,13 +4,15 @@ Attention averages: a softmax-weighted mean cannot say "five failed payments" as
 third of the window", and a window's counts (failed payments, new devices, events in the last
 minute) are what risk hinges on. The bag gives the heads those counts exactly, from the same
 `features` and `attention_mask` the encoder reads, so the ONNX graph keeps its two inputs and
-the stream needs nothing new. Built from comparisons and sums only: it exports to any opset and
-quantises like the rest.
+the stream needs nothing new. One scatter-add counts every channel in one flat code space, a
+cumulative sum gives the ordinal channels' counts: about ten ONNX nodes (opset ≥ 16), none of
+them a MatMul, so dynamic INT8 quantisation leaves the counts exact.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import nn
@@ -42,29 +44,49 @@ class WindowBag(nn.Module):
         self.ordinal = frozenset(ordinal)
         self.age_channel = age_channel
         self.recent_age_codes = tuple(recent_age_codes)
-        for c in self.channels:
-            self.register_buffer(f"codes_{c}", torch.arange(vocab_sizes[c]), persistent=False)
-        codes = sum(vocab_sizes[c] for c in self.channels)
-        codes += len(self.recent_age_codes) * vocab_sizes[self.channels[0]]
+        # One slot per counted channel, then one per age cut (the type channel again): each slot
+        # owns a segment of one flat code space, so one scatter-add counts every slot at once.
+        slots = [*self.channels, *[self.channels[0]] * len(self.recent_age_codes)]
+        sizes = [vocab_sizes[c] for c in slots]
+        starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        codes = sum(sizes)
         self.width = 2 * codes  # counts, then shares
-
-    def _counts(self, codes: torch.Tensor, weights: torch.Tensor, c: int) -> torch.Tensor:
-        """Weighted count of each code of channel `c`: codes [B, L] → [B, V_c]. For an ordinal
-        channel (buckets of money, gaps, ages), the count of real codes up to each code: a
-        1.5 s cadence and a 3 s one then share "gaps under 5 s", which generalises."""
-        vocab: torch.Tensor = getattr(self, f"codes_{c}")
-        x = codes.unsqueeze(-1)  # [B, L, 1]
-        hit = ((x <= vocab) & (x >= CODE_SHIFT)) if c in self.ordinal else x == vocab  # [B, L, V_c]
-        return (hit.to(weights.dtype) * weights.unsqueeze(-1)).sum(dim=1)
+        # Ordinal slots count real codes up to each code: a cumulative sum over the flat space
+        # minus its value just before the slot's first real code (CODE_SHIFT).
+        cum_from = list(range(codes))  # unused outside ordinal segments
+        is_cum = [False] * codes
+        for slot, (start, size) in enumerate(zip(starts, sizes, strict=True)):
+            if slot < len(self.channels) and self.channels[slot] in self.ordinal:
+                for v in range(size):
+                    # cum_padded[i] is the sum of codes before i: below CODE_SHIFT, nothing
+                    cum_from[start + v] = start + CODE_SHIFT if v >= CODE_SHIFT else start + v + 1
+                    is_cum[start + v] = True
+        self.register_buffer("slot_channel", torch.tensor(slots), persistent=False)
+        self.register_buffer("slot_start", torch.tensor(starts), persistent=False)
+        self.register_buffer("age_cuts", torch.tensor(self.recent_age_codes), persistent=False)
+        self.register_buffer("cum_from", torch.tensor(cum_from), persistent=False)
+        self.register_buffer("is_cum", torch.tensor(is_cum), persistent=False)
+        self.codes = codes
 
     def forward(self, features: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        slot_channel, slot_start, age_cuts, cum_from, is_cum = (
+            cast(torch.Tensor, getattr(self, n))
+            for n in ("slot_channel", "slot_start", "age_cuts", "cum_from", "is_cum")
+        )
+        b, length_ = attention_mask.shape
         real = attention_mask.to(torch.float32)  # [B, L]
         length = real.sum(dim=1, keepdim=True).clamp(min=1.0)  # [B, 1]
-        counts = [self._counts(features[..., c], real, c) for c in self.channels]
-        age = features[..., self.age_channel]  # [B, L]
-        first = self.channels[0]
-        for cut in self.recent_age_codes:
-            young = real * (age < cut).to(real.dtype)  # [B, L]
-            counts.append(self._counts(features[..., first], young, first))
-        bag = torch.cat(counts, dim=-1)  # [B, codes]
+        # Weight of each (event, slot): real for the channels, real and young for the cuts.
+        young = (features[..., self.age_channel].unsqueeze(-1) < age_cuts).to(real.dtype)
+        n_plain = len(self.channels)
+        weights = torch.cat(
+            [real.unsqueeze(-1).expand(b, length_, n_plain), young * real.unsqueeze(-1)], dim=-1
+        )  # [B, L, S]
+        flat = features.index_select(2, slot_channel) + slot_start  # [B, L, S]
+        counts = real.new_zeros((b, self.codes)).scatter_add(
+            1, flat.reshape(b, -1), weights.reshape(b, -1)
+        )  # [B, codes]; integer-valued, so exact in float32 whatever the summing order
+        cum = torch.cumsum(counts, dim=1)
+        before = torch.cat([real.new_zeros((b, 1)), cum], dim=1).index_select(1, cum_from)
+        bag = torch.where(is_cum, cum - before, counts)
         return torch.cat([torch.log1p(bag), bag / length], dim=-1)  # [B, 2 * codes]
