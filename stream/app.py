@@ -6,6 +6,13 @@ worker` turns its flags into those. The app consumes the events topic in micro-b
 fills while one is processed), hands each batch to the runtime and acknowledges its offsets only
 after the runtime returned, i.e. after the window update, the cooldown check and the
 publication of alerts and dead letters (at-least-once).
+
+The runtime (model, rules, Redis stores) is built in the app's first-start hook, before the
+consumer and the agent start: no batch can arrive before it exists. A batch whose processing
+raises anything the runtime does not retry (it retries Redis and the broker) ends the worker
+with exit code 70 after its topic, partition and offsets are logged: it stays unacknowledged,
+the group rebalances, and whoever restarts the worker gets it again. A live worker that
+silently stopped committing a partition would be worse.
 """
 
 from __future__ import annotations
@@ -13,7 +20,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import stat
+import tempfile
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from stream.messages import Incoming
@@ -29,6 +40,24 @@ __all__ = ["create_app", "main"]
 log = logging.getLogger(__name__)
 
 _EXIT_UNCOMMITTED: Final = 75  # EX_TEMPFAIL: stopped while a batch could not finish
+_EXIT_BATCH_FAILED: Final = 70  # EX_SOFTWARE: a batch raised what the runtime does not retry
+_FINAL_COMMIT_S: Final = 5.0  # commit what was acked before a failed batch, for at most this
+
+
+def private_datadir(configured: Path | None) -> Path:
+    """Faust's data folder: `configured`, else a folder of this user's own under the temporary
+    folder (mode 0700; one owned by another user, or open to others, is refused)."""
+    if configured is not None:
+        return configured
+    path = Path(tempfile.gettempdir()) / f"riskstream-faust-{os.getuid()}"
+    path.mkdir(mode=0o700, exist_ok=True)
+    st = path.lstat()
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise PermissionError(
+            f"{path}: not a private folder of this user (mode {stat.filemode(st.st_mode)}, "
+            f"owner {st.st_uid}); set RISKSTREAM_FAUST_DATADIR"
+        )
+    return path
 
 
 def _broker_credentials(settings: WorkerSettings) -> Any:
@@ -48,6 +77,12 @@ def _broker_credentials(settings: WorkerSettings) -> Any:
     return faust.SSLCredentials(ssl_context)
 
 
+def _default_runtime(settings: WorkerSettings) -> BatchHandler:
+    from stream.runtime import Runtime
+
+    return Runtime(settings)
+
+
 def create_app(
     settings: WorkerSettings | None = None,
     runtime_factory: Callable[[WorkerSettings], BatchHandler] | None = None,
@@ -59,9 +94,27 @@ def create_app(
     """
     import faust
 
-    settings = settings or WorkerSettings()
+    conf: WorkerSettings = settings or WorkerSettings()
+    settings = conf
+    factory = runtime_factory or _default_runtime
     session_s = settings.broker_session_timeout_s
-    app = faust.App(
+
+    class WorkerApp(faust.App):
+        runtime: BatchHandler
+
+        async def on_first_start(self) -> None:
+            """Before the consumer and the agents start: the runtime and its HTTP endpoint."""
+            await super().on_first_start()
+            self.runtime = await asyncio.to_thread(factory, conf)
+            if conf.metrics_port:
+                from stream.prometheus import serve
+
+                serve(self.runtime.metrics, self.runtime.health, conf.metrics_host,
+                      conf.metrics_port)  # fmt: skip
+            log.info("worker ready: %s, batches of ≤ %d within %d ms", self.runtime.describe(),
+                     conf.batch_max, conf.batch_wait_ms)  # fmt: skip
+
+    app = WorkerApp(
         settings.consumer_group,
         broker=settings.broker_url,
         broker_credentials=_broker_credentials(settings),
@@ -74,7 +127,7 @@ def create_app(
         topic_disable_leader=True,
         web_enabled=False,
         worker_redirect_stdouts=False,
-        datadir=os.environ.get("RISKSTREAM_FAUST_DATADIR", "/tmp/riskstream-faust"),
+        datadir=str(private_datadir(settings.faust_datadir)),
         producer_acks=-1,
     )
     from stream.transport import worker_transport
@@ -86,24 +139,18 @@ def create_app(
         name: app.topic(name, **raw)
         for name in (settings.alerts_topic, settings.dlq_topic, settings.scores_topic)
     }
-    state: dict[str, BatchHandler] = {}
 
     async def send(topic: str, key: bytes | None, value: bytes, headers: Any) -> Any:
         fut = await topics[topic].send(key=key, value=value, headers=headers)
         return await fut
 
-    @app.task  # type: ignore[untyped-decorator]
-    async def start_runtime() -> None:
-        from stream.runtime import Runtime
+    from stream.watch import ConsumerCheck
 
-        state["runtime"] = await asyncio.to_thread(runtime_factory or Runtime, settings)
-        runtime = state["runtime"]
-        if settings.metrics_port:
-            from stream.prometheus import serve
+    health_check = ConsumerCheck(settings.stall_timeout_s, timeout_s=settings.health_check_s * 2)
 
-            serve(runtime.metrics, runtime.health, settings.metrics_host, settings.metrics_port)
-        log.info("worker ready: %s, batches of ≤ %d within %d ms", runtime.describe(),
-                 settings.batch_max, settings.batch_wait_ms)  # fmt: skip
+    @app.timer(settings.health_check_s)  # type: ignore[untyped-decorator]
+    async def check_health() -> None:
+        await health_check.run(app.consumer, app.runtime, time.monotonic())
 
     # concurrency=1: a user's events must be windowed in partition order, and Faust can
     # commit past a batch still in flight when agents run concurrently.
@@ -115,13 +162,11 @@ def create_app(
         within = settings.batch_wait_ms / 1000
         # The next batch fills while this one is processed; a batch is acked once processed.
         async for batch in take_batches(stream, settings.batch_max, within):
-            while "runtime" not in state:  # the first batch can beat the model load
-                await asyncio.sleep(0.05)
             # Placeholders of record batches aiokafka could not decode: dead-lettered (and
             # acked with the rest), never handed to the runtime.
             decodable, undecodable = split_undecodable(batch)
             if undecodable:
-                await dead_letter_undecodable(undecodable, send, settings, state["runtime"].metrics)
+                await dead_letter_undecodable(undecodable, send, settings, app.runtime.metrics)
             incoming = [
                 Incoming(
                     e.message.value,
@@ -133,9 +178,11 @@ def create_app(
                 )
                 for e in decodable
             ]
-            job = asyncio.ensure_future(state["runtime"].handle(incoming, send))
+            job = asyncio.ensure_future(app.runtime.handle(incoming, send))
             try:
                 await asyncio.shield(job)
+            except Exception:
+                await _end_worker(app, incoming)
             except asyncio.CancelledError:
                 # Stopping (SIGTERM): finish and ack this batch before the final commit.
                 try:
@@ -147,6 +194,8 @@ def create_app(
                         len(incoming),
                     )
                     os._exit(_EXIT_UNCOMMITTED)
+                except Exception:
+                    await _end_worker(app, incoming)
                 for event in batch:
                     await stream.ack(event)
                 raise
@@ -154,6 +203,23 @@ def create_app(
                 await stream.ack(event)
 
     return app
+
+
+async def _end_worker(app: Any, batch: list[Incoming]) -> None:
+    """A batch failed with an error the runtime does not retry: log where, commit what was
+    acknowledged before it, and exit non-zero without acknowledging it (it is redelivered)."""
+    spans: dict[tuple[str, int], list[int]] = {}
+    for msg in batch:
+        spans.setdefault((msg.topic, msg.partition), []).append(msg.offset)
+    where = ", ".join(f"{t}[{p}] offsets {min(o)}-{max(o)}" for (t, p), o in spans.items())
+    log.critical("a batch of %d messages failed (%s); exiting with code %d without committing "
+                 "it: it is redelivered after the rebalance", len(batch), where,
+                 _EXIT_BATCH_FAILED, exc_info=True)  # fmt: skip
+    try:
+        await asyncio.wait_for(app.consumer.commit(), _FINAL_COMMIT_S)
+    except Exception:  # leaving anyway; the rest is redelivered
+        log.warning("the final commit failed", exc_info=True)
+    os._exit(_EXIT_BATCH_FAILED)
 
 
 def main() -> None:

@@ -2,15 +2,24 @@
 
 from events.exceptions import RiskstreamError
 
-__all__ = ["RulesError", "StreamError", "WindowStoreError"]
+__all__ = ["CooldownStoreError", "RedisStateError", "RulesError", "StreamError", "WindowStoreError"]
 
 
 class StreamError(RiskstreamError):
     """Root of stream worker errors."""
 
 
-class WindowStoreError(StreamError):
+class RedisStateError(StreamError):
+    """Redis, where the worker keeps its state, failed; the cause is chained. The batch is
+    retried (every write is idempotent)."""
+
+
+class WindowStoreError(RedisStateError):
     """The window store's Redis failed (connection, script, cluster); the cause is chained."""
+
+
+class CooldownStoreError(RedisStateError):
+    """Reading or setting alert cooldowns in Redis failed; the cause is chained."""
 
 
 class RulesError(StreamError):

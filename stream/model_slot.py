@@ -1,34 +1,73 @@
 """The model the worker serves, swapped between batches when a new bundle appears.
 
-`ModelSlot.poll()` looks at the bundle path's manifest (cheap: a stat, then the manifest's
-`model_version`); a new version is loaded and fully verified (`export.load_bundle`) before it
-replaces the old one. A bundle that fails verification is refused with a log line and counted;
-the old model keeps serving. Window overrides (N, T) apply to every bundle.
+`ModelSlot.poll()` returns the `Serving` snapshot a batch is to use: the bundle, its window
+policy (N, T, with the worker's overrides) and the window store for that policy, frozen
+together, so one batch sees one model whatever is reloaded meanwhile.
+
+Polling is cheap: a stat of the bundle folder's files. When they changed and the manifest
+announces another `model_version`, the new bundle is loaded, fully verified
+(`export.load_bundle`) and made to score a probe window before it replaces the old one. A bundle
+that fails in any way (a refusal of the loader, an unreadable file, ONNX Runtime failing to
+build or run its session) is refused with one log line and counted; the old model keeps
+serving, and the refused files are not read again until they change.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import replace
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
+
 from events import WindowPolicy
-from export import Bundle, BundleError, load_bundle
+from events.encoding import RECORD_DTYPE
+from export import Bundle, load_bundle
 from export.loader import Device
 from export.manifest import MANIFEST_FILE
+from stream.redis_windows import RedisWindowStore
 
-__all__ = ["ModelSlot"]
+__all__ = ["ModelSlot", "Serving", "StoreFactory"]
 
 log = logging.getLogger(__name__)
 
+#: Builds the window store for a policy (the store keeps N and T).
+StoreFactory = Callable[[WindowPolicy], RedisWindowStore]
+
+_Stamp = tuple[tuple[str, int, int, int], ...]
+
+
+@dataclass(frozen=True)
+class Serving:
+    """What one batch is processed with: never changed, replaced whole on a reload."""
+
+    bundle: Bundle
+    policy: WindowPolicy  # the bundle's, with the worker's N/T overrides
+    store: RedisWindowStore  # keeps `policy`
+
+    @property
+    def model_version(self) -> str:
+        """What alerts carry."""
+        return self.bundle.model_version
+
+
+def _probe(bundle: Bundle) -> None:
+    """Score one window of one record: a graph that cannot run at all is refused at load."""
+    probs = bundle.score_windows([np.zeros(1, dtype=RECORD_DTYPE)])
+    if probs.shape != (1, 2) or not np.isfinite(probs).all():
+        raise ValueError(f"the probe window scored {probs!r}, expected two finite numbers")
+
 
 class ModelSlot:
-    """Holds the serving `Bundle`; `poll()` hot-swaps a new verified one."""
+    """Holds the serving `Serving`; `poll()` hot-swaps a new verified bundle in."""
 
     def __init__(
         self,
         path: Path,
+        stores: StoreFactory,
         device: Device = "auto",
         *,
         variant: str | None = None,
@@ -40,25 +79,34 @@ class ModelSlot:
         self.device: Device = device
         self.variant = variant
         self.spin = spin
+        self._stores = stores
         self._overrides = {
             k: v for k, v in (("max_events", max_events), ("max_age_s", max_age_s)) if v
         }
-        self.bundle = load_bundle(path, device, variant=variant, spin=spin)  # bad: an error
-        self.policy = self._policy(self.bundle)
+        self._stamp = self._files_stamp()
+        self.current = self._serving(self._load())  # bad at start-up: an error
         self.reloads = 0
         self.refused = 0
-        self._stamp = self._manifest_stamp()
-        self._refused_version: str | None = None
+        self._refused_stamp: _Stamp | None = None
 
-    def _policy(self, bundle: Bundle) -> WindowPolicy:
-        return replace(bundle.policy, **self._overrides) if self._overrides else bundle.policy
+    def _load(self) -> Bundle:
+        bundle = load_bundle(self.path, self.device, variant=self.variant, spin=self.spin)
+        _probe(bundle)
+        return bundle
 
-    def _manifest_stamp(self) -> tuple[int, int] | None:
-        try:
-            st = (self.path / MANIFEST_FILE).stat()
-        except OSError:
-            return None
-        return st.st_mtime_ns, st.st_size
+    def _serving(self, bundle: Bundle) -> Serving:
+        policy = replace(bundle.policy, **self._overrides) if self._overrides else bundle.policy
+        return Serving(bundle, policy, self._stores(policy))
+
+    def _files_stamp(self) -> _Stamp:
+        """(name, inode, mtime, size) of every entry of the bundle folder: a re-export, a
+        rename of a new folder into place or any edit of a file changes it."""
+        entries = []
+        with os.scandir(self.path) as it:
+            for entry in it:
+                st = entry.stat()
+                entries.append((entry.name, st.st_ino, st.st_mtime_ns, st.st_size))
+        return tuple(sorted(entries))
 
     def _announced_version(self) -> str | None:
         try:
@@ -68,29 +116,39 @@ class ModelSlot:
         version = data.get("model_version") if isinstance(data, dict) else None
         return version if isinstance(version, str) else None
 
-    def poll(self, force: bool = False) -> bool:
-        """Load the bundle at `path` if it changed; True when a new model now serves."""
-        stamp = self._manifest_stamp()
-        if stamp is None or (not force and stamp == self._stamp):
-            return False
-        self._stamp = stamp
-        version = self._announced_version()
-        if version == self.bundle.model_version:
-            return False
+    def poll(self, force: bool = False) -> Serving:
+        """The snapshot to use now: a new one when the bundle at `path` changed and loads."""
         try:
-            bundle = load_bundle(self.path, self.device, variant=self.variant, spin=self.spin)
-        except BundleError as exc:
-            self._stamp = None  # retry on the next poll: a copy may still be under way
-            if version != self._refused_version:
-                self.refused += 1
-                self._refused_version = version
-                log.error(
-                    "bundle refused, model %s keeps serving: %s", self.bundle.model_version, exc
-                )
-            return False
-        old = self.bundle.model_version
-        self.bundle, self.policy = bundle, self._policy(bundle)
+            stamp = self._files_stamp()
+        except FileNotFoundError:
+            return self.current  # between an old folder's removal and the new one's rename
+        except OSError as exc:
+            self._refuse(None, f"cannot list {self.path}: {exc}")
+            return self.current
+        if not force and stamp == self._stamp:
+            return self.current
+        self._stamp = stamp
+        if self._announced_version() == self.current.model_version:
+            return self.current
+        try:
+            bundle = self._load()
+        except Exception as exc:  # any bad bundle is refused, not fatal
+            self._refuse(stamp, f"{type(exc).__name__}: {exc}")
+            return self.current
+        old = self.current.model_version
+        self.current = self._serving(bundle)
         self.reloads += 1
         log.info("model reloaded: %s → %s (%s on %s)", old, bundle.model_version,
                  bundle.variant, bundle.provider)  # fmt: skip
-        return True
+        return self.current
+
+    def _refuse(self, stamp: _Stamp | None, why: str) -> None:
+        """Count and log a refusal once per state of the files (not once per poll)."""
+        if stamp is not None and stamp == self._refused_stamp:
+            return
+        if stamp is None and self._refused_stamp == ():
+            return
+        self._refused_stamp = stamp if stamp is not None else ()
+        self.refused += 1
+        log.error("bundle at %s refused, model %s keeps serving: %s", self.path,
+                  self.current.model_version, why)  # fmt: skip

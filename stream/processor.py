@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import numpy as np
-import redis
 
 from events import (
     EID_SLICE,
@@ -31,13 +30,13 @@ from events import (
 )
 from events.contract import MAX_EVENT_BYTES, AlertType, Severity
 from events.window import Records
+from export import Bundle
+from stream.cooldowns import CooldownStore
 from stream.dlq import DeadLetter, DeadLetterLog, dead_letter
 from stream.explain import RecentEventIds, occlusion, window_facts, window_summary
-from stream.keys import cooldown_key
 from stream.messages import Incoming
-from stream.model_slot import ModelSlot
-from stream.redis_windows import RedisWindowStore
-from stream.rules import RulesFile
+from stream.model_slot import Serving
+from stream.rules import RuleSet, RulesFile
 
 __all__ = ["Outcome", "Processor", "alert_id"]
 
@@ -72,7 +71,7 @@ class Outcome:
     alerts: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (user_id, alert)
     alert_sources: list[tuple[str, str]] = field(default_factory=list)  # (type, model|rule)
     alert_latency_s: list[float] = field(default_factory=list)
-    cooldowns: list[tuple[str, str]] = field(default_factory=list)  # (key, event id) to set
+    cooldowns: list[tuple[str, str, str]] = field(default_factory=list)  # (user, type, event)
     scores: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     processed: int = 0  # valid events, redelivered ones included
     duplicates: int = 0
@@ -113,21 +112,15 @@ class Processor:
 
     def __init__(
         self,
-        store: RedisWindowStore,
-        model: ModelSlot,
         rules: RulesFile,
-        client: redis.Redis,
+        cooldowns: CooldownStore,
         *,
-        cooldown_s: int = 600,
         occlusion_top: int = 3,
         debug_scores: bool = False,
         dlq_max_bytes: int = MAX_EVENT_BYTES,
     ) -> None:
-        self.store = store
-        self.model = model
         self.rules = rules
-        self.client = client
-        self.cooldown_s = cooldown_s
+        self.cooldowns = cooldowns
         self.occlusion_top = occlusion_top
         self.debug_scores = debug_scores
         self.names = RecentEventIds()
@@ -153,12 +146,16 @@ class Processor:
                 out.dead_letters.append(dead_letter(msg, refused, self.dlq_max_bytes))
         return good
 
-    def process(self, batch: list[Incoming], now_ms: int | None = None) -> Outcome:
-        """Run one batch. Redis errors propagate (the caller retries the whole batch: window
-        appends are idempotent, so a retry never double-counts)."""
+    def process(
+        self, batch: list[Incoming], serving: Serving, now_ms: int | None = None
+    ) -> Outcome:
+        """Run one batch with one model (`serving`: bundle, policy and window store, a frozen
+        snapshot) and one rule set. Redis errors propagate as `RedisStateError` (the caller
+        retries the whole batch: window appends are idempotent, so a retry never
+        double-counts)."""
         now = now_ms if now_ms is not None else int(time.time() * 1000)
         out = Outcome()
-        bundle = self.model.bundle
+        bundle = serving.bundle
         out.model_version = bundle.model_version
         good = self.parse(batch, now, out)
         out.processed = len(good)
@@ -168,7 +165,7 @@ class Processor:
         for (_, ev), rec in zip(good, records, strict=True):
             self.names.add(rec, ev.event_id)
         began = time.perf_counter()
-        results = self.store.append_batch(
+        results = serving.store.append_batch(
             [(ev.user_id, r) for (_, ev), r in zip(good, records, strict=True)]
         )
         out.redis_s = time.perf_counter() - began
@@ -182,8 +179,8 @@ class Processor:
         # window (evicted, or stale) is not: a shorter window would give another score.
         fresh: list[int] = []
         windows: list[Records] = []
-        policy = self.model.policy
-        full = self.store.policy.max_events * RECORD_SIZE
+        policy = serving.policy
+        full = policy.max_events * RECORD_SIZE
         for i, (result, rec) in enumerate(zip(results, records, strict=True)):
             stored = result.stored if not result.duplicate else _upto(result.stored, rec)
             if result.duplicate and len(result.stored) >= full and stored != result.stored:
@@ -204,27 +201,33 @@ class Processor:
                     "fraud": float(p[0]), "abnormal_click": float(p[1]),
                     "model_version": bundle.model_version,
                 }))  # fmt: skip
-        candidates = self._candidates(events, windows, probs)
-        allowed = self._cooldown_open(events, candidates)
-        for cand in allowed:
+        ruleset = self.rules.current()
+        candidates = self._candidates(events, windows, probs, bundle.thresholds, ruleset)
+        held = self.cooldowns.held([(events[c.index].user_id, c.alert_type) for c in candidates])
+        for cand in (c for c, h in zip(candidates, held, strict=True) if not h):
             msg = good[fresh[cand.index]][0]
-            alert = self._alert(cand, events[cand.index], windows[cand.index], probs, now)
+            alert = self._alert(
+                cand, events[cand.index], windows[cand.index], probs, now, bundle, ruleset
+            )
             out.alerts.append((alert["user_id"], alert))
-            key = cooldown_key(self.store.prefix, alert["user_id"], cand.alert_type)
-            out.cooldowns.append((key, alert["event_id"]))
+            out.cooldowns.append((alert["user_id"], cand.alert_type, alert["event_id"]))
             out.alert_sources.append((cand.alert_type, cand.source))
             if msg.timestamp_ms is not None:
                 out.alert_latency_s.append(max(0.0, (now - msg.timestamp_ms) / 1000))
         return out
 
     def _candidates(
-        self, events: list[Event], windows: list[Records], probs: Any
+        self,
+        events: list[Event],
+        windows: list[Records],
+        probs: Any,
+        thresholds: dict[str, float],
+        ruleset: RuleSet,
     ) -> list[_Candidate]:
         """At most one per (user, type) per batch: the user's first event (in partition order)
         whose score reaches the threshold, else the first event a rule fires on. The first, not
         the highest-scoring one: a batch redelivered after a crash may be cut differently, but
         its first event over the threshold is the same, and so is the alert's id."""
-        thresholds = self.model.bundle.thresholds
         best: dict[tuple[str, str], _Candidate] = {}
         for h, head in enumerate(LABELS):
             for i in np.flatnonzero(probs[:, h] >= thresholds[head]).tolist():
@@ -232,7 +235,6 @@ class Processor:
                 if key not in best:
                     sev = _severity(float(probs[i, h]), thresholds[head])
                     best[key] = _Candidate(i, head, "model", sev, [])
-        ruleset = self.rules.current()
         if ruleset.rules:
             for i, fired in enumerate(ruleset.firing_batch(windows)):
                 for rule in fired:
@@ -245,28 +247,16 @@ class Processor:
                         best[key] = _Candidate(i, rule.alert, "rule", rule.severity, [reason])
         return sorted(best.values(), key=lambda c: c.index)
 
-    def _cooldown_open(self, events: list[Event], candidates: list[_Candidate]) -> list[_Candidate]:
-        """Those whose (user, type) was not alerted within the cooldown (one pipeline)."""
-        if not candidates or self.cooldown_s == 0:
-            return candidates
-        pipe = self.client.pipeline(transaction=False)
-        for c in candidates:
-            pipe.exists(cooldown_key(self.store.prefix, events[c.index].user_id, c.alert_type))
-        return [c for c, held in zip(candidates, pipe.execute(), strict=True) if not held]
-
-    def start_cooldowns(self, out: Outcome) -> None:
-        """After the alerts were published: hold back further alerts of their (user, type)."""
-        if not out.cooldowns or self.cooldown_s == 0:
-            return
-        pipe = self.client.pipeline(transaction=False)
-        for key, event_id in out.cooldowns:
-            pipe.set(key, event_id, ex=self.cooldown_s)
-        pipe.execute()
-
     def _alert(
-        self, cand: _Candidate, event: Event, window: Records, probs: Any, now_ms: int
+        self,
+        cand: _Candidate,
+        event: Event,
+        window: Records,
+        probs: Any,
+        now_ms: int,
+        bundle: Bundle,
+        ruleset: RuleSet,
     ) -> dict[str, Any]:
-        bundle = self.model.bundle
         head = LABELS.index(cand.alert_type)
         score = float(probs[cand.index, head])
         reasons = list(cand.reasons) + window_facts(window, bundle.spec)
@@ -277,7 +267,7 @@ class Processor:
             reasons.append(driving)
         version = bundle.model_version
         if any(r.rule_id for r in cand.reasons):  # a rule fired (alone or beside the model)
-            version = f"{version}+{self.rules.rules.version}"
+            version = f"{version}+{ruleset.version}"
         alert = Alert(
             alert_id=alert_id(event.user_id, cand.alert_type, event.event_id),
             type=cand.alert_type,

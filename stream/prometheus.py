@@ -1,4 +1,4 @@
-"""Prometheus metrics and the `/metrics` + `/health` endpoint of the worker.
+"""Prometheus metrics and the `/metrics`, `/health` and `/ready` endpoints of the worker.
 
 Own registry (not the process-global one), so tests and several workers in one process do not
 collide. The HTTP server is a daemon thread of the standard library.
@@ -93,29 +93,111 @@ class Metrics:
 
 @dataclass
 class Health:
-    """Liveness (the loop ticks) and readiness (model loaded, a batch or an idle poll succeeded)."""
+    """What `/health` (liveness) and `/ready` (readiness) answer, kept up to date by the worker.
+
+    Ready: a model is loaded, Redis answered (at least once, and its latest call succeeded),
+    and, where a consumer is watched (`watched`, set by the app's health timer), the broker
+    answered the latest check, partitions are assigned and none has stalled.
+
+    Alive: unless a partition with lag has not committed for `stall_timeout_s` while Redis and
+    the broker both answer (a fault of the worker itself, which a restart clears), or the
+    watched checks stopped running for as long (the event loop is stuck). Redis or the broker
+    being down makes the worker unready, not dead: a restart would not bring them back.
+    """
 
     started: float = field(default_factory=time.time)
-    ready: bool = False
-    last_ok: float = 0.0
-    detail: dict[str, Any] = field(default_factory=dict)
+    redis_required: bool = True
+    stall_timeout_s: float = 60.0
+    model_version: str | None = None
+    redis: bool | None = None  # None: no call answered yet
+    redis_error: str = ""
+    watched: bool = False
+    broker: bool | None = None
+    broker_error: str = ""
+    assigned: int = 0
+    stalled: list[str] = field(default_factory=list)
+    last_check: float = 0.0  # monotonic, of the latest consumer check
+    last_ok: float = 0.0  # wall clock, of the latest batch done
 
-    def report(self) -> tuple[int, dict[str, Any]]:
-        body = {"ready": self.ready, "uptime_s": round(time.time() - self.started, 1),
-                "last_ok_s_ago": round(time.time() - self.last_ok, 1) if self.last_ok else None,
-                **self.detail}  # fmt: skip
-        return (200 if self.ready else 503), body
+    def redis_ok(self) -> None:
+        """A Redis call succeeded."""
+        self.redis, self.redis_error = True, ""
+
+    def redis_failed(self, why: str) -> None:
+        """A Redis call failed."""
+        self.redis, self.redis_error = False, why
+
+    def batch_ok(self) -> None:
+        """A batch was processed and published."""
+        self.last_ok = time.time()
+
+    def consumer_checked(
+        self, *, broker: bool | None, broker_error: str, assigned: int, stalled: list[str]
+    ) -> None:
+        """The app's health timer looked at the consumer."""
+        self.watched = True
+        self.broker, self.broker_error = broker, broker_error
+        self.assigned, self.stalled = assigned, stalled
+        self.last_check = time.monotonic()
+
+    def not_ready(self) -> list[str]:
+        """Why the worker should get no work now (empty: ready)."""
+        why = []
+        if self.model_version is None:
+            why.append("no model loaded")
+        if self.redis_required and self.redis is not True:
+            why.append(f"Redis: {self.redis_error or 'no call answered yet'}")
+        if self.watched:
+            if self.broker is False:
+                why.append(f"broker: {self.broker_error}")
+            if not self.assigned:
+                why.append("no partition assigned")
+            if self.stalled:
+                why.append(f"commits stalled with lag on {', '.join(self.stalled)}")
+        return why
+
+    def not_alive(self) -> list[str]:
+        """Why the worker should be restarted (empty: alive)."""
+        why = []
+        if self.watched:
+            since = time.monotonic() - self.last_check
+            if since > self.stall_timeout_s:
+                why.append(f"no consumer check for {since:.0f} s (event loop stuck)")
+            elif self.stalled and self.broker and self.redis is not False:
+                why.append(f"commits stalled with lag on {', '.join(self.stalled)} while Redis "
+                           "and the broker answer")  # fmt: skip
+        return why
+
+    def report(self, live: bool = False) -> tuple[int, dict[str, Any]]:
+        """(status, body) of `/health` (`live=True`) or `/ready`."""
+        not_ready, not_alive = self.not_ready(), self.not_alive()
+        now = time.time()
+        body = {
+            "alive": not not_alive,
+            "ready": not not_ready,
+            "reasons": not_alive if live else not_ready,
+            "model_version": self.model_version,
+            "redis": self.redis,
+            "broker": self.broker,
+            "assigned_partitions": self.assigned,
+            "stalled_partitions": self.stalled,
+            "uptime_s": round(now - self.started, 1),
+            "last_ok_s_ago": round(now - self.last_ok, 1) if self.last_ok else None,
+        }
+        ok = not (not_alive if live else not_ready)
+        return (200 if ok else 503), body
 
 
 def serve(metrics: Metrics, health: Health, host: str, port: int) -> ThreadingHTTPServer:
-    """Serve `/metrics` and `/health` (200 when ready, else 503) on a daemon thread."""
+    """Serve `/metrics`, `/health` (liveness) and `/ready` (readiness) on a daemon thread;
+    each answers 200 or 503 with a JSON body that gives the reasons (see `Health`)."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             if self.path.startswith("/metrics"):
                 code, body, ctype = 200, generate_latest(metrics.registry), CONTENT_TYPE_LATEST
-            elif self.path.startswith("/health"):
-                code, data = health.report()
+            elif self.path.startswith(("/health", "/ready")):
+                code, data = health.report(live=self.path.startswith("/health"))
                 body, ctype = json.dumps(data).encode(), "application/json"
             else:
                 code, body, ctype = 404, b"not found\n", "text/plain"

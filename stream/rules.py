@@ -154,7 +154,10 @@ def _condition(raw: Any, where: str, spec: EncodingSpec) -> tuple[Condition, tup
     unknown = set(raw) - {"types", "distinct", "at_least", "at_most", "within_s"}
     if unknown:
         raise RulesError(f"{where}.{sorted(unknown)[0]}: unknown condition key")
-    types = tuple(raw.get("types") or ())
+    raw_types = raw.get("types") or []
+    if not isinstance(raw_types, list) or not all(isinstance(t, str) for t in raw_types):
+        raise RulesError(f"{where}.types: must be a list of event types")
+    types = tuple(raw_types)
     bad = [t for t in types if t not in spec.event_types]
     if bad:
         raise RulesError(f"{where}.types: unknown event type {bad[0]!r}")
@@ -167,7 +170,7 @@ def _condition(raw: Any, where: str, spec: EncodingSpec) -> tuple[Condition, tup
     if "at_least" not in raw and "at_most" not in raw:
         raise RulesError(f"{where}: needs at_least or at_most")
     within = raw.get("within_s")
-    if within is not None and (not isinstance(within, int | float) or within <= 0):
+    if within is not None and (type(within) not in (int, float) or not 0 < within < float("inf")):
         raise RulesError(f"{where}.within_s: must be a positive number of seconds")
     cond = Condition(types, distinct, raw.get("at_least"), raw.get("at_most"), within)
     return cond, tuple(spec.event_types.index(t) for t in types)
@@ -226,7 +229,9 @@ def load_rules(path: Path, spec: EncodingSpec) -> RuleSet:
 class RulesFile:
     """A rules file watched for changes: `current()` re-reads it when its mtime or size moved.
 
-    A file that fails to parse is refused with a log line; the previous rules keep running.
+    A file that cannot be used, for whatever reason (unreadable, not YAML, a wrong type
+    anywhere, even a bug of the parser), is refused with one log line per change of the file
+    and counted in `failures`; the previous rules keep running.
     """
 
     def __init__(self, path: Path | None, spec: EncodingSpec) -> None:
@@ -258,7 +263,9 @@ class RulesFile:
                 self.rules = load_rules(self.path, self.spec)
                 log.info("rules reloaded from %s: %s (%d rules)", self.path, self.rules.version,
                          len(self.rules.rules))  # fmt: skip
-            except RulesError as exc:
+            except Exception as exc:  # any bad file is refused, never fatal to the batch
                 self.failures += 1
-                log.error("rules file refused, the previous rules keep running: %s", exc)
+                why = str(exc) if isinstance(exc, RulesError) else f"{type(exc).__name__}: {exc}"
+                log.error("rules file %s refused, rules %s keep running: %s", self.path,
+                          self.rules.version, why)  # fmt: skip
         return self.rules

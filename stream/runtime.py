@@ -18,10 +18,11 @@ from typing import Any, Final, Protocol, TypeVar
 import orjson
 import redis
 
+from stream.cooldowns import CooldownStore
 from stream.dlq import is_too_large, without_value
-from stream.exceptions import WindowStoreError
+from stream.exceptions import RedisStateError
 from stream.messages import Incoming
-from stream.model_slot import ModelSlot
+from stream.model_slot import ModelSlot, Serving
 from stream.processor import Outcome, Processor
 from stream.prometheus import Health, Metrics
 from stream.redis_windows import RedisWindowStore
@@ -37,7 +38,6 @@ Send = Callable[[str, bytes | None, bytes, list[tuple[str, bytes]] | None], Awai
 
 _FIRST_BACKOFF_S: Final = 0.1
 _Pending = tuple[str, bytes | None, bytes, list[tuple[str, bytes]] | None]
-_A = TypeVar("_A")
 _R = TypeVar("_R")
 
 
@@ -78,24 +78,24 @@ class Runtime:
     def __init__(self, settings: WorkerSettings, client: redis.Redis | None = None) -> None:
         self.settings = settings
         self.metrics = Metrics()
-        self.health = Health()
+        self.health = Health(stall_timeout_s=settings.stall_timeout_s)
+        self.client = client if client is not None else redis_client(settings)
+        prefix = settings.redis_prefix
         self.model = ModelSlot(
             settings.bundle,
+            lambda policy: RedisWindowStore(self.client, policy, prefix=prefix),
             settings.device,
             variant=settings.variant,
             max_events=settings.window_max_events,
             max_age_s=settings.window_max_age_s,
             spin=settings.inference_spin,
         )
-        self.rules = RulesFile(settings.rules, self.model.bundle.spec)
-        self.client = client if client is not None else redis_client(settings)
-        self.store = RedisWindowStore(self.client, self.model.policy, prefix=settings.redis_prefix)
+        self.serving = self.model.current
+        self.rules = RulesFile(settings.rules, self.serving.bundle.spec)
+        self.cooldowns = CooldownStore(self.client, settings.cooldown_s, prefix=prefix)
         self.processor = Processor(
-            self.store,
-            self.model,
             self.rules,
-            self.client,
-            cooldown_s=settings.cooldown_s,
+            self.cooldowns,
             occlusion_top=settings.occlusion_top,
             debug_scores=settings.debug_scores,
             dlq_max_bytes=settings.dlq_max_bytes,
@@ -104,44 +104,49 @@ class Runtime:
         self._refused_seen = 0
         self._rules_refused_seen = 0
         self.stopping = False
-        b = self.model.bundle
+        b = self.serving.bundle
         self.metrics.set_model(b.model_version, b.variant, b.provider)
-        self.health.detail = {"model_version": b.model_version}
-        self.health.ready = True
+        self.health.model_version = b.model_version
 
     def describe(self) -> str:
         """What this runtime serves, for the start-up log line."""
-        return f"model {self.model.bundle.model_version} ({self.model.bundle.variant})"
+        return f"model {self.serving.model_version} ({self.serving.bundle.variant})"
 
-    def poll_model(self) -> None:
-        """Between batches: swap in a new bundle if one appeared (at most every poll_s)."""
+    def poll_model(self) -> Serving:
+        """Between batches: the snapshot to process the next batch with, a new one if a new
+        bundle appeared (looked for at most every `reload_poll_s`)."""
         now = time.monotonic()
         if now - self._last_poll < self.settings.reload_poll_s:
-            return
+            return self.serving
         self._last_poll = now
-        if self.model.poll():
-            b = self.model.bundle
-            self.store = RedisWindowStore(self.client, self.model.policy, prefix=self.store.prefix)
-            self.processor.store = self.store
+        serving = self.model.poll()
+        if serving is not self.serving:
+            b = serving.bundle
             self.metrics.model_reloads.inc()
             self.metrics.set_model(b.model_version, b.variant, b.provider)
-            self.health.detail["model_version"] = b.model_version
+            self.health.model_version = b.model_version
+            self.serving = serving
         if self.model.refused > self._refused_seen:
             self.metrics.model_refused.inc(self.model.refused - self._refused_seen)
             self._refused_seen = self.model.refused
+        return serving
 
-    async def _process(self, batch: list[Incoming]) -> Outcome:
-        return await self._retrying(self.processor.process, batch)
-
-    async def _retrying(self, work: Callable[[_A], _R], arg: _A) -> _R:
-        """`work(arg)` in a thread, retried with backoff while Redis fails."""
+    async def _retrying(self, work: Callable[..., _R], *args: Any) -> _R:
+        """`work(*args)` in a thread, retried with backoff while Redis fails; any other error
+        propagates (the caller ends the worker: see `stream.app`)."""
         backoff = _FIRST_BACKOFF_S
+        failed = False
         while True:
             try:
-                return await asyncio.to_thread(work, arg)
-            except (redis.RedisError, WindowStoreError) as exc:  # the store wraps its own
+                result = await asyncio.to_thread(work, *args)
+            except (redis.RedisError, RedisStateError) as exc:  # the stores wrap their own
                 cause = type(exc.__cause__ or exc).__name__
-            self.health.ready = False
+                self.health.redis_failed(f"{cause}: {exc}")
+                failed = True
+            else:
+                if failed:  # the same work reached Redis this time
+                    self.health.redis_ok()
+                return result
             self.metrics.retries.labels(cause).inc()
             log.warning("Redis error (%s); retrying in %.1f s", cause, backoff)
             await asyncio.sleep(backoff * (0.5 + random.random()))
@@ -172,13 +177,28 @@ class Runtime:
             backoff = min(backoff * 2, self.settings.retry_max_backoff_s)
 
     async def handle(self, batch: list[Incoming], send: Send) -> Outcome:
-        """Process and publish one batch; returns when it is safe to commit its offsets."""
-        await asyncio.to_thread(self.poll_model)
-        out = await self._process(batch)
+        """Process and publish one batch; returns when it is safe to commit its offsets.
+
+        Redis errors are retried here; any other exception propagates, and the batch must not
+        be acknowledged (the caller ends the worker so that it is redelivered)."""
+        serving = await asyncio.to_thread(self.poll_model)
+        out = await self._retrying(self.processor.process, batch, serving)
+        if out.processed:  # the window script ran
+            self.health.redis_ok()
         await self._publish(send, out)
-        await self._retrying(self.processor.start_cooldowns, out)
+        await self._retrying(self.cooldowns.start, out.cooldowns)
         self._account(batch, out)
         return out
+
+    async def check_redis(self) -> bool:
+        """PING Redis (between batches, for readiness); whether it answered."""
+        try:
+            await asyncio.to_thread(self.cooldowns.ping)
+        except RedisStateError as exc:
+            self.health.redis_failed(str(exc))
+            return False
+        self.health.redis_ok()
+        return True
 
     def _account(self, batch: list[Incoming], out: Outcome) -> None:
         m = self.metrics
@@ -201,5 +221,4 @@ class Runtime:
         if self.rules.failures > self._rules_refused_seen:
             m.rules_refused.inc(self.rules.failures - self._rules_refused_seen)
             self._rules_refused_seen = self.rules.failures
-        self.health.ready = True
-        self.health.last_ok = time.time()
+        self.health.batch_ok()

@@ -74,6 +74,14 @@ class WorkerSettings(BaseSettings):
     # Operations
     metrics_port: int = Field(default=9464, ge=0, le=65535)  # 0: no HTTP endpoint
     metrics_host: str = "127.0.0.1"
+    # How often the consumer (assignment, committed offsets, the broker's end offsets) and Redis
+    # are checked for /health and /ready, and how long a partition with lag may go without a
+    # commit before the worker counts as stalled (not ready; not alive if Redis and the broker
+    # answer). Longer than the slowest batch, retries of a broker publish included.
+    health_check_s: float = Field(default=2.0, gt=0)
+    stall_timeout_s: float = Field(default=60.0, gt=0)
+    # Faust's data folder; default: a private folder per user (see stream.app).
+    faust_datadir: Path | None = None
 
     @field_validator("redis_prefix")
     @classmethod

@@ -285,16 +285,17 @@ def suffix_start(have: bytes, evs: Sequence[Event], bundle: Bundle) -> int | Non
     return None
 
 
-def health_code(port: int) -> int | None:
-    """The worker's /health status code (503 while it retries Redis); None if no answer."""
+def health_code(port: int, path: str = "/health") -> int | None:
+    """The worker's /health (liveness) or /ready status code; None if no answer."""
     import urllib.request
 
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1.0) as r:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=1.0) as r:
             code: int = r.status
             return code
     except urllib.error.HTTPError as exc:
-        return exc.code
+        with exc:
+            return exc.code
     except (urllib.error.URLError, OSError):
         return None
 
@@ -417,3 +418,62 @@ def first_over(
             strict = next((i for i, p in enumerate(got) if p >= threshold + tolerance), None)
             out[user, head] = (loose, strict)
     return out
+
+
+def check_alerts(
+    world: World,
+    pairs: Mapping[tuple[str, str], list[dict[str, Any]]],
+    bundle: Bundle,
+    scores: Mapping[str, Mapping[str, float]],
+    where: Sequence[tuple[int, int]],
+    uncommitted_from: Mapping[int, int],
+    parity: float,
+) -> dict[str, int]:
+    """The alerts of a run with a crash against an honest no-crash reference: per (user, type),
+    the first event whose offline score reaches the threshold (`first_over`; within `parity` of
+    it either way). Every pair the reference alerts is alerted, on the reference's event, one
+    `alert_id` per pair (repeated messages of it allowed: at-least-once); no alert before the
+    reference's first event. One more way is allowed, and only for an event at or after
+    `uncommitted_from` (`where` gives each event's (partition, offset)): the crashed worker had
+    put it into its window without committing it, and redelivered, its full window had moved
+    on, so it could not be scored again; the alert then comes on a later event. Returns counts.
+    """
+    from stream.processor import alert_id
+
+    ids = {pair: {a["alert_id"] for a in alerts} for pair, alerts in pairs.items()}
+    assert all(len(v) == 1 for v in ids.values()), {p: v for p, v in ids.items() if len(v) > 1}
+    for (user, head), alerts in pairs.items():
+        assert alerts[0]["alert_id"] == alert_id(user, head, alerts[0]["event_id"])
+    reference = first_over(world, scores, bundle.thresholds, parity)
+    by_user = user_events(world.events)
+    index = {e.event_id: i for i, e in enumerate(world.events)}
+    delayed = 0
+    for (user, head), (loose, strict) in reference.items():
+        if (user, head) not in pairs:
+            assert strict is None, f"the reference alerts {user} {head}, the run did not"
+            continue
+        assert loose is not None, f"alert for {user} {head}, whose scores never reach it"
+        first = pairs[user, head][0]["event_id"]
+        at = next(i for i, e in enumerate(by_user[user]) if e.event_id == first)
+        if strict is not None and at > strict:
+            partition, offset = where[index[by_user[user][strict].event_id]]
+            assert offset >= uncommitted_from[partition], f"{user} {head}: #{at}, not #{strict}"
+            delayed += 1
+        assert at >= loose, f"{user} {head}: alerted on #{at}, before the reference's #{loose}"
+    worst = max((abs(a["score"] - scores[a["event_id"]][a["type"]]) for a, *_ in pairs.values()),
+                default=0.0)  # fmt: skip
+    assert worst <= parity
+    alerted = {pair for pair, (_, strict) in reference.items() if strict is not None}
+    episodes = [ep for ep in world.labels if ep["user_id"] in by_user]
+    covered = [ep for ep in episodes if (ep["user_id"], ep["label"]) in alerted]
+    missed = [ep for ep in covered if (ep["user_id"], ep["label"]) not in pairs]
+    assert not missed, f"{len(missed)} episodes the reference alerts were not alerted: {missed[:3]}"
+    return {
+        "pairs": len(pairs),
+        "reference": len(alerted),
+        "grey": sum(loose != strict for loose, strict in reference.values()),
+        "repeated": sum(len(alerts) - 1 for alerts in pairs.values()),
+        "delayed": delayed,
+        "episodes": len(episodes),
+        "covered": len(covered),
+    }

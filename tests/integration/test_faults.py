@@ -23,7 +23,6 @@ import redis
 
 from export import load_bundle
 from riskstream.localstack import TansuBroker, create_topics, find_free_port
-from stream.processor import alert_id
 from tests.conftest import MakeTopics
 from tests.integration.fault_support import (
     Offsets,
@@ -31,7 +30,7 @@ from tests.integration.fault_support import (
     Stack,
     alerts_by_pair,
     assert_windows_equal,
-    first_over,
+    check_alerts,
     health_code,
     make_world,
     moto_s3,
@@ -130,48 +129,16 @@ def test_worker_killed_mid_replay_loses_and_doubles_nothing(
     assert_windows_equal(redis_client, key_prefix, world, load_bundle(tiny_bundle, "cpu"))
 
     pairs = alerts_by_pair(read_all(kafka_broker.bootstrap, topics["alerts"], TOPICS["alerts"]))
-    ids = {pair: {a["alert_id"] for a in alerts} for pair, alerts in pairs.items()}
-    repeated = sum(len(alerts) - 1 for alerts in pairs.values())
-    assert all(len(v) == 1 for v in ids.values()), {p: v for p, v in ids.items() if len(v) > 1}
-    for (user, head), alerts in pairs.items():
-        assert alerts[0]["alert_id"] == alert_id(user, head, alerts[0]["event_id"])
-
     bundle = load_bundle(tiny_bundle, "cpu", variant="fp32")
     began = time.monotonic()
     scores = offline_scores(bundle, world, tmp_path / "offline.jsonl")
     took["offline scoring"] = time.monotonic() - began
-    reference = first_over(world, scores, bundle.thresholds, PARITY)
-    by_user = user_events(world.events)
-    index = {e.event_id: i for i, e in enumerate(world.events)}
-    delayed = 0
-    for (user, head), (loose, strict) in reference.items():
-        if (user, head) not in pairs:
-            assert strict is None, f"the reference alerts {user} {head}, the run did not"
-            continue
-        assert loose is not None, f"alert for {user} {head}, whose scores never reach it"
-        at = next(
-            i for i, e in enumerate(by_user[user]) if e.event_id == pairs[user, head][0]["event_id"]
-        )
-        if strict is not None and at > strict:
-            # Only an event the killed worker had windowed but not committed: redelivered,
-            # its (full) window had moved on, so it could not be scored again.
-            partition, offset = where[index[by_user[user][strict].event_id]]
-            assert offset >= at_kill[partition], f"{user} {head}: alerted on #{at}, not #{strict}"
-            delayed += 1
-        assert at >= loose, f"{user} {head}: alerted on #{at}, before the reference's #{loose}"
-    worst = max(abs(a["score"] - scores[a["event_id"]][a["type"]]) for a, *_ in pairs.values())
-    assert worst <= PARITY
-    alerted = {pair for pair, (_, strict) in reference.items() if strict is not None}
-    grey = sum(loose != strict for loose, strict in reference.values())
-    episodes = [ep for ep in world.labels if ep["user_id"] in by_user]
-    covered = [ep for ep in episodes if (ep["user_id"], ep["label"]) in alerted]
-    missed = [ep for ep in covered if (ep["user_id"], ep["label"]) not in pairs]
-    assert not missed, f"{len(missed)} episodes the reference alerts were not alerted: {missed[:3]}"
-    _say(f"a: {len(pairs)} (user, type) alerted, {len(alerted)} by the reference ({grey} within "
-         f"{PARITY:g} of a threshold); alert scores within {worst:.1e} of the offline ones; "
-         f"{repeated} repeated alert messages, {delayed} on a later event than the reference's; "
-         f"{len(covered)} of {len(episodes)} attack episodes alerted by the reference, all of "
-         f"them by the killed run")  # fmt: skip
+    n = check_alerts(world, pairs, bundle, scores, where, at_kill, PARITY)
+    _say(f"a: {n['pairs']} (user, type) alerted, {n['reference']} by the reference ({n['grey']} "
+         f"within {PARITY:g} of a threshold); {n['repeated']} repeated alert messages, "
+         f"{n['delayed']} on a later event than the reference's; {n['covered']} of "
+         f"{n['episodes']} attack episodes alerted by the reference, all of them by the killed "
+         f"run")  # fmt: skip
     _say("a: seconds " + ", ".join(f"{k} {v:.1f}" for k, v in took.items()))
 
 
@@ -189,10 +156,10 @@ def test_redis_restart_mid_stream(
 ) -> None:
     """Redis goes away while the worker processes and comes back on the same port 3 s later.
 
-    The worker stays up, retries the failed batch with backoff (`retries_total`, /health 503),
-    then goes on: `events_total` reaches the produced count exactly (no event skipped, none
-    redelivered: the worker never died), and the events produced after the restart are in
-    the windows.
+    The worker stays up, retries the failed batch with backoff (`retries_total`; /ready 503,
+    /health 200: a restart would not bring Redis back), then goes on: `events_total` reaches
+    the produced count exactly (no event skipped, none redelivered: the worker never died), and
+    the events produced after the restart are in the windows.
 
     What a Redis restart loses: an embedded Valkey without persistence (`durability="none"`,
     `RedisService`) comes back empty, so every window and every alert cooldown is gone. The
@@ -220,7 +187,8 @@ def test_redis_restart_mid_stream(
             server.stop()
             down = time.monotonic()
             wait_until("a retry", lambda: (w.metric("retries_total") or 0) > 0, 30, [w])
-            assert health_code(w.metrics_port) == 503
+            wait_until("not ready", lambda: health_code(w.metrics_port, "/ready") == 503, 30, [w])
+            assert health_code(w.metrics_port) == 200  # alive: a restart would not help
             stalled_at = w.events()
             time.sleep(max(0.0, down + 3.0 - time.monotonic()))
             assert w.events() == stalled_at, "events went on while Redis was down"
@@ -235,6 +203,7 @@ def test_redis_restart_mid_stream(
             time.sleep(1.0)  # anything counted twice would show now
             assert w.events() == len(world.lines)
             assert w.proc.poll() is None
+            wait_until("ready", lambda: health_code(w.metrics_port, "/ready") == 200, 30, [w])
             assert health_code(w.metrics_port) == 200
             retries = w.metric("retries_total")
         _say(f"b/{durability}: {stalled_at:,.0f} events before the outage, {retries:.0f} "

@@ -13,8 +13,9 @@ import pytest
 import redis
 
 from events import InMemoryWindowStore, encode_event, load_schema, parse_event, parse_ts_ms
+from stream.cooldowns import CooldownStore
 from stream.messages import Incoming
-from stream.model_slot import ModelSlot
+from stream.model_slot import ModelSlot, Serving
 from stream.processor import Outcome, Processor
 from stream.redis_windows import RedisWindowStore
 from stream.rules import RulesFile
@@ -24,18 +25,38 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600
 NOW_MS = 1_900_000_000_000  # after the simulated worlds: their events are not in the future
 
 
+class _Rig:
+    """A processor with its model snapshot and cooldowns: what the runtime does per batch."""
+
+    def __init__(
+        self, bundle: Path, client: redis.Redis, prefix: str, rules: Path | None = None,
+        cooldown_s: int = 600, **kw: bool,
+    ) -> None:  # fmt: skip
+        # FP32: dynamic INT8 scores move a little with what else is in a batch.
+        slot = ModelSlot(
+            bundle, lambda p: RedisWindowStore(client, p, prefix=prefix), "cpu", variant="fp32"
+        )
+        self.serving: Serving = slot.current
+        self.store = self.serving.store
+        self.rules = RulesFile(rules, self.serving.bundle.spec)
+        self.cooldowns = CooldownStore(client, cooldown_s, prefix=prefix)
+        self.proc = Processor(self.rules, self.cooldowns, **kw)
+
+    def process(self, msgs: list[Incoming], now_ms: int) -> Outcome:
+        return self.proc.process(msgs, self.serving, now_ms=now_ms)
+
+    def start_cooldowns(self, out: Outcome) -> None:
+        self.cooldowns.start(out.cooldowns)
+
+
 def _processor(
-    bundle: Path, client: redis.Redis, prefix: str, rules: Path | None = None, **kw: object
-) -> Processor:
-    # FP32: dynamic INT8 scores move a little with what else is in a batch.
-    model = ModelSlot(bundle, "cpu", variant="fp32")
-    store = RedisWindowStore(client, model.policy, prefix=prefix)
-    return Processor(store, model, RulesFile(rules, model.bundle.spec), client, **kw)  # type: ignore[arg-type]
+    bundle: Path, client: redis.Redis, prefix: str, rules: Path | None = None,
+    cooldown_s: int = 600, debug_scores: bool = False,
+) -> _Rig:  # fmt: skip
+    return _Rig(bundle, client, prefix, rules, cooldown_s, debug_scores=debug_scores)
 
 
-def _replay(
-    proc: Processor, lines: list[bytes], batch: int = 256, first_offset: int = 0
-) -> Outcome:
+def _replay(proc: _Rig, lines: list[bytes], batch: int = 256, first_offset: int = 0) -> Outcome:
     """Every line through `proc` in batches; one Outcome with everything."""
     total = Outcome()
     for start in range(0, len(lines), batch):
@@ -89,7 +110,7 @@ def replayed(
     client = redis.Redis.from_url(redis_url)
     prefix = "rstest:replay:"
     try:
-        out = _replay(_processor(tiny_bundle, client, prefix), world_lines)
+        out = _replay(_processor(tiny_bundle, client, prefix, debug_scores=True), world_lines)
     finally:
         stale = list(client.scan_iter(match=f"{prefix}*", count=1000))
         for i in range(0, len(stale), 500):
@@ -102,7 +123,12 @@ def test_attacks_raise_alerts_of_their_type(
     replayed: tuple[Outcome, list[dict[str, object]]],
 ) -> None:
     out, labels = replayed
-    assert out.processed == out.scores.__len__() or out.scores == []
+    # Every event of the replay is new, so each one is scored once, and an alert carries its
+    # event's score (debug scores are on in `replayed`).
+    scores = {s["event_id"]: s for _, s in out.scores}
+    assert len(out.scores) == len(scores) == out.processed > 0
+    for _, alert in out.alerts:
+        assert alert["score"] == pytest.approx(scores[alert["event_id"]][alert["type"]], abs=1e-6)
     by_user: dict[str, list[dict[str, object]]] = {}
     for user, alert in out.alerts:
         by_user.setdefault(user, []).append(alert)
@@ -158,7 +184,7 @@ def test_normal_only_stream_raises_no_alert(
     # Neither the model at its default thresholds nor the shipped rules alert anyone. At scale
     # the thresholds allow up to 5 normal users per 1,000 per day (docs/operations.md).
     assert out.alerts == []
-    thresholds = proc.model.bundle.thresholds
+    thresholds = proc.serving.bundle.thresholds
     for head in ("fraud", "abnormal_click"):
         assert max(float(s[head]) for _, s in out.scores) < thresholds[head]
 
@@ -217,7 +243,7 @@ def test_redelivered_events_leave_windows_alone_and_raise_no_extra_alert(
     ref = InMemoryWindowStore(proc.store.policy)
     for v in lines:
         ev = parse_event(v, now_ms=NOW_MS)
-        ref.append(ev.user_id, encode_event(ev, proc.model.bundle.spec))
+        ref.append(ev.user_id, encode_event(ev, proc.serving.bundle.spec))
     assert all(ref.get(u) == windows[u] for u in users)
 
 
@@ -279,23 +305,29 @@ def test_hot_reload_swaps_a_good_bundle_and_refuses_a_tampered_one(
 ) -> None:
     live = tmp_path / "live"
     shutil.copytree(tiny_bundle, live)
-    slot = ModelSlot(live, "cpu")
-    old = slot.bundle.model_version
-    assert slot.poll() is False  # nothing changed
+    client = redis.Redis()  # never connected: the stores are only built here
+    slot = ModelSlot(live, lambda p: RedisWindowStore(client, p), "cpu")
+    first = slot.current
+    old = first.model_version
+    assert slot.poll() is first  # nothing changed
 
     # A tampered bundle (a new version announced, a graph that does not match its hash).
     manifest = json.loads((live / "manifest.json").read_text())
     (live / "model.onnx").write_bytes(b"tampered")
     manifest["model_version"] = "tampered-version"
     (live / "manifest.json").write_text(json.dumps(manifest))
-    assert slot.poll(force=True) is False
-    assert slot.bundle.model_version == old
+    assert slot.poll() is first
+    assert slot.refused == 1
+    assert slot.poll() is first  # the refused files are not read again until they change
     assert slot.refused == 1
 
     # A good new bundle: a re-export of the same model, atomically put in place.
     _put_new_version(tiny_bundle, live, old + "-b")
-    assert slot.poll(force=True) is True
-    assert slot.bundle.model_version == old + "-b"
+    new = slot.poll()
+    assert new is not first
+    assert new.model_version == old + "-b"
+    assert new.store.policy == new.policy
+    assert first.model_version == old  # a snapshot never changes
     assert slot.reloads == 1
 
 
@@ -325,7 +357,7 @@ def test_runtime_reloads_between_batches_and_counts_refusals(
             for i, v in enumerate(world_lines[offset : offset + 50])
         ]
 
-    old = runtime.model.bundle.model_version
+    old = runtime.serving.model_version
     asyncio.run(runtime.handle(batch(0), send))
     (live / "model.onnx").write_bytes(b"tampered")  # and announce a new version
     manifest = json.loads((live / "manifest.json").read_text())
@@ -342,7 +374,7 @@ def test_runtime_reloads_between_batches_and_counts_refusals(
     out = asyncio.run(runtime.handle(batch(100), send))
     assert out.model_version == "v2"
     assert runtime.metrics.model_reloads._value.get() == 1
-    assert runtime.processor.store.policy == runtime.model.policy
+    assert runtime.serving.store.policy == runtime.serving.policy
 
 
 def test_an_alert_lost_to_a_crash_before_publication_comes_back_on_redelivery(

@@ -131,7 +131,7 @@ def test_a_parser_bug_dead_letters_the_message_instead_of_failing_the_batch(
 
     monkeypatch.setattr("stream.processor.parse_event", broken)
     none = cast(Any, None)
-    proc = Processor(none, none, none, none, dlq_max_bytes=4)
+    proc = Processor(none, none, dlq_max_bytes=4)
     out = Outcome()
     assert proc.parse([_msg(b"{1234567}"), _msg(None)], 0, out) == []
     assert [(d.field, d.reason, d.value) for d in out.dead_letters] == [

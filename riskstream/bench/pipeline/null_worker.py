@@ -27,7 +27,7 @@ class NullRuntime:
     def __init__(self, settings: WorkerSettings) -> None:
         self.settings = settings
         self.metrics = Metrics()
-        self.health = Health(ready=True)
+        self.health = Health(redis_required=False, model_version="none")
 
     def describe(self) -> str:
         return "transport only (no parsing, Redis or model)"
