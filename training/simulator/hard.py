@@ -151,7 +151,15 @@ def session_takeover(
             return
         lo, hi = rng.choice(gaps)
         t = lo + int(rng.random() * (hi - lo))
-        session_ctx(a, p.devices[0], p.ips[0], p.country.code)
+        # The device, address and country the victim used last (or next, if none before).
+        near = [ev for u, ev in own if u < t] or [own[0][1]]
+        ev = near[-1]
+        session_ctx(
+            a,
+            (str(ev["device_id"]), str(ev["user_agent"])),
+            str(ev["ip"]),
+            str(ev["country"]),
+        )
         login = rng.random() < 0.5
     a.reset_span()
     if login:
