@@ -565,3 +565,12 @@ def test_normal_users_include_the_new_confusers(medium: World) -> None:
         if a["type"] == "payment_method_add" and b["type"] == "purchase"
     )
     assert firsts >= 1
+
+
+def test_victims_with_no_visit_of_their_own_do_not_break_the_world(tmp_path: Path) -> None:
+    # Short worlds and late sign-ups leave some victims without a session to hide in.
+    kinds = frozenset({"session_takeover", "click_injection"})
+    for seed in range(12):
+        config = WorldConfig(users=40, days=0.1, seed=seed, attack_share=0.5, attack_kinds=kinds)
+        summary = simulate_world(config, tmp_path / str(seed), progress=False)
+        assert set(summary.episodes_per_kind) == kinds

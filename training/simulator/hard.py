@@ -124,6 +124,8 @@ def session_takeover(
     only the attacker's events, and it ends well before the victim's next session.
     """
     own, spans = _own_events(w, p, a, lines, i0, spans, rng, st)
+    if not own:  # joined too late to have a session at all: nothing to hide in
+        return
     per = PERSONAS[p.persona]
     median_s = math.exp(per.dwell_mu)  # paced like the victim, so timing alone says nothing
     ends = {e for _, e in spans}
