@@ -15,7 +15,14 @@ from rich.console import Console
 from rich.table import Table
 
 from training.exceptions import SimulationError
-from training.simulator import ATTACK_KINDS, KIND_LABEL, WorldConfig, WorldSummary, simulate_world
+from training.simulator import (
+    ATTACK_KINDS,
+    ATTACK_PRESETS,
+    KIND_LABEL,
+    WorldConfig,
+    WorldSummary,
+    simulate_world,
+)
 
 __all__ = [
     "DaysOpt",
@@ -64,19 +71,34 @@ def render_summary(summary: WorldSummary, out_dir: Path) -> None:
     _out.print(types)
 
 
-def _config(users: int, days: float, seed: int, attack_share: float, off: list[str]) -> WorldConfig:
+def _config(
+    users: int,
+    days: float,
+    seed: int,
+    attack_share: float,
+    off: list[str],
+    attacks: str = "all",
+    only: list[str] | None = None,
+) -> WorldConfig:
+    """The world asked for: the kinds of preset `attacks`, or `only` these, minus `off`."""
     all_kinds = set(ATTACK_KINDS)
-    unknown = sorted(set(off) - all_kinds)
-    if unknown:
+    if attacks not in ATTACK_PRESETS:
         raise SimulationError(
-            f"--no-attack: unknown kind {unknown[0]!r} (kinds: {', '.join(sorted(all_kinds))})"
+            f"--attacks: unknown preset {attacks!r} (presets: {', '.join(ATTACK_PRESETS)})"
         )
+    for flag, kinds in (("--no-attack", off), ("--only-attack", only or [])):
+        unknown = sorted(set(kinds) - all_kinds)
+        if unknown:
+            raise SimulationError(
+                f"{flag}: unknown kind {unknown[0]!r} (kinds: {', '.join(sorted(all_kinds))})"
+            )
+    chosen = set(only) if only else set(ATTACK_PRESETS[attacks])
     return WorldConfig(
         users=users,
         days=days,
         seed=seed,
         attack_share=attack_share,
-        attack_kinds=frozenset(all_kinds - set(off)),
+        attack_kinds=frozenset(chosen - set(off)),
     )
 
 
@@ -93,6 +115,17 @@ OffOpt = Annotated[
     list[str] | None,
     typer.Option("--no-attack", help="Switch an attack kind off (repeatable)."),
 ]
+OnlyOpt = Annotated[
+    list[str] | None,
+    typer.Option("--only-attack", help="Only this attack kind (repeatable; overrides --attacks)."),
+]
+PresetOpt = Annotated[
+    str,
+    typer.Option(
+        "--attacks",
+        help=f"Attack kinds: {', '.join(ATTACK_PRESETS)} (hard: those that look like customers).",
+    ),
+]
 
 
 def simulate(
@@ -103,9 +136,11 @@ def simulate(
     attack_share: ShareOpt = 0.02,
     no_attack: OffOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+    attacks: PresetOpt = "all",
+    only_attack: OnlyOpt = None,
 ) -> None:
     """Simulate a labelled e-commerce world: events.jsonl, labels.jsonl, feedback.jsonl."""
-    config = _config(users, days, seed, attack_share, no_attack or [])
+    config = _config(users, days, seed, attack_share, no_attack or [], attacks, only_attack)
     summary = simulate_world(config, out, progress=not quiet)
     render_summary(summary, out)
 

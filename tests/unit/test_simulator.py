@@ -24,8 +24,10 @@ from events.parse import parse_event, parse_label
 from training.exceptions import SimulationError, TrainingError
 from training.simulator import (
     ATTACK_KINDS,
+    ATTACK_PRESETS,
     EVENTS_FILE,
     FEEDBACK_FILE,
+    HARD_KINDS,
     KIND_LABEL,
     LABELS_FILE,
     WorldConfig,
@@ -35,6 +37,7 @@ from training.simulator import (
 from training.simulator import core as sim_core
 from training.simulator import simulate as sim_module
 from training.simulator.tables import CATEGORIES
+from training.simulator.world import VICTIM_KINDS
 from training.simulator.writer import EventSink
 
 DAY_MS = 86_400_000
@@ -181,7 +184,8 @@ def test_events_are_sorted_by_time_then_id(small: World) -> None:
     assert all(a < b for a, b in itertools.pairwise(keys))
 
 
-def test_all_seven_kinds_are_present_by_default(small: World) -> None:
+def test_all_twelve_kinds_are_present_by_default(small: World) -> None:
+    assert len(ATTACK_KINDS) == 12
     assert set(WorldConfig(users=1, days=1, seed=0).attack_kinds) == set(ATTACK_KINDS)
     kinds = {label["kind"] for label in small.labels}
     assert kinds == set(ATTACK_KINDS)
@@ -217,7 +221,7 @@ def test_takeover_episodes_hold_only_the_attackers_session(small: World) -> None
 
 
 def test_switching_kinds_off_removes_their_episodes(tmp_path: Path) -> None:
-    off = {"scraper", "card_testing", "account_takeover"}
+    off = {"scraper", "card_testing", "account_takeover", "session_takeover", "click_injection"}
     config = replace(SMALL, attack_kinds=frozenset(ATTACK_KINDS) - off)
     world = make_world(config, tmp_path)
     kinds = {label["kind"] for label in world.labels}
@@ -240,13 +244,11 @@ def test_purchase_rate_of_normal_sessions_is_realistic(medium: World) -> None:
     s = medium.summary
     assert 0.01 <= s.purchase_rate <= 0.05
     assert s.purchase_rate == s.sessions_with_purchase / s.sessions
-    # Recount from the file: sessions of users with no attack label outside takeovers.
-    attackers = {lb["user_id"] for lb in medium.labels if lb["kind"] != "account_takeover"}
+    # Recount from the file: sessions of users with no attack label outside their episodes
+    # (victims' own sessions count; a takeover or an injected burst does not).
+    attackers = {lb["user_id"] for lb in medium.labels if lb["kind"] not in VICTIM_KINDS}
     takeover = {
-        id(e)
-        for lb in medium.labels
-        if lb["kind"] == "account_takeover"
-        for e in medium.in_episode(lb)
+        id(e) for lb in medium.labels if lb["kind"] in VICTIM_KINDS for e in medium.in_episode(lb)
     }
     sessions: dict[str, bool] = {}
     for e in medium.events:
@@ -389,3 +391,186 @@ def test_the_contract_parser_accepts_every_line(small: World) -> None:
         label = parse_label(line)
         assert label.start_ms <= label.end_ms
         assert label.source == "simulator"
+
+
+# --- The hard kinds: customer-like counts, the signal in order, timing and context. ---
+
+HARD = WorldConfig(users=400, days=2, seed=11, attack_share=0.2, attack_kinds=frozenset(HARD_KINDS))
+_CHANGES = {"password_reset", "address_change", "payment_method_add"}
+
+
+@pytest.fixture(scope="module")
+def hard(tmp_path_factory: pytest.TempPathFactory) -> World:
+    return make_world(HARD, tmp_path_factory.mktemp("hard"))
+
+
+def _episodes(world: World, kind: str) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    out = [(lb, world.in_episode(lb)) for lb in world.labels if lb["kind"] == kind]
+    assert out, kind
+    return out
+
+
+def test_presets_name_the_hard_kinds() -> None:
+    assert set(HARD_KINDS) <= set(ATTACK_KINDS)
+    assert set(ATTACK_PRESETS["hard"]) == set(HARD_KINDS)
+    assert set(ATTACK_PRESETS["classic"]) | set(HARD_KINDS) == set(ATTACK_PRESETS["all"])
+    assert {KIND_LABEL[k] for k in HARD_KINDS} == {"fraud", "abnormal_click"}
+
+
+def test_a_hard_only_world_has_only_and_all_hard_kinds(hard: World) -> None:
+    assert {lb["kind"] for lb in hard.labels} == set(HARD_KINDS)
+    assert set(hard.summary.episodes_per_kind) == set(HARD_KINDS)
+    assert hard.summary.attacked_users >= 2  # takeover and injection victims
+
+
+def test_session_takeover_uses_the_victims_own_device_address_and_country(hard: World) -> None:
+    for label, inside in _episodes(hard, "session_takeover"):
+        own = [e for e in hard.by_user[label["user_id"]] if e not in inside]
+        assert own  # a real customer, with sessions of their own
+        for field in ("device_id", "ip", "country", "user_agent"):
+            assert {e[field] for e in inside} <= {e[field] for e in own}, field
+        assert len({e["session_id"] for e in inside}) == 1
+        types = [e["type"] for e in inside]
+        # Account changes first, then the order.
+        first_change = min(i for i, t in enumerate(types) if t in _CHANGES)
+        assert first_change < types.index("add_to_cart") < types.index("purchase")
+        # Well above the victim's own prices, in a category they never bought.
+        own_prices = sorted(e["price"] for e in own if "price" in e)
+        paid = next(e for e in inside if e["type"] == "purchase")
+        if own_prices:
+            assert paid["amount"] > own_prices[len(own_prices) // 2]
+        cart = next(e for e in inside if e["type"] == "add_to_cart")
+        bought_before = {c for e in own if e["type"] == "add_to_cart" for c in [e["category"]]}
+        assert cart["category"] not in bought_before
+        # It starts after the trainer's 30-min session gap from the victim's last event.
+        start = ts_ms(inside[0]["ts"])
+        before = [ts_ms(e["ts"]) for e in own if ts_ms(e["ts"]) < start]
+        assert not before or start - max(before) > 30 * 60_000
+
+
+def test_session_takeover_often_rides_the_victims_open_session(hard: World) -> None:
+    shared = 0
+    for label, inside in _episodes(hard, "session_takeover"):
+        own_sessions = {e["session_id"] for e in hard.by_user[label["user_id"]] if e not in inside}
+        shared += inside[0]["session_id"] in own_sessions
+    assert shared >= 1
+
+
+def test_click_injection_bursts_interleave_with_the_victims_own_session(hard: World) -> None:
+    followed = 0
+    for label, inside in _episodes(hard, "click_injection"):
+        assert [e["type"] for e in inside] == ["click", "page_view"]
+        timeline = hard.by_user[label["user_id"]]
+        lo, hi = ts_ms(label["start"]), ts_ms(label["end"])
+        before = [e for e in timeline if ts_ms(e["ts"]) < lo]
+        after = [e for e in timeline if ts_ms(e["ts"]) > hi]
+        # Right after one of the victim's own page loads, in the same session and device.
+        assert before[-1]["type"] == "page_view"
+        assert before[-1]["session_id"] == inside[0]["session_id"]
+        assert before[-1]["device_id"] == inside[0]["device_id"]
+        assert 0 < lo - ts_ms(before[-1]["ts"]) <= 3_000
+        followed += bool(after) and after[0]["session_id"] == inside[0]["session_id"]
+    assert followed >= 3  # the victim goes on browsing after the burst
+
+
+def test_click_injection_labels_hold_only_injected_events(hard: World) -> None:
+    injected = {e["event_id"] for _, inside in _episodes(hard, "click_injection") for e in inside}
+    victims = {lb["user_id"] for lb in hard.labels if lb["kind"] == "click_injection"}
+    own = [e for u in victims for e in hard.by_user[u] if e["event_id"] not in injected]
+    assert len(own) > len(injected)  # the victims' genuine browsing stays negative
+    bursts = len(_episodes(hard, "click_injection"))
+    assert len(injected) == 2 * bursts
+
+
+def test_slow_card_testing_spans_hours_with_human_gaps(hard: World) -> None:
+    for _, inside in _episodes(hard, "slow_card_testing"):
+        times = [ts_ms(e["ts"]) for e in inside]
+        assert times[-1] - times[0] > 3_600_000
+        assert statistics.median(_gaps_s(inside)) > 3.0
+        assert len({e["session_id"] for e in inside}) >= 3
+        tried = [e for e in inside if e["type"] in ("payment_failed", "purchase")]
+        assert tried
+        baskets = {e["price"] for e in inside if e["type"] == "add_to_cart"}
+        assert {e["amount"] for e in tried} <= baskets  # one small item per basket
+        assert len({e["payment_method"] for e in tried}) == len(tried)  # a fresh card each
+
+
+def test_slow_promo_abuse_spreads_one_code_over_accounts_and_hours(hard: World) -> None:
+    episodes = _episodes(hard, "slow_promo_abuse")
+    for _, inside in episodes:
+        assert statistics.median(_gaps_s(inside)) > 3.0
+        assert any(e["type"] == "coupon_apply" for e in inside)
+        assert any(e["type"] == "purchase" for e in inside)
+        assert len({e["device_id"] for e in inside}) == 1
+    devices = {inside[0]["device_id"] for _, inside in episodes}
+    assert len(devices) == len(episodes)  # one device per account: no shared phone to link
+    starts = [ts_ms(lb["start"]) for lb, _ in episodes]
+    assert max(starts) - min(starts) > 3_600_000
+
+
+def test_stealth_scraper_cycles_categories_at_human_pace_and_never_buys(hard: World) -> None:
+    for _, inside in _episodes(hard, "stealth_scraper"):
+        types = {e["type"] for e in inside}
+        assert types <= {"page_view", "click", "search"}
+        assert statistics.median(_gaps_s(inside)) > 2.0
+        listings = [e["category"] for e in inside if "?page=" in e.get("page", "")]
+        cycle = list(dict.fromkeys(listings))
+        assert len(cycle) >= 4
+        # The same fixed order of categories, round after round.
+        assert listings == [cycle[i % len(cycle)] for i in range(len(listings))]
+
+
+def test_hard_worlds_are_deterministic_and_switch_off(tmp_path: Path) -> None:
+    config = replace(HARD, users=200, days=1)
+    simulate_world(config, tmp_path / "a", progress=False)
+    simulate_world(config, tmp_path / "b", progress=False)
+    assert files(tmp_path / "a") == files(tmp_path / "b")
+    kept = frozenset({"slow_card_testing", "stealth_scraper"})
+    world = make_world(replace(config, attack_kinds=kept), tmp_path / "c")
+    assert {lb["kind"] for lb in world.labels} == kept
+    assert world.summary.attacked_users == 0
+
+
+def test_the_simulate_command_takes_a_preset_or_named_kinds() -> None:
+    from training.cli import _config
+
+    assert _config(10, 1, 0, 0.1, [], "hard").attack_kinds == frozenset(HARD_KINDS)
+    assert _config(10, 1, 0, 0.1, ["click_injection"], "hard").attack_kinds == frozenset(
+        HARD_KINDS
+    ) - {"click_injection"}
+    only = _config(10, 1, 0, 0.1, [], "all", ["scraper", "stealth_scraper"])
+    assert only.attack_kinds == {"scraper", "stealth_scraper"}
+    assert _config(10, 1, 0, 0.1, []).attack_kinds == frozenset(ATTACK_KINDS)
+    with pytest.raises(SimulationError, match="--attacks"):
+        _config(10, 1, 0, 0.1, [], "easy")
+    with pytest.raises(SimulationError, match="--only-attack"):
+        _config(10, 1, 0, 0.1, [], "all", ["phishing"])
+
+
+def test_normal_users_include_the_new_confusers(medium: World) -> None:
+    labelled = {lb["user_id"] for lb in medium.labels}
+    by_user = {u: evs for u, evs in medium.by_user.items() if u not in labelled}
+    # Gifts and big orders shipped elsewhere: an address change and a purchase, like a takeover.
+    gifts = 0
+    for evs in by_user.values():
+        types = [e["type"] for e in evs]
+        if "address_change" in types and "purchase" in types:
+            gifts += 1
+    assert gifts >= 5
+    # A first order that puts a card in: payment_method_add right before a purchase.
+    firsts = sum(
+        1
+        for evs in by_user.values()
+        for a, b in itertools.pairwise(evs)
+        if a["type"] == "payment_method_add" and b["type"] == "purchase"
+    )
+    assert firsts >= 1
+
+
+def test_victims_with_no_visit_of_their_own_do_not_break_the_world(tmp_path: Path) -> None:
+    # Short worlds and late sign-ups leave some victims without a session to hide in.
+    kinds = frozenset({"session_takeover", "click_injection"})
+    for seed in range(12):
+        config = WorldConfig(users=40, days=0.1, seed=seed, attack_share=0.5, attack_kinds=kinds)
+        summary = simulate_world(config, tmp_path / str(seed), progress=False)
+        assert set(summary.episodes_per_kind) == kinds

@@ -12,7 +12,10 @@ from training.exceptions import SimulationError
 
 __all__ = [
     "ATTACK_KINDS",
+    "ATTACK_PRESETS",
+    "CLASSIC_KINDS",
     "FRAUD_KINDS",
+    "HARD_KINDS",
     "KINDS_BY_LABEL",
     "KIND_LABEL",
     "WorldConfig",
@@ -28,9 +31,32 @@ KIND_LABEL: Final[dict[str, str]] = {
     "click_bot": "abnormal_click",
     "scraper": "abnormal_click",
     "click_farm": "abnormal_click",
+    # The hard kinds: window counts like a customer's; the signal is in order, timing and
+    # context relative to the user's own history (see docs/training.md).
+    "session_takeover": "fraud",
+    "slow_card_testing": "fraud",
+    "slow_promo_abuse": "fraud",
+    "click_injection": "abnormal_click",
+    "stealth_scraper": "abnormal_click",
 }
-#: The seven attack kinds, in a fixed order (planning walks them in this order).
+#: The twelve attack kinds, in a fixed order (planning walks them in this order).
 ATTACK_KINDS: Final[tuple[str, ...]] = tuple(KIND_LABEL)
+#: The kinds that hide inside customer-like aggregates (a 'hard-only' world has just these).
+HARD_KINDS: Final[tuple[str, ...]] = (
+    "session_takeover",
+    "slow_card_testing",
+    "slow_promo_abuse",
+    "click_injection",
+    "stealth_scraper",
+)
+#: The first seven kinds, whose counts or timing alone mostly give them away.
+CLASSIC_KINDS: Final[tuple[str, ...]] = tuple(k for k in ATTACK_KINDS if k not in HARD_KINDS)
+#: Named sets of kinds for `riskstream simulate --attacks NAME`.
+ATTACK_PRESETS: Final[dict[str, tuple[str, ...]]] = {
+    "all": ATTACK_KINDS,
+    "classic": CLASSIC_KINDS,
+    "hard": HARD_KINDS,
+}
 FRAUD_KINDS: Final[tuple[str, ...]] = tuple(k for k, v in KIND_LABEL.items() if v == "fraud")
 #: Label -> its kinds, e.g. KINDS_BY_LABEL["fraud"][0] == "card_testing".
 KINDS_BY_LABEL: Final[dict[str, tuple[str, ...]]] = {
@@ -105,7 +131,8 @@ class WorldConfig:
 class WorldSummary:
     """What was written. `sessions` and `purchase_rate` count normal users' sessions only.
 
-    `attacked_users` are normal accounts taken over; `attacker_users` are accounts that exist
+    `attacked_users` are normal accounts attacked from inside (taken over, or click-injected on
+    their own device); `attacker_users` are accounts that exist
     only for an attack. `episodes_per_kind` has one entry per enabled kind, `events_per_type`
     one per contract type; `wall_s` is the wall-clock seconds the whole run took.
     """

@@ -1,16 +1,27 @@
 """Normal users: sessions on a daily rhythm in local time, shopping funnels, human dwell times,
 and the legitimate oddities that keep detection honest (mistyped passwords, travel, VPNs,
-address changes before big orders, declined cards, shared household devices)."""
+address changes before big orders, declined cards, shared household devices, family members
+with other tastes on one account, gifts in unusual categories, a new phone, a first order
+that adds a card)."""
 
 from __future__ import annotations
 
 import random
+from bisect import bisect
 from typing import Final
 
 from training.simulator.core import Actor, Stats, poisson
 from training.simulator.personas import PERSONAS, Persona
 from training.simulator.tables import CATEGORIES, PUBLIC_COUPONS, REFERRERS, REVIEW_TEXTS
-from training.simulator.world import Catalog, Profile, World, new_card, open_session, session_starts
+from training.simulator.world import (
+    ITEMS_PER_CATEGORY,
+    Catalog,
+    Profile,
+    World,
+    new_card,
+    open_session,
+    session_starts,
+)
 
 __all__ = ["Visit", "run_normal_user"]
 
@@ -20,15 +31,38 @@ _CAT_NAMES: Final = tuple(c.name for c in CATEGORIES)
 class Visit:
     """One session in progress: the clock, the cart, the focus category."""
 
-    __slots__ = ("a", "cart", "cat", "cur", "fx", "p", "per", "prices", "rng", "t", "w")
+    __slots__ = (
+        "a",
+        "cart",
+        "cat",
+        "cur",
+        "fx",
+        "gift",
+        "p",
+        "per",
+        "prices",
+        "rng",
+        "t",
+        "taste",
+        "w",
+    )
 
     def __init__(self, w: World, p: Profile, per: Persona, a: Actor, rng: random.Random, t: int):
         self.w, self.p, self.per, self.a, self.rng, self.t = w, p, per, a, rng, t
         self.cart: list[tuple[int, int, float, int]] = []  # (category, item, price, quantity)
-        self.cat = p.category(rng)
+        # A family member on the shared account browses with their own tastes.
+        alt = p.alt_fav_cum
+        self.taste = alt if alt is not None and rng.random() < p.family else p.fav_cum
+        self.gift = False
+        self.cat = self.category()
         self.cur = p.country.currency
         self.fx = p.country.fx
         self.prices = w.catalog.prices
+
+    def category(self) -> int:
+        """A category drawn from this session's tastes."""
+        taste = self.taste
+        return bisect(taste, self.rng.random() * taste[-1])
 
     def wait(self) -> None:
         """Human dwell: log-normal seconds, now and then a long pause."""
@@ -106,12 +140,12 @@ class Visit:
 
     def browse(self, steps: int, p_add: float) -> None:
         """Searches, clicks, category and product pages; items go to the cart with `p_add`."""
-        a, rng, per, p = self.a, self.rng, self.per, self.p
+        a, rng, per = self.a, self.rng, self.per
         click_to = per.p_search + per.p_click
         for _ in range(steps):
             self.wait()
-            if rng.random() < 0.25:
-                self.cat = p.category(rng)
+            if rng.random() < (0.05 if self.gift else 0.25):
+                self.cat = self.category()
             cat, r = self.cat, rng.random()
             if r < per.p_search:
                 terms = CATEGORIES[cat].terms
@@ -156,7 +190,7 @@ class Visit:
         """The cart total."""
         return round(sum(price * qty for _, _, price, qty in self.cart), 2)
 
-    def buy(self, coupon: str | None) -> bool:
+    def buy(self, coupon: str | None, signup: bool = False) -> bool:
         """Cart page, coupon, maybe an address change, checkout, payment; True if purchased."""
         a, rng, p = self.a, self.rng, self.p
         if not self.cart:
@@ -175,7 +209,11 @@ class Visit:
                 {"coupon_code": coupon, "amount": amount, "currency": self.cur, "page": "/cart"},
             )
             amount = round(amount * rng.uniform(0.75, 0.95), 2)
-        if (amount > 250.0 * self.fx and rng.random() < 0.15) or rng.random() < 0.01:
+        if (
+            (amount > 250.0 * self.fx and rng.random() < 0.15)
+            or (self.gift and rng.random() < 0.6)
+            or rng.random() < 0.01
+        ):
             self.wait()  # a gift shipped elsewhere, or a recent move: legitimate
             a.emit(self.t, "address_change", {"page": "/checkout/address"})
         qty = sum(q for _, _, _, q in self.cart)
@@ -183,6 +221,9 @@ class Visit:
         money = {"amount": amount, "currency": self.cur}
         a.emit(self.t, "checkout", {**money, "quantity": qty, "page": "/checkout"})
         method = p.cards[0] if rng.random() < 0.8 else rng.choice(p.cards)
+        if signup and rng.random() < 0.8:  # a new customer's first order: the card goes in now
+            self.wait()
+            a.emit(self.t, "payment_method_add", {"payment_method": method, "page": "/checkout"})
         if rng.random() < 0.05:  # declined card: retry with another, add one, or give up
             self.wait()
             a.emit(
@@ -199,6 +240,14 @@ class Visit:
                     self.t, "payment_method_add", {"payment_method": method, "page": "/checkout"}
                 )
                 self.wait()
+                if rng.random() < 0.15:  # card trouble: the new one is refused too
+                    a.emit(
+                        self.t,
+                        "payment_failed",
+                        {**money, "payment_method": method, "page": "/checkout"},
+                    )
+                    self.wait()
+                    method = p.cards[0]
             else:
                 method = rng.choice(p.cards)
         else:
@@ -232,7 +281,13 @@ def _session(
     """One normal session; returns (time of its last event, purchased)."""
     open_session(p, a, rng, t)
     v = Visit(w, p, per, a, rng, t)
-    if signup or rng.random() < per.p_login:
+    phone = p.new_phone
+    first_on_phone = (
+        phone is not None and not p.phone_seen and t >= phone[0] and a.ctx["device_id"] == phone[1]
+    )
+    if first_on_phone:  # a new phone has no cookie: log in (maybe forgetting the password)
+        p.phone_seen = True
+    if signup or first_on_phone or rng.random() < per.p_login:
         v.login(signup)
     if p.bought and rng.random() < 0.3:  # reviews come sessions after the purchase
         cat, item = p.bought.pop(0)
@@ -253,15 +308,28 @@ def _session(
             extra["payment_method"] = new_card(rng)
         a.emit(v.t, kind, extra)
         v.wait()
+    if buy and rng.random() < p.gift:  # a present: a category they never buy, pricier
+        rare = p.rare_categories()
+        if rare:
+            v.gift, v.cat = True, rng.choice(rare)
     v.land()
     cart_mode = buy or rng.random() < per.p_cart
     steps = 1 + int(rng.expovariate(1.0 / per.steps)) + (3 if buy else 0)
-    v.browse(steps, 0.3 if buy else (0.15 if cart_mode else 0.0))
+    v.browse(steps, 0.0 if v.gift else 0.3 if buy else (0.15 if cart_mode else 0.0))
     bought = False
     if buy:
+        if v.gift:
+            prices = w.catalog.prices[v.cat]
+            item = max(
+                (rng.randrange(ITEMS_PER_CATEGORY) for _ in range(4)), key=prices.__getitem__
+            )
+            v.wait()
+            v.product_page(v.cat, item)
+            v.wait()
+            v.add(v.cat, item)
         use = rng.random() < (0.6 if signup else per.p_coupon)
         coupon = ("NEWUSER20" if signup else rng.choice(PUBLIC_COUPONS)) if use else None
-        bought = v.buy(coupon)
+        bought = v.buy(coupon, signup)
     elif v.cart and rng.random() < 0.35:  # abandoned at checkout
         v.wait()
         a.emit(v.t, "checkout", {"amount": v.amount(), "currency": v.cur, "page": "/checkout"})

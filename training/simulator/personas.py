@@ -43,6 +43,9 @@ PERSONAS: Final[tuple[Persona, ...]] = (
     Persona(
         "comparison_shopper", 0.20, 1.4, 18.0, 0.0, 0.06, math.log(4.5), 0.6, 0.15, 0.6, 0.02, 0.1
     ),
+    # Opens product after product in quick bursts, then reads: sub-second to minutes between
+    # events. The legitimate look-alike of injected clicks and of scrapers.
+    Persona("tab_opener", 0.05, 1.6, 16.0, 0.02, 0.1, math.log(2.5), 1.2, 0.1, 0.55, 0.05, 0.1),
 )
 
 PERSONA_CUM: Final[tuple[float, ...]] = tuple(

@@ -15,11 +15,18 @@ from tqdm import tqdm
 from training.exceptions import SimulationError
 from training.simulator.abnormal import click_bot, click_farm, scraper
 from training.simulator.config import ATTACK_KINDS, WorldConfig, WorldSummary
-from training.simulator.core import Stats, rng_for
+from training.simulator.core import Actor, Stats, rng_for
 from training.simulator.fraud import account_takeover, card_testing, checkout_bot, promo_abuse
+from training.simulator.hard import (
+    click_injection,
+    session_takeover,
+    slow_card_testing,
+    slow_promo_abuse,
+    stealth_scraper,
+)
 from training.simulator.kit import actor_for
 from training.simulator.normal import run_normal_user
-from training.simulator.world import Plan, World, build_world
+from training.simulator.world import VICTIM_KINDS, Plan, Profile, World, build_world
 from training.simulator.writer import EventSink, write_feedback, write_labels
 
 __all__ = ["EVENTS_FILE", "FEEDBACK_FILE", "LABELS_FILE", "simulate_world"]
@@ -37,6 +44,17 @@ _GROUP_ATTACKS: Final[dict[str, _Attack]] = {
     "click_bot": click_bot,
     "scraper": scraper,
     "click_farm": click_farm,
+    "slow_card_testing": slow_card_testing,
+    "slow_promo_abuse": slow_promo_abuse,
+    "stealth_scraper": stealth_scraper,
+}
+# Attacks inside a victim's own sessions: they read the victim's events back from the sink.
+_Inside = Callable[
+    [World, Profile, Actor, list[bytes], int, list[tuple[int, int]], random.Random, Stats], None
+]
+_VICTIM_ATTACKS: Final[dict[str, _Inside]] = {
+    "session_takeover": session_takeover,
+    "click_injection": click_injection,
 }
 
 
@@ -61,11 +79,16 @@ def simulate_world(config: WorldConfig, out_dir: Path, progress: bool = True) ->
             for i in range(world.n_normal):
                 profile = world.profiles[i]
                 actor = actor_for(world, profile, sink.lines, stats)
+                first = len(sink.lines)  # the sink only grows within one user's turn
                 spans = run_normal_user(world, profile, actor, rng_for(seed, 2, i), stats)
                 plan = world.victims.get(i)
                 if plan is not None:
                     rng = rng_for(seed, 4, plan.group)
-                    account_takeover(world, profile, actor, spans, rng, stats)
+                    if plan.kind == "account_takeover":
+                        account_takeover(world, profile, actor, spans, rng, stats)
+                    else:
+                        inside = _VICTIM_ATTACKS[plan.kind]
+                        inside(world, profile, actor, sink.lines, first, spans, rng, stats)
                 sink.maybe_spill()
                 bar.update(1)
             for plan in world.plans:
@@ -81,7 +104,7 @@ def simulate_world(config: WorldConfig, out_dir: Path, progress: bool = True) ->
     episodes = dict.fromkeys((k for k in ATTACK_KINDS if k in config.attack_kinds), 0)
     for episode in stats.episodes:
         episodes[episode.kind] += 1
-    taken_over = {e.user_id for e in stats.episodes if e.kind == "account_takeover"}
+    taken_over = {e.user_id for e in stats.episodes if e.kind in VICTIM_KINDS}
     return WorldSummary(
         events=n_events,
         users=config.users,

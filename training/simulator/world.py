@@ -26,6 +26,7 @@ from training.simulator.tables import (
 )
 
 __all__ = [
+    "VICTIM_KINDS",
     "Catalog",
     "Plan",
     "Profile",
@@ -57,6 +58,11 @@ _GROUP_SIZE: Final[dict[str, tuple[int, int]]] = {
     "click_bot": (1, 1),
     "scraper": (1, 1),
     "click_farm": (5, 14),
+    "session_takeover": (1, 1),
+    "slow_card_testing": (2, 4),
+    "slow_promo_abuse": (3, 6),
+    "click_injection": (1, 1),
+    "stealth_scraper": (1, 1),
 }
 _GROUP_WEIGHT: Final[dict[str, float]] = {
     "card_testing": 3.0,
@@ -66,7 +72,14 @@ _GROUP_WEIGHT: Final[dict[str, float]] = {
     "click_bot": 2.5,
     "scraper": 1.5,
     "click_farm": 0.8,
+    "session_takeover": 4.0,
+    "slow_card_testing": 1.2,
+    "slow_promo_abuse": 0.8,
+    "click_injection": 3.0,
+    "stealth_scraper": 2.0,
 }
+#: Kinds that happen to an existing normal account (one victim per group, no attacker account).
+VICTIM_KINDS: Final = frozenset({"account_takeover", "session_takeover", "click_injection"})
 
 
 @dataclass(slots=True)
@@ -100,10 +113,22 @@ class Profile:
     join_ms: int  # new accounts sign up inside the window
     trip: tuple[int, int, str, str, str, str] | None = None  # start, end, country, dev, ua, ip
     bought: list[tuple[int, int]] = field(default_factory=list)  # (category, item) to review
+    # Confusers: a family member with other tastes on the shared device (share of sessions,
+    # their tastes); how often a purchase is a gift in an unusual category; a phone change.
+    family: float = 0.0
+    alt_fav_cum: list[float] | None = None
+    gift: float = 0.0
+    new_phone: tuple[int, str, str] | None = None  # from when, device id, user agent
+    phone_seen: bool = False  # the first session on the new phone has happened
 
     def category(self, rng: random.Random) -> int:
         """A category index drawn from this user's preferences."""
         return bisect(self.fav_cum, rng.random() * self.fav_cum[-1])
+
+    def rare_categories(self) -> list[int]:
+        """The categories this user has no taste for (never in their favourites)."""
+        fav = self.fav_cum
+        return [c for c in range(len(fav)) if fav[c] - (fav[c - 1] if c else 0.0) < 0.2]
 
 
 @dataclass(slots=True)
@@ -197,6 +222,16 @@ def _profile(cfg: WorldConfig, start: int, end: int, index: int, user_id: str) -
         dev, ua = _device(rng, True)
         ip = random_ip(rng, away.octets)
         profile.trip = (t0, t0 + rng.randint(1, 5) * DAY_MS, away.code, dev, ua, ip)
+    # Confusers, drawn last so that the draws above stay as they were.
+    if rng.random() < 0.08:  # a partner or teenager shops on the same account and device
+        alt = [0.15] * len(CATEGORIES)
+        for cat in rng.sample(range(len(CATEGORIES)), rng.randint(1, 3)):
+            alt[cat] += rng.uniform(2.0, 6.0)
+        profile.family, profile.alt_fav_cum = rng.uniform(0.2, 0.5), list(accumulate(alt))
+    profile.gift = rng.uniform(0.2, 0.5) if rng.random() < 0.15 else 0.02
+    if rng.random() < 0.04:  # a new phone: a new device from then on, same home network
+        dev, ua = _device(rng, True)
+        profile.new_phone = (start - DAY_MS // 2 + int(rng.random() * (end - start)), dev, ua)
     return profile
 
 
@@ -228,6 +263,9 @@ def open_session(p: Profile, a: Actor, rng: random.Random, t: int) -> None:
         return
     devices = p.devices
     dev, ua = devices[0] if len(devices) == 1 or rng.random() < 0.65 else devices[1]
+    phone = p.new_phone
+    if phone is not None and t >= phone[0] and rng.random() < 0.8:
+        dev, ua = phone[1], phone[2]
     if rng.random() < 0.02:  # privacy VPN: a hosting address in some other country
         ip, country = hosting_ip(rng), rng.choice(COUNTRIES).code
     else:
@@ -269,10 +307,10 @@ def build_world(cfg: WorldConfig) -> World:
             ]
         )
     groups = _plan(cfg, rng)
-    n_attackers = sum(size for kind, size in groups if kind != "account_takeover")
+    n_attackers = sum(size for kind, size in groups if kind not in VICTIM_KINDS)
     n_normal = cfg.users - n_attackers
     # Never more victims than normal accounts (tiny worlds).
-    n_victims = min(n_normal, sum(1 for kind, _ in groups if kind == "account_takeover"))
+    n_victims = min(n_normal, sum(1 for kind, _ in groups if kind in VICTIM_KINDS))
     numbering = list(range(1, cfg.users + 1))
     rng.shuffle(numbering)
     width = max(7, len(str(cfg.users)))
@@ -293,7 +331,7 @@ def build_world(cfg: WorldConfig) -> World:
     victims: dict[int, Plan] = {}
     next_account = n_normal
     for g, (kind, size) in enumerate(groups):
-        if kind == "account_takeover":
+        if kind in VICTIM_KINDS:
             if not victims_at:
                 continue
             plan = Plan(kind, g, [], victims_at.pop())
