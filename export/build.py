@@ -21,13 +21,17 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from events import ENCODING_VERSION, EncodingSpec, windows_to_inputs
+from events import ENCODING_VERSION, EncodingSpec, ModelInputs, windows_to_inputs
+from events.aggregates import AGGREGATE_NAMES, window_aggregates
+from events.trees import Blend, TreeModel
 from events.window import Records
 from export import graphs
 from export.exceptions import ExportError, ParityError
 from export.loader import cuda_present, make_session, run_session, score_windows
 from export.manifest import (
     FILES,
+    GBDT_FILE,
+    GBDT_INPUT,
     INPUT_NAMES,
     OUTPUT_NAMES,
     VARIANT_FILES,
@@ -45,6 +49,7 @@ log = logging.getLogger(__name__)
 FP32_MAX_DIFF: Final = 1e-4
 INT8_MAX_PR_AUC_DROP: Final = 0.005
 FP16_MAX_DIFF: Final = 1e-2
+GBDT_MAX_DIFF: Final = 1e-3  # log-odds: float32 thresholds are exact, leaf sums round
 
 
 @dataclass(frozen=True)
@@ -79,8 +84,41 @@ def _data_paths(ckpt: Checkpoint, options: ExportOptions) -> tuple[Path, Path | 
     )
 
 
-def _probs(path: Path, windows: list[Records], spec: EncodingSpec) -> npt.NDArray[np.float32]:
-    return score_windows(make_session(path), spec, windows)
+@dataclass
+class _Ensemble:
+    """The checkpoint's trees and blend, and the trees' ONNX graph in the bundle being built."""
+
+    trees: dict[str, TreeModel]
+    blend: Blend
+    graph: Path
+
+    def raw(self, windows: list[Records], spec: EncodingSpec, onnx: bool) -> npt.NDArray[Any]:
+        """The trees' log-odds per window: from the ONNX graph, or from the numpy trees."""
+        x = np.concatenate([
+            window_aggregates(*_arrays(windows_to_inputs(windows[i : i + 512], spec)))
+            for i in range(0, len(windows), 512)
+        ])  # fmt: skip
+        if onnx:
+            return np.asarray(make_session(self.graph).run(None, {GBDT_INPUT: x})[0])
+        return np.stack([self.trees[h].predict_raw(x) for h in self.blend.weights], axis=1)
+
+    def apply(
+        self, probs: npt.NDArray[Any], windows: list[Records], spec: EncodingSpec, onnx: bool
+    ) -> npt.NDArray[np.float32]:
+        """The served scores: the model's `probs` blended with the trees'."""
+        return self.blend.combine(probs, self.raw(windows, spec, onnx)).astype(np.float32)
+
+
+def _arrays(inputs: ModelInputs) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    return inputs.features, inputs.attention_mask
+
+
+def _probs(
+    path: Path, windows: list[Records], spec: EncodingSpec, ens: _Ensemble | None = None
+) -> npt.NDArray[np.float32]:
+    session = make_session(path)
+    probs = score_windows(lambda x: run_session(session, x), spec, windows)
+    return probs if ens is None else ens.apply(probs, windows, spec, onnx=True)
 
 
 def _speed(path: Path, windows: list[Records], spec: EncodingSpec, repeats: int = 3) -> float:
@@ -163,12 +201,15 @@ def _build(
     (tmp / FILES["policy"]).write_text(ckpt.policy.to_json() + "\n")
     spec = ckpt.spec
 
+    ens, ensemble = _ensemble(ckpt, tmp, vs)
     log.info("export: FP32 graph")
     fp32 = tmp / VARIANT_FILES["fp32"]
     graphs.export_fp32(ckpt.model, windows_to_inputs(vs.windows[:64], ckpt.spec), fp32)
     optimization = _maybe_fuse(ckpt, fp32, vs)
     reference = _torch_reference(ckpt, vs)
-    fp32_probs = _probs(fp32, vs.windows, spec)
+    if ens is not None:
+        reference = ens.apply(reference, vs.windows, spec, onnx=False)
+    fp32_probs = _probs(fp32, vs.windows, spec, ens)
     diff = float(np.abs(fp32_probs - reference).max())
     log.info("FP32 ONNX vs torch: max |Δ probability| = %.2e (limit %.0e)", diff, FP32_MAX_DIFF)
     if not diff <= FP32_MAX_DIFF:
@@ -187,12 +228,14 @@ def _build(
     if options.int8:
         log.info("export: INT8 graph")
         graphs.to_int8(fp32, tmp / VARIANT_FILES["int8"])
-        val_fp32 = _probs(fp32, vs.val_windows, spec)
-        variants["int8"] = _check_int8(tmp / VARIANT_FILES["int8"], vs, val_fp32, fp32_probs, spec)
+        val_fp32 = _probs(fp32, vs.val_windows, spec, ens)
+        variants["int8"] = _check_int8(
+            tmp / VARIANT_FILES["int8"], vs, val_fp32, fp32_probs, spec, ens
+        )
     if options.fp16:
         log.info("export: FP16 graph")
         graphs.to_fp16(fp32, tmp / VARIANT_FILES["fp16"])
-        variants["fp16"] = _check_fp16(tmp / VARIANT_FILES["fp16"], vs, fp32_probs, spec)
+        variants["fp16"] = _check_fp16(tmp / VARIANT_FILES["fp16"], vs, fp32_probs, spec, ens)
     for name, variant in variants.items():
         log.info("%s: %s — %s", name, "usable" if variant.verified else "UNUSABLE", variant.check)
 
@@ -221,9 +264,39 @@ def _build(
         evaluation=_evaluation(model_dir),
         session_gap_s=ckpt.session_gap_s,
         optimization=optimization,
+        ensemble=ensemble,
     )
     (tmp / "manifest.json").write_text(manifest.to_json())
     return manifest
+
+
+def _ensemble(
+    ckpt: Checkpoint, tmp: Path, vs: VerificationSet
+) -> tuple[_Ensemble | None, dict[str, Any]]:
+    """Write the trees' graph when the checkpoint ships a blend, checked against the numpy
+    trees on the parity windows; returns the ensemble and its manifest entry."""
+    if ckpt.blend is None or ckpt.trees is None:
+        return None, {}
+    log.info("export: the ensemble's GBDT graph")
+    graph = tmp / GBDT_FILE
+    graphs.gbdt_to_onnx(ckpt.trees, len(AGGREGATE_NAMES), graph)
+    ens = _Ensemble(ckpt.trees, ckpt.blend, graph)
+    diff = float(
+        np.abs(ens.raw(vs.windows, ckpt.spec, True) - ens.raw(vs.windows, ckpt.spec, False)).max()
+    )
+    if not diff <= GBDT_MAX_DIFF:
+        raise ParityError(
+            f"{graph}: max |Δ log-odds| vs the numpy trees is {diff:.2e} > {GBDT_MAX_DIFF:.0e}; "
+            "the bundle was not written"
+        )
+    log.info("GBDT ONNX vs numpy trees: max |Δ log-odds| = %.2e", diff)
+    return ens, {
+        "gbdt": GBDT_FILE,
+        "blend": ckpt.blend.to_dict(),
+        "check": f"max |Δ log-odds| vs the numpy trees {diff:.2e} ≤ {GBDT_MAX_DIFF:.0e} on "
+        f"{len(vs.windows)} windows",
+        "trees": {h: len(t.feature) for h, t in ckpt.trees.items()},
+    }
 
 
 def _signature(ckpt: Checkpoint) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -273,12 +346,13 @@ def _check_int8(
     val_fp32: npt.NDArray[np.float32],
     fp32_probs: npt.NDArray[np.float32],
     spec: EncodingSpec,
+    ens: _Ensemble | None,
 ) -> Variant:
-    val_int8 = _probs(path, vs.val_windows, spec)
+    val_int8 = _probs(path, vs.val_windows, spec, ens)
     base = pr_auc_per_head(vs.val_y, val_fp32, vs.val_weight)
     mine = pr_auc_per_head(vs.val_y, val_int8, vs.val_weight)
     drops = {h: base[h] - mine[h] for h in base}
-    diff = float(np.abs(_probs(path, vs.windows, spec) - fp32_probs).max())
+    diff = float(np.abs(_probs(path, vs.windows, spec, ens) - fp32_probs).max())
     ok = bool(drops) and all(d <= INT8_MAX_PR_AUC_DROP for d in drops.values())
     text = ", ".join(f"{h} {mine[h]:.4f} vs {base[h]:.4f}" for h in base) or "no positives"
     return Variant(
@@ -290,12 +364,19 @@ def _check_int8(
 
 
 def _check_fp16(
-    path: Path, vs: VerificationSet, fp32_probs: npt.NDArray[np.float32], spec: EncodingSpec
+    path: Path,
+    vs: VerificationSet,
+    fp32_probs: npt.NDArray[np.float32],
+    spec: EncodingSpec,
+    ens: _Ensemble | None,
 ) -> Variant:
     provider = "CUDAExecutionProvider" if cuda_present() else "CPUExecutionProvider"
     try:
         session = make_session(path, provider)
-        diff = float(np.abs(score_windows(session, spec, vs.windows) - fp32_probs).max())
+        probs = score_windows(lambda x: run_session(session, x), spec, vs.windows)
+        if ens is not None:
+            probs = ens.apply(probs, vs.windows, spec, onnx=True)
+        diff = float(np.abs(probs - fp32_probs).max())
     except Exception as exc:  # FP16 kernels may be missing on CPU
         return Variant(path.name, False, f"not verified on {provider}: {exc}", {})
     ran_on = session.get_providers()[0]

@@ -29,6 +29,9 @@ def _render_manifest(out: Path) -> None:
     table.add_column("verification")
     for name, variant in manifest.variants.items():
         table.add_row(name, variant.file, "yes" if variant.verified else "NO", variant.check)
+    if manifest.ensemble:  # every variant's scores are blended with the trees'
+        ens = manifest.ensemble
+        table.add_row("+ GBDT", str(ens.get("gbdt")), "yes", str(ens.get("check")))
     _out.print(table)
 
 

@@ -18,11 +18,19 @@ import torch
 from torch import nn
 
 from events import ModelInputs
+from events.trees import TreeModel
 from export.exceptions import ExportError
-from export.manifest import INPUT_NAMES, OUTPUT_NAMES
+from export.manifest import GBDT_INPUT, GBDT_OUTPUT, INPUT_NAMES, OUTPUT_NAMES
 from training.model import EventBert
 
-__all__ = ["OPSET", "export_fp32", "fuse_transformer", "to_fp16", "to_int8"]
+__all__ = [
+    "OPSET",
+    "export_fp32",
+    "fuse_transformer",
+    "gbdt_to_onnx",
+    "to_fp16",
+    "to_int8",
+]
 
 log = logging.getLogger(__name__)
 
@@ -142,3 +150,166 @@ def torch_probs(model: EventBert, inputs: ModelInputs) -> Any:
         features = torch.from_numpy(inputs.features)
         mask = torch.from_numpy(inputs.attention_mask)
         return model(features, mask).numpy().astype(np.float32)
+
+
+#: A membership value no aggregate takes (categories are codes ≥ 0).
+_NEVER: Final = -3.0e38
+
+
+def _round_down_f32(values: np.ndarray) -> np.ndarray:
+    """The largest float32 ≤ each float64 value: with float32 inputs, `x <= t32` then holds
+    exactly when `x <= t` does."""
+    t32 = values.astype(np.float32)
+    above = t32.astype(np.float64) > values
+    t32[above] = np.nextafter(t32[above], np.float32(-np.inf))
+    return t32
+
+
+def _constant_column(value: float, out: str) -> list[Any]:
+    """Nodes giving `out` = [B, 1] filled with `value`, B the input's batch."""
+    from onnx import TensorProto, helper
+
+    def const(name: str, data: list[int]) -> Any:
+        tensor = helper.make_tensor(name, TensorProto.INT64, [len(data)], data)
+        return helper.make_node("Constant", [], [name], value=tensor)
+
+    return [
+        helper.make_node("Shape", [GBDT_INPUT], [f"{out}_shape"]),
+        const(f"{out}_first", [0]),
+        const(f"{out}_one", [1]),
+        helper.make_node("Gather", [f"{out}_shape", f"{out}_first"], [f"{out}_batch"], axis=0),
+        helper.make_node("Concat", [f"{out}_batch", f"{out}_one"], [f"{out}_dims"], axis=0),
+        helper.make_node(
+            "ConstantOfShape",
+            [f"{out}_dims"],
+            [out],
+            value=helper.make_tensor("v", TensorProto.FLOAT, [1], [value]),
+        ),
+    ]
+
+
+def gbdt_to_onnx(trees: dict[str, TreeModel], n_features: int, out: Path) -> None:
+    """The heads' trees as one ONNX graph: aggregates [B, n_features] float32 → log-odds
+    [B, heads], one ai.onnx.ml TreeEnsemble per head (opset 5: set membership for categorical
+    splits, NaN routed as each node's `missing_left` says)."""
+    from onnx import TensorProto, helper
+
+    nodes: list[Any] = []
+    outs: list[str] = []
+    for h, model in enumerate(trees.values()):
+        a = model._arrays
+        n_trees, width = a["feature"].shape
+        ids: dict[tuple[int, int], int] = {}  # (tree, node) → interior node id
+        leaves: dict[tuple[int, int], int] = {}  # (tree, node) → leaf id
+        leaf_weights: list[float] = []
+        for t in range(n_trees):
+            for n in range(width):
+                if a["leaf"][t, n]:
+                    leaves[(t, n)] = len(leaf_weights)
+                    leaf_weights.append(float(a["value"][t, n]))
+                else:
+                    ids[(t, n)] = len(ids)
+        name = f"{GBDT_OUTPUT}_{h}"
+        outs.append(name)
+        if not ids:  # a constant head (one class in training): every tree is a leaf
+            total = model.baseline + float(sum(leaf_weights))
+            nodes += _constant_column(total, name)
+            continue
+        feature: list[int] = []
+        modes: list[int] = []
+        splits: list[float] = []
+        true_ids: list[int] = []
+        true_leaf: list[int] = []
+        false_ids: list[int] = []
+        false_leaf: list[int] = []
+        missing: list[int] = []
+        members: list[float] = []
+        roots: list[int] = []
+        columns = model.columns or list(range(n_features))
+        offset = model.baseline
+        for t in range(n_trees):
+            if (t, 0) in ids:
+                roots.append(ids[(t, 0)])
+            else:  # a tree that never split: its one leaf adds a constant
+                offset += leaf_weights[leaves[(t, 0)]]
+        for (t, n), _ in sorted(ids.items(), key=lambda kv: kv[1]):
+            left, right = int(a["left"][t, n]), int(a["right"][t, n])
+            f = int(a["feature"][t, n])
+            feature.append(columns[f])
+            miss_left = bool(a["missing_left"][t, n])
+            if a["categorical"][t, n]:
+                known = [v for v in model.categories[f] if v == v]  # NaN is missing, not a set
+                words = a["bitset"][t, n]
+                goes_left = [
+                    v for code, v in enumerate(known) if (int(words[code // 32]) >> (code % 32)) & 1
+                ]
+                # Unknown categories are missing for sklearn: the tested set is the side that
+                # unknown values must not reach.
+                if miss_left:
+                    tested = [v for v in known if v not in goes_left]
+                    true_child, false_child = right, left
+                else:
+                    tested = goes_left
+                    true_child, false_child = left, right
+                modes.append(6)  # BRANCH_MEMBER
+                splits.append(np.nan)
+                # An empty set (every known category on one side) gets a value no input has.
+                members += [*(tested or [_NEVER]), np.nan]
+                missing.append(0)  # NaN is in no set: it follows the false branch
+            else:
+                modes.append(0)  # BRANCH_LEQ
+                splits.append(float(_round_down_f32(np.array([a["threshold"][t, n]]))[0]))
+                true_child, false_child = left, right
+                missing.append(1 if miss_left else 0)
+            for child, id_list, leaf_list in (
+                (true_child, true_ids, true_leaf),
+                (false_child, false_ids, false_leaf),
+            ):
+                if (t, child) in leaves:
+                    id_list.append(leaves[(t, child)])
+                    leaf_list.append(1)
+                else:
+                    id_list.append(ids[(t, child)])
+                    leaf_list.append(0)
+        tree_node = helper.make_node(
+            "TreeEnsemble",
+            [GBDT_INPUT],
+            [name + "_sum"],
+            domain="ai.onnx.ml",
+            aggregate_function=1,  # SUM
+            post_transform=0,
+            n_targets=1,
+            tree_roots=roots,
+            nodes_featureids=feature,
+            nodes_modes=helper.make_tensor("modes", TensorProto.UINT8, [len(modes)], modes),
+            nodes_splits=helper.make_tensor("splits", TensorProto.FLOAT, [len(splits)], splits),
+            nodes_truenodeids=true_ids,
+            nodes_trueleafs=true_leaf,
+            nodes_falsenodeids=false_ids,
+            nodes_falseleafs=false_leaf,
+            nodes_missing_value_tracks_true=missing,
+            membership_values=helper.make_tensor(
+                "members", TensorProto.FLOAT, [len(members or [np.nan])], members or [np.nan]
+            ),
+            leaf_targetids=[0] * len(leaf_weights),
+            leaf_weights=helper.make_tensor(
+                "weights", TensorProto.FLOAT, [len(leaf_weights)], leaf_weights
+            ),
+        )
+        base = helper.make_node("Constant", [], [f"{name}_base"],
+                                value=helper.make_tensor("b", TensorProto.FLOAT, [1],
+                                                         [offset]))  # fmt: skip
+        nodes += [tree_node, base, helper.make_node("Add", [name + "_sum", f"{name}_base"], [name])]
+    nodes.append(helper.make_node("Concat", outs, [GBDT_OUTPUT], axis=1))
+    graph = helper.make_graph(
+        nodes,
+        "riskstream-gbdt",
+        [helper.make_tensor_value_info(GBDT_INPUT, TensorProto.FLOAT, ["batch", n_features])],
+        [helper.make_tensor_value_info(GBDT_OUTPUT, TensorProto.FLOAT, ["batch", len(trees)])],
+    )
+    model_proto = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("ai.onnx.ml", 5)]
+    )
+    model_proto.ir_version = 10
+    onnx.checker.check_model(model_proto)
+    onnx.save(model_proto, str(out))

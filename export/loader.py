@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -22,6 +22,8 @@ from events import (
     WindowPolicy,
     windows_to_inputs,
 )
+from events.aggregates import window_aggregates
+from events.trees import Blend
 from events.window import Records
 from export.exceptions import (
     BundleError,
@@ -32,7 +34,9 @@ from export.exceptions import (
 )
 from export.manifest import (
     FILES,
+    GBDT_INPUT,
     INPUT_NAMES,
+    MANIFEST_FILE,
     OUTPUT_NAMES,
     VARIANT_FILES,
     Manifest,
@@ -117,6 +121,8 @@ class Bundle:
     variant: str
     provider: str
     session: ort.InferenceSession
+    gbdt: ort.InferenceSession | None = None  # the ensemble's trees (CPU), when it has one
+    blend: Blend | None = None
 
     @property
     def model_version(self) -> str:
@@ -129,14 +135,20 @@ class Bundle:
         return self.manifest.thresholds
 
     def predict(self, inputs: ModelInputs) -> npt.NDArray[np.float32]:
-        """Probabilities [B, 2] (fraud, abnormal_click) for one padded batch."""
-        return run_session(self.session, inputs)
+        """Probabilities [B, 2] (fraud, abnormal_click) for one padded batch: the sequence
+        model's, blended with the trees' on the window aggregates when the bundle has them."""
+        probs = run_session(self.session, inputs)
+        if self.gbdt is None or self.blend is None or len(probs) == 0:
+            return probs
+        x = window_aggregates(inputs.features, inputs.attention_mask)
+        raw = self.gbdt.run(None, {GBDT_INPUT: x})[0]
+        return self.blend.combine(probs, raw).astype(np.float32)
 
     def score_windows(
         self, windows: Sequence[Records], max_batch: int = 256
     ) -> npt.NDArray[np.float32]:
         """Probabilities [len(windows), 2], in the windows' order (see `score_windows`)."""
-        return score_windows(self.session, self.spec, windows, max_batch)
+        return score_windows(self.predict, self.spec, windows, max_batch)
 
 
 def run_session(session: ort.InferenceSession, inputs: ModelInputs) -> npt.NDArray[np.float32]:
@@ -149,7 +161,7 @@ def run_session(session: ort.InferenceSession, inputs: ModelInputs) -> npt.NDArr
 
 
 def score_windows(
-    session: ort.InferenceSession,
+    predict: Callable[[ModelInputs], npt.NDArray[np.float32]],
     spec: EncodingSpec,
     windows: Sequence[Records],
     max_batch: int = 256,
@@ -165,7 +177,7 @@ def score_windows(
     )
     for start in range(0, len(order), max_batch):
         idx = order[start : start + max_batch]
-        out[idx] = run_session(session, windows_to_inputs([windows[i] for i in idx], spec))
+        out[idx] = predict(windows_to_inputs([windows[i] for i in idx], spec))
     return out
 
 
@@ -220,8 +232,31 @@ def load_bundle(
     actual = session.get_providers()[0]
     if actual != provider:
         log.warning("bundle %s: %s unavailable, running on %s", path, provider, actual)
-    log.info("bundle %s (model %s): %s graph on %s", path, manifest.model_version, name, actual)
-    return Bundle(path, manifest, spec, policy, name, actual, session)
+    gbdt, blend = _ensemble(path, manifest, threads, spin)
+    log.info("bundle %s (model %s): %s graph on %s%s", path, manifest.model_version, name, actual,
+             " with its GBDT" if gbdt is not None else "")  # fmt: skip
+    return Bundle(path, manifest, spec, policy, name, actual, session, gbdt, blend)
+
+
+def _ensemble(
+    path: Path, manifest: Manifest, threads: int | None, spin: bool
+) -> tuple[ort.InferenceSession | None, Blend | None]:
+    """The ensemble's trees and blend, when the manifest names them (else both None)."""
+    if not manifest.ensemble:
+        return None, None
+    try:
+        name = str(manifest.ensemble["gbdt"])
+        blend = Blend.from_dict(manifest.ensemble["blend"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CorruptBundleError(f"{path / MANIFEST_FILE}: ensemble: {exc}") from exc
+    if name not in manifest.files:
+        raise CorruptBundleError(f"{path / name}: the ensemble's trees are not in the manifest")
+    if list(blend.weights) != list(OUTPUT_NAMES):
+        raise CorruptBundleError(
+            f"{path / MANIFEST_FILE}: ensemble.blend heads {list(blend.weights)}, "
+            f"the graph's are {list(OUTPUT_NAMES)}"
+        )
+    return make_session(path / name, _CPU, threads, spin), blend
 
 
 def _read_json_object(path: Path) -> dict[str, Any]:

@@ -37,6 +37,10 @@ VARIANT_FILES: Final = {
 FILES: Final = {"spec": "encoding_spec.json", "policy": "window_policy.json"}
 INPUT_NAMES: Final = ("features", "attention_mask")
 OUTPUT_NAMES: Final = ("fraud", "abnormal_click")  # probabilities, in events.LABELS order
+#: An ensemble bundle's trees: window aggregates in, log-odds per head out.
+GBDT_FILE: Final = "gbdt.onnx"
+GBDT_INPUT: Final = "aggregates"
+GBDT_OUTPUT: Final = "gbdt_log_odds"
 
 
 def sha256_file(path: Path) -> str:
@@ -77,6 +81,9 @@ class Manifest:
     evaluation: dict[str, Any]  # the checkpoint's test-split summary
     session_gap_s: int = 1800
     optimization: dict[str, Any] = field(default_factory=dict)
+    # A stacked ensemble: {"gbdt": file, "blend": {head: [a, b, c]}} (events.trees.Blend);
+    # empty when the sequence model alone is served.
+    ensemble: dict[str, Any] = field(default_factory=dict)
     format_version: int = BUNDLE_FORMAT_VERSION
 
     def content(self) -> dict[str, Any]:

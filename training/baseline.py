@@ -13,6 +13,7 @@ import numpy.typing as npt
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from events.aggregates import AGGREGATE_NAMES, LAST_TYPE
+from events.trees import TreeModel
 
 __all__ = ["Baseline", "fit_baseline"]
 
@@ -44,6 +45,23 @@ class Baseline:
         """
         cols = [np.asarray(m.predict_proba(X))[:, 1] for m in self.models]
         return np.stack(cols, axis=1).astype(np.float64) if cols else np.zeros((len(X), 0))
+
+    def raw(self, X: npt.NDArray[Any]) -> _FloatArray:  # noqa: N803
+        """Log-odds [B, n_heads]: what the blend reads (equal to `trees()`' `predict_raw`)."""
+        cols = [
+            np.full(len(X), np.log(m.p / (1 - m.p)))
+            if isinstance(m, _Constant)
+            else np.asarray(m.decision_function(X), dtype=np.float64)
+            for m in self.models
+        ]
+        return np.stack(cols, axis=1) if cols else np.zeros((len(X), 0))
+
+    def trees(self) -> list[TreeModel]:
+        """Each head's classifier as plain arrays (JSON, no pickle; scored without sklearn)."""
+        return [
+            TreeModel.constant(m.p) if isinstance(m, _Constant) else TreeModel.from_sklearn(m)
+            for m in self.models
+        ]
 
 
 def _balanced(y: npt.NDArray[np.bool_], weight: _FloatArray) -> _FloatArray:

@@ -14,6 +14,7 @@ from typing import Any, Final
 from safetensors.torch import load_file, save_file
 
 from events import EncodingSpec, IncompatibleSpec, WindowPolicy
+from events.trees import Blend, TreeModel, tree_models_from_json, tree_models_to_json
 from training.exceptions import TrainingError
 from training.model import EventBert, ModelConfig
 
@@ -26,6 +27,7 @@ FILES: Final = {
     "spec": "encoding_spec.json",
     "policy": "window_policy.json",
     "thresholds": "thresholds.json",
+    "trees": "gbdt.json",  # the GBDT fitted beside the model (events.trees, no pickle)
 }
 
 
@@ -39,6 +41,8 @@ class Checkpoint:
     policy: WindowPolicy
     thresholds: dict[str, float]
     meta: dict[str, Any]  # training config, step, session gap, format
+    trees: dict[str, TreeModel] | None = None  # the GBDT fitted on the same examples
+    blend: Blend | None = None  # set when the shipped scorer is the model blended with `trees`
 
     @property
     def session_gap_s(self) -> int:
@@ -53,10 +57,20 @@ def save_checkpoint(
     policy: WindowPolicy,
     thresholds: dict[str, float],
     meta: dict[str, Any],
+    *,
+    trees: dict[str, TreeModel] | None = None,
+    blend: Blend | None = None,
 ) -> None:
-    """Write the folder (created if needed)."""
+    """Write the folder (created if needed). `blend` needs `trees`: the thresholds are then
+    the blend's."""
+    if blend is not None and trees is None:
+        raise TrainingError("a blend needs the trees it blends")
     out.mkdir(parents=True, exist_ok=True)
     config = {"format": CHECKPOINT_FORMAT, "model": model.config.to_dict(), **meta}
+    if blend is not None:
+        config["ensemble"] = {"blend": blend.to_dict()}
+    if trees is not None:
+        (out / FILES["trees"]).write_text(tree_models_to_json(trees) + "\n")
     (out / FILES["config"]).write_text(json.dumps(config, indent=2) + "\n")
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(out / FILES["weights"]), metadata={"format": CHECKPOINT_FORMAT})
@@ -100,4 +114,18 @@ def load_checkpoint(path: Path) -> Checkpoint:
     model.eval()
     thresholds = {str(k): float(v) for k, v in _read_json(path / FILES["thresholds"]).items()}
     meta = {k: v for k, v in config.items() if k != "model"}
-    return Checkpoint(model, model_config, spec, policy, thresholds, meta)
+    trees = None
+    if (path / FILES["trees"]).is_file():
+        try:
+            trees = tree_models_from_json((path / FILES["trees"]).read_text())
+        except (OSError, ValueError, TypeError) as exc:
+            raise TrainingError(f"{path / FILES['trees']}: unreadable ({exc})") from exc
+    blend = None
+    if "ensemble" in meta:
+        if trees is None:
+            raise TrainingError(f"{path / FILES['trees']}: missing, but the checkpoint blends it")
+        try:
+            blend = Blend.from_dict(meta["ensemble"]["blend"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise TrainingError(f"{path / FILES['config']}: ensemble.blend: {exc}") from exc
+    return Checkpoint(model, model_config, spec, policy, thresholds, meta, trees, blend)

@@ -42,6 +42,9 @@ class TrainConfig:
     max_alerted_per_1000_per_day: float = 5.0
     target_precision: float | None = None
     target_fpr: float | None = None
+    # The stacked ensemble (training.ensemble): "auto" ships the model blended with the GBDT
+    # when that wins on validation, "on" always, "off" never.
+    ensemble: str = "auto"
 
     def __post_init__(self) -> None:
         if self.target_precision is not None and self.target_fpr is not None:
@@ -53,6 +56,8 @@ class TrainConfig:
                 raise TrainingError(f"{name}: must be in (0, 1]")
         if not 0 < self.mask_prob < 1:
             raise TrainingError("mask_prob: must be in (0, 1)")
+        if self.ensemble not in ("auto", "on", "off"):
+            raise TrainingError(f"ensemble: {self.ensemble!r} is not one of auto, on, off")
 
     @classmethod
     def for_preset(cls, preset: str, **overrides: Any) -> TrainConfig:

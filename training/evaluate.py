@@ -114,12 +114,11 @@ def _json_default(value: object) -> object:
 
 
 def _cross_fit_baseline(
-    corpus: Corpus, examples: ExampleSet, seed: int, progress: bool
+    corpus: Corpus, examples: ExampleSet, x: npt.NDArray[np.float32], seed: int
 ) -> npt.NDArray[np.float32]:
     """Baseline scores on a data set without a training split: two folds by user, each
     fold scored by a baseline fitted on the other (the baseline sees this set's labels,
-    which can only flatter it)."""
-    x = aggregates(corpus, examples, progress)
+    which can only flatter it). `x`: the examples' aggregates."""
     fold = np.random.default_rng(seed).integers(0, 2, size=len(corpus.users))[examples.user_index]
     scores = np.zeros((len(examples), 2), dtype=np.float32)
     for k in (0, 1):
@@ -141,9 +140,22 @@ class Scorer:
     score_windows: Callable[[list[Records]], npt.NDArray[np.float32]] | None = None
     checkpoint: Checkpoint | None = None
 
-    def score(self, corpus: Corpus, examples: ExampleSet, progress: bool) -> npt.NDArray[Any]:
-        if self.checkpoint is not None:
-            return score(self.checkpoint.model, corpus, examples, progress=progress)
+    def score(
+        self,
+        corpus: Corpus,
+        examples: ExampleSet,
+        progress: bool,
+        x: npt.NDArray[np.float32] | None = None,
+    ) -> npt.NDArray[Any]:
+        """Scores [len(examples), heads]; a blended checkpoint reads the aggregates `x`."""
+        ckpt = self.checkpoint
+        if ckpt is not None:
+            probs = score(ckpt.model, corpus, examples, progress=progress)
+            if ckpt.blend is None or ckpt.trees is None:
+                return probs
+            x = aggregates(corpus, examples, progress) if x is None else x
+            raw = np.stack([ckpt.trees[h].predict_raw(x) for h in ckpt.blend.weights], axis=1)
+            return ckpt.blend.combine(probs, raw)
         assert self.score_windows is not None
         out = np.zeros((len(examples), 2), dtype=np.float32)
         chunks = range(0, len(examples), 8192)
@@ -151,6 +163,19 @@ class Scorer:
             idx = np.arange(start, min(start + 8192, len(examples)))
             out[idx] = self.score_windows(batch_windows(corpus, examples, idx))
         return out
+
+
+def _stored_baseline(
+    ckpt: Checkpoint | None, inp: EvalInput, x: npt.NDArray[np.float32]
+) -> dict[str, Any]:
+    """The GBDT the checkpoint stored (fitted on its training world, the same examples as the
+    model), at the thresholds training chose for it: the fair comparison on another world."""
+    if ckpt is None or ckpt.trees is None:
+        return {}
+    scores = np.stack([ckpt.trees[h].predict(x) for h in HEADS], axis=1)
+    saved = ckpt.meta.get("baseline_thresholds", {})
+    thresholds = {h: float(saved.get(h, 0.5)) for h in HEADS}
+    return evaluate(replace(inp, scores=scores), thresholds)
 
 
 def checkpoint_scorer(path: Path) -> Scorer:
@@ -191,13 +216,15 @@ def evaluate_model(
     )
     users = np.arange(len(corpus.users), dtype=np.int32)
     examples = build_examples(corpus, users, model.policy)
-    scores = model.score(corpus, examples, progress)
-    base_scores = _cross_fit_baseline(corpus, examples, seed, progress)
+    x = aggregates(corpus, examples, progress)
+    scores = model.score(corpus, examples, progress, x)
+    base_scores = _cross_fit_baseline(corpus, examples, x, seed)
     inp = eval_input(corpus, examples, scores)
     base_thresholds = {
         head: choose_threshold(replace(inp, scores=base_scores.astype(np.float64)), h)
         for h, head in enumerate(HEADS)
     }
+    stored = _stored_baseline(model.checkpoint, inp, x)
     extra = {
         "data": {
             "events": corpus.n_events,
@@ -215,6 +242,8 @@ def evaluate_model(
             "scored_by": model.described,
         },
     }
+    if stored:
+        extra = {**extra, "stored_baseline": stored}
     report = finish_report(
         out_json.parent, inp, base_scores, model.thresholds, base_thresholds, extra
     )

@@ -17,10 +17,11 @@ from training.baseline import fit_baseline
 from training.checkpoint import save_checkpoint
 from training.config import TrainConfig
 from training.data import load_corpus
+from training.ensemble import choose_blend, fit_blend
 from training.evaluate import aggregates, eval_input, finish_report
 from training.examples import HEADS, build_examples, split_users
 from training.loops import finetune, pretrain, score
-from training.metrics import EvalInput, choose_threshold
+from training.metrics import EvalInput, choose_threshold, evaluate
 from training.model import PRESETS, EventBert, ModelConfig, config_from_init, copy_init_weights
 
 __all__ = ["train"]
@@ -134,6 +135,7 @@ def train(
     # The baseline: same split, same windows, its own thresholds chosen the same way.
     base_began = time.perf_counter()
     x_val = aggregates(corpus, val_ex, progress)
+    x_test = aggregates(corpus, test_ex, progress)
     baseline = fit_baseline(
         aggregates(corpus, train_ex, progress),
         train_ex.y,
@@ -144,8 +146,25 @@ def train(
     )
     base_val = replace(val_inp, scores=baseline.predict(x_val))
     base_thresholds = _thresholds(base_val, cfg)
-    base_test = baseline.predict(aggregates(corpus, test_ex, progress))
+    base_test = baseline.predict(x_test)
     base_wall = time.perf_counter() - base_began
+
+    # The stacked ensemble: model and GBDT blended on validation; shipped if it wins there.
+    blend = fit_blend(HEADS, val_inp.scores, baseline.raw(x_val), val_ex.y, val_ex.weight)
+    blend_val = blend.combine(val_inp.scores, baseline.raw(x_val))
+    ship_blend, blend_figures = choose_blend(
+        cfg.ensemble, blend_val, val_inp.scores, val_ex.y, val_ex.weight
+    )
+    model_alone = evaluate(test_inp, thresholds)
+    if ship_blend:
+        thresholds = _thresholds(replace(val_inp, scores=blend_val), cfg)
+        test_inp = replace(test_inp, scores=blend.combine(test_inp.scores, baseline.raw(x_test)))
+    log.info(
+        "ensemble: validation PR-AUC model %.4f, blend %.4f → %s",
+        blend_figures["model_validation_pr_auc"],
+        blend_figures["blend_validation_pr_auc"],
+        "the blend ships" if ship_blend else "the model alone ships",
+    )
 
     untrained = _mean_pr_auc(untrained_ex.y, untrained_scores, untrained_ex.weight)
     extra = {
@@ -177,6 +196,16 @@ def train(
             "wall_s": round(time.perf_counter() - began, 1),
             "torch_threads": torch.get_num_threads(),
         },
+        "ensemble": {
+            "shipped": ship_blend,
+            "mode": cfg.ensemble,
+            "blend": blend.to_dict(),
+            **blend_figures,
+            "note": "heads = the shipped scorer; model_alone = the sequence model without the "
+            "GBDT, at its own validation thresholds; baseline = the GBDT alone. Blend weights, "
+            "thresholds and the choice come from the validation users.",
+            "model_alone": model_alone,
+        },
     }
     report = finish_report(out, test_inp, base_test, thresholds, base_thresholds, extra)
     meta = {
@@ -190,6 +219,15 @@ def train(
             "feedback": str(feedback) if feedback else None,
         },
     }
-    save_checkpoint(out, model, corpus.spec, policy, thresholds, meta)
+    save_checkpoint(
+        out,
+        model,
+        corpus.spec,
+        policy,
+        thresholds,
+        meta,
+        trees=dict(zip(HEADS, baseline.trees(), strict=True)),
+        blend=blend if ship_blend else None,
+    )
     log.info("checkpoint and report written to %s", out)
     return report

@@ -82,12 +82,20 @@ def run_demo(
 ) -> DemoResult:
     """Run every step; returns the scorecard (also printed), leaves files in `out`."""
     from riskstream.dev import dev_down, dev_up
-    from training.simulator import WorldConfig, simulate_world
+    from training.simulator import CLASSIC_KINDS, WorldConfig, simulate_world
 
     world, model, bundle = out / "world", out / "model", out / "bundle"
     with _step(1, "simulate a labelled world"):
         summary = simulate_world(
-            WorldConfig(users=users, days=days, seed=seed, attack_share=attack_share),
+            # The classic kinds: the hard ones (session takeover, click injection, …) need
+            # more data and time than the demo's quick model gets (`riskstream bench quality`).
+            WorldConfig(
+                users=users,
+                days=days,
+                seed=seed,
+                attack_share=attack_share,
+                attack_kinds=frozenset(CLASSIC_KINDS),
+            ),
             world,
             progress=True,
         )

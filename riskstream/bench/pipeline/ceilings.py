@@ -19,7 +19,7 @@ import redis
 
 from events import Event, encode_event, parse_event
 from events.window import InMemoryWindowStore, Records, WindowPolicy, select_window
-from export.loader import Bundle, load_bundle, make_session, score_windows
+from export.loader import Bundle, load_bundle, make_session, run_session, score_windows
 from stream.redis_windows import RedisWindowStore
 
 __all__ = [
@@ -124,7 +124,9 @@ def model_cost_at(bundle: Bundle, max_events: int, batch: int, workdir: Path) ->
     export_fp32(model, windows_to_inputs([window, window], bundle.spec), graph)
     session = make_session(graph)
     figures = _time_batches(
-        lambda w, b: score_windows(session, bundle.spec, w, b), [window] * (batch * 4), batch
+        lambda w, b: score_windows(lambda x: run_session(session, x), bundle.spec, w, b),
+        [window] * (batch * 4),
+        batch,
     )
     return figures
 
