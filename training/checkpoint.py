@@ -60,6 +60,7 @@ def save_checkpoint(
     *,
     trees: dict[str, TreeModel] | None = None,
     blend: Blend | None = None,
+    model_thresholds: dict[str, float] | None = None,
 ) -> None:
     """Write the folder (created if needed). `blend` needs `trees`: the thresholds are then
     the blend's."""
@@ -67,8 +68,8 @@ def save_checkpoint(
         raise TrainingError("a blend needs the trees it blends")
     out.mkdir(parents=True, exist_ok=True)
     config = {"format": CHECKPOINT_FORMAT, "model": model.config.to_dict(), **meta}
-    if blend is not None:
-        config["ensemble"] = {"blend": blend.to_dict()}
+    if blend is not None:  # the sequence model's own thresholds too: for the ablation
+        config["ensemble"] = {"blend": blend.to_dict(), "model_thresholds": model_thresholds}
     if trees is not None:
         (out / FILES["trees"]).write_text(tree_models_to_json(trees) + "\n")
     (out / FILES["config"]).write_text(json.dumps(config, indent=2) + "\n")

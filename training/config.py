@@ -29,6 +29,7 @@ class TrainConfig:
     mask_prob: float = 0.15
     pretrain_lr: float = 1e-3
     # Fine-tuning.
+    labelled_share: float = 1.0  # share of the training users whose labels are used
     neg_keep: float = 0.1  # share of all-negative examples kept (weights undo it)
     finetune_epochs: int = 3
     finetune_lr: float = 5e-4
@@ -51,7 +52,7 @@ class TrainConfig:
             raise TrainingError("target_precision, target_fpr: give at most one")
         if self.preset not in PRESET_TRAINING:
             raise TrainingError(f"preset: must be one of {', '.join(PRESET_TRAINING)}")
-        for name in ("neg_keep", "eval_neg_keep"):
+        for name in ("neg_keep", "eval_neg_keep", "labelled_share"):
             if not 0 < getattr(self, name) <= 1:
                 raise TrainingError(f"{name}: must be in (0, 1]")
         if not 0 < self.mask_prob < 1:

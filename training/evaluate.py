@@ -147,15 +147,32 @@ class Scorer:
         progress: bool,
         x: npt.NDArray[np.float32] | None = None,
     ) -> npt.NDArray[Any]:
-        """Scores [len(examples), heads]; a blended checkpoint reads the aggregates `x`."""
+        """Served scores [len(examples), heads]; a blended checkpoint reads the aggregates `x`."""
+        return self.score_parts(corpus, examples, progress, x)[1]
+
+    def score_parts(
+        self,
+        corpus: Corpus,
+        examples: ExampleSet,
+        progress: bool,
+        x: npt.NDArray[np.float32] | None = None,
+    ) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
+        """(the sequence model's scores, the served scores): equal unless the checkpoint blends
+        the model with its trees."""
         ckpt = self.checkpoint
         if ckpt is not None:
             probs = score(ckpt.model, corpus, examples, progress=progress)
             if ckpt.blend is None or ckpt.trees is None:
-                return probs
+                return probs, probs
             x = aggregates(corpus, examples, progress) if x is None else x
             raw = np.stack([ckpt.trees[h].predict_raw(x) for h in ckpt.blend.weights], axis=1)
-            return ckpt.blend.combine(probs, raw)
+            return probs, ckpt.blend.combine(probs, raw)
+        served = self._score_windows(corpus, examples, progress)
+        return served, served
+
+    def _score_windows(
+        self, corpus: Corpus, examples: ExampleSet, progress: bool
+    ) -> npt.NDArray[Any]:
         assert self.score_windows is not None
         out = np.zeros((len(examples), 2), dtype=np.float32)
         chunks = range(0, len(examples), 8192)
@@ -217,7 +234,7 @@ def evaluate_model(
     users = np.arange(len(corpus.users), dtype=np.int32)
     examples = build_examples(corpus, users, model.policy)
     x = aggregates(corpus, examples, progress)
-    scores = model.score(corpus, examples, progress, x)
+    model_scores, scores = model.score_parts(corpus, examples, progress, x)
     base_scores = _cross_fit_baseline(corpus, examples, x, seed)
     inp = eval_input(corpus, examples, scores)
     base_thresholds = {
@@ -244,6 +261,10 @@ def evaluate_model(
     }
     if stored:
         extra = {**extra, "stored_baseline": stored}
+    ckpt = model.checkpoint
+    if ckpt is not None and ckpt.blend is not None:  # the ablation: the sequence model alone
+        alone = ckpt.meta.get("ensemble", {}).get("model_thresholds", model.thresholds)
+        extra = {**extra, "model_alone": evaluate(replace(inp, scores=model_scores), alone)}
     report = finish_report(
         out_json.parent, inp, base_scores, model.thresholds, base_thresholds, extra
     )

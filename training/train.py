@@ -80,8 +80,13 @@ def train(
         test_after_quantile=cfg.test_after_quantile,
     )
     t_cut = split.t_cut_ms
+    labelled = split.train_users  # pretraining still reads every training user
+    if cfg.labelled_share < 1.0:
+        keep = max(1, round(len(labelled) * cfg.labelled_share))
+        pick = np.random.default_rng(cfg.seed + 1).choice(len(labelled), keep, replace=False)
+        labelled = labelled[np.sort(pick)]
     train_ex = build_examples(
-        corpus, split.train_users, policy, t_to_ms=t_cut, neg_keep=cfg.neg_keep, seed=cfg.seed
+        corpus, labelled, policy, t_to_ms=t_cut, neg_keep=cfg.neg_keep, seed=cfg.seed
     )
     val_ex = build_examples(corpus, split.val_users, policy, t_to_ms=t_cut)
     test_ex = build_examples(corpus, split.test_users, policy, t_from_ms=t_cut)
@@ -155,6 +160,7 @@ def train(
     ship_blend, blend_figures = choose_blend(
         cfg.ensemble, blend_val, val_inp.scores, val_ex.y, val_ex.weight
     )
+    model_thresholds = thresholds
     model_alone = evaluate(test_inp, thresholds)
     if ship_blend:
         thresholds = _thresholds(replace(val_inp, scores=blend_val), cfg)
@@ -171,6 +177,7 @@ def train(
         "split": {
             **split.to_dict(),
             "train_examples": len(train_ex),
+            "labelled_train_users": len(labelled),
             "validation_examples": len(val_ex),
             "test_examples": len(test_ex),
             "pretrain_windows": len(pretrain_ex),
@@ -228,6 +235,7 @@ def train(
         meta,
         trees=dict(zip(HEADS, baseline.trees(), strict=True)),
         blend=blend if ship_blend else None,
+        model_thresholds=model_thresholds,
     )
     log.info("checkpoint and report written to %s", out)
     return report

@@ -143,3 +143,45 @@ def bundle_cmd(
     from riskstream.bench.bundle import bench_bundle, render_bench
 
     render_bench(bench_bundle(bundle, progress=not quiet), out)
+
+
+@bench_app.command("quality")
+def quality_cmd(
+    out: Annotated[Path, typer.Option("--out", help="Worlds, runs and tables.")] = Path(
+        "docs/bench/quality"
+    ),
+    seeds: Annotated[int, typer.Option("--seeds", min=1, help="Seeds 0 … N-1.")] = 3,
+    worlds: Annotated[
+        list[str] | None, typer.Option("--world", help="default and/or hard (repeatable).")
+    ] = None,
+    users: Annotated[int, typer.Option("--users", min=100)] = 20_000,
+    days: Annotated[float, typer.Option("--days", min=0.1)] = 2.0,
+    eval_users: Annotated[
+        int | None, typer.Option("--eval-users", min=100, help="Default: --users.")
+    ] = None,
+    preset: Annotated[str, typer.Option("--preset", help="tiny, small or base.")] = "small",
+    attack_share: Annotated[float, typer.Option("--attack-share", min=0.0, max=0.5)] = 0.02,
+    label_share: Annotated[
+        list[float] | None,
+        typer.Option("--label-share", min=0.01, max=1.0, help="Efficiency table (repeatable)."),
+    ] = None,
+) -> None:
+    """Shipped model vs the GBDT on the same aggregates and data, judged on a separately
+    simulated world: mean ± spread over seeds, per world kind (finished runs are reused)."""
+    from riskstream.bench.quality import QualityPlan, bench_quality
+
+    try:
+        plan = QualityPlan(
+            out=out,
+            seeds=tuple(range(seeds)),
+            worlds=tuple(worlds or ("default", "hard")),
+            users=users,
+            days=days,
+            eval_users=eval_users,
+            preset=preset,
+            attack_share=attack_share,
+            label_shares=tuple(label_share or ()),
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    bench_quality(plan).print()

@@ -1,0 +1,252 @@
+"""`riskstream bench quality`: the shipped model vs the GBDT on the same aggregates, fitted on the
+same data, judged on a separately simulated world, over several seeds and two kinds of world.
+
+For each world kind (default: every attack kind; hard: only the families whose window counts
+look like a customer's) and seed: simulate a training world and, with another seed, an
+evaluation world; `riskstream train` with the preset's defaults; then score the evaluation
+world with the checkpoint and with the GBDT the checkpoint stored (fitted on the training
+world, same examples as the model). Tables give mean and spread per head.
+
+The label-efficiency table trains on 10 %, 30 % and 100 % of the labelled users: the GBDT,
+the model without pretraining, and the model started from one pretrained on a larger unlabeled
+world (`riskstream pretrain`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from riskstream.bench.core import BenchResult
+from training.simulator import ATTACK_KINDS, HARD_KINDS, WorldConfig, simulate_world
+
+__all__ = ["QualityPlan", "bench_quality", "summarise"]
+
+log = logging.getLogger(__name__)
+
+HEADS: Final = ("fraud", "abnormal_click")
+WORLD_KINDS: Final[dict[str, frozenset[str]]] = {
+    "default": frozenset(ATTACK_KINDS),
+    "hard": frozenset(HARD_KINDS),
+}
+#: Per head and scorer, the figures the tables carry (report keys).
+_FIGURES: Final = (
+    "pr_auc",
+    "episode_recall",
+    "normal_users_alerted_per_1000_per_day",
+    "median_detection_delay_s",
+)
+
+
+@dataclass(frozen=True)
+class QualityPlan:
+    """What to run: world kinds × seeds, each a training world and an evaluation world."""
+
+    out: Path
+    seeds: Sequence[int] = (0, 1, 2)
+    worlds: Sequence[str] = ("default", "hard")
+    users: int = 20_000
+    days: float = 2.0
+    eval_users: int | None = None  # default: `users`
+    attack_share: float = 0.02
+    preset: str = "small"
+    label_shares: Sequence[float] = ()  # e.g. (0.1, 0.3, 1.0); empty: no efficiency table
+    pretrain_users: int = 0  # unlabeled world for the efficiency table; 0: 10 × users
+    settings: dict[str, Any] = field(default_factory=dict)  # TrainConfig overrides
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.worlds) - set(WORLD_KINDS))
+        if unknown:
+            raise ValueError(f"worlds: unknown {unknown[0]!r} (known: {', '.join(WORLD_KINDS)})")
+
+
+def _world(root: Path, kind: str, users: int, days: float, seed: int, share: float) -> Path:
+    path = root / f"{kind}-u{users}-d{days:g}-a{share:g}-s{seed}"
+    if not (path / "labels.jsonl").is_file():  # worlds are deterministic: reuse one made before
+        cfg = WorldConfig(
+            users=users, days=days, seed=seed, attack_share=share, attack_kinds=WORLD_KINDS[kind]
+        )
+        simulate_world(cfg, path, progress=False)
+    return path
+
+
+def _pick(report: dict[str, Any], scorer: str) -> dict[str, dict[str, Any]]:
+    section = report.get(scorer, report["heads"])  # model_alone: only where a blend shipped
+    return {h: {k: section.get(h, {}).get(k) for k in _FIGURES} for h in HEADS}
+
+
+def _run_one(
+    plan: QualityPlan, kind: str, seed: int, share: float, init: Path | None
+) -> dict[str, Any]:
+    from training.config import TrainConfig
+    from training.evaluate import evaluate_model
+    from training.train import train
+
+    worlds = plan.out / "worlds"
+    attack = plan.attack_share
+    train_world = _world(worlds, kind, plan.users, plan.days, 1000 + seed, attack)
+    eval_world = _world(worlds, kind, plan.eval_users or plan.users, plan.days, 2000 + seed, attack)
+    tag = f"{kind}-s{seed}-l{share:g}" + ("-init" if init else "")
+    run = plan.out / "runs" / tag
+    if not (run / "eval" / "report.json").is_file():
+        cfg = TrainConfig.for_preset(plan.preset, seed=seed, labelled_share=share, **plan.settings)
+        train(
+            train_world / "events.jsonl",
+            train_world / "labels.jsonl",
+            run / "model",
+            cfg,
+            feedback=train_world / "feedback.jsonl",
+            init=init,
+            progress=False,
+        )
+        evaluate_model(
+            run / "model",
+            eval_world / "events.jsonl",
+            eval_world / "labels.jsonl",
+            run / "eval" / "report.json",
+            feedback=eval_world / "feedback.jsonl",
+            progress=False,
+        )
+    train_report = json.loads((run / "model" / "report.json").read_text())
+    report = json.loads((run / "eval" / "report.json").read_text())
+    return {
+        "world": kind,
+        "seed": seed,
+        "labelled_share": share,
+        "pretrained_init": init is not None,
+        "model": _pick(report, "heads"),
+        "model_alone": _pick(report, "model_alone"),
+        "gbdt": _pick(report, "stored_baseline"),
+        "blend_shipped": bool(train_report.get("ensemble", {}).get("shipped")),
+        "gbdt_cross_fitted": _pick(report, "baseline"),
+        "episode_recall_by_kind": {
+            h: report["heads"][h].get("episode_recall_by_kind") for h in HEADS
+        },
+        "caught_before_purchase": report["heads"]["fraud"].get("caught_before_purchase"),
+        "train_wall_s": train_report["training"]["wall_s"],
+    }
+
+
+def _mean_sd(values: list[float | None]) -> tuple[float | None, float | None, int]:
+    got = [float(v) for v in values if v is not None]
+    if not got:
+        return None, None, 0
+    return statistics.fmean(got), statistics.stdev(got) if len(got) > 1 else 0.0, len(got)
+
+
+def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean ± spread per world, head and figure: model vs GBDT (same data) rows."""
+    rows: list[dict[str, Any]] = []
+    full = [r for r in runs if r["labelled_share"] == 1.0 and not r["pretrained_init"]]
+    for kind in dict.fromkeys(r["world"] for r in full):
+        mine = [r for r in full if r["world"] == kind]
+        for head in HEADS:
+            for figure in _FIGURES:
+                row: dict[str, Any] = {"world": kind, "head": head, "figure": figure}
+                for scorer in ("model", "model_alone", "gbdt"):
+                    mean, sd, n = _mean_sd([r[scorer][head][figure] for r in mine])
+                    row[scorer] = None if mean is None else f"{mean:.4f} ± {sd:.4f}"
+                    row[f"{scorer}_mean"] = mean
+                    row["seeds"] = n
+                m, g = row["model_mean"], row["gbdt_mean"]
+                row["model − gbdt"] = None if m is None or g is None else round(m - g, 4)
+                rows.append(row)
+    return rows
+
+
+def efficiency(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """PR-AUC per labelled share: GBDT, model from scratch, model from a pretrained init."""
+    rows: list[dict[str, Any]] = []
+    keys = sorted({(r["world"], r["labelled_share"]) for r in runs})
+    for kind, share in keys:
+        for head in HEADS:
+            row: dict[str, Any] = {"world": kind, "labelled share": share, "head": head}
+            scratch = [r for r in runs if (r["world"], r["labelled_share"]) == (kind, share)
+                       and not r["pretrained_init"]]  # fmt: skip
+            init = [r for r in runs if (r["world"], r["labelled_share"]) == (kind, share)
+                    and r["pretrained_init"]]  # fmt: skip
+            for name, group, scorer in (("gbdt", scratch, "gbdt"), ("model", scratch, "model"),
+                                        ("model, pretrained init", init, "model")):  # fmt: skip
+                mean, sd, n = _mean_sd([r[scorer][head]["pr_auc"] for r in group])
+                row[name] = None if mean is None else f"{mean:.4f} ± {sd:.4f} ({n})"
+            rows.append(row)
+    return rows
+
+
+def bench_quality(
+    plan: QualityPlan, pretrain: Callable[[Path, Path], None] | None = None
+) -> BenchResult:
+    """Run the plan (resuming finished runs), write quality.json / quality.md, return the table."""
+    plan.out.mkdir(parents=True, exist_ok=True)
+    runs: list[dict[str, Any]] = []
+    for kind in plan.worlds:
+        for seed in plan.seeds:
+            log.info("quality: %s world, seed %d", kind, seed)
+            runs.append(_run_one(plan, kind, seed, 1.0, None))
+    if plan.label_shares:
+        for kind in plan.worlds:
+            init = None
+            if pretrain is not None:
+                users = plan.pretrain_users or 10 * plan.users
+                corpus = _world(
+                    plan.out / "worlds", kind, users, plan.days, 3000, plan.attack_share
+                )
+                init = plan.out / "pretrained" / kind
+                if not (init / "config.json").is_file():
+                    log.info("quality: pretraining on %s users (%s world)", f"{users:,}", kind)
+                    pretrain(corpus / "events.jsonl", init)
+            for share in plan.label_shares:
+                for seed in plan.seeds:
+                    log.info("quality: %s world, %g of labels, seed %d", kind, share, seed)
+                    if share != 1.0:
+                        runs.append(_run_one(plan, kind, seed, share, None))
+                    if init is not None:
+                        runs.append(_run_one(plan, kind, seed, share, init))
+    table = summarise(runs)
+    eff = efficiency(runs) if plan.label_shares else []
+    (plan.out / "quality.json").write_text(
+        json.dumps(
+            {"plan": _plan_dict(plan), "runs": runs, "summary": table, "efficiency": eff},
+            indent=1,
+            default=str,
+        )
+        + "\n"
+    )
+    shown = [{k: v for k, v in r.items() if not k.endswith("_mean")} for r in table]
+    result = BenchResult(
+        "quality",
+        shown,
+        notes=[
+            f"{len(plan.seeds)} seeds × {', '.join(plan.worlds)} worlds of {plan.users:,} users × "
+            f"{plan.days:g} days, preset {plan.preset}; evaluated on a world of another seed",
+            "gbdt: the HistGradientBoosting on the 88 window aggregates that `train` fitted on "
+            "the same examples as the model (stored in the checkpoint)",
+        ],
+    )
+    _write_markdown(plan.out / "quality.md", result, eff)
+    return result
+
+
+def _plan_dict(plan: QualityPlan) -> dict[str, Any]:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in plan.__dict__.items()}
+
+
+def _write_markdown(path: Path, result: BenchResult, eff: list[dict[str, Any]]) -> None:
+    def table(rows: list[dict[str, Any]]) -> list[str]:
+        if not rows:
+            return []
+        cols = list(rows[0])
+        lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        lines += ["| " + " | ".join("–" if r[c] is None else str(r[c]) for c in cols) + " |"
+                  for r in rows]  # fmt: skip
+        return lines
+
+    lines = ["# bench quality", "", *(f"- {n}" for n in result.notes), "", *table(result.rows)]
+    if eff:
+        lines += ["", "## Label efficiency (PR-AUC)", "", *table(eff)]
+    path.write_text("\n".join(lines) + "\n")
