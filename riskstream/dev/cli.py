@@ -13,6 +13,7 @@ from riskstream.dev.exceptions import DevStackError
 from riskstream.dev.stack import (
     BROKER_BASE_PORT,
     DEV_STATE_ENV,
+    POSTGRES_BASE_PORT,
     REDIS_BASE_PORT,
     DevState,
     ServiceRecord,
@@ -67,6 +68,12 @@ def up_cmd(
         int,
         typer.Option("--redis-port", min=1, max=65535, help="Valkey port (or the next free)."),
     ] = REDIS_BASE_PORT,
+    postgres_port: Annotated[
+        int,
+        typer.Option(
+            "--postgres-port", min=1, max=65535, help="PostgreSQL port (or the next free)."
+        ),
+    ] = POSTGRES_BASE_PORT,
     timeout_s: Annotated[
         float, typer.Option("--timeout-s", min=1.0, help="Per part, to answer.")
     ] = 60.0,
@@ -74,7 +81,13 @@ def up_cmd(
     """Start the broker, Redis (REDIS_URL if set) and PostgreSQL (RISKSTREAM_DATABASE_URL if
     set), create the topics; idempotent."""
     quiet_kafka()
-    result = dev_up(state, broker_port=broker_port, redis_port=redis_port, timeout_s=timeout_s)
+    result = dev_up(
+        state,
+        broker_port=broker_port,
+        redis_port=redis_port,
+        postgres_port=postgres_port,
+        timeout_s=timeout_s,
+    )
     st = result.state
     table = Table(title=f"riskstream dev stack ({result.state_path})")
     for col in ("part", "what", "listens on", "pid", "now", "log"):
