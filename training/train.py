@@ -18,7 +18,7 @@ from training.checkpoint import save_checkpoint
 from training.config import TrainConfig
 from training.data import load_corpus
 from training.evaluate import aggregates, eval_input, finish_report
-from training.examples import HEADS, build_examples, split_users
+from training.examples import HEADS, build_examples, cut_time, split_users
 from training.loops import finetune, pretrain, score
 from training.metrics import EvalInput, choose_threshold
 from training.model import PRESETS, EventBert, ModelConfig, config_from_init, copy_init_weights
@@ -72,6 +72,8 @@ def train(
         events, labels, feedback, session_gap_s=cfg.session_gap_s, progress=progress
     )
     policy = WindowPolicy(max_events=cfg.max_events, max_age_s=cfg.max_age_s)
+    # Analysts' decisions known only after the cut would leak the future: left out up front.
+    corpus = corpus.known_before(cut_time(corpus, cfg.test_after_quantile))
     split = split_users(
         corpus,
         seed=cfg.seed,
@@ -80,7 +82,13 @@ def train(
     )
     t_cut = split.t_cut_ms
     train_ex = build_examples(
-        corpus, split.train_users, policy, t_to_ms=t_cut, neg_keep=cfg.neg_keep, seed=cfg.seed
+        corpus,
+        split.train_users,
+        policy,
+        t_to_ms=t_cut,
+        neg_keep=cfg.neg_keep,
+        seed=cfg.seed,
+        known_negative_weight=cfg.known_negative_weight,
     )
     val_ex = build_examples(corpus, split.val_users, policy, t_to_ms=t_cut)
     test_ex = build_examples(corpus, split.test_users, policy, t_from_ms=t_cut)
@@ -161,6 +169,7 @@ def train(
             "events": corpus.n_events,
             "users": len(corpus.users),
             "episodes": len(corpus.episodes),
+            "known_negatives": len(corpus.negatives),
             "refused": corpus.refused,
             "duplicates": corpus.duplicates,
         },
