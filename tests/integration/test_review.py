@@ -223,6 +223,49 @@ def test_console_signs_in_checks_csrf_and_publishes_decisions(
     assert 'review_decisions_total{verdict="confirmed_fraud"} 1.0' in metrics
 
 
+def test_labels_export_from_the_database_and_from_the_topic(
+    kafka_broker: TansuBroker,
+    make_topics: MakeTopics,
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from riskstream.cli import main
+
+    topics = _topics(make_topics)
+    alerts = [make_alert("u-20"), make_alert("u-21", type="abnormal_click"), make_alert("u-22")]
+    _send(kafka_broker.bootstrap, topics["alerts"], [_alert_msg(a) for a in alerts])
+    with running_review(database_url, kafka_broker.bootstrap, topics, tmp_path) as review:
+        wait_for(lambda: _rows(database_url, "SELECT count(*) FROM alerts")[0][0] == 3, "alerts")
+        with signed_in(review.url) as client:
+            token = csrf_of(client.get("/").text)
+            for user, verdict in [("u-20", "confirmed_fraud"), ("u-21", "false_positive"),
+                                  ("u-22", "escalated")]:  # fmt: skip
+                [(case_id,)] = _rows(
+                    database_url, "SELECT case_id FROM cases WHERE user_id = %s", user
+                )
+                answer = client.post(
+                    f"/cases/{case_id}/decide", data={"verdict": verdict, "csrf": token}
+                )
+                assert answer.status_code == 303
+        _drain(kafka_broker.bootstrap, topics["decisions"], 2, 3)
+    monkeypatch.setenv("RISKSTREAM_DATABASE_URL", database_url)
+    from_db, from_topic = tmp_path / "db.jsonl", tmp_path / "topic.jsonl"
+    assert main(["labels", "export", "--out", str(from_db)]) == 0
+    assert main(["labels", "export", "--out", str(from_topic), "--from-topic", "--broker",
+                 kafka_broker.url, "--topic", topics["decisions"]]) == 0  # fmt: skip
+    lines = [orjson.loads(x) for x in from_db.read_bytes().splitlines()]
+    assert from_topic.read_bytes() == from_db.read_bytes()
+    assert sorted((x["user_id"], x["kind"], x["label"]) for x in lines) == [
+        ("u-20", "review_confirmed", "fraud"),
+        ("u-21", "review_false_positive", "abnormal_click"),
+    ]  # the escalation decides nothing
+    assert all(x["source"] == "review" and x["ts"] for x in lines)
+    later = tmp_path / "later.jsonl"
+    assert main(["labels", "export", "--out", str(later), "--since", "2999-01-01"]) == 0
+    assert later.read_bytes() == b""
+
+
 def test_fields_from_events_render_as_text(
     kafka_broker: TansuBroker, make_topics: MakeTopics, database_url: str, tmp_path: Path
 ) -> None:

@@ -31,7 +31,8 @@ from tests.conftest import MakeTopics
 from tests.integration.review_support import PASSWORD, USER, wait_for
 from tests.integration.test_services_smoke import _consumer_on, _producer, _stop_worker
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
+# Long: the session's tiny model is trained first when no other test has (a few minutes on 2 cores).
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
