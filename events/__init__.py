@@ -8,7 +8,9 @@ from events.contract import (
     EVENT_TYPES,
     LABELS,
     OTHER_TYPE,
+    VERDICTS,
     Alert,
+    Decision,
     Event,
     Label,
     Reason,
@@ -23,9 +25,17 @@ from events.encoding import (
     decode_record,
     encode_event,
 )
-from events.exceptions import IncompatibleSpec, InvalidEvent, InvalidLabel, RiskstreamError
+from events.exceptions import (
+    IncompatibleSpec,
+    InvalidAlert,
+    InvalidDecision,
+    InvalidEvent,
+    InvalidLabel,
+    RiskstreamError,
+)
 from events.features import CHANNELS, ModelInputs, channel_vocab_sizes, windows_to_inputs
 from events.parse import alert_to_dict, dumps_event, event_to_dict, parse_event, parse_label
+from events.review import decision_to_dict, dumps_decision, parse_alert, parse_decision
 from events.schemas import load_schema
 from events.stats import ParseStats
 from events.timeutil import format_ts_ms, parse_ts_ms
@@ -48,12 +58,16 @@ __all__ = [
     "OTHER_TYPE",
     "RECORD_DTYPE",
     "RECORD_SIZE",
+    "VERDICTS",
     "Alert",
     "AppendResult",
+    "Decision",
     "EncodingSpec",
     "Event",
     "InMemoryWindowStore",
     "IncompatibleSpec",
+    "InvalidAlert",
+    "InvalidDecision",
     "InvalidEvent",
     "InvalidLabel",
     "Label",
@@ -66,12 +80,16 @@ __all__ = [
     "WindowSummary",
     "alert_to_dict",
     "channel_vocab_sizes",
+    "decision_to_dict",
     "decode_record",
+    "dumps_decision",
     "dumps_event",
     "encode_event",
     "event_to_dict",
     "format_ts_ms",
     "load_schema",
+    "parse_alert",
+    "parse_decision",
     "parse_event",
     "parse_label",
     "parse_ts_ms",

@@ -20,13 +20,16 @@ __all__ = [
     "OTHER_TYPE",
     "REQUIRED_FIELDS",
     "SEVERITIES",
+    "VERDICTS",
     "Alert",
     "AlertType",
+    "Decision",
     "Event",
     "Label",
     "LabelName",
     "Reason",
     "Severity",
+    "Verdict",
     "WindowSummary",
 ]
 
@@ -183,3 +186,43 @@ class Alert:
     model_version: str
     window: WindowSummary
     reasons: tuple[Reason, ...] = ()
+
+
+Verdict = Literal["confirmed_fraud", "confirmed_abnormal_click", "false_positive", "escalated"]
+#: An analyst's verdicts: the first two confirm, `false_positive` dismisses, `escalated` defers.
+VERDICTS: Final[tuple[Verdict, ...]] = (
+    "confirmed_fraud",
+    "confirmed_abnormal_click",
+    "false_positive",
+    "escalated",
+)
+
+
+@dataclass(slots=True, frozen=True)
+class Decision:
+    """An analyst's verdict on a case (one or more alerts of one user), published with key
+    `user_id`. `window_start_ms`..`window_end_ms` is the behaviour the alerts covered (the
+    earliest window start to the latest alerted event); `decided_at_ms` is when the verdict
+    became known, the instant from which training may use it."""
+
+    decision_id: str
+    case_id: str
+    alert_ids: tuple[str, ...]
+    alert_types: tuple[AlertType, ...]
+    user_id: str
+    verdict: Verdict
+    window_start_ms: int
+    window_end_ms: int
+    analyst: str
+    decided_at_ms: int
+    note: str = ""
+    model_versions: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> LabelName | None:
+        """The label a confirming verdict gives (None for false positive or escalated)."""
+        if self.verdict == "confirmed_fraud":
+            return "fraud"
+        if self.verdict == "confirmed_abnormal_click":
+            return "abnormal_click"
+        return None

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["IncompatibleSpec", "InvalidEvent", "InvalidLabel", "RiskstreamError"]
+__all__ = [
+    "IncompatibleSpec",
+    "InvalidAlert",
+    "InvalidDecision",
+    "InvalidEvent",
+    "InvalidLabel",
+    "RiskstreamError",
+]
 
 
 class RiskstreamError(Exception):
@@ -33,3 +40,20 @@ class InvalidLabel(RiskstreamError):  # noqa: N818
 
 class IncompatibleSpec(RiskstreamError):  # noqa: N818
     """An encoding spec or window policy saved with a model does not match this code."""
+
+
+class InvalidAlert(RiskstreamError):  # noqa: N818
+    """An alert message breaks the alert contract (alert.json); `field` names where.
+
+    >>> str(InvalidAlert("score", "must be a number in [0, 1]"))
+    'score: must be a number in [0, 1]'
+    """
+
+    def __init__(self, field: str, rule: str) -> None:
+        super().__init__(f"{field}: {rule}")
+        self.field = field
+        self.rule = rule
+
+
+class InvalidDecision(InvalidAlert):
+    """A decision message breaks the decision contract (decision.json); `field` names where."""

@@ -16,6 +16,7 @@ from export.cli import evaluate, export, score
 from riskstream.bench.cli import bench_app
 from riskstream.demo.cli import demo
 from riskstream.dev.cli import dev_app
+from riskstream.review.cli import labels_app, review_app
 from riskstream.supervisor import Supervisor, default_processes
 from riskstream.tools.cli import alerts_app, replay
 from stream.cli import flags_env, load_settings
@@ -107,6 +108,8 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(dev_app, name="dev")
 app.command("replay")(replay)
 app.add_typer(alerts_app, name="alerts")
+app.add_typer(review_app, name="review")
+app.add_typer(labels_app, name="labels")
 
 _err = Console(stderr=True, highlight=False)
 

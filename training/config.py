@@ -35,6 +35,9 @@ class TrainConfig:
     finetune_lr: float = 5e-4
     patience: int = 1
     eval_neg_keep: float = 0.25  # negatives scored for early stopping (weights undo it)
+    # Known negatives (analysts' false positives, from --feedback): always kept, this weight.
+    # The default is what a kept negative weighs at neg_keep 0.1.
+    known_negative_weight: float = 10.0
     batch_size: int = 128
     weight_decay: float = 0.01
     warmup_share: float = 0.06
@@ -55,6 +58,8 @@ class TrainConfig:
         for name in ("neg_keep", "eval_neg_keep", "labelled_share"):
             if not 0 < getattr(self, name) <= 1:
                 raise TrainingError(f"{name}: must be in (0, 1]")
+        if self.known_negative_weight <= 0:
+            raise TrainingError("known_negative_weight: must be > 0")
         if not 0 < self.mask_prob < 1:
             raise TrainingError("mask_prob: must be in (0, 1)")
         if self.ensemble not in ("auto", "on", "off"):

@@ -1,5 +1,7 @@
 """Load a corpus: events (JSON lines) grouped into per-user, time-sorted record arrays, plus the
-label episodes from `labels.jsonl` and those derived from delayed feedback (chargebacks).
+label episodes from `labels.jsonl` and those derived from delayed feedback: chargebacks (by
+`order_id`) and analysts' decisions (`riskstream labels export`: a confirmed case is a positive
+episode, a false positive a known negative, each known from its `ts`).
 
 Parsing and encoding are the shared ones (`events.parse_event`, `events.encode_event`), so a
 record here is byte-for-byte what the stream worker appends to its window.
@@ -9,10 +11,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import chain, repeat
 from pathlib import Path
-from typing import IO, Final
+from typing import IO, Any, Final, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -34,13 +36,15 @@ from events import (
 from events.window import records_ts_ms
 from training.exceptions import DataError
 
-__all__ = ["FEEDBACK_KINDS", "Corpus", "Episode", "UserHistory", "load_corpus"]
+__all__ = ["FEEDBACK_KINDS", "REVIEW_KINDS", "Corpus", "Episode", "UserHistory", "load_corpus"]
 
 logger = logging.getLogger(__name__)
 
 #: Offline data is history: the parser's "too far in the future" check is for live streams.
 FAR_FUTURE_MS: Final = 4_000_000_000_000
 FEEDBACK_KINDS: Final = frozenset({"chargeback", "confirmed_fraud"})
+#: Feedback lines from analysts' decisions: a positive episode, or a known negative.
+REVIEW_KINDS: Final = frozenset({"review_confirmed", "review_false_positive"})
 _LOG_FIRST: Final = 5  # refusals / unknown orders logged one by one before going quiet
 _PROGRESS_CHUNK: Final = 1 << 20  # bytes between progress-bar updates
 
@@ -78,6 +82,29 @@ class Corpus:
     unknown_orders: int = 0  # feedback lines whose order_id no purchase carries
     session_gap_s: int = 1800
     sources: dict[str, str] = field(default_factory=dict)  # "events"/"labels"/"feedback" -> path
+    #: When each episode became known (epoch ms), for those from analysts' decisions; an
+    #: episode absent here counts as known from the start (labels, chargebacks).
+    known_ms: dict[int, int] = field(default_factory=dict)
+    #: Known negatives: spans an analyst judged not to be `label` (false positives).
+    negatives: list[Episode] = field(default_factory=list)
+    negatives_known_ms: list[int] = field(default_factory=list)
+
+    def known_before(self, cut_ms: int) -> Corpus:
+        """This corpus without the decisions known at or after `cut_ms` (positives and known
+        negatives alike): what a training whose cut is `cut_ms` may learn from."""
+        keep = [i for i in range(len(self.episodes)) if self.known_ms.get(i, cut_ms - 1) < cut_ms]
+        known = {new: self.known_ms[old] for new, old in enumerate(keep) if old in self.known_ms}
+        negs = [i for i, t in enumerate(self.negatives_known_ms) if t < cut_ms]
+        dropped = len(self.episodes) - len(keep) + len(self.negatives) - len(negs)
+        if dropped:
+            logger.info("%d decisions known at or after the cut left out", dropped)
+        return replace(
+            self,
+            episodes=[self.episodes[i] for i in keep],
+            known_ms=known,
+            negatives=[self.negatives[i] for i in negs],
+            negatives_known_ms=[self.negatives_known_ms[i] for i in negs],
+        )
 
     @property
     def n_events(self) -> int:
@@ -225,7 +252,7 @@ def _read_labels(path: Path) -> list[Episode]:
     return episodes
 
 
-def _parse_feedback(path: Path, lineno: int, line: bytes) -> tuple[str, int, str]:
+def _load_feedback(path: Path, lineno: int, line: bytes) -> dict[str, Any]:
     where = f"{path}:{lineno}"
     try:
         obj = orjson.loads(line)
@@ -233,11 +260,32 @@ def _parse_feedback(path: Path, lineno: int, line: bytes) -> tuple[str, int, str
         raise DataError(f"{where}: bad feedback line: not valid JSON ({exc})") from exc
     if type(obj) is not dict:
         raise DataError(f"{where}: bad feedback line: must be a JSON object")
+    return cast(dict[str, Any], obj)
+
+
+def _parse_review(path: Path, lineno: int, obj: dict[str, Any]) -> tuple[Episode, int]:
+    """A decision's feedback line: (episode, when it became known)."""
+    where = f"{path}:{lineno}"
+    try:
+        known = parse_ts_ms(obj.get("ts"))
+    except ValueError as exc:
+        raise DataError(f"{where}: ts: {exc}") from exc
+    fields = {k: obj.get(k) for k in ("user_id", "label", "start", "end")}
+    try:
+        lab = parse_label(orjson.dumps(fields))
+    except InvalidLabel as exc:
+        raise DataError(f"{where}: bad decision line: {exc}") from exc
+    return Episode(lab.user_id, lab.label, lab.start_ms, lab.end_ms, obj["kind"], "review"), known
+
+
+def _parse_feedback(path: Path, lineno: int, obj: dict[str, Any]) -> tuple[str, int, str]:
+    where = f"{path}:{lineno}"
     order_id, kind = obj.get("order_id"), obj.get("kind")
     if type(order_id) is not str or not order_id:
         raise DataError(f"{where}: order_id: is required and must be a non-empty string")
     if kind not in FEEDBACK_KINDS:
-        raise DataError(f"{where}: kind: must be one of {sorted(FEEDBACK_KINDS)}, got {kind!r}")
+        kinds = sorted(FEEDBACK_KINDS | REVIEW_KINDS)
+        raise DataError(f"{where}: kind: must be one of {kinds}, got {kind!r}")
     try:
         ts_ms = parse_ts_ms(obj.get("ts"))
     except ValueError as exc:
@@ -245,18 +293,39 @@ def _parse_feedback(path: Path, lineno: int, line: bytes) -> tuple[str, int, str
     return order_id, ts_ms, str(kind)
 
 
-def _read_feedback(path: Path, users: list[UserHistory]) -> tuple[list[Episode], int]:
-    """Fraud episodes from the session start (by inactivity) to each charged-back purchase."""
+@dataclass
+class _Feedback:
+    episodes: list[Episode] = field(default_factory=list)
+    known_ms: dict[int, int] = field(default_factory=dict)  # index into episodes -> known at
+    negatives: list[Episode] = field(default_factory=list)
+    negatives_known_ms: list[int] = field(default_factory=list)
+    unknown: int = 0
+
+
+def _read_feedback(path: Path, users: list[UserHistory]) -> _Feedback:
+    """Fraud episodes from the session start (by inactivity) to each charged-back purchase;
+    analysts' decisions as positive episodes or known negatives, with when they were known."""
     owner: dict[str, int] = {}
     for ui, user in enumerate(users):  # users are sorted by id: the first owner wins
         for oid in user.order_ids:
             owner.setdefault(oid, ui)
-    episodes: list[Episode] = []
+    out = _Feedback()
+    episodes = out.episodes
     seen: set[tuple[str, int, int, str]] = set()
     unknown = 0
     with path.open("rb") as f:
         for lineno, line in _lines(path, f, False, "feedback"):
-            order_id, _, kind = _parse_feedback(path, lineno, line)
+            obj = _load_feedback(path, lineno, line)
+            if obj.get("kind") in REVIEW_KINDS:
+                episode, known = _parse_review(path, lineno, obj)
+                if episode.kind == "review_confirmed":
+                    out.known_ms[len(episodes)] = known
+                    episodes.append(episode)
+                else:
+                    out.negatives.append(episode)
+                    out.negatives_known_ms.append(known)
+                continue
+            order_id, _, kind = _parse_feedback(path, lineno, obj)
             who = owner.get(order_id)
             if who is None:
                 unknown += 1
@@ -273,7 +342,8 @@ def _read_feedback(path: Path, users: list[UserHistory]) -> tuple[list[Episode],
             episodes.append(Episode(key[0], "fraud", key[1], key[2], kind, "feedback"))
     if unknown:
         logger.warning("%s: %d feedback lines name an unknown order", path, unknown)
-    return episodes, unknown
+    out.unknown = unknown
+    return out
 
 
 def load_corpus(
@@ -304,10 +374,10 @@ def load_corpus(
     users = _build_users(builder, fitted, spec is None, session_gap_s)
     del builder
     episodes = _read_labels(Path(labels)) if labels is not None else []
-    unknown = 0
-    if feedback is not None:
-        derived, unknown = _read_feedback(Path(feedback), users)
-        episodes.extend(derived)
+    fb = _read_feedback(Path(feedback), users) if feedback is not None else _Feedback()
+    unknown = fb.unknown
+    known_ms = {len(episodes) + i: t for i, t in fb.known_ms.items()}
+    episodes.extend(fb.episodes)
     known = {u.user_id for u in users}
     orphans = sum(e.user_id not in known for e in episodes)
     if orphans:
@@ -321,6 +391,9 @@ def load_corpus(
         refused=stats.refused,
         unknown_orders=unknown,
         session_gap_s=session_gap_s,
+        known_ms=known_ms,
+        negatives=fb.negatives,
+        negatives_known_ms=fb.negatives_known_ms,
         sources={
             name: str(p)
             for name, p in (("events", events), ("labels", labels), ("feedback", feedback))

@@ -25,6 +25,7 @@ __all__ = [
     "Split",
     "batch_windows",
     "build_examples",
+    "cut_time",
     "length_buckets",
     "split_users",
 ]
@@ -116,6 +117,14 @@ def _episodes_by_user(corpus: Corpus) -> dict[str, list[int]]:
     return by_user
 
 
+def cut_time(corpus: Corpus, test_after_quantile: float = 0.5) -> int:
+    """The split's cut: the `test_after_quantile` quantile of every event's time."""
+    if not corpus.users:
+        raise DataError("corpus: has no users to split")
+    all_ts = np.concatenate([u.ts_ms for u in corpus.users])
+    return int(np.quantile(all_ts, test_after_quantile, method="lower"))
+
+
 def split_users(
     corpus: Corpus,
     *,
@@ -136,11 +145,7 @@ def split_users(
         raise DataError(f"fractions: must be three shares >= 0 summing to 1, got {fractions}")
     if not 0.0 <= test_after_quantile <= 1.0:
         raise DataError(f"test_after_quantile: must be in [0, 1], got {test_after_quantile}")
-    if not corpus.users:
-        raise DataError("corpus: has no users to split")
-    all_ts = np.concatenate([u.ts_ms for u in corpus.users])
-    t_cut = int(np.quantile(all_ts, test_after_quantile, method="lower"))
-    del all_ts
+    t_cut = cut_time(corpus, test_after_quantile)
 
     index = corpus.user_index()
     strata = np.zeros(len(corpus.users), dtype=np.int64)
@@ -215,15 +220,24 @@ def build_examples(
     t_to_ms: int | None = None,
     neg_keep: float = 1.0,
     seed: int = 0,
+    known_negative_weight: float | None = None,
 ) -> ExampleSet:
     """One example per event of `users` with ts in [t_from_ms, t_to_ms).
 
     Earlier events still serve as window context. Examples negative for both heads are kept
     with probability `neg_keep` (seeded) and weighted 1/neg_keep; positives are always kept.
+    With `known_negative_weight`, a negative example inside a known negative (an analyst's
+    false positive, `corpus.negatives`) is always kept too, with that weight: the model's own
+    mistakes, confirmed by a person, are never subsampled away.
     """
     if not 0.0 < neg_keep <= 1.0:
         raise DataError(f"neg_keep: must be in (0, 1], got {neg_keep}")
     by_user = _episodes_by_user(corpus)
+    negatives: dict[str, list[tuple[int, int, int]]] = {}
+    if known_negative_weight is not None:
+        for i, ep in enumerate(corpus.negatives):
+            negatives.setdefault(ep.user_id, []).append((ep.start_ms, ep.end_ms, i))
+    known_neg: list[npt.NDArray[np.bool_]] = []
     parts: list[tuple[int, I32, I32, npt.NDArray[np.bool_], I32, I64]] = []
     for ui in np.asarray(users, dtype=np.int64).tolist():
         user = corpus.users[ui]
@@ -235,6 +249,7 @@ def build_examples(
             user, by_user.get(user.user_id, []), corpus, policy, lo, hi
         )
         parts.append((ui, start, end, hits, which, user.ts_ms[lo:hi]))
+        known_neg.append(_cover(user.ts_ms[lo:hi], negatives.get(user.user_id, []))[0])
 
     if not parts:
         return _empty()
@@ -244,14 +259,17 @@ def build_examples(
     hits = np.concatenate([p[3] for p in parts])
     which = np.concatenate([p[4] for p in parts])
     ts_ms = np.concatenate([p[5] for p in parts]).astype(np.int64)
-    del parts
+    judged = np.concatenate(known_neg) & ~hits.any(axis=1)  # positives win over a dismissal
+    del parts, known_neg
 
     weight = np.ones(len(start), dtype=np.float32)
+    if known_negative_weight is not None:
+        weight[judged] = np.float32(known_negative_weight)
     if neg_keep < 1.0:
         negative = ~hits.any(axis=1)
         draw = np.random.default_rng(seed).random(len(start))
-        keep = ~negative | (draw < neg_keep)
-        weight[negative] = np.float32(1.0 / neg_keep)
+        keep = ~negative | judged | (draw < neg_keep)
+        weight[negative & ~judged] = np.float32(1.0 / neg_keep)
         idx = np.flatnonzero(keep)
         user_index, start, end = user_index[idx], start[idx], end[idx]
         hits, which, ts_ms, weight = hits[idx], which[idx], ts_ms[idx], weight[idx]

@@ -19,7 +19,7 @@ from training.config import TrainConfig
 from training.data import load_corpus
 from training.ensemble import choose_blend, fit_blend
 from training.evaluate import aggregates, eval_input, finish_report
-from training.examples import HEADS, build_examples, split_users
+from training.examples import HEADS, build_examples, cut_time, split_users
 from training.loops import finetune, pretrain, score
 from training.metrics import EvalInput, choose_threshold, evaluate
 from training.model import PRESETS, EventBert, ModelConfig, config_from_init, copy_init_weights
@@ -73,6 +73,8 @@ def train(
         events, labels, feedback, session_gap_s=cfg.session_gap_s, progress=progress
     )
     policy = WindowPolicy(max_events=cfg.max_events, max_age_s=cfg.max_age_s)
+    # Analysts' decisions known only after the cut would leak the future: left out up front.
+    corpus = corpus.known_before(cut_time(corpus, cfg.test_after_quantile))
     split = split_users(
         corpus,
         seed=cfg.seed,
@@ -86,7 +88,13 @@ def train(
         pick = np.random.default_rng(cfg.seed + 1).choice(len(labelled), keep, replace=False)
         labelled = labelled[np.sort(pick)]
     train_ex = build_examples(
-        corpus, labelled, policy, t_to_ms=t_cut, neg_keep=cfg.neg_keep, seed=cfg.seed
+        corpus,
+        labelled,
+        policy,
+        t_to_ms=t_cut,
+        neg_keep=cfg.neg_keep,
+        seed=cfg.seed,
+        known_negative_weight=cfg.known_negative_weight,
     )
     val_ex = build_examples(corpus, split.val_users, policy, t_to_ms=t_cut)
     test_ex = build_examples(corpus, split.test_users, policy, t_from_ms=t_cut)
@@ -187,6 +195,7 @@ def train(
             "events": corpus.n_events,
             "users": len(corpus.users),
             "episodes": len(corpus.episodes),
+            "known_negatives": len(corpus.negatives),
             "refused": corpus.refused,
             "duplicates": corpus.duplicates,
         },

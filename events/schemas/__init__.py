@@ -9,7 +9,7 @@ from typing import Any, Literal
 __all__ = ["load_schema"]
 
 
-def load_schema(name: Literal["event", "label", "alert"]) -> dict[str, Any]:
+def load_schema(name: Literal["event", "label", "alert", "decision"]) -> dict[str, Any]:
     """The parsed JSON Schema of one contract.
 
     >>> load_schema("event")["required"]

@@ -13,8 +13,10 @@ from riskstream.dev.exceptions import DevStackError
 from riskstream.dev.stack import (
     BROKER_BASE_PORT,
     DEV_STATE_ENV,
+    POSTGRES_BASE_PORT,
     REDIS_BASE_PORT,
     DevState,
+    ServiceRecord,
     dev_down,
     dev_status,
     dev_up,
@@ -26,7 +28,7 @@ from riskstream.tools.common import quiet_kafka
 __all__ = ["dev_app"]
 
 dev_app = typer.Typer(
-    help="A local Kafka-compatible broker (Tansu) and Redis, in the background.",
+    help="A local Kafka-compatible broker (Tansu), Redis and PostgreSQL, in the background.",
     no_args_is_help=True,
 )
 
@@ -46,8 +48,12 @@ def _out() -> Console:
     return Console(highlight=False)
 
 
+def _record(state: DevState, part: str) -> ServiceRecord | None:
+    return {"broker": state.broker, "redis": state.redis, "postgres": state.postgres}[part]
+
+
 def _where(state: DevState, part: str) -> str:
-    record = state.broker if part == "broker" else state.redis
+    record = _record(state, part)
     return redact(record.url) if record is not None else "-"
 
 
@@ -62,19 +68,32 @@ def up_cmd(
         int,
         typer.Option("--redis-port", min=1, max=65535, help="Valkey port (or the next free)."),
     ] = REDIS_BASE_PORT,
+    postgres_port: Annotated[
+        int,
+        typer.Option(
+            "--postgres-port", min=1, max=65535, help="PostgreSQL port (or the next free)."
+        ),
+    ] = POSTGRES_BASE_PORT,
     timeout_s: Annotated[
         float, typer.Option("--timeout-s", min=1.0, help="Per part, to answer.")
     ] = 60.0,
 ) -> None:
-    """Start the broker and Redis (REDIS_URL if set), create the topics; idempotent."""
+    """Start the broker, Redis (REDIS_URL if set) and PostgreSQL (RISKSTREAM_DATABASE_URL if
+    set), create the topics; idempotent."""
     quiet_kafka()
-    result = dev_up(state, broker_port=broker_port, redis_port=redis_port, timeout_s=timeout_s)
+    result = dev_up(
+        state,
+        broker_port=broker_port,
+        redis_port=redis_port,
+        postgres_port=postgres_port,
+        timeout_s=timeout_s,
+    )
     st = result.state
     table = Table(title=f"riskstream dev stack ({result.state_path})")
     for col in ("part", "what", "listens on", "pid", "now", "log"):
         table.add_column(col, no_wrap=col in ("part", "listens on", "pid", "now"))
-    for part in ("broker", "redis"):
-        record = st.broker if part == "broker" else st.redis
+    for part in ("broker", "redis", "postgres"):
+        record = _record(st, part)
         if record is None:  # pragma: no cover - dev_up raises before that
             continue
         table.add_row(
@@ -95,6 +114,10 @@ def up_cmd(
         soft_wrap=True,
     )
     out.print("then:   riskstream replay --events FILE; riskstream alerts tail --follow")
+    out.print(
+        "review: riskstream review add-user NAME; riskstream review  "
+        "(the console, on this stack's PostgreSQL)"
+    )
     if not result.started_anything:
         out.print("(everything was already running: nothing started)")
 
@@ -113,7 +136,7 @@ def down_cmd(
     if not result.records:
         out.print(f"nothing to stop: no dev stack recorded in {result.state_path}")
         return
-    for part in ("broker", "redis"):
+    for part in ("broker", "redis", "postgres"):
         record = result.records.get(part)
         if record is None:
             continue

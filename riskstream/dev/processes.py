@@ -130,15 +130,18 @@ def process_matches(record: ServiceRecord) -> bool:
     return command.strip().startswith(binary)
 
 
-def stop_process(record: ServiceRecord, timeout_s: float) -> str:
-    """SIGTERM, then SIGKILL after `timeout_s`; only when the pid is still the one we started.
+def stop_process(
+    record: ServiceRecord, timeout_s: float, sig: signal.Signals = signal.SIGTERM
+) -> str:
+    """`sig` (SIGTERM), then SIGKILL after `timeout_s`; only when the pid is still the one we
+    started.
 
     Returns what happened: "stopped", "killed" or "not running".
     """
     if record.pid is None or not process_matches(record):
         return "not running"
     with contextlib.suppress(ProcessLookupError):
-        os.kill(record.pid, signal.SIGTERM)
+        os.kill(record.pid, sig)
     if _wait_gone(record, timeout_s):
         return "stopped"
     log.warning("%s pid %d ignored SIGTERM for %.1f s; killing", record.kind, record.pid, timeout_s)

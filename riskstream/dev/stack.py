@@ -18,8 +18,14 @@ from pathlib import Path
 from typing import Final, Literal
 
 from riskstream.dev.exceptions import DevStackError
-from riskstream.dev.processes import HOST, accepts_tcp, process_matches, stop_process
-from riskstream.dev.services import start_tansu, start_valkey, wait_kafka
+from riskstream.dev.processes import HOST, accepts_tcp, process_matches
+from riskstream.dev.services import (
+    start_postgres,
+    start_tansu,
+    start_valkey,
+    stop_service,
+    wait_kafka,
+)
 from riskstream.dev.state import (
     DEV_STATE_ENV,
     DevState,
@@ -31,7 +37,8 @@ from riskstream.dev.state import (
     save_state,
     utc_now,
 )
-from riskstream.localstack.exceptions import RedisStartError
+from riskstream.localstack.exceptions import PostgresStartError, RedisStartError
+from riskstream.localstack.postgres_server import DATABASE_URL_ENV, ping_postgres
 from riskstream.localstack.redis_server import REDIS_URL_ENV, ping_redis
 from riskstream.localstack.topics import create_topics
 
@@ -39,6 +46,7 @@ __all__ = [
     "BROKER_BASE_PORT",
     "DEV_STATE_ENV",
     "HOST",
+    "POSTGRES_BASE_PORT",
     "REDIS_BASE_PORT",
     "DevState",
     "DownResult",
@@ -57,8 +65,11 @@ __all__ = [
 
 BROKER_BASE_PORT: Final = 9092
 REDIS_BASE_PORT: Final = 6379
+POSTGRES_BASE_PORT: Final = 5432
+#: The review service's topics (riskstream.review.settings has the same defaults).
+REVIEW_TOPICS: Final = {"decisions": 4, "alerts.dlq": 1}
 
-Part = Literal["broker", "redis"]
+Part = Literal["broker", "redis", "postgres"]
 
 
 def dev_topics() -> dict[str, int]:
@@ -77,6 +88,7 @@ def dev_topics() -> dict[str, int]:
         s.dlq_topic: 1,
         s.scores_topic: 8,
         s.control_topic: 1,
+        **REVIEW_TOPICS,
     }
 
 
@@ -98,13 +110,15 @@ def dev_up(
     *,
     broker_port: int = BROKER_BASE_PORT,
     redis_port: int = REDIS_BASE_PORT,
+    postgres_port: int = POSTGRES_BASE_PORT,
     timeout_s: float = 60.0,
 ) -> UpResult:
-    """Start what is not running (broker, then Redis), record it, create the topics.
+    """Start what is not running (broker, Redis, PostgreSQL), record it, create the topics.
 
     Idempotent: parts alive as recorded are reused; a recorded part that died is restarted
     (on its old port when that is still free). With `$REDIS_URL` set, that Redis is used
-    (checked with PING, never started or stopped).
+    (checked with PING, never started or stopped); with `$RISKSTREAM_DATABASE_URL`, that
+    PostgreSQL.
     """
     path = resolve_state_path(state_path)
     run_dir = run_dir_for(path)
@@ -128,6 +142,8 @@ def dev_up(
             save_state(path, state)
 
         actions["redis"] = _up_redis(state, run_dir, redis_port, timeout_s)
+        save_state(path, state)
+        actions["postgres"] = _up_postgres(state, run_dir, postgres_port, timeout_s)
         save_state(path, state)
 
         topics = dev_topics()
@@ -161,6 +177,30 @@ def _up_redis(state: DevState, run_dir: Path, redis_port: int, timeout_s: float)
     return "restarted" if prev is not None else "started"
 
 
+def _up_postgres(state: DevState, run_dir: Path, port: int, timeout_s: float) -> str:
+    env_url = os.environ.get(DATABASE_URL_ENV, "").strip()
+    prev = state.postgres
+    prev_alive = prev is not None and prev.kind == "postgres" and process_matches(prev)
+    if env_url:
+        if prev is not None and prev_alive:
+            raise DevStackError(
+                f"{DATABASE_URL_ENV} is set, but this dev stack runs an embedded PostgreSQL on "
+                f"{prev.host}:{prev.port} (pid {prev.pid}): run `riskstream dev down` first"
+            )
+        ping_postgres(env_url, timeout_s=min(timeout_s, 10.0))
+        state.postgres = ServiceRecord(kind="external", url=env_url, started_at=utc_now())
+        return "external"
+    if prev is not None and prev.kind == "external":
+        ping_postgres(prev.url, timeout_s=min(timeout_s, 10.0))
+        return "external"
+    if prev is not None and prev_alive:
+        ping_postgres(prev.url, timeout_s=min(timeout_s, 10.0))
+        return "running"
+    hint = prev.port if prev is not None and prev.port else port
+    state.postgres = start_postgres(run_dir, hint, timeout_s)
+    return "restarted" if prev is not None else "started"
+
+
 @dataclass
 class DownResult:
     """What `dev_down` did per part (stopped, killed, not running, left running); empty when
@@ -182,16 +222,18 @@ def dev_down(
             return DownResult({}, path, {})
         actions: dict[str, str] = {}
         records: dict[str, ServiceRecord] = {}
-        for part, record in (("redis", state.redis), ("broker", state.broker)):
+        parts = (("postgres", state.postgres), ("redis", state.redis), ("broker", state.broker))
+        for part, record in parts:
             if record is None:
                 continue
             records[part] = record
             if record.started_by_us:
-                actions[part] = stop_process(record, timeout_s)
+                actions[part] = stop_service(record, timeout_s)
             else:
                 actions[part] = "left running"
         run_dir = Path(state.run_dir) if state.run_dir else run_dir_for(path)
         shutil.rmtree(run_dir / "valkey-data", ignore_errors=True)
+        shutil.rmtree(run_dir / "postgres-data", ignore_errors=True)
         with contextlib.suppress(FileNotFoundError):
             (run_dir / "valkey.conf").unlink()
         with contextlib.suppress(FileNotFoundError):
@@ -222,10 +264,18 @@ def dev_status(state_path: str | os.PathLike[str] | None = None) -> list[PartSta
     parts: tuple[tuple[Part, ServiceRecord | None], ...] = (
         ("broker", state.broker),
         ("redis", state.redis),
+        ("postgres", state.postgres),
     )
     for part, record in parts:
         if record is None:
             out.append(PartStatus(part, None, False, False))
+        elif record.kind == "external" and part == "postgres":
+            try:
+                ping_postgres(record.url, timeout_s=1.0)
+                ok = True
+            except PostgresStartError:
+                ok = False
+            out.append(PartStatus(part, record, ok, ok))
         elif record.kind == "external":
             try:
                 ping_redis(record.url, timeout_s=1.0)

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from events.exceptions import RiskstreamError
 
-__all__ = ["BrokerStartError", "LocalStackError", "RedisStartError", "TopicSetupError"]
+__all__ = [
+    "BrokerStartError",
+    "LocalStackError",
+    "PostgresStartError",
+    "RedisStartError",
+    "TopicSetupError",
+]
 
 
 class LocalStackError(RiskstreamError):
@@ -24,3 +30,7 @@ class RedisStartError(LocalStackError):
 
 class TopicSetupError(LocalStackError):
     """Topics could not be created, or did not show up in metadata as asked."""
+
+
+class PostgresStartError(LocalStackError):
+    """PostgreSQL (given by URL) did not answer, or the embedded server did not start."""

@@ -68,6 +68,8 @@ def dev_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, list
     monkeypatch.setenv("COLUMNS", "200")
     # Port hints from the OS, not 9092/6379: a developer's own stack may be running.
     args = ["--broker-port", str(find_free_port()), "--redis-port", str(find_free_port())]
+    args += ["--postgres-port", str(find_free_port())]
+    monkeypatch.delenv("RISKSTREAM_DATABASE_URL", raising=False)
     return state, ["--state", str(state), *args]
 
 
@@ -90,12 +92,27 @@ def test_embedded_stack_up_twice_status_restart_down(
         assert first.broker.pid is not None
         assert first.redis.pid is not None
         pids |= {first.broker.pid, first.redis.pid}
+        # The third part: an embedded PostgreSQL with the review service's database.
+        pg = first.postgres
+        assert pg is not None
+        assert pg.kind == "postgres"
+        assert pg.pid is not None
+        pids.add(pg.pid)
+        assert not _gone(pg.pid)
+        assert _ppid_and_sid(pg.pid)[1] == pg.pid  # detached too
+        assert Path(f"/proc/{pg.pid}/exe").resolve().name == "postgres"
+        import psycopg
+
+        with psycopg.connect(pg.url, connect_timeout=5) as conn:
+            assert conn.execute("SELECT current_database()").fetchone() == ("riskstream",)
         assert first.topics == {
             "events": 8,
             "alerts": 4,
             "events.dlq": 1,
             "scores": 8,
             "riskstream.control": 1,
+            "decisions": 4,
+            "alerts.dlq": 1,
         }
         out = capsys.readouterr().out
         assert f"--broker {first.broker.url} --redis {first.redis.url}" in out
@@ -112,6 +129,7 @@ def test_embedded_stack_up_twice_status_restart_down(
         second = _state(state_path)
         assert second.broker == first.broker
         assert second.redis == first.redis
+        assert second.postgres == first.postgres
         out = capsys.readouterr().out
         assert "nothing started" in out
         assert first.broker.url in out

@@ -28,12 +28,14 @@ from typer.core import TyperGroup
 
 from riskstream.cli import app
 from riskstream.dev.stack import dev_topics
+from riskstream.review.settings import ReviewSettings
 from stream.settings import ENV_PREFIX, WorkerSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 WORKER_DOCKERFILE = "docker/worker.Dockerfile"
 TRAINER_DOCKERFILE = "docker/trainer.Dockerfile"
+REVIEW_DOCKERFILE = "docker/review.Dockerfile"
 ENTRYPOINT_SCRIPT = ROOT / "docker" / "trainer-entrypoint.sh"
 PROMETHEUS = ROOT / "docker" / "prometheus.yml"
 DEPLOY_DOC = ROOT / "docs" / "deploy.md"
@@ -309,6 +311,8 @@ def check_cli(argv: list[str]) -> Any:
     ctx = typer.Context(command, info_name="riskstream")
     args, name = list(argv), "riskstream"
     while isinstance(command, TyperGroup):
+        if command.invoke_without_command and (not args or args[0].startswith("-")):
+            break  # a group that runs itself (`riskstream review --port ...`): its own options
         if not args:
             raise typer.BadParameter(f"{name}: no subcommand")
         name = args.pop(0)
@@ -327,6 +331,10 @@ def option_value(argv: list[str], option: str) -> str:
 
 
 def test_the_cli_checker_refuses_what_the_cli_refuses() -> None:
+    assert check_cli(["review", "--port", "8470"]).name == "review"
+    assert check_cli(["review", "add-user", "alice"]).name == "add-user"
+    with pytest.raises(typer.TyperException):
+        check_cli(["review", "--no-such-flag"])
     assert check_cli(["worker", "--log-level", "info"]).name == "worker"
     assert check_cli(["alerts", "tail", "--follow"]).name == "tail"
     with pytest.raises(typer.TyperException, match="No such option"):
@@ -364,7 +372,7 @@ def test_compose_parses_with_compose_top_level_keys_only() -> None:
 
 def test_the_default_stack_and_its_profiles() -> None:
     default = {name for name, s in services().items() if not profiles(s)}
-    assert default == {"kafka", "kafka-init", "redis", "trainer", "worker"}
+    assert default == {"kafka", "kafka-init", "redis", "trainer", "worker", "postgres", "review"}
     assert profiles(services()["worker-gpu"]) == ["gpu"]
     assert profiles(services()["prometheus"]) == ["monitoring"]
     # Nothing the default stack needs may hide behind a profile.
@@ -382,7 +390,7 @@ def test_every_service_has_an_image_or_a_dockerfile_that_exists() -> None:
             assert context.is_dir(), f"{name}: build context {context} missing"
             assert (context / file).is_file(), f"{name}: {context / file} missing"
     built = {dockerfile_of(s) for s in services().values()} - {None}
-    assert built == {WORKER_DOCKERFILE, TRAINER_DOCKERFILE}
+    assert built == {WORKER_DOCKERFILE, TRAINER_DOCKERFILE, REVIEW_DOCKERFILE}
 
 
 def test_named_volumes_are_declared() -> None:
@@ -433,6 +441,7 @@ def test_commands_of_our_images_are_real_cli_commands() -> None:
             checked.append((name, "trainer-entrypoint"))  # its riskstream calls: tests below
         else:
             pytest.fail(f"{name}: runs {entry}, neither riskstream nor the trainer script")
+    assert ("review", "review") in checked
     assert ("worker", "worker") in checked
     assert ("worker-gpu", "worker") in checked
     assert ("trainer", "trainer-entrypoint") in checked
@@ -837,7 +846,7 @@ def test_trainer_and_workers_share_the_uid() -> None:
 def test_images_copy_the_package_and_the_context_keeps_it() -> None:
     readme = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["readme"]
     needed = ["pyproject.toml", readme, *package_dirs()]
-    for file in (WORKER_DOCKERFILE, TRAINER_DOCKERFILE):
+    for file in (WORKER_DOCKERFILE, TRAINER_DOCKERFILE, REVIEW_DOCKERFILE):
         sources = [src.rstrip("/") for srcs, _ in copies(file) for src in srcs]
         for path in needed:
             assert path in sources, f"{file} does not copy {path}"
@@ -870,3 +879,59 @@ def test_images_copy_the_package_and_the_context_keeps_it() -> None:
 )
 def test_the_build_context_leaves_out(path: str) -> None:
     assert ignored(path)
+
+
+# --- the review service and its database --------------------------------------------------------
+
+
+def test_review_service_reads_this_stacks_kafka_and_postgres() -> None:
+    """The review service: our image with the review extra, the stack's broker and PostgreSQL
+    (the password from one variable, never on its command line), its console on the host's
+    loopback only, started after the topics and a healthy database."""
+    review, postgres = services()["review"], services()["postgres"]
+    assert dockerfile_of(review) == REVIEW_DOCKERFILE
+    installs = pip_installs(REVIEW_DOCKERFILE)
+    assert any('".[review]"' in cmd for cmd in installs), installs
+    assert not any("train" in cmd or "torch" in cmd for cmd in installs), installs
+    assert exec_form(REVIEW_DOCKERFILE, "ENTRYPOINT") == ["riskstream"]
+    assert user_of(REVIEW_DOCKERFILE) == user_of(WORKER_DOCKERFILE)
+    check_cli(exec_form(REVIEW_DOCKERFILE, "CMD"))
+    argv = command_of(review)
+    assert option_value(argv, "--broker") == "kafka://kafka:19092"
+    assert "kafka:19092" in advertised(services()["kafka"])
+    assert not any("postgres" in arg or "password" in arg.lower() for arg in argv)
+    env = set_env(review)
+    pg_env = set_env(postgres)
+    url = env["RISKSTREAM_DATABASE_URL"]
+    assert url == (
+        f"postgresql://{pg_env['POSTGRES_USER']}:{pg_env['POSTGRES_PASSWORD']}@postgres:5432/"
+        f"{pg_env['POSTGRES_DB']}"
+    )
+    raw = raw_compose()
+    assert (
+        "${POSTGRES_PASSWORD:-"
+        in raw["services"]["review"]["environment"]["RISKSTREAM_DATABASE_URL"]
+    )
+    assert (
+        "${POSTGRES_PASSWORD:-" in raw["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"]
+    )
+    assert review["ports"] == ["127.0.0.1:8470:8470"]
+    assert option_value(argv, "--host") == "0.0.0.0"  # inside the container; published on loopback
+    conditions = {t: spec["condition"] for t, spec in review["depends_on"].items()}
+    assert conditions == {
+        "kafka-init": "service_completed_successfully",
+        "postgres": "service_healthy",
+    }
+    assert "healthcheck" in postgres
+    assert any(v.endswith(":/var/lib/postgresql/data") for v in postgres["volumes"])
+    # The users file: mounted read-only where the command reads it.
+    users = option_value(argv, "--users-file")
+    assert any(v.endswith(f":{users.rsplit('/', 1)[0]}:ro") for v in review["volumes"])
+
+
+def test_kafka_init_creates_the_review_topics() -> None:
+    topics = dict(spec.split(":") for spec in set_env(services()["kafka-init"])["TOPICS"].split())
+    settings = ReviewSettings(database_url="", bootstrap="")
+    assert topics[settings.decisions_topic] == "4"
+    assert topics[settings.dlq_topic] == "1"
+    assert topics[settings.alerts_topic] == "4"

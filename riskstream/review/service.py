@@ -1,0 +1,254 @@
+"""`riskstream review`: one process with three tasks.
+
+- the **alert consumer** (aiokafka, consumer group `riskstream-review`): each alert is validated
+  against the alert contract and stored (idempotent on `alert_id`); a message that breaks the
+  contract goes to the dead-letter topic (`alerts.dlq`) with its reason in the headers. Offsets
+  are committed after a batch is stored: at-least-once, and the redelivered alerts change nothing.
+- the **decision publisher**: decisions are written to PostgreSQL first (the outbox) and put on
+  the `decisions` topic (key = user_id) by this task, woken by each decision and every few
+  seconds, so a decision made while the broker is away goes out once it is back.
+- the **console** (uvicorn serving `riskstream.review.web`), on 127.0.0.1 unless configured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import signal
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import orjson
+from psycopg_pool import AsyncConnectionPool
+
+from events import InvalidAlert, parse_alert
+from riskstream.localstack.broker import redact
+from riskstream.review import store
+from riskstream.review.auth import UserStore
+from riskstream.review.exceptions import ReviewError
+from riskstream.review.migrate import migrate
+from riskstream.review.settings import ReviewSettings
+from riskstream.review.web import ConsoleState, ReviewMetrics, create_app
+
+__all__ = ["ReviewService", "dead_letter_headers", "handle_alert"]
+
+log = logging.getLogger(__name__)
+
+_PUBLISH_EVERY_S: Final = 5.0
+_DLQ_MAX_BYTES: Final = 65536
+
+
+def _server_class() -> type[Any]:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn without its own signal handlers: the service's stop() ends it."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    return Server
+
+
+def dead_letter_headers(
+    reason: str, field_name: str, topic: str, partition: int, offset: int
+) -> list[tuple[str, bytes]]:
+    """The DLQ headers, as the worker's `events.dlq` has them (see docs/alerts.md)."""
+    return [
+        ("reason", reason.encode()[:1000]),
+        ("field", field_name.encode()[:200]),
+        ("source_topic", topic.encode()),
+        ("source_partition", str(partition).encode()),
+        ("source_offset", str(offset).encode()),
+    ]
+
+
+async def handle_alert(
+    pool: AsyncConnectionPool[Any], value: bytes | None, partition: int, offset: int
+) -> tuple[str, int | None] | InvalidAlert:
+    """Store one message; ("new", case) or ("duplicate", None), or the contract error."""
+    if value is None:
+        return InvalidAlert("message", "is empty (a tombstone)")
+    try:
+        alert = parse_alert(value)
+    except InvalidAlert as exc:
+        return exc
+    payload = orjson.loads(value)
+    async with pool.connection() as conn:
+        case_id = await store.ingest_alert(conn, alert, payload, partition=partition, offset=offset)
+    return ("new", case_id) if case_id is not None else ("duplicate", None)
+
+
+@dataclass
+class ReviewService:
+    """The review service; `run()` until stopped (SIGINT/SIGTERM, or `stop()`)."""
+
+    settings: ReviewSettings
+    metrics: ReviewMetrics = field(default_factory=ReviewMetrics)
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    @contextlib.asynccontextmanager
+    async def _pool(self) -> AsyncIterator[AsyncConnectionPool[Any]]:
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            self.settings.database_url, min_size=1, max_size=8, open=False, timeout=15
+        )
+        try:
+            await pool.open(wait=True, timeout=30)
+        except Exception as exc:
+            raise ReviewError(
+                f"cannot reach the database at {redact(self.settings.database_url)}: {exc}"
+            ) from None
+        try:
+            yield pool
+        finally:
+            await pool.close()
+
+    async def run(self) -> None:
+        s = self.settings
+        applied = await asyncio.to_thread(migrate, s.database_url)
+        if applied:
+            log.info("schema migrations applied: %s", applied)
+        import uvicorn
+        from aiokafka import AIOKafkaProducer
+
+        async with self._pool() as pool:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=s.bootstrap, client_id="riskstream-review", acks="all",
+                enable_idempotence=False, linger_ms=5,
+            )  # fmt: skip
+            await producer.start()
+            try:
+                state = ConsoleState(pool, UserStore(s.users_file), self.metrics, self._wake.set)
+                secret = s.secret or secrets.token_urlsafe(48)
+                app = create_app(
+                    state, secret=secret, https_only=s.https_only, max_age_s=s.session_max_age_s
+                )
+                config = uvicorn.Config(app, host=s.host, port=s.port, log_level="warning",
+                                        access_log=False, lifespan="off")  # fmt: skip
+                server = _server_class()(config)
+                tasks = [
+                    asyncio.create_task(server.serve(), name="console"),
+                    asyncio.create_task(self._publish_loop(pool, producer), name="publisher"),
+                ]
+                if s.consume:
+                    tasks.append(
+                        asyncio.create_task(self._consume(pool, producer), name="consumer")
+                    )
+                while not server.started:
+                    if tasks[0].done():
+                        await tasks[0]
+                        raise ReviewError(f"the console did not start on {s.host}:{s.port}")
+                    await asyncio.sleep(0.05)
+                log.info("review console on http://%s:%d/", s.host, s.port)
+                self.started.set()
+                stopper: asyncio.Task[Any] = asyncio.create_task(self._stopping.wait())
+                waiting: list[asyncio.Task[Any]] = [*tasks, stopper]
+                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                server.should_exit = True
+                for task in tasks[1:]:
+                    task.cancel()
+                stopper.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                for task in done:
+                    if task is not stopper and not task.cancelled() and task.exception():
+                        raise ReviewError(f"{task.get_name()} failed: {task.exception()!r}")
+            finally:
+                await producer.stop()
+
+    async def _consume(self, pool: AsyncConnectionPool[Any], producer: Any) -> None:
+        from aiokafka import AIOKafkaConsumer
+
+        s = self.settings
+        consumer = AIOKafkaConsumer(
+            s.alerts_topic, bootstrap_servers=s.bootstrap, group_id=s.group,
+            client_id="riskstream-review", enable_auto_commit=False,
+            auto_offset_reset="earliest", fetch_max_wait_ms=s.fetch_max_wait_ms,
+            session_timeout_ms=10_000, heartbeat_interval_ms=1_000,
+        )  # fmt: skip
+        await consumer.start()
+        try:
+            while True:
+                batches = await consumer.getmany(timeout_ms=500, max_records=500)
+                for tp, records in batches.items():
+                    for rec in records:
+                        await self._one(
+                            pool, producer, rec.value, tp.partition, rec.offset, rec.key
+                        )
+                if batches:
+                    await consumer.commit()
+        finally:
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+
+    async def _one(self, pool: AsyncConnectionPool[Any], producer: Any, value: bytes | None,
+                   partition: int, offset: int, key: bytes | None) -> None:  # fmt: skip
+        outcome = await handle_alert(pool, value, partition, offset)
+        if isinstance(outcome, InvalidAlert):
+            s = self.settings
+            headers = dead_letter_headers(str(outcome), outcome.field, s.alerts_topic, partition,
+                                          offset)  # fmt: skip
+            body = value or b""
+            if len(body) > _DLQ_MAX_BYTES:
+                headers.append(("truncated", b"1"))
+                headers.append(("original_bytes", str(len(body)).encode()))
+                body = body[:_DLQ_MAX_BYTES]
+            await producer.send_and_wait(s.dlq_topic, body, key=key, headers=headers)
+            self.metrics.dead_letters.labels(outcome.field).inc()
+            log.warning("alert at %s:%d:%d dead-lettered: %s", s.alerts_topic, partition, offset,
+                        outcome)  # fmt: skip
+        elif outcome[0] == "new":
+            self.metrics.ingested.inc()
+        else:
+            self.metrics.duplicates.inc()
+
+    async def _publish_loop(self, pool: AsyncConnectionPool[Any], producer: Any) -> None:
+        while True:
+            try:
+                await self.publish_pending(pool, producer)
+            except Exception as exc:  # the broker or database is away: retry later
+                log.warning("publishing decisions failed (will retry): %r", exc)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=_PUBLISH_EVERY_S)
+
+    async def publish_pending(self, pool: AsyncConnectionPool[Any], producer: Any) -> int:
+        """Put every unpublished decision on the topic; how many went out."""
+        sent = 0
+        while True:
+            async with pool.connection() as conn:
+                pending = await store.pending_decisions(conn)
+            if not pending:
+                return sent
+            ids = []
+            for raw in pending:
+                obj = orjson.loads(raw)
+                await producer.send_and_wait(
+                    self.settings.decisions_topic, raw, key=str(obj["user_id"]).encode()
+                )
+                ids.append(str(obj["decision_id"]))
+            async with pool.connection() as conn:
+                await store.mark_published(conn, ids)
+            self.metrics.published.inc(len(ids))
+            sent += len(ids)
+
+
+def run_service(settings: ReviewSettings) -> None:
+    """Run until SIGINT or SIGTERM."""
+    service = ReviewService(settings)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, service.stop)
+        await service.run()
+
+    asyncio.run(main())

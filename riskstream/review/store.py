@@ -1,0 +1,399 @@
+"""Cases, alerts and decisions in PostgreSQL (schema: `migrations/`), through psycopg 3 (async).
+
+- `ingest_alert`: idempotent on `alert_id` (a redelivered alert changes nothing); a user's alert
+  joins their open (or escalated) case, else opens one. One transaction, serialised per user by
+  an advisory lock, so two consumers never open two cases for one user.
+- `decide`: the analyst's verdict on a case, stored with the alerts it covers; a final verdict
+  closes the case. The decision row is the outbox: `pending_decisions` / `mark_published` let
+  the publisher put each one on the decisions topic at least once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final, Literal
+
+import orjson
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from events import VERDICTS, Alert, Decision, decision_to_dict, format_ts_ms
+from events.contract import SEVERITIES, Verdict
+from riskstream.review.exceptions import ReviewError
+
+__all__ = [
+    "ACTIVE",
+    "CaseClosed",
+    "CaseFilters",
+    "CaseNotFound",
+    "PrecisionRow",
+    "case_detail",
+    "decide",
+    "decisions_between",
+    "filter_options",
+    "ingest_alert",
+    "mark_published",
+    "pending_decisions",
+    "precision_table",
+    "queue",
+]
+
+ACTIVE: Final = "active"  # the queue's default status filter: open or escalated
+STATUSES: Final = (ACTIVE, "open", "escalated", "closed", "all")
+SEVERITY_RANK: Final = {name: i for i, name in enumerate(SEVERITIES)}
+FINAL_VERDICTS: Final = frozenset(v for v in VERDICTS if v != "escalated")
+CONFIRMED: Final = ("confirmed_fraud", "confirmed_abnormal_click")
+NO_RULE: Final = "(model only)"
+
+
+class CaseNotFound(ReviewError):  # noqa: N818
+    """No case has that id."""
+
+
+class CaseClosed(ReviewError):  # noqa: N818
+    """The case already has a final verdict."""
+
+
+def _dt(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def _ms(value: datetime) -> int:
+    return round(value.timestamp() * 1000)
+
+
+async def ingest_alert(
+    conn: AsyncConnection[Any],
+    alert: Alert,
+    payload: dict[str, Any],
+    *,
+    partition: int | None = None,
+    offset: int | None = None,
+) -> int | None:
+    """Store `alert` in its user's open case; the case id, or None when the alert was stored
+    before (nothing is changed then)."""
+    rule_ids = sorted({r.rule_id for r in alert.reasons if r.rule_id})
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (alert.user_id,))
+        cur = await conn.execute("SELECT 1 FROM alerts WHERE alert_id = %s", (alert.alert_id,))
+        if await cur.fetchone() is not None:
+            return None
+        cur = await conn.execute(
+            "SELECT case_id FROM cases WHERE user_id = %s AND status <> 'closed'",
+            (alert.user_id,),
+        )
+        row = await cur.fetchone()
+        if row is None:
+            cur = await conn.execute(
+                "INSERT INTO cases (user_id) VALUES (%s) RETURNING case_id", (alert.user_id,)
+            )
+            row = await cur.fetchone()
+            assert row is not None
+        else:
+            await conn.execute("UPDATE cases SET updated_at = now() WHERE case_id = %s", row)
+        case_id = int(row[0])
+        await conn.execute(
+            "INSERT INTO alerts (alert_id, case_id, user_id, type, severity, severity_rank, score,"
+            " threshold, model_version, rule_ids, event_id, event_ts, window_start, detected_at,"
+            " payload, source_partition, source_offset)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (
+                alert.alert_id,
+                case_id,
+                alert.user_id,
+                alert.type,
+                alert.severity,
+                SEVERITY_RANK[alert.severity],
+                alert.score,
+                alert.threshold,
+                alert.model_version,
+                rule_ids,
+                alert.event_id,
+                _dt(alert.event_ts_ms),
+                _dt(min(alert.window.first_ts_ms, alert.event_ts_ms)),
+                _dt(alert.detected_at_ms),
+                Jsonb(payload),
+                partition,
+                offset,
+            ),
+        )
+    return case_id
+
+
+@dataclass(frozen=True)
+class CaseFilters:
+    """The queue's filters; None or "" means any."""
+
+    type: str | None = None
+    severity: str | None = None
+    status: str = ACTIVE
+    model_version: str | None = None
+    rule: str | None = None
+
+    def where(self) -> tuple[str, list[Any]]:
+        """SQL conditions on cases `c` (alert conditions: the case has a matching alert)."""
+        conds: list[str] = []
+        args: list[Any] = []
+        status = self.status or ACTIVE
+        if status not in STATUSES:
+            raise ReviewError(f"status: must be one of {', '.join(STATUSES)}")
+        if status == ACTIVE:
+            conds.append("c.status <> 'closed'")
+        elif status != "all":
+            conds.append("c.status = %s")
+            args.append(status)
+        alert_conds: list[str] = []
+        if self.type:
+            alert_conds.append("a.type = %s")
+            args.append(self.type)
+        if self.severity:
+            alert_conds.append("a.severity = %s")
+            args.append(self.severity)
+        if self.model_version:
+            alert_conds.append("a.model_version = %s")
+            args.append(self.model_version)
+        if self.rule:
+            if self.rule == NO_RULE:
+                alert_conds.append("cardinality(a.rule_ids) = 0")
+            else:
+                alert_conds.append("%s = ANY (a.rule_ids)")
+                args.append(self.rule)
+        if alert_conds:
+            conds.append(
+                "EXISTS (SELECT 1 FROM alerts a WHERE a.case_id = c.case_id AND "
+                + " AND ".join(alert_conds)
+                + ")"
+            )
+        return (" WHERE " + " AND ".join(conds)) if conds else "", args
+
+
+async def queue(
+    conn: AsyncConnection[Any], filters: CaseFilters, limit: int = 200
+) -> list[dict[str, Any]]:
+    """Cases matching `filters`, most severe first, then highest score, then newest."""
+    where, args = filters.where()
+    sql = (
+        "SELECT c.case_id, c.user_id, c.status, c.verdict, c.opened_at, c.updated_at,"
+        " s.alerts, s.max_rank, s.max_score, s.types, s.model_versions, s.rules,"
+        " s.last_detected, s.threshold"
+        " FROM cases c JOIN LATERAL ("
+        "  SELECT count(*) AS alerts, max(severity_rank) AS max_rank, max(score) AS max_score,"
+        "   array_agg(DISTINCT type) AS types, array_agg(DISTINCT model_version) AS model_versions,"
+        "   (SELECT array_agg(DISTINCT r) FROM alerts a2, unnest(a2.rule_ids) r"
+        "     WHERE a2.case_id = c.case_id) AS rules,"
+        "   max(detected_at) AS last_detected, min(threshold) AS threshold"
+        "  FROM alerts a WHERE a.case_id = c.case_id) s ON true"
+        f"{where} ORDER BY s.max_rank DESC, s.max_score DESC, s.last_detected DESC LIMIT %s"
+    )
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(sql.encode(), [*args, limit])
+        rows = await cur.fetchall()
+    for row in rows:
+        row["severity"] = SEVERITIES[int(row.pop("max_rank"))]
+        row["rules"] = row["rules"] or []
+    return rows
+
+
+async def filter_options(conn: AsyncConnection[Any]) -> dict[str, list[str]]:
+    """The values the queue's model-version and rule filters offer."""
+    cur = await conn.execute("SELECT DISTINCT model_version FROM alerts ORDER BY 1")
+    versions = [str(r[0]) for r in await cur.fetchall()]
+    cur = await conn.execute("SELECT DISTINCT unnest(rule_ids) FROM alerts ORDER BY 1")
+    rules = [str(r[0]) for r in await cur.fetchall()]
+    return {"model_versions": versions, "rules": [*rules, NO_RULE]}
+
+
+async def case_detail(conn: AsyncConnection[Any], case_id: int) -> dict[str, Any]:
+    """The case, its alerts (payloads, oldest first) and its decisions (newest first)."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute("SELECT * FROM cases WHERE case_id = %s", (case_id,))
+        case = await cur.fetchone()
+        if case is None:
+            raise CaseNotFound(f"no case {case_id}")
+        await cur.execute(
+            "SELECT alert_id, payload, verdict FROM alert_verdicts WHERE case_id = %s"
+            " ORDER BY detected_at, alert_id",
+            (case_id,),
+        )
+        alerts = await cur.fetchall()
+        await cur.execute(
+            "SELECT * FROM decisions WHERE case_id = %s ORDER BY decided_at DESC", (case_id,)
+        )
+        decisions = await cur.fetchall()
+    return {"case": case, "alerts": alerts, "decisions": decisions}
+
+
+async def decide(
+    conn: AsyncConnection[Any],
+    case_id: int,
+    verdict: Verdict,
+    analyst: str,
+    note: str,
+    *,
+    now_ms: int | None = None,
+) -> Decision:
+    """Record `verdict` on every alert of the case; a final verdict closes it. `CaseClosed`
+    when the case already has one."""
+    if verdict not in VERDICTS:
+        raise ReviewError(f"verdict: must be one of {', '.join(VERDICTS)}")
+    decided_ms = now_ms if now_ms is not None else int(datetime.now(UTC).timestamp() * 1000)
+    async with conn.transaction():
+        cur = await conn.execute(
+            "SELECT user_id, status FROM cases WHERE case_id = %s FOR UPDATE", (case_id,)
+        )
+        row = await cur.fetchone()
+        if row is None:
+            raise CaseNotFound(f"no case {case_id}")
+        user_id, status = str(row[0]), str(row[1])
+        if status == "closed":
+            raise CaseClosed(f"case {case_id} already has a final verdict")
+        cur = await conn.execute(
+            "SELECT array_agg(alert_id ORDER BY detected_at, alert_id),"
+            " array_agg(DISTINCT type), array_agg(DISTINCT model_version),"
+            " min(window_start), max(event_ts) FROM alerts WHERE case_id = %s",
+            (case_id,),
+        )
+        agg = await cur.fetchone()
+        if agg is None or not agg[0]:
+            raise ReviewError(f"case {case_id} has no alerts")
+        decision = Decision(
+            decision_id=str(uuid.uuid4()),
+            case_id=str(case_id),
+            alert_ids=tuple(agg[0]),
+            alert_types=tuple(sorted(agg[1])),
+            user_id=user_id,
+            verdict=verdict,
+            window_start_ms=_ms(agg[3]),
+            window_end_ms=_ms(agg[4]),
+            analyst=analyst,
+            decided_at_ms=decided_ms,
+            note=note,
+            model_versions=tuple(sorted(agg[2])),
+        )
+        await conn.execute(
+            "INSERT INTO decisions (decision_id, case_id, user_id, verdict, alert_ids,"
+            " alert_types, model_versions, window_start, window_end, analyst, note, decided_at,"
+            " payload) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (
+                decision.decision_id,
+                case_id,
+                user_id,
+                verdict,
+                list(decision.alert_ids),
+                list(decision.alert_types),
+                list(decision.model_versions),
+                _dt(decision.window_start_ms),
+                _dt(decision.window_end_ms),
+                analyst,
+                note,
+                _dt(decided_ms),
+                Jsonb(decision_to_dict(decision)),
+            ),
+        )
+        if verdict in FINAL_VERDICTS:
+            await conn.execute(
+                "UPDATE cases SET status = 'closed', verdict = %s, closed_at = %s,"
+                " updated_at = %s WHERE case_id = %s",
+                (verdict, _dt(decided_ms), _dt(decided_ms), case_id),
+            )
+        else:
+            await conn.execute(
+                "UPDATE cases SET status = 'escalated', verdict = %s, updated_at = %s"
+                " WHERE case_id = %s",
+                (verdict, _dt(decided_ms), case_id),
+            )
+    return decision
+
+
+async def pending_decisions(conn: AsyncConnection[Any], limit: int = 100) -> list[bytes]:
+    """Wire forms (JSON) of decisions not yet published, oldest first."""
+    cur = await conn.execute(
+        "SELECT payload FROM decisions WHERE published_at IS NULL ORDER BY decided_at LIMIT %s",
+        (limit,),
+    )
+    return [orjson.dumps(r[0]) for r in await cur.fetchall()]
+
+
+async def mark_published(conn: AsyncConnection[Any], decision_ids: Sequence[str]) -> None:
+    """Note that these decisions are on the topic."""
+    if decision_ids:
+        await conn.execute(
+            "UPDATE decisions SET published_at = now() WHERE decision_id = ANY (%s::uuid[])",
+            (list(decision_ids),),
+        )
+
+
+async def decisions_between(
+    conn: AsyncConnection[Any], since_ms: int | None, until_ms: int | None
+) -> list[dict[str, Any]]:
+    """Decisions' wire forms known in [since, until), oldest first."""
+    cur = await conn.execute(
+        "SELECT payload FROM decisions WHERE (%s::timestamptz IS NULL OR decided_at >= %s)"
+        " AND (%s::timestamptz IS NULL OR decided_at < %s) ORDER BY decided_at, decision_id",
+        (
+            *((_dt(since_ms),) * 2 if since_ms is not None else (None, None)),
+            *((_dt(until_ms),) * 2 if until_ms is not None else (None, None)),
+        ),
+    )
+    return [dict(r[0]) for r in await cur.fetchall()]
+
+
+@dataclass(frozen=True)
+class PrecisionRow:
+    """Alerts of one model version (or rule): volume, how many were reviewed, how many held."""
+
+    key: str
+    alerts: int
+    days: float
+    reviewed: int
+    confirmed: int
+    false_positive: int
+
+    @property
+    def per_day(self) -> float:
+        return self.alerts / self.days if self.days > 0 else float(self.alerts)
+
+    @property
+    def reviewed_share(self) -> float:
+        return self.reviewed / self.alerts if self.alerts else 0.0
+
+    @property
+    def precision(self) -> float | None:
+        """Confirmed / (confirmed + false positive); None before any final verdict."""
+        judged = self.confirmed + self.false_positive
+        return self.confirmed / judged if judged else None
+
+
+async def precision_table(
+    conn: AsyncConnection[Any], by: Literal["model_version", "rule"]
+) -> list[PrecisionRow]:
+    """Per model version or per rule: alerts, alerts per day (over the days between its first
+    and last alert, at least one), reviewed (a final verdict), confirmed, false positives."""
+    key = (
+        "model_version"
+        if by == "model_version"
+        else f"unnest(CASE WHEN cardinality(rule_ids) = 0 THEN ARRAY['{NO_RULE}'] "
+        "ELSE rule_ids END)"
+    )
+    sql = (
+        f"SELECT k, count(*), greatest(1.0, extract(epoch FROM max(detected_at) -"
+        " min(detected_at)) / 86400.0), count(verdict),"
+        " count(*) FILTER (WHERE verdict IN ('confirmed_fraud', 'confirmed_abnormal_click')),"
+        " count(*) FILTER (WHERE verdict = 'false_positive')"
+        f" FROM (SELECT {key} AS k, detected_at, verdict FROM alert_verdicts) v"
+        " GROUP BY k ORDER BY count(*) DESC, k"
+    )
+    cur = await conn.execute(sql.encode())
+    return [
+        PrecisionRow(str(k), int(n), float(days), int(rev), int(ok), int(fp))
+        for k, n, days, rev, ok, fp in await cur.fetchall()
+    ]
+
+
+def when(ms: int | None) -> str:
+    """RFC 3339 UTC of epoch ms, for templates ('' for None)."""
+    return format_ts_ms(ms) if ms is not None else ""
