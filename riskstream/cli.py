@@ -14,7 +14,7 @@ from riskstream.bench.cli import bench_app
 from riskstream.dev.cli import dev_app
 from riskstream.tools.cli import alerts_app, replay
 from stream.cli import worker
-from training.cli import demo, evaluate, simulate, train
+from training.cli import demo, evaluate, pretrain, simulate, train
 
 __all__ = ["app", "main"]
 
@@ -26,6 +26,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("simulate")(simulate)
+app.command("pretrain")(pretrain)
 app.command("train")(train)
 app.command("evaluate")(evaluate)
 app.command("export")(export)

@@ -8,17 +8,26 @@ strong, honest baseline: the BERT has to earn its place against it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
+from scipy.special import expit  # type: ignore[import-untyped]
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from events.encoding import FLAGS, EncodingSpec
 from events.features import CHANNELS, CODE_SHIFT, RECENT_WINDOWS_MS, age_code_below
 
-__all__ = ["AGGREGATE_NAMES", "Baseline", "fit_baseline", "window_aggregates"]
+__all__ = [
+    "AGGREGATE_NAMES",
+    "BASELINE_FORMAT",
+    "Baseline",
+    "StoredBaseline",
+    "fit_baseline",
+    "window_aggregates",
+]
 
 _SPEC: Final = EncodingSpec()
 _TYPES: Final = _SPEC.event_types
@@ -207,6 +216,182 @@ class Baseline:
         cols = [np.asarray(m.predict_proba(X))[:, 1] for m in self.models]
         return np.stack(cols, axis=1).astype(np.float64) if cols else np.zeros((len(X), 0))
 
+    @property
+    def iterations(self) -> list[int]:
+        """Boosting iterations per head (early stopping's choice; 0 for a constant head)."""
+        return [int(getattr(m, "n_iter_", 0)) for m in self.models]
+
+    def to_json(self) -> dict[str, Any]:
+        """The fitted trees as plain JSON (no pickle); `StoredBaseline` predicts from it."""
+        return {
+            "format": BASELINE_FORMAT,
+            "feature_names": list(self.feature_names),
+            "heads": [_head_to_json(m) for m in self.models],
+        }
+
+
+#: The stored baseline's JSON format (`Baseline.to_json`, `StoredBaseline`).
+BASELINE_FORMAT: Final = "riskstream-gbdt/1"
+_NODE_FIELDS: Final = (
+    "value",
+    "feature_idx",
+    "num_threshold",
+    "missing_go_to_left",
+    "left",
+    "right",
+    "is_leaf",
+    "is_categorical",
+    "bitset_idx",
+)
+
+
+def _head_to_json(model: Any) -> dict[str, Any]:
+    """One head: the constant, or sklearn's trees as columns of node fields.
+
+    sklearn (1.4+) runs categorical features through an OrdinalEncoder placed first
+    (`_preprocessor`), so the trees index the reordered columns: `columns` gives the input
+    column of each, `categories` the encoder's known values per categorical column.
+    """
+    if isinstance(model, _Constant):
+        return {"constant": model.p}
+    cat = model.is_categorical_
+    if cat is None:
+        columns = list(range(model.n_features_in_))
+        categories: list[list[float]] = []
+    else:
+        columns = [*np.flatnonzero(cat).tolist(), *np.flatnonzero(~cat).tolist()]
+        encoder = model._preprocessor.named_transformers_["encoder"]
+        categories = [[float(v) for v in c] for c in encoder.categories_]
+    known, f_idx_map = model._bin_mapper.make_known_categories_bitsets()
+    trees = []
+    for per_iteration in model._predictors:
+        (tree,) = per_iteration  # binary: one tree per iteration
+        nodes = tree.nodes
+        trees.append(
+            {
+                **{name: nodes[name].tolist() for name in _NODE_FIELDS},
+                "raw_left_cat_bitsets": tree.raw_left_cat_bitsets.tolist(),
+            }
+        )
+    return {
+        "baseline": float(model._baseline_prediction.reshape(-1)[0]),
+        "columns": columns,
+        "categories": categories,
+        "known_cat_bitsets": known.tolist(),
+        "f_idx_map": f_idx_map.tolist(),
+        "trees": trees,
+    }
+
+
+@dataclass
+class _StoredTree:
+    value: _FloatArray
+    feature: npt.NDArray[np.intp]
+    threshold: _FloatArray
+    missing_left: npt.NDArray[np.bool_]
+    left: npt.NDArray[np.intp]
+    right: npt.NDArray[np.intp]
+    leaf: npt.NDArray[np.bool_]
+    categorical: npt.NDArray[np.bool_]
+    bitset_idx: npt.NDArray[np.intp]
+    raw_left: npt.NDArray[np.uint32]
+
+
+class StoredBaseline:
+    """A baseline read back from `Baseline.to_json`: numpy predicts what sklearn's
+    `predict_proba` did (the same tree walk, sums in the same order, the same sigmoid)."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        if data.get("format") != BASELINE_FORMAT:
+            raise ValueError(f"stored baseline: format is not {BASELINE_FORMAT}")
+        self.feature_names = tuple(data["feature_names"])
+        self.heads = data["heads"]
+        self._trees = [[self._tree(t) for t in head.get("trees", [])] for head in self.heads]
+
+    @staticmethod
+    def _tree(t: dict[str, Any]) -> _StoredTree:
+        bitsets = np.asarray(t["raw_left_cat_bitsets"], dtype=np.uint32).reshape(-1, 8)
+        return _StoredTree(
+            np.asarray(t["value"], dtype=np.float64),
+            np.asarray(t["feature_idx"], dtype=np.intp),
+            np.asarray(t["num_threshold"], dtype=np.float64),
+            np.asarray(t["missing_go_to_left"], dtype=bool),
+            np.asarray(t["left"], dtype=np.intp),
+            np.asarray(t["right"], dtype=np.intp),
+            np.asarray(t["is_leaf"], dtype=bool),
+            np.asarray(t["is_categorical"], dtype=bool),
+            np.asarray(t["bitset_idx"], dtype=np.intp),
+            bitsets,
+        )
+
+    def predict(self, X: npt.NDArray[Any]) -> _FloatArray:  # noqa: N803
+        """Positive-class scores [B, n_heads] float64, as `Baseline.predict` gave them."""
+        X = np.asarray(X)  # noqa: N806
+        cols = [
+            self._predict_head(h, trees, X)
+            for h, trees in zip(self.heads, self._trees, strict=True)
+        ]
+        return np.stack(cols, axis=1) if cols else np.zeros((len(X), 0))
+
+    @staticmethod
+    def _predict_head(
+        head: dict[str, Any], trees: list[_StoredTree], x: npt.NDArray[Any]
+    ) -> _FloatArray:
+        if "constant" in head:
+            return np.full(len(x), float(head["constant"]))
+        data = x[:, head["columns"]].astype(np.float64)
+        for j, known in enumerate(head["categories"]):  # OrdinalEncoder: unknown → NaN
+            values = np.asarray(known, dtype=np.float64)
+            found = values[~np.isnan(values)]
+            pos = np.searchsorted(found, data[:, j])
+            hit = (pos < len(found)) & (found[np.minimum(pos, len(found) - 1)] == data[:, j])
+            data[:, j] = np.where(hit, pos, np.nan)
+        known_bits = np.asarray(head["known_cat_bitsets"], dtype=np.uint32).reshape(-1, 8)
+        f_idx_map = np.asarray(head["f_idx_map"], dtype=np.intp)
+        raw = np.full(len(x), float(head["baseline"]))
+        rows = np.arange(len(x))
+        for tree in trees:
+            raw += _walk(tree, data, rows, known_bits, f_idx_map)
+        out: _FloatArray = expit(raw)
+        return out
+
+
+def _in_bitset(
+    bitsets: npt.NDArray[np.uint32], row: npt.NDArray[np.intp], val: npt.NDArray[np.intp]
+) -> npt.NDArray[np.bool_]:
+    word = bitsets[row, val // 32].astype(np.int64)
+    out: npt.NDArray[np.bool_] = ((word >> (val % 32)) & 1).astype(bool)
+    return out
+
+
+def _walk(
+    tree: _StoredTree,
+    data: _FloatArray,
+    rows: npt.NDArray[np.intp],
+    known_bits: npt.NDArray[np.uint32],
+    f_idx_map: npt.NDArray[np.intp],
+) -> _FloatArray:
+    """Every row down the tree at once (sklearn's `_predict_one_from_raw_data`)."""
+    node = np.zeros(len(rows), dtype=np.intp)
+    active = ~tree.leaf[node]
+    while active.any():
+        r, n = rows[active], node[active]
+        val = data[r, tree.feature[n]]
+        missing = np.isnan(val)
+        go_left = val <= tree.threshold[n]
+        cat = tree.categorical[n] & ~missing
+        if cat.any():
+            cv = val[cat]
+            code = np.where(cv >= 0, cv, 0).astype(np.intp) & 0xFF  # sklearn casts to uint8
+            in_left = _in_bitset(tree.raw_left, tree.bitset_idx[n[cat]], code)
+            known = _in_bitset(known_bits, f_idx_map[tree.feature[n[cat]]], code)
+            as_missing = (cv < 0) | (~in_left & ~known)
+            go_left[cat] = np.where(as_missing, tree.missing_left[n[cat]], in_left)
+        go_left = np.where(missing, tree.missing_left[n], go_left)
+        node[active] = np.where(go_left, tree.left[n], tree.right[n])
+        active = ~tree.leaf[node]
+    return tree.value[node]
+
 
 def _balanced(y: npt.NDArray[np.bool_], weight: _FloatArray) -> _FloatArray:
     """Subsampling weight × class balance: both classes carry half the total weight."""
@@ -240,12 +425,15 @@ def fit_baseline(
     y_val: npt.NDArray[Any] | None = None,
     weight_val: npt.NDArray[Any] | None = None,
     max_iter: int = 500,
+    iterations: Sequence[int] | None = None,
 ) -> Baseline:
     """Fit one HistGradientBoostingClassifier per label column of `y` [B, n_heads].
 
     Sample weights combine `weight` (subsampling) and class balance. With `X_val`/`y_val`
     (and optionally `weight_val`), boosting stops early on that validation set's weighted loss;
-    without them sklearn's own early stopping applies on large sets (10 % held out).
+    without them sklearn's own early stopping applies on large sets (10 % held out). With
+    `iterations` (per head, e.g. a selection fit's `Baseline.iterations`), exactly that many
+    boosting rounds and no early stopping: the refit on train + validation.
     """
     X = _fill_empty_columns(np.asarray(X, dtype=np.float32))  # noqa: N806
     y2 = np.asarray(y).reshape(len(X), -1) > 0.5
@@ -270,7 +458,9 @@ def fit_baseline(
             random_state=seed + head,
         )
         fit_kw: dict[str, Any] = {}
-        if X_val is not None and y_val is not None:
+        if iterations is not None:
+            clf.set_params(max_iter=max(1, int(iterations[head])), early_stopping=False)
+        elif X_val is not None and y_val is not None:
             yv = np.asarray(y_val).reshape(len(X_val), -1)[:, head] > 0.5
             wv = np.ones(len(yv)) if weight_val is None else np.asarray(weight_val, float)
             if yv.any() and not yv.all():  # a one-class validation set cannot score the loss

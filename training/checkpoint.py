@@ -1,7 +1,11 @@
 """The trained model on disk: a Hugging Face-style folder that export/ reads.
 
-config.json (model config, training config, step, session gap), model.safetensors, the encoding
-spec and window policy (canonical JSON), thresholds.json, and the evaluation report.
+config.json (model config, training config, step, session gap, the validation split),
+model.safetensors, the encoding spec and window policy (canonical JSON), thresholds.json,
+baseline.json (the GBDT fitted beside the model, as JSON trees), and the evaluation report.
+
+`riskstream pretrain` writes a smaller folder of the same shape (format
+`riskstream-pretrained/1`: config, weights, spec, policy) that `train --init` starts from.
 """
 
 from __future__ import annotations
@@ -14,18 +18,32 @@ from typing import Any, Final
 from safetensors.torch import load_file, save_file
 
 from events import EncodingSpec, IncompatibleSpec, WindowPolicy
+from training.baseline import StoredBaseline
 from training.exceptions import TrainingError
 from training.model import EventBert, ModelConfig
 
-__all__ = ["CHECKPOINT_FORMAT", "Checkpoint", "load_checkpoint", "save_checkpoint"]
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "PRETRAINED_FORMAT",
+    "Checkpoint",
+    "Pretrained",
+    "is_pretrained",
+    "load_checkpoint",
+    "load_pretrained",
+    "load_stored_baseline",
+    "save_checkpoint",
+    "save_pretrained",
+]
 
 CHECKPOINT_FORMAT: Final = "riskstream-checkpoint/1"
+PRETRAINED_FORMAT: Final = "riskstream-pretrained/1"
 FILES: Final = {
     "config": "config.json",
     "weights": "model.safetensors",
     "spec": "encoding_spec.json",
     "policy": "window_policy.json",
     "thresholds": "thresholds.json",
+    "baseline": "baseline.json",
 }
 
 
@@ -53,16 +71,100 @@ def save_checkpoint(
     policy: WindowPolicy,
     thresholds: dict[str, float],
     meta: dict[str, Any],
+    baseline: dict[str, Any] | None = None,
 ) -> None:
-    """Write the folder (created if needed)."""
+    """Write the folder (created if needed); `baseline` is `Baseline.to_json()`."""
+    _write_model(out, CHECKPOINT_FORMAT, model, spec, policy, meta)
+    (out / FILES["thresholds"]).write_text(json.dumps(thresholds, indent=2) + "\n")
+    if baseline is not None:
+        (out / FILES["baseline"]).write_text(json.dumps(baseline, separators=(",", ":")) + "\n")
+
+
+def _write_model(
+    out: Path,
+    fmt: str,
+    model: EventBert,
+    spec: EncodingSpec,
+    policy: WindowPolicy,
+    meta: dict[str, Any],
+) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    config = {"format": CHECKPOINT_FORMAT, "model": model.config.to_dict(), **meta}
+    config = {"format": fmt, "model": model.config.to_dict(), **meta}
     (out / FILES["config"]).write_text(json.dumps(config, indent=2) + "\n")
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(out / FILES["weights"]), metadata={"format": CHECKPOINT_FORMAT})
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(out / FILES["weights"]), metadata={"format": fmt})
     (out / FILES["spec"]).write_text(spec.to_json() + "\n")
     (out / FILES["policy"]).write_text(policy.to_json() + "\n")
-    (out / FILES["thresholds"]).write_text(json.dumps(thresholds, indent=2) + "\n")
+
+
+def save_pretrained(
+    out: Path, model: EventBert, spec: EncodingSpec, policy: WindowPolicy, meta: dict[str, Any]
+) -> None:
+    """Write a pretrained encoder's folder (no heads trained, no thresholds)."""
+    _write_model(out, PRETRAINED_FORMAT, model, spec, policy, meta)
+
+
+@dataclass
+class Pretrained:
+    """A `riskstream pretrain` folder: what `train --init` adopts."""
+
+    path: Path
+    model_config: ModelConfig
+    spec: EncodingSpec
+    policy: WindowPolicy
+    state: dict[str, Any]  # the weights (safetensors)
+    meta: dict[str, Any]
+
+    @property
+    def session_gap_s(self) -> int:
+        """The inactivity gap that sessionised the pretraining data."""
+        return int(self.meta.get("session_gap_s", 1800))
+
+
+def is_pretrained(path: Path) -> bool:
+    """Whether `path` is a `riskstream pretrain` folder (else, for --init, a Hugging Face BERT)."""
+    try:
+        return bool(
+            json.loads((path / FILES["config"]).read_text()).get("format") == PRETRAINED_FORMAT
+        )
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def load_pretrained(path: Path) -> Pretrained:
+    """Read a `riskstream pretrain` folder; errors name the file."""
+    config = _read_json(path / FILES["config"])
+    if config.get("format") != PRETRAINED_FORMAT:
+        raise TrainingError(f"{path / FILES['config']}: format is not {PRETRAINED_FORMAT}")
+    spec, policy = _spec_policy(path)
+    weights = path / FILES["weights"]
+    if not weights.is_file():
+        raise TrainingError(f"{weights}: missing from the pretrained folder")
+    meta = {k: v for k, v in config.items() if k != "model"}
+    model_config = ModelConfig.from_dict(config["model"])
+    return Pretrained(path, model_config, spec, policy, load_file(str(weights)), meta)
+
+
+def _spec_policy(path: Path) -> tuple[EncodingSpec, WindowPolicy]:
+    try:
+        spec = EncodingSpec.from_json((path / FILES["spec"]).read_text())
+        policy = WindowPolicy.from_dict(_read_json(path / FILES["policy"]))
+    except FileNotFoundError as exc:
+        raise TrainingError(f"{exc.filename}: missing from the checkpoint") from None
+    except IncompatibleSpec as exc:
+        raise TrainingError(f"{path}: {exc}") from exc
+    return spec, policy
+
+
+def load_stored_baseline(path: Path) -> StoredBaseline | None:
+    """The GBDT a checkpoint stored beside its model, or None (checkpoints before it)."""
+    file = path / FILES["baseline"]
+    if not file.is_file():
+        return None
+    try:
+        return StoredBaseline(_read_json(file))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise TrainingError(f"{file}: not a stored baseline ({exc})") from exc
 
 
 def _read_json(path: Path) -> Any:
@@ -79,15 +181,14 @@ def load_checkpoint(path: Path) -> Checkpoint:
     if not path.is_dir():
         raise TrainingError(f"--model {path}: not a checkpoint folder")
     config = _read_json(path / FILES["config"])
+    if config.get("format") == PRETRAINED_FORMAT:
+        raise TrainingError(
+            f"--model {path}: a pretrained encoder without trained heads; "
+            f"fine-tune it first (riskstream train --init {path})"
+        )
     if config.get("format") != CHECKPOINT_FORMAT:
         raise TrainingError(f"{path / FILES['config']}: format is not {CHECKPOINT_FORMAT}")
-    try:
-        spec = EncodingSpec.from_json((path / FILES["spec"]).read_text())
-        policy = WindowPolicy.from_dict(_read_json(path / FILES["policy"]))
-    except FileNotFoundError as exc:
-        raise TrainingError(f"{exc.filename}: missing from the checkpoint") from None
-    except IncompatibleSpec as exc:
-        raise TrainingError(f"{path}: {exc}") from exc
+    spec, policy = _spec_policy(path)
     model_config = ModelConfig.from_dict(config["model"])
     model = EventBert(model_config)
     weights = path / FILES["weights"]

@@ -11,16 +11,16 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from tqdm import tqdm
 
 from events import EncodingSpec, WindowPolicy, windows_to_inputs
 from events.window import Records
 from training.baseline import fit_baseline, window_aggregates
-from training.checkpoint import Checkpoint, load_checkpoint
+from training.checkpoint import Checkpoint, load_checkpoint, load_stored_baseline
 from training.data import Corpus, load_corpus
 from training.examples import HEADS, ExampleSet, batch_windows, build_examples
 from training.loops import score
 from training.metrics import EvalInput, choose_threshold, evaluate, pr_curve
+from training.progress import Progress
 from training.report import write_report
 
 __all__ = ["aggregates", "eval_input", "evaluate_model", "finish_report"]
@@ -65,10 +65,14 @@ def aggregates(
     """The baseline's hand-made window aggregates for every example, from the shared inputs."""
     parts = []
     starts = range(0, len(examples), chunk)
-    for start in tqdm(starts, desc="aggregates", unit="chunk", disable=not progress, leave=False):
-        idx = np.arange(start, min(start + chunk, len(examples)))
-        inputs = windows_to_inputs(batch_windows(corpus, examples, idx), corpus.spec)
-        parts.append(window_aggregates(inputs.features, inputs.attention_mask))
+    with Progress(
+        "aggregates", len(starts), unit="chunk", enabled=progress, transient=True, summary=False
+    ) as bar:
+        for start in starts:
+            idx = np.arange(start, min(start + chunk, len(examples)))
+            inputs = windows_to_inputs(batch_windows(corpus, examples, idx), corpus.spec)
+            parts.append(window_aggregates(inputs.features, inputs.attention_mask))
+            bar.update(samples=len(idx))
     if not parts:
         return np.zeros((0, 0), dtype=np.float32)
     return np.concatenate(parts).astype(np.float32)
@@ -106,12 +110,16 @@ def _json_default(value: object) -> object:
 
 
 def _cross_fit_baseline(
-    corpus: Corpus, examples: ExampleSet, seed: int, progress: bool
+    corpus: Corpus,
+    examples: ExampleSet,
+    seed: int,
+    progress: bool,
+    x: npt.NDArray[np.float32] | None = None,
 ) -> npt.NDArray[np.float32]:
     """Baseline scores on a data set without a training split: two folds by user, each
     fold scored by a baseline fitted on the other (the baseline sees this set's labels,
     which can only flatter it)."""
-    x = aggregates(corpus, examples, progress)
+    x = aggregates(corpus, examples, progress) if x is None else x
     fold = np.random.default_rng(seed).integers(0, 2, size=len(corpus.users))[examples.user_index]
     scores = np.zeros((len(examples), 2), dtype=np.float32)
     for k in (0, 1):
@@ -139,9 +147,13 @@ class _Scorer:
         assert self.score_windows is not None
         out = np.zeros((len(examples), 2), dtype=np.float32)
         chunks = range(0, len(examples), 8192)
-        for start in tqdm(chunks, desc="score", unit="chunk", disable=not progress, leave=False):
-            idx = np.arange(start, min(start + 8192, len(examples)))
-            out[idx] = self.score_windows(batch_windows(corpus, examples, idx))
+        with Progress(
+            "score", len(chunks), unit="chunk", enabled=progress, transient=True, summary=False
+        ) as bar:
+            for start in chunks:
+                idx = np.arange(start, min(start + 8192, len(examples)))
+                out[idx] = self.score_windows(batch_windows(corpus, examples, idx))
+                bar.update(samples=len(idx))
         return out
 
 
@@ -194,12 +206,29 @@ def evaluate_model(
     users = np.arange(len(corpus.users), dtype=np.int32)
     examples = build_examples(corpus, users, model.policy)
     scores = model.score(corpus, examples, progress)
-    base_scores = _cross_fit_baseline(corpus, examples, seed, progress)
+    x = aggregates(corpus, examples, progress)
+    base_scores = _cross_fit_baseline(corpus, examples, seed, progress, x)
     inp = eval_input(corpus, examples, scores)
     base_thresholds = {
         head: choose_threshold(replace(inp, scores=base_scores.astype(np.float64)), h)
         for h, head in enumerate(HEADS)
     }
+    # The GBDT the checkpoint stored beside its model: fitted on the model's own training
+    # data, its thresholds from the model's validation users — the fair comparison.
+    stored = load_stored_baseline(model_dir) if model.checkpoint is not None else None
+    stored_section: dict[str, Any] = {}
+    if stored is not None:
+        stored_scores = stored.predict(x)
+        saved = model.checkpoint.meta.get("baseline_thresholds", {}) if model.checkpoint else {}
+        stored_thresholds = {
+            head: float(saved[head])
+            if head in saved
+            else choose_threshold(replace(inp, scores=stored_scores), h)
+            for h, head in enumerate(HEADS)
+        }
+        stored_section = {
+            "stored_baseline": evaluate(replace(inp, scores=stored_scores), stored_thresholds)
+        }
     extra = {
         "data": {
             "events": corpus.n_events,
@@ -213,12 +242,16 @@ def evaluate_model(
             "model": str(model_dir),
             "events": str(events),
             "baseline": "HistGradientBoosting, cross-fitted 2-fold by user on this set",
+            "stored_baseline": "the checkpoint's own GBDT (fitted with the model, its "
+            "thresholds from the model's validation users)"
+            if stored is not None
+            else "none in this checkpoint",
             "baseline_thresholds": "chosen on this set (the model's come from training)",
             "scored_by": model.described,
         },
     }
     report = finish_report(
-        out_json.parent, inp, base_scores, model.thresholds, base_thresholds, extra
+        out_json.parent, inp, base_scores, model.thresholds, base_thresholds, extra | stored_section
     )
     if out_json.name != "report.json":
         out_json.write_text((out_json.parent / "report.json").read_text())
