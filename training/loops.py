@@ -7,7 +7,7 @@ import contextlib
 import copy
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -313,22 +313,20 @@ def finetune(
                 bar.update(samples=len(idx), loss=trainer.stats.losses[-1], epoch=epoch + 1)
             metric = validate(model) if validate is not None else float("nan")
             _log_epoch(phase, epoch + 1, n_epochs, seen, trainer.stats, metric, epoch_began)
-            if validate is None:
-                pass
-            elif metric > best:
-                best, stale, trainer.stats.best_epoch = metric, 0, epoch + 1
-                best_state = copy.deepcopy(model.state_dict())
+            if validate is None:  # the refit: a fixed number of epochs, the last weights
+                trainer.stats.best_epoch = epoch + 1
             else:
-                stale += 1
-                stopped = stale > cfg.patience
-            if validate is not None:
                 trainer.stats.val_metric.append(metric)
+                if metric > best:
+                    best, stale, trainer.stats.best_epoch = metric, 0, epoch + 1
+                    best_state = copy.deepcopy(model.state_dict())
+                else:
+                    stale += 1
+                    stopped = stale > cfg.patience
             trainer.stats.wall_s = time.perf_counter() - began
             last = stopped or epoch + 1 == n_epochs
             if last and validate is not None:
                 model.load_state_dict(best_state)
-            if validate is None:
-                trainer.stats.best_epoch = epoch + 1
             trainer.snapshot(
                 epoch + 1,
                 last,
@@ -361,10 +359,6 @@ def _log_epoch(
         "n/a" if metric != metric else f"{metric:.4f}",
         time.perf_counter() - began,
     )
-
-
-def _batches(examples: ExampleSet, batch_size: int) -> Iterator[npt.NDArray[np.int64]]:
-    yield from length_buckets(examples, batch_size, shuffle=False, seed=0)
 
 
 @torch.no_grad()

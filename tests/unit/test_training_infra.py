@@ -263,9 +263,7 @@ def test_pretrain_then_init_with_refit(
         )  # fmt: skip
 
     out = tmp_path / "m"
-    cfg = TrainConfig.for_preset(
-        "tiny", pretrain_windows=600, finetune_epochs=2, patience=0, refit=True
-    )
+    cfg = TrainConfig.for_preset("tiny", pretrain_windows=600, finetune_epochs=1, refit=True)
     report = train(
         tiny_world / "events.jsonl", tiny_world / "labels.jsonl", out, cfg, init=enc,
         progress=False,
