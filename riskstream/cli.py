@@ -22,7 +22,7 @@ from riskstream.tools.cli import alerts_app, replay
 from stream.cli import flags_env, load_settings
 from stream.cli import worker as stream_worker
 from stream.settings import ENV_PREFIX
-from training.cli import simulate, train
+from training.cli import pretrain, simulate, train
 
 __all__ = ["app", "dev_stack_defaults", "main"]
 
@@ -98,6 +98,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("simulate")(simulate)
+app.command("pretrain")(pretrain)
 app.command("train")(train)
 app.command("evaluate")(evaluate)
 app.command("export")(export)

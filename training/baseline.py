@@ -5,6 +5,7 @@ meant to be a strong, honest baseline: the BERT has to earn its place against it
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +64,11 @@ class Baseline:
             for m in self.models
         ]
 
+    @property
+    def iterations(self) -> list[int]:
+        """Boosting iterations per head (early stopping's choice; 0 for a constant head)."""
+        return [int(getattr(m, "n_iter_", 0)) for m in self.models]
+
 
 def _balanced(y: npt.NDArray[np.bool_], weight: _FloatArray) -> _FloatArray:
     """Subsampling weight × class balance: both classes carry half the total weight."""
@@ -96,12 +102,15 @@ def fit_baseline(
     y_val: npt.NDArray[Any] | None = None,
     weight_val: npt.NDArray[Any] | None = None,
     max_iter: int = 500,
+    iterations: Sequence[int] | None = None,
 ) -> Baseline:
     """Fit one HistGradientBoostingClassifier per label column of `y` [B, n_heads].
 
     Sample weights combine `weight` (subsampling) and class balance. With `X_val`/`y_val`
     (and optionally `weight_val`), boosting stops early on that validation set's weighted loss;
-    without them sklearn's own early stopping applies on large sets (10 % held out).
+    without them sklearn's own early stopping applies on large sets (10 % held out). With
+    `iterations` (per head, e.g. a selection fit's `Baseline.iterations`), exactly that many
+    boosting rounds and no early stopping: the refit on train + validation.
     """
     X = _fill_empty_columns(np.asarray(X, dtype=np.float32))  # noqa: N806
     y2 = np.asarray(y).reshape(len(X), -1) > 0.5
@@ -126,7 +135,9 @@ def fit_baseline(
             random_state=seed + head,
         )
         fit_kw: dict[str, Any] = {}
-        if X_val is not None and y_val is not None:
+        if iterations is not None:
+            clf.set_params(max_iter=max(1, int(iterations[head])), early_stopping=False)
+        elif X_val is not None and y_val is not None:
             yv = np.asarray(y_val).reshape(len(X_val), -1)[:, head] > 0.5
             wv = np.ones(len(yv)) if weight_val is None else np.asarray(weight_val, float)
             if yv.any() and not yv.all():  # a one-class validation set cannot score the loss

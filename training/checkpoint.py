@@ -1,7 +1,12 @@
 """The trained model on disk: a Hugging Face-style folder that export/ reads.
 
-config.json (model config, training config, step, session gap), model.safetensors, the encoding
-spec and window policy (canonical JSON), thresholds.json, and the evaluation report.
+config.json (model config, training config, step, session gap, the validation split),
+model.safetensors, the encoding spec and window policy (canonical JSON), thresholds.json,
+gbdt.json (the GBDT fitted beside the model: `events.trees`, JSON, no pickle), and the
+evaluation report. A checkpoint that ships the stacked ensemble records its blend in config.json.
+
+`riskstream pretrain` writes a smaller folder of the same shape (format
+`riskstream-pretrained/1`: config, weights, spec, policy) that `train --init` starts from.
 """
 
 from __future__ import annotations
@@ -18,9 +23,20 @@ from events.trees import Blend, TreeModel, tree_models_from_json, tree_models_to
 from training.exceptions import TrainingError
 from training.model import EventBert, ModelConfig
 
-__all__ = ["CHECKPOINT_FORMAT", "Checkpoint", "load_checkpoint", "save_checkpoint"]
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "PRETRAINED_FORMAT",
+    "Checkpoint",
+    "Pretrained",
+    "is_pretrained",
+    "load_checkpoint",
+    "load_pretrained",
+    "save_checkpoint",
+    "save_pretrained",
+]
 
 CHECKPOINT_FORMAT: Final = "riskstream-checkpoint/1"
+PRETRAINED_FORMAT: Final = "riskstream-pretrained/1"
 FILES: Final = {
     "config": "config.json",
     "weights": "model.safetensors",
@@ -63,21 +79,94 @@ def save_checkpoint(
     model_thresholds: dict[str, float] | None = None,
 ) -> None:
     """Write the folder (created if needed). `blend` needs `trees`: the thresholds are then
-    the blend's."""
+    the blend's, and `model_thresholds` the sequence model's own (for the ablation)."""
     if blend is not None and trees is None:
         raise TrainingError("a blend needs the trees it blends")
-    out.mkdir(parents=True, exist_ok=True)
-    config = {"format": CHECKPOINT_FORMAT, "model": model.config.to_dict(), **meta}
-    if blend is not None:  # the sequence model's own thresholds too: for the ablation
-        config["ensemble"] = {"blend": blend.to_dict(), "model_thresholds": model_thresholds}
+    if blend is not None:
+        meta = {
+            **meta,
+            "ensemble": {"blend": blend.to_dict(), "model_thresholds": model_thresholds},
+        }
+    _write_model(out, CHECKPOINT_FORMAT, model, spec, policy, meta)
+    (out / FILES["thresholds"]).write_text(json.dumps(thresholds, indent=2) + "\n")
     if trees is not None:
         (out / FILES["trees"]).write_text(tree_models_to_json(trees) + "\n")
+
+
+def _write_model(
+    out: Path,
+    fmt: str,
+    model: EventBert,
+    spec: EncodingSpec,
+    policy: WindowPolicy,
+    meta: dict[str, Any],
+) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    config = {"format": fmt, "model": model.config.to_dict(), **meta}
     (out / FILES["config"]).write_text(json.dumps(config, indent=2) + "\n")
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(out / FILES["weights"]), metadata={"format": CHECKPOINT_FORMAT})
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(out / FILES["weights"]), metadata={"format": fmt})
     (out / FILES["spec"]).write_text(spec.to_json() + "\n")
     (out / FILES["policy"]).write_text(policy.to_json() + "\n")
-    (out / FILES["thresholds"]).write_text(json.dumps(thresholds, indent=2) + "\n")
+
+
+def save_pretrained(
+    out: Path, model: EventBert, spec: EncodingSpec, policy: WindowPolicy, meta: dict[str, Any]
+) -> None:
+    """Write a pretrained encoder's folder (no heads trained, no thresholds)."""
+    _write_model(out, PRETRAINED_FORMAT, model, spec, policy, meta)
+
+
+@dataclass
+class Pretrained:
+    """A `riskstream pretrain` folder: what `train --init` adopts."""
+
+    path: Path
+    model_config: ModelConfig
+    spec: EncodingSpec
+    policy: WindowPolicy
+    state: dict[str, Any]  # the weights (safetensors)
+    meta: dict[str, Any]
+
+    @property
+    def session_gap_s(self) -> int:
+        """The inactivity gap that sessionised the pretraining data."""
+        return int(self.meta.get("session_gap_s", 1800))
+
+
+def is_pretrained(path: Path) -> bool:
+    """Whether `path` is a `riskstream pretrain` folder (else, for --init, a Hugging Face BERT)."""
+    try:
+        return bool(
+            json.loads((path / FILES["config"]).read_text()).get("format") == PRETRAINED_FORMAT
+        )
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def load_pretrained(path: Path) -> Pretrained:
+    """Read a `riskstream pretrain` folder; errors name the file."""
+    config = _read_json(path / FILES["config"])
+    if config.get("format") != PRETRAINED_FORMAT:
+        raise TrainingError(f"{path / FILES['config']}: format is not {PRETRAINED_FORMAT}")
+    spec, policy = _spec_policy(path)
+    weights = path / FILES["weights"]
+    if not weights.is_file():
+        raise TrainingError(f"{weights}: missing from the pretrained folder")
+    meta = {k: v for k, v in config.items() if k != "model"}
+    model_config = ModelConfig.from_dict(config["model"])
+    return Pretrained(path, model_config, spec, policy, load_file(str(weights)), meta)
+
+
+def _spec_policy(path: Path) -> tuple[EncodingSpec, WindowPolicy]:
+    try:
+        spec = EncodingSpec.from_json((path / FILES["spec"]).read_text())
+        policy = WindowPolicy.from_dict(_read_json(path / FILES["policy"]))
+    except FileNotFoundError as exc:
+        raise TrainingError(f"{exc.filename}: missing from the checkpoint") from None
+    except IncompatibleSpec as exc:
+        raise TrainingError(f"{path}: {exc}") from exc
+    return spec, policy
 
 
 def _read_json(path: Path) -> Any:
@@ -94,15 +183,14 @@ def load_checkpoint(path: Path) -> Checkpoint:
     if not path.is_dir():
         raise TrainingError(f"--model {path}: not a checkpoint folder")
     config = _read_json(path / FILES["config"])
+    if config.get("format") == PRETRAINED_FORMAT:
+        raise TrainingError(
+            f"--model {path}: a pretrained encoder without trained heads; "
+            f"fine-tune it first (riskstream train --init {path})"
+        )
     if config.get("format") != CHECKPOINT_FORMAT:
         raise TrainingError(f"{path / FILES['config']}: format is not {CHECKPOINT_FORMAT}")
-    try:
-        spec = EncodingSpec.from_json((path / FILES["spec"]).read_text())
-        policy = WindowPolicy.from_dict(_read_json(path / FILES["policy"]))
-    except FileNotFoundError as exc:
-        raise TrainingError(f"{exc.filename}: missing from the checkpoint") from None
-    except IncompatibleSpec as exc:
-        raise TrainingError(f"{path}: {exc}") from exc
+    spec, policy = _spec_policy(path)
     model_config = ModelConfig.from_dict(config["model"])
     model = EventBert(model_config)
     weights = path / FILES["weights"]

@@ -28,6 +28,7 @@ __all__ = [
     "DaysOpt",
     "SeedOpt",
     "UsersOpt",
+    "pretrain",
     "render_metrics",
     "render_summary",
     "simulate",
@@ -119,7 +120,7 @@ OnlyOpt = Annotated[
     list[str] | None,
     typer.Option("--only-attack", help="Only this attack kind (repeatable; overrides --attacks)."),
 ]
-PresetOpt = Annotated[
+AttacksOpt = Annotated[
     str,
     typer.Option(
         "--attacks",
@@ -136,7 +137,7 @@ def simulate(
     attack_share: ShareOpt = 0.02,
     no_attack: OffOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
-    attacks: PresetOpt = "all",
+    attacks: AttacksOpt = "all",
     only_attack: OnlyOpt = None,
 ) -> None:
     """Simulate a labelled e-commerce world: events.jsonl, labels.jsonl, feedback.jsonl."""
@@ -185,17 +186,77 @@ def render_metrics(report: dict[str, Any], title: str) -> None:
     table = Table(title=title)
     table.add_column("metric")
     heads = list(report["heads"])
+    stored = report.get("stored_baseline") or {}
     for head in heads:
         table.add_column(f"{head}\nmodel", justify="right")
         table.add_column("\nbaseline", justify="right")
+        if head in stored:
+            table.add_column("\nstored baseline", justify="right")
     for name, label in _METRICS.items():
         row = [label]
         for head in heads:
             row += [_fmt(report["heads"][head].get(name)), _fmt(report["baseline"][head].get(name))]
+            if head in stored:
+                row.append(_fmt(stored[head].get(name)))
         table.add_row(*row)
     _out.print(table)
     for head in heads:
         _out.print(verdict(head, report["heads"][head], report["baseline"].get(head)))
+
+
+class Device(StrEnum):
+    """Where to train."""
+
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+PresetOpt = Annotated[Preset | None, typer.Option("--preset", help="Model size (default: small).")]
+TrainSeedOpt = Annotated[
+    int | None, typer.Option("--seed", help="Random seed: same data and settings, same model.")
+]
+DeviceOpt = Annotated[
+    Device | None,
+    typer.Option(
+        "--device", help="auto (CUDA when present), cpu or cuda; mixed precision on CUDA."
+    ),
+]
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        exists=True,
+        dir_okay=False,
+        help="JSON object of training settings (any TrainConfig field).",
+    ),
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        help="A training setting, key=value (repeatable; after --config): --set refit=true.",
+    ),
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
+
+
+def _train_config(
+    preset: Preset | None,
+    config: Path | None,
+    sets: list[str] | None,
+    base: dict[str, Any] | None = None,
+    **flags: Any,
+) -> Any:
+    from training.config import TrainConfig
+
+    return TrainConfig.from_sources(
+        preset.value if preset is not None else None,
+        base=base,
+        config_file=config,
+        sets=sets or [],
+        **flags,
+    )
 
 
 def train(
@@ -216,14 +277,17 @@ def train(
             "--feedback", exists=True, dir_okay=False, help="Delayed feedback (chargebacks)."
         ),
     ] = None,
-    preset: Annotated[Preset, typer.Option("--preset", help="Model size.")] = Preset.small,
+    preset: PresetOpt = None,
     init: Annotated[
         Path | None,
         typer.Option(
-            "--init", exists=True, file_okay=False, help="Local Hugging Face BERT to start from."
+            "--init",
+            exists=True,
+            file_okay=False,
+            help="Start from a `riskstream pretrain` folder or a local Hugging Face BERT.",
         ),
     ] = None,
-    seed: SeedOpt = 0,
+    seed: TrainSeedOpt = None,
     target_precision: Annotated[
         float | None,
         typer.Option(
@@ -242,20 +306,102 @@ def train(
             help="Threshold: lowest score keeping the event FPR under this.",
         ),
     ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+    device: DeviceOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume", help="Continue the interrupted run in OUT from its last saved epoch."
+        ),
+    ] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Pretrain on unlabeled windows, fine-tune both heads, report on the test split.
 
     Thresholds default to at most 5 normal users alerted per 1,000 per day on validation.
+    Settings: the preset's, then --config, then each --set, then the options above.
     """
-    from training.config import TrainConfig
     from training.exceptions import TrainingError
     from training.train import train as run_train
 
     if labels is None and feedback is None:
         raise TrainingError("--labels or --feedback: at least one is needed to fine-tune")
-    cfg = TrainConfig.for_preset(
-        preset.value, seed=seed, target_precision=target_precision, target_fpr=target_fpr
+    base = _saved_config(out) if resume else None
+    cfg = _train_config(
+        preset,
+        config,
+        set_,
+        base,
+        seed=seed,
+        target_precision=target_precision,
+        target_fpr=target_fpr,
+        device=device.value if device is not None else None,
     )
-    report = run_train(events, labels, out, cfg, feedback=feedback, init=init, progress=not quiet)
+    report = run_train(
+        events,
+        labels,
+        out,
+        cfg,
+        feedback=feedback,
+        init=init,
+        progress=not quiet,
+        resume=resume,
+    )
     render_metrics(report, f"Test split → {out}/report.md")
+
+
+def _saved_config(out: Path) -> dict[str, Any]:
+    """The interrupted run's settings (`--resume` starts from them)."""
+    import json
+
+    from training.exceptions import TrainingError
+
+    path = out / "resume" / "run.json"
+    try:
+        saved: dict[str, Any] = json.loads(path.read_text())["run"]["config"]
+    except FileNotFoundError:
+        raise TrainingError(f"--resume: no interrupted run in {out / 'resume'}") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise TrainingError(f"{path}: unreadable ({exc})") from None
+    return saved
+
+
+def pretrain(
+    events: Annotated[
+        Path,
+        typer.Option(
+            "--events", exists=True, dir_okay=False, help="Events, JSON lines; no labels needed."
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Folder to write (train --init reads it).")],
+    preset: PresetOpt = None,
+    seed: TrainSeedOpt = None,
+    device: DeviceOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Masked-event pretraining on any unlabeled corpus: every user's events, the preset's
+    window budget (pretrain_windows, pretrain_epochs). `riskstream train --init OUT` starts
+    from the folder it writes and adopts its encoding spec."""
+    from training.train import pretrain_corpus
+
+    cfg = _train_config(
+        preset, config, set_, seed=seed, device=device.value if device is not None else None
+    )
+    summary = pretrain_corpus(events, out, cfg, progress=not quiet)
+    table = Table(title=f"Pretrained → {out}", show_header=False)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    stats = summary["pretrain"]
+    for what, value in (
+        ("events (users)", f"{summary['events']:,} ({summary['users']:,})"),
+        ("windows", f"{summary['windows']:,}"),
+        ("steps", f"{stats['steps']:,}"),
+        ("final loss", f"{stats['final_loss']:.4f}"),
+        ("device", summary["device"]),
+        ("wall time", f"{summary['wall_s']:.1f} s"),
+    ):
+        table.add_row(what, value)
+    _out.print(table)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import types
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
+from pathlib import Path
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from training.exceptions import TrainingError
 
@@ -49,6 +52,14 @@ class TrainConfig:
     # The stacked ensemble (training.ensemble): "auto" ships the model blended with the GBDT
     # when that wins on validation, "on" always, "off" never.
     ensemble: str = "auto"
+    # After model selection on train/validation, fine-tune again (and refit the GBDT) on train
+    # + validation users' events before the cut for the selected epochs (iterations); the
+    # thresholds stay those of the selection run's validation.
+    refit: bool = False
+    # Where to compute: auto (CUDA when present) | cpu | cuda; mixed precision on CUDA only:
+    # auto (bf16 where supported, else fp16 with a grad scaler) | bf16 | fp16 | off.
+    device: str = "auto"
+    amp: str = "auto"
 
     def __post_init__(self) -> None:
         if self.target_precision is not None and self.target_fpr is not None:
@@ -64,6 +75,13 @@ class TrainConfig:
             raise TrainingError("mask_prob: must be in (0, 1)")
         if self.ensemble not in ("auto", "on", "off"):
             raise TrainingError(f"ensemble: {self.ensemble!r} is not one of auto, on, off")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise TrainingError(f"device: must be auto, cpu or cuda, got {self.device!r}")
+        if self.amp not in ("auto", "bf16", "fp16", "off"):
+            raise TrainingError(f"amp: must be auto, bf16, fp16 or off, got {self.amp!r}")
+        for name in ("pretrain_epochs", "finetune_epochs", "batch_size", "max_events"):
+            if getattr(self, name) < 1:
+                raise TrainingError(f"{name}: must be >= 1")
 
     @classmethod
     def for_preset(cls, preset: str, **overrides: Any) -> TrainConfig:
@@ -75,6 +93,39 @@ class TrainConfig:
         if unknown:
             raise TrainingError(f"{sorted(unknown)[0]}: unknown training setting")
         return replace(cls(preset=preset, **PRESET_TRAINING[preset]), **overrides)
+
+    @classmethod
+    def from_sources(
+        cls,
+        preset: str | None = None,
+        *,
+        base: dict[str, Any] | None = None,
+        config_file: Path | None = None,
+        sets: list[str] | tuple[str, ...] = (),
+        **flags: Any,
+    ) -> TrainConfig:
+        """The command line's config: `base` (a saved run's settings) or the preset's
+        defaults, then the `--config` JSON file, then each `--set key=value`, then explicit
+        flags (None = not given). Values are checked against the fields' types; an unknown
+        key is refused with its name."""
+        layered: dict[str, Any] = {}
+        if config_file is not None:
+            layered |= _read_config_file(config_file)
+        for item in sets:
+            key, sep, text = item.partition("=")
+            key = key.strip()
+            if not sep or not key:
+                raise TrainingError(f"--set {item}: expected key=value")
+            layered[key] = _parse_text(key, text.strip(), f"--set {item}")
+        layered |= {k: v for k, v in flags.items() if v is not None}
+        for key, value in layered.items():
+            layered[key] = _coerce(key, value)
+        chosen = preset or layered.get("preset") or (base or {}).get("preset") or "small"
+        if base is not None:
+            start = {k: _coerce(k, v) for k, v in base.items() if k in _HINTS}
+            start["preset"] = chosen
+            return cls(**(start | layered))
+        return cls.for_preset(str(chosen), **{k: v for k, v in layered.items() if k != "preset"})
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able form."""
@@ -99,3 +150,81 @@ PRESET_TRAINING: dict[str, dict[str, Any]] = {
     "small": {"finetune_lr": 1e-3, "finetune_epochs": 5},
     "base": {"pretrain_windows": 200_000, "finetune_epochs": 4, "batch_size": 256},
 }
+
+
+_HINTS: dict[str, Any] = get_type_hints(TrainConfig)
+
+
+def _unknown(key: str) -> TrainingError:
+    return TrainingError(f"{key}: unknown training setting (known: {', '.join(sorted(_HINTS))})")
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise TrainingError(f"--config {path}: no such file") from None
+    except (OSError, ValueError) as exc:
+        raise TrainingError(f"--config {path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise TrainingError(f"--config {path}: must be a JSON object of settings")
+    for key in data:
+        if key not in _HINTS:
+            raise TrainingError(f"--config {path}: {_unknown(key)}")
+    return data
+
+
+def _parse_text(key: str, text: str, where: str) -> Any:
+    """A --set value as the field's type wants it: JSON where it parses, else the string."""
+    if key not in _HINTS:
+        raise TrainingError(f"{where}: {_unknown(key)}")
+    hint = _HINTS[key]
+    if hint is str:
+        return text
+    if text.lower() in ("none", "null"):
+        return None
+    if hint is bool and text.lower() in ("true", "false", "yes", "no", "on", "off", "1", "0"):
+        return text.lower() in ("true", "yes", "on", "1")
+    if get_origin(hint) is tuple and not text.startswith("["):
+        text = f"[{text}]"
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text  # _coerce names the expected type
+
+
+def _coerce(key: str, value: Any) -> Any:
+    """`value` as field `key`'s type, or a TrainingError naming the key and the type."""
+    if key not in _HINTS:
+        raise _unknown(key)
+    hint = _HINTS[key]
+    args = get_args(hint)
+    optional = get_origin(hint) in (Union, types.UnionType) and type(None) in args
+    if value is None:
+        if optional:
+            return None
+        raise TrainingError(f"{key}: must not be null")
+    target = next(a for a in args if a is not type(None)) if optional else hint
+    if target is bool:
+        if isinstance(value, bool):
+            return value
+    elif target is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif target is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif target is str:
+        if isinstance(value, str):
+            return value
+    elif get_origin(target) is tuple:
+        inner = get_args(target)
+        if (
+            isinstance(value, list | tuple)
+            and len(value) == len(inner)
+            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+        ):
+            return tuple(float(v) for v in value)
+        raise TrainingError(f"{key}: must be {len(inner)} numbers, got {value!r}")
+    name = getattr(target, "__name__", str(target))
+    raise TrainingError(f"{key}: must be {name}{' or null' if optional else ''}, got {value!r}")

@@ -19,7 +19,6 @@ from typing import IO, Any, Final, cast
 import numpy as np
 import numpy.typing as npt
 import orjson
-from tqdm import tqdm
 
 from events import (
     RECORD_DTYPE,
@@ -35,6 +34,7 @@ from events import (
 )
 from events.window import records_ts_ms
 from training.exceptions import DataError
+from training.progress import Progress
 
 __all__ = ["FEEDBACK_KINDS", "REVIEW_KINDS", "Corpus", "Episode", "UserHistory", "load_corpus"]
 
@@ -159,8 +159,8 @@ class _Builder:
 def _lines(path: Path, f: IO[bytes], progress: bool, desc: str) -> Iterator[tuple[int, bytes]]:
     """(line number, line without its newline) for the non-blank lines, with a byte progress bar."""
     size = path.stat().st_size
-    with tqdm(
-        total=size, desc=desc, unit="B", unit_scale=True, disable=not progress, leave=False
+    with Progress(
+        desc, size, unit="B", enabled=progress, transient=True, unit_scale=True, summary=progress
     ) as bar:
         pending = 0
         for lineno, line in enumerate(f, start=1):

@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from tqdm import tqdm
 
 from events import EncodingSpec, WindowPolicy, windows_to_inputs
 from events.aggregates import window_aggregates
@@ -22,6 +21,7 @@ from training.data import Corpus, load_corpus
 from training.examples import HEADS, ExampleSet, batch_windows, build_examples
 from training.loops import score
 from training.metrics import EvalInput, choose_threshold, evaluate, pr_curve
+from training.progress import Progress
 from training.report import write_report
 
 __all__ = [
@@ -73,10 +73,14 @@ def aggregates(
     """The baseline's hand-made window aggregates for every example, from the shared inputs."""
     parts = []
     starts = range(0, len(examples), chunk)
-    for start in tqdm(starts, desc="aggregates", unit="chunk", disable=not progress, leave=False):
-        idx = np.arange(start, min(start + chunk, len(examples)))
-        inputs = windows_to_inputs(batch_windows(corpus, examples, idx), corpus.spec)
-        parts.append(window_aggregates(inputs.features, inputs.attention_mask))
+    with Progress(
+        "aggregates", len(starts), unit="chunk", enabled=progress, transient=True, summary=False
+    ) as bar:
+        for start in starts:
+            idx = np.arange(start, min(start + chunk, len(examples)))
+            inputs = windows_to_inputs(batch_windows(corpus, examples, idx), corpus.spec)
+            parts.append(window_aggregates(inputs.features, inputs.attention_mask))
+            bar.update(samples=len(idx))
     if not parts:
         return np.zeros((0, 0), dtype=np.float32)
     return np.concatenate(parts).astype(np.float32)
@@ -176,9 +180,13 @@ class Scorer:
         assert self.score_windows is not None
         out = np.zeros((len(examples), 2), dtype=np.float32)
         chunks = range(0, len(examples), 8192)
-        for start in tqdm(chunks, desc="score", unit="chunk", disable=not progress, leave=False):
-            idx = np.arange(start, min(start + 8192, len(examples)))
-            out[idx] = self.score_windows(batch_windows(corpus, examples, idx))
+        with Progress(
+            "score", len(chunks), unit="chunk", enabled=progress, transient=True, summary=False
+        ) as bar:
+            for start in chunks:
+                idx = np.arange(start, min(start + 8192, len(examples)))
+                out[idx] = self.score_windows(batch_windows(corpus, examples, idx))
+                bar.update(samples=len(idx))
         return out
 
 
@@ -255,6 +263,10 @@ def evaluate_model(
             "model": str(model_dir),
             "events": str(events),
             "baseline": "HistGradientBoosting, cross-fitted 2-fold by user on this set",
+            "stored_baseline": "the checkpoint's own GBDT (fitted with the model, its "
+            "thresholds from the model's validation users)"
+            if stored
+            else "none in this checkpoint",
             "baseline_thresholds": "chosen on this set (the model's come from training)",
             "scored_by": model.described,
         },

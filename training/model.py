@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -20,6 +20,9 @@ from events.encoding import EncodingSpec
 from events.features import CHANNELS, RECENT_WINDOWS_MS, age_code_below, channel_vocab_sizes
 from training.bag import WindowBag
 from training.exceptions import TrainingError
+
+if TYPE_CHECKING:
+    from training.collator import MaskedBatch
 
 __all__ = ["PRESETS", "EventBert", "ModelConfig", "copy_init_weights"]
 
@@ -168,6 +171,32 @@ class EventBert(nn.Module):
     def mlm_logits(self, hidden: torch.Tensor) -> list[torch.Tensor]:
         """Per channel, logits [B, L, vocab_c] for the masked-event pretraining task."""
         return [layer(hidden) for layer in self.mlm]
+
+    def mlm_loss(self, batch: MaskedBatch) -> torch.Tensor:
+        """The masked-event loss: cross-entropy of every channel of every hidden event,
+        averaged over channels (`training.collator.MaskedEventCollator` builds the batch)."""
+        hidden = self.encode(batch.masked, batch.attention_mask)  # [B, L, H]
+        logits = self.mlm_logits(hidden[batch.hide])  # C × [M, vocab_c]
+        loss = sum(
+            (nn.functional.cross_entropy(lg, batch.targets[:, c]) for c, lg in enumerate(logits)),
+            torch.zeros((), device=hidden.device),
+        )
+        return loss / len(logits)
+
+    def load_encoder(self, state: dict[str, torch.Tensor]) -> dict[str, int]:
+        """Take a `riskstream pretrain` model's encoder: event embeddings, BERT and the
+        masked-event heads; the fraud / abnormal_click heads (untrained there) stay new."""
+        fresh = ("head.", "bag_proj.")
+        wanted = {k: v for k, v in state.items() if not k.startswith(fresh)}
+        ours = self.state_dict()
+        for name, tensor in wanted.items():
+            if name not in ours or ours[name].shape != tensor.shape:
+                raise TrainingError(f"--init: {name} does not fit this model")
+        missing = [k for k in ours if not k.startswith(fresh) and k not in wanted]
+        if missing:
+            raise TrainingError(f"--init: the pretrained weights lack {missing[0]}")
+        self.load_state_dict(wanted, strict=False)
+        return {"copied": len(wanted), "skipped": len(state) - len(wanted)}
 
 
 _ROW_SLICED = ("embeddings.position_embeddings.weight", "embeddings.token_type_embeddings.weight")

@@ -1,7 +1,10 @@
-"""`riskstream train`: load → split → pretrain → fine-tune → thresholds → test report."""
+"""`riskstream train`: load → split → pretrain → fine-tune → thresholds → (refit) → test report;
+and `riskstream pretrain`: masked-event pretraining alone, on any unlabeled corpus."""
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import logging
 import time
 from dataclasses import replace
@@ -12,19 +15,27 @@ import numpy as np
 import torch
 from sklearn.metrics import average_precision_score
 
-from events import WindowPolicy
+from events import WindowPolicy, format_ts_ms
 from training.baseline import fit_baseline
-from training.checkpoint import save_checkpoint
+from training.checkpoint import (
+    Pretrained,
+    is_pretrained,
+    load_pretrained,
+    save_checkpoint,
+    save_pretrained,
+)
 from training.config import TrainConfig
-from training.data import load_corpus
+from training.data import Corpus, load_corpus
 from training.ensemble import choose_blend, fit_blend
 from training.evaluate import aggregates, eval_input, finish_report
-from training.examples import HEADS, build_examples, cut_time, split_users
-from training.loops import finetune, pretrain, score
+from training.examples import HEADS, ExampleSet, Split, build_examples, cut_time, split_users
+from training.exceptions import TrainingError
+from training.loops import Runtime, finetune, pretrain, resolve_device, score
 from training.metrics import EvalInput, choose_threshold, evaluate
 from training.model import PRESETS, EventBert, ModelConfig, config_from_init, copy_init_weights
+from training.resume import ResumeStore
 
-__all__ = ["train"]
+__all__ = ["pretrain_corpus", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +67,77 @@ def _thresholds(inp: EvalInput, cfg: TrainConfig) -> dict[str, float]:
     }
 
 
+def _sample(pool: ExampleSet, budget: int, seed: int) -> ExampleSet:
+    """`budget` windows drawn from `pool` without replacement (seeded), in pool order."""
+    rng = np.random.default_rng(seed)
+    take = min(budget, len(pool))
+    return pool.subset(np.sort(rng.choice(len(pool), take, replace=False)))
+
+
+def _fingerprint(corpus: Corpus) -> dict[str, Any]:
+    """What a resumed run must find again: the same data, encoded the same way."""
+    return {
+        "events": corpus.n_events,
+        "users": len(corpus.users),
+        "episodes": len(corpus.episodes),
+        "spec_sha256": hashlib.sha256(corpus.spec.to_json().encode()).hexdigest()[:16],
+    }
+
+
+def _model_for(
+    corpus: Corpus, cfg: TrainConfig, init: Path | None, pre: Pretrained | None
+) -> tuple[EventBert, dict[str, Any]]:
+    """The model to train: the preset's sizes, or those of the --init checkpoint."""
+    if pre is not None:
+        model = EventBert(pre.model_config)
+        return model, {"path": str(pre.path), "kind": "riskstream-pretrained"} | (
+            model.load_encoder(pre.state)
+        )
+    model_cfg = ModelConfig.for_spec(corpus.spec, **PRESETS[cfg.preset], max_len=cfg.max_events)
+    if init is None:
+        return EventBert(model_cfg), {}
+    model = EventBert(config_from_init(init, model_cfg))
+    return model, {"path": str(init), "kind": "huggingface-bert", **copy_init_weights(model, init)}
+
+
+def _check_pretrained(pre: Pretrained, cfg: TrainConfig) -> None:
+    """A pretrained encoder fits this run's windows and sessions (its spec is adopted)."""
+    if cfg.max_events > pre.model_config.max_len:
+        raise TrainingError(
+            f"--init {pre.path}: pretrained on windows of up to {pre.model_config.max_len} "
+            f"events, this run uses {cfg.max_events} (--set max_events={pre.model_config.max_len})"
+        )
+    if pre.session_gap_s != cfg.session_gap_s:
+        raise TrainingError(
+            f"--init {pre.path}: pretrained with session_gap_s={pre.session_gap_s}, this run "
+            f"uses {cfg.session_gap_s} (--set session_gap_s={pre.session_gap_s})"
+        )
+
+
+def _describe(split: Split, corpus: Corpus, cfg: TrainConfig, refit: bool) -> dict[str, str]:
+    """Which users and which time range each number of the report comes from."""
+    cut = format_ts_ms(split.t_cut_ms)
+    n_tr, n_val, n_test = len(split.train_users), len(split.val_users), len(split.test_users)
+    fit_users = (
+        f"train + validation users ({n_tr + n_val:,})" if refit else f"train users ({n_tr:,})"
+    )
+    return {
+        "pretraining": f"all users ({len(corpus.users):,}), events before {cut}, "
+        f"at most {cfg.pretrain_windows:,} windows; labels unused",
+        "selection": f"fine-tuned on train users ({n_tr:,}) before {cut}, "
+        f"{cfg.neg_keep:.0%} of negatives; early stopping on validation users ({n_val:,}) "
+        f"before {cut}, {cfg.eval_neg_keep:.0%} of negatives",
+        "model": f"refit on {fit_users} before {cut} for the selected epochs"
+        if refit
+        else "the selection run's best epoch",
+        "thresholds": f"validation users ({n_val:,}), every event before {cut}, scored by "
+        "the selection run's model and baseline",
+        "test_metrics": f"test users ({n_test:,}), every event at or after {cut}",
+        "baseline": f"GBDT fitted on {fit_users} before {cut}"
+        + (" for the selection fit's iterations" if refit else ", early stopping on validation"),
+    }
+
+
 def train(
     events: Path,
     labels: Path | None,
@@ -65,13 +147,30 @@ def train(
     feedback: Path | None = None,
     init: Path | None = None,
     progress: bool = True,
+    resume: bool = False,
 ) -> dict[str, Any]:
-    """Train a model on a data set and write the checkpoint and its test report to `out`."""
+    """Train a model on a data set and write the checkpoint and its test report to `out`.
+
+    `init`: a `riskstream pretrain` folder (its spec is adopted) or a local Hugging Face
+    BERT. `resume`: continue the interrupted run in `out/resume/` (training/resume.py).
+    """
     began = time.perf_counter()
+    device = resolve_device(cfg.device)  # a missing GPU is refused before the data load
     _seed_everything(cfg.seed)
+    pre = load_pretrained(init) if init is not None and is_pretrained(init) else None
+    if pre is not None:
+        _check_pretrained(pre, cfg)
     corpus = load_corpus(
-        events, labels, feedback, session_gap_s=cfg.session_gap_s, progress=progress
+        events,
+        labels,
+        feedback,
+        spec=pre.spec if pre is not None else None,
+        session_gap_s=cfg.session_gap_s,
+        progress=progress,
     )
+    run = {"config": cfg.to_dict(), "data": _fingerprint(corpus), "init": str(init)}
+    store = ResumeStore.resume(out, run) if resume else ResumeStore.fresh(out, run)
+    rt = Runtime(device, cfg.amp, progress, store)
     policy = WindowPolicy(max_events=cfg.max_events, max_age_s=cfg.max_age_s)
     # Analysts' decisions known only after the cut would leak the future: left out up front.
     corpus = corpus.known_before(cut_time(corpus, cfg.test_after_quantile))
@@ -111,10 +210,12 @@ def train(
         neg_keep=cfg.eval_neg_keep,
         seed=cfg.seed,
     )
-    unlabeled = build_examples(corpus, split.train_users, policy, t_to_ms=t_cut)
-    rng = np.random.default_rng(cfg.seed)
-    take = min(cfg.pretrain_windows, len(unlabeled))
-    pretrain_ex = unlabeled.subset(np.sort(rng.choice(len(unlabeled), take, replace=False)))
+    # Pretraining uses every event it may: all users' history before the test cut (labels
+    # unused; the test users' events after the cut never), the same budget of windows.
+    everyone = np.arange(len(corpus.users), dtype=np.int32)
+    pretrain_ex = _sample(
+        build_examples(corpus, everyone, policy, t_to_ms=t_cut), cfg.pretrain_windows, cfg.seed
+    )
     log.info(
         "examples: train %d (negatives kept %.0f%%), validation %d, test %d, pretrain %d",
         len(train_ex),
@@ -124,47 +225,62 @@ def train(
         len(pretrain_ex),
     )
 
-    model_cfg = ModelConfig.for_spec(corpus.spec, **PRESETS[cfg.preset], max_len=cfg.max_events)
-    init_info: dict[str, Any] = {}
-    if init is not None:
-        model_cfg = config_from_init(init, model_cfg)
-    model = EventBert(model_cfg)
-    if init is not None:
-        init_info = {"path": str(init), **copy_init_weights(model, init)}
-
+    model, init_info = _model_for(corpus, cfg, init, pre)
+    model.to(rt.device)
     untrained_scores = score(model, corpus, untrained_ex, progress=progress, desc="untrained")
-    pre_stats = pretrain(model, corpus, pretrain_ex, cfg, progress)
+    pre_stats = pretrain(model, corpus, pretrain_ex, cfg, rt)
+    pretrained_state = copy.deepcopy(model.state_dict()) if cfg.refit else None
 
     def validate(m: EventBert) -> float:
         scores = score(m, corpus, stop_ex, progress=progress, desc="validate")
         return _mean_pr_auc(stop_ex.y, scores, stop_ex.weight)
 
-    fine_stats = finetune(model, corpus, train_ex, cfg, validate, progress)
+    fine_stats = finetune(model, corpus, train_ex, cfg, validate, rt)
 
     val_inp = eval_input(corpus, val_ex, score(model, corpus, val_ex, progress=progress))
     thresholds = _thresholds(val_inp, cfg)
+
+    refit_ex: ExampleSet | None = None
+    refit_stats = None
+    if cfg.refit:
+        assert pretrained_state is not None
+        fit_users = np.sort(np.concatenate([split.train_users, split.val_users]))
+        refit_ex = build_examples(
+            corpus, fit_users, policy, t_to_ms=t_cut, neg_keep=cfg.neg_keep, seed=cfg.seed
+        )
+        model.load_state_dict(pretrained_state)
+        epochs = max(1, fine_stats.best_epoch)
+        refit_stats = finetune(model, corpus, refit_ex, cfg, None, rt, epochs=epochs, phase="refit")
     test_inp = eval_input(corpus, test_ex, score(model, corpus, test_ex, progress=progress))
 
-    # The baseline: same split, same windows, its own thresholds chosen the same way.
+    # The baseline: same split, same windows, its own thresholds chosen the same way; with
+    # refit, refitted on the same train + validation examples as the model.
     base_began = time.perf_counter()
     x_val = aggregates(corpus, val_ex, progress)
     x_test = aggregates(corpus, test_ex, progress)
+    x_train = aggregates(corpus, train_ex, progress)
     baseline = fit_baseline(
-        aggregates(corpus, train_ex, progress),
-        train_ex.y,
-        train_ex.weight,
-        seed=cfg.seed,
-        X_val=x_val,
-        y_val=val_ex.y,
+        x_train, train_ex.y, train_ex.weight, seed=cfg.seed, X_val=x_val, y_val=val_ex.y
     )
     base_val = replace(val_inp, scores=baseline.predict(x_val))
     base_thresholds = _thresholds(base_val, cfg)
+    selection_baseline = baseline  # what the blend is fitted with, on validation
+    selected_iterations = baseline.iterations
+    if refit_ex is not None:
+        baseline = fit_baseline(
+            aggregates(corpus, refit_ex, progress),
+            refit_ex.y,
+            refit_ex.weight,
+            seed=cfg.seed,
+            iterations=selected_iterations,
+        )
     base_test = baseline.predict(x_test)
     base_wall = time.perf_counter() - base_began
 
     # The stacked ensemble: model and GBDT blended on validation; shipped if it wins there.
-    blend = fit_blend(HEADS, val_inp.scores, baseline.raw(x_val), val_ex.y, val_ex.weight)
-    blend_val = blend.combine(val_inp.scores, baseline.raw(x_val))
+    val_raw = selection_baseline.raw(x_val)
+    blend = fit_blend(HEADS, val_inp.scores, val_raw, val_ex.y, val_ex.weight)
+    blend_val = blend.combine(val_inp.scores, val_raw)
     ship_blend, blend_figures = choose_blend(
         cfg.ensemble, blend_val, val_inp.scores, val_ex.y, val_ex.weight
     )
@@ -190,6 +306,7 @@ def train(
             "test_examples": len(test_ex),
             "pretrain_windows": len(pretrain_ex),
             "early_stopping_examples": len(stop_ex),
+            **({"refit_examples": len(refit_ex)} if refit_ex is not None else {}),
         },
         "data": {
             "events": corpus.n_events,
@@ -198,14 +315,19 @@ def train(
             "known_negatives": len(corpus.negatives),
             "refused": corpus.refused,
             "duplicates": corpus.duplicates,
+            "sources": _describe(split, corpus, cfg, cfg.refit),
         },
         "training": {
             "preset": cfg.preset,
             "seed": cfg.seed,
-            "model": model_cfg.to_dict()
+            "device": str(rt.device),
+            "amp": str(rt.amp_dtype).removeprefix("torch.") if rt.amp_dtype else "off",
+            "model": model.config.to_dict()
             | {"parameters": sum(p.numel() for p in model.parameters())},
             "pretrain": pre_stats.to_dict(),
             "finetune": fine_stats.to_dict(),
+            **({"refit": refit_stats.to_dict()} if refit_stats is not None else {}),
+            "baseline_iterations": selected_iterations,
             "baseline_wall_s": round(base_wall, 2),
             "untrained_test_pr_auc_mean": round(untrained, 5),
             "init": init_info,
@@ -226,9 +348,17 @@ def train(
     report = finish_report(out, test_inp, base_test, thresholds, base_thresholds, extra)
     meta = {
         "train": cfg.to_dict(),
-        "step": pre_stats.steps + fine_stats.steps,
+        "step": pre_stats.steps + fine_stats.steps + (refit_stats.steps if refit_stats else 0),
         "session_gap_s": cfg.session_gap_s,
         "baseline_thresholds": base_thresholds,
+        # The split, so that nothing downstream has to draw it again.
+        "split": {
+            "seed": cfg.seed,
+            "fractions": list(cfg.split_fractions),
+            "test_after_quantile": cfg.test_after_quantile,
+            "t_cut_ms": t_cut,
+            "val_user_ids": [corpus.users[u].user_id for u in split.val_users.tolist()],
+        },
         "source": {
             "events": str(events),
             "labels": str(labels) if labels else None,
@@ -246,5 +376,43 @@ def train(
         blend=blend if ship_blend else None,
         model_thresholds=model_thresholds,
     )
+    store.clear()
     log.info("checkpoint and report written to %s", out)
     return report
+
+
+def pretrain_corpus(
+    events: Path, out: Path, cfg: TrainConfig, *, progress: bool = True
+) -> dict[str, Any]:
+    """`riskstream pretrain`: masked-event pretraining on every user's events (no labels, no
+    split); writes a folder `train --init` starts from, with its encoding spec."""
+    began = time.perf_counter()
+    device = resolve_device(cfg.device)
+    _seed_everything(cfg.seed)
+    corpus = load_corpus(events, session_gap_s=cfg.session_gap_s, progress=progress)
+    if not corpus.users:
+        raise TrainingError(f"--events {events}: no events to pretrain on")
+    policy = WindowPolicy(max_events=cfg.max_events, max_age_s=cfg.max_age_s)
+    everyone = np.arange(len(corpus.users), dtype=np.int32)
+    windows = _sample(build_examples(corpus, everyone, policy), cfg.pretrain_windows, cfg.seed)
+    model, _ = _model_for(corpus, cfg, None, None)
+    rt = Runtime(device, cfg.amp, progress)
+    stats = pretrain(model, corpus, windows, cfg, rt)
+    summary = {
+        "events": corpus.n_events,
+        "users": len(corpus.users),
+        "windows": len(windows),
+        "pretrain": stats.to_dict(),
+        "device": str(rt.device),
+        "wall_s": round(time.perf_counter() - began, 1),
+    }
+    meta = {
+        "train": cfg.to_dict(),
+        "step": stats.steps,
+        "session_gap_s": cfg.session_gap_s,
+        "source": {"events": str(events)},
+        "summary": summary,
+    }
+    save_pretrained(out, model, corpus.spec, policy, meta)
+    log.info("pretrained encoder written to %s", out)
+    return summary

@@ -138,6 +138,10 @@ def test_evaluate_on_a_second_world_writes_every_key(
         assert set(on_disk["heads"][head]) >= HEAD_KEYS
         assert set(on_disk["baseline"][head]) >= HEAD_KEYS
     assert "caught_before_purchase" in on_disk["heads"]["fraud"]
+    # the checkpoint's own GBDT (fitted with the model) beside the cross-fitted one
+    for head in HEADS:
+        assert set(on_disk["stored_baseline"][head]) >= HEAD_KEYS
+    assert "stored baseline" in (target.parent / "report.md").read_text()
     assert (target.parent / "report.md").is_file()
     assert (target.parent / "pr_curves.png").is_file()
     assert _mean_pr_auc(report["heads"]) >= PR_AUC_FLOOR - 0.1

@@ -1,0 +1,307 @@
+"""The trainer's infrastructure: settings from the command line, device plumbing, progress in
+logs, the stored GBDT, resuming an interrupted run, `pretrain` + `train --init`, refit."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from events.aggregates import AGGREGATE_NAMES, LAST_TYPE
+from events.trees import TreeModel, tree_models_from_json, tree_models_to_json
+from riskstream.cli import main
+from tests.conftest import TINY_MODEL_SCHEDULE
+from training.baseline import fit_baseline
+from training.checkpoint import load_checkpoint
+from training.config import TrainConfig
+from training.data import load_corpus
+from training.evaluate import aggregates
+from training.examples import HEADS, build_examples, split_users
+from training.exceptions import TrainingError
+from training.loops import Runtime, resolve_device
+from training.progress import Progress
+from training.resume import ResumeStore
+from training.train import train
+
+NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU refusal")
+
+
+# --- settings: --config and --set --------------------------------------------------------
+
+
+def test_config_file_then_set_then_flags_reach_every_field(tmp_path: Path) -> None:
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps({"preset": "tiny", "neg_keep": 0.5, "finetune_epochs": 7}))
+    cfg = TrainConfig.from_sources(
+        None,
+        config_file=path,
+        sets=["finetune_epochs=2", "refit=true", "split_fractions=0.6,0.2,0.2", "amp=off"],
+        seed=4,
+        target_fpr=None,
+    )
+    assert cfg.preset == "tiny"
+    assert cfg.max_events == 32  # the tiny preset's default survives
+    assert (cfg.neg_keep, cfg.finetune_epochs, cfg.refit, cfg.seed) == (0.5, 2, True, 4)
+    assert cfg.split_fractions == (0.6, 0.2, 0.2)
+    assert cfg.amp == "off"
+    assert TrainConfig.from_sources("tiny", sets=["target_precision=null"]).target_precision is None
+    # an int given to a float field is a float; 1e-3 parses
+    assert TrainConfig.from_sources(None, sets=["finetune_lr=1e-3"]).finetune_lr == 1e-3
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ("bogus=1", "bogus: unknown training setting"),
+        ("neg_keep=abc", "neg_keep: must be float"),
+        ("finetune_epochs=2.5", "finetune_epochs: must be int"),
+        ("refit=maybe", "refit: must be bool"),
+        ("split_fractions=0.5,0.5", "split_fractions: must be 3 numbers"),
+        ("device=tpu", "device: must be auto, cpu or cuda"),
+        ("neg_keep", "--set neg_keep: expected key=value"),
+    ],
+)
+def test_cli_refuses_bad_settings_in_one_line(
+    tiny_world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], item: str, message: str
+) -> None:
+    args = ["train", "--events", str(tiny_world / "events.jsonl")]
+    args += ["--labels", str(tiny_world / "labels.jsonl"), "--out", str(tmp_path / "m")]
+    code = main([*args, "--set", item])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert message in err
+    assert err.count("\n") == 1
+    assert "Traceback" not in err
+
+
+def test_resume_without_an_interrupted_run_is_refused(
+    tiny_world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["train", "--events", str(tiny_world / "events.jsonl")]
+    args += ["--labels", str(tiny_world / "labels.jsonl"), "--out", str(tmp_path / "m")]
+    assert main([*args, "--resume"]) == 1
+    assert capsys.readouterr().err.startswith("error: --resume: no interrupted run in")
+
+
+def test_config_file_with_an_unknown_key_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps({"finetune_epoch": 3}))
+    with pytest.raises(TrainingError, match="finetune_epoch: unknown training setting"):
+        TrainConfig.from_sources(None, config_file=path)
+
+
+# --- device ------------------------------------------------------------------------------
+
+
+@NO_CUDA
+def test_cuda_without_a_gpu_is_a_one_line_error(
+    tiny_world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            "train",
+            "--events",
+            str(tiny_world / "events.jsonl"),
+            "--labels",
+            str(tiny_world / "labels.jsonl"),
+            "--out",
+            str(tmp_path / "m"),
+            "--device",
+            "cuda",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.startswith("error: --device cuda: CUDA is not available")
+    assert err.count("\n") == 1
+    assert not (tmp_path / "m").exists()
+
+
+@NO_CUDA
+def test_auto_and_cpu_resolve_to_cpu_in_float32() -> None:
+    assert resolve_device("auto") == torch.device("cpu")
+    rt = Runtime(resolve_device("cpu"), "bf16")
+    assert rt.amp_dtype is None  # mixed precision is for CUDA only
+    assert rt.scaler() is None
+    with rt.autocast():
+        assert torch.ones(2, 2).matmul(torch.ones(2, 2)).dtype is torch.float32
+
+
+# --- progress ----------------------------------------------------------------------------
+
+
+def test_progress_logs_one_line_instead_of_bars_off_a_terminal(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stderr = io.StringIO()  # not a TTY: what a log file or CI sees
+    monkeypatch.setattr("sys.stderr", stderr)
+    with caplog.at_level(logging.INFO, logger="training.progress"):
+        with Progress("fine-tune", 3, enabled=True) as bar:
+            for loss in (3.0, 2.0, 1.0):
+                bar.update(samples=64, loss=loss)
+        with Progress("validate", 3, enabled=True, summary=False) as quiet:
+            quiet.update(3)
+    assert "\r" not in stderr.getvalue()
+    assert stderr.getvalue() == ""
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1
+    assert lines[0].startswith("fine-tune: 3 batch, 192 samples, loss 2.0000, ")
+
+
+# --- the stored baseline -----------------------------------------------------------------
+
+
+def _round_trip(trees: list[TreeModel]) -> list[TreeModel]:
+    """Through the checkpoint's JSON and back."""
+    text = tree_models_to_json({str(i): t for i, t in enumerate(trees)})
+    return list(tree_models_from_json(text).values())
+
+
+def test_stored_baseline_reproduces_the_fitted_scores() -> None:
+    rng = np.random.default_rng(0)
+    n = 3000
+    x = rng.normal(size=(n, len(AGGREGATE_NAMES))).astype(np.float32)
+    x[:, LAST_TYPE] = rng.integers(0, 12, size=n)
+    x[rng.random(n) < 0.1, 3] = np.nan  # missing values go their learned way
+    x[:, 7] = np.nan  # a column empty throughout
+    y = np.stack([(x[:, 0] + (x[:, LAST_TYPE] == 4) > 1.2), x[:, 1] > 0], axis=1)
+    y[:, 1] &= rng.random(n) < 0.5
+    weight = np.where(y.any(axis=1), 1.0, 2.0)
+    fitted = fit_baseline(x[:2000], y[:2000], weight[:2000], seed=1, max_iter=60)
+    stored = _round_trip(fitted.trees())
+    test = x[2000:].copy()
+    test[:5, LAST_TYPE] = [40, -1, np.nan, 11, 0]  # unknown, negative, missing categories
+    expected = fitted.predict(test)
+    got = np.stack([t.predict(test) for t in stored], axis=1)
+    assert got.shape == expected.shape == (1000, 2)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+    assert np.abs(got - expected).max() < 1e-12  # in practice: the same sums
+    # a head with one class only is a constant
+    one_class = fit_baseline(x[:200], np.zeros((200, 1)), np.ones(200), seed=0)
+    (again,) = _round_trip(one_class.trees())
+    np.testing.assert_allclose(again.predict(test), one_class.predict(test)[:, 0], atol=1e-12)
+
+
+# --- resume ------------------------------------------------------------------------------
+
+
+def _interrupt_after(monkeypatch: pytest.MonkeyPatch, phase: str, epoch: int) -> None:
+    """Crash the run right after it saved `phase` at `epoch` (as a kill would)."""
+    real = ResumeStore.save
+
+    def save(self: ResumeStore, snap: Any) -> None:
+        real(self, snap)
+        if snap.phase == phase and snap.epoch == epoch:
+            raise KeyboardInterrupt(f"interrupted after {phase} epoch {epoch}")
+
+    monkeypatch.setattr(ResumeStore, "save", save)
+
+
+@pytest.mark.slow
+def test_resumed_run_equals_the_uninterrupted_one(
+    tiny_world: Path, tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Interrupted after pretraining, then after the first fine-tuning epoch, resumed twice:
+    the same metrics as `tiny_model` (the same settings and seed, never interrupted)."""
+    cfg = TrainConfig.for_preset("tiny", **TINY_MODEL_SCHEDULE)
+    args = (tiny_world / "events.jsonl", tiny_world / "labels.jsonl", tmp_path / "m", cfg)
+    with monkeypatch.context() as m:
+        _interrupt_after(m, "pretrain", 1)
+        with pytest.raises(KeyboardInterrupt):
+            train(*args, progress=False)
+    assert (tmp_path / "m" / "resume" / "pretrain.pt").is_file()
+    with monkeypatch.context() as m:
+        _interrupt_after(m, "finetune", 1)
+        with pytest.raises(KeyboardInterrupt):
+            train(*args, progress=False, resume=True)
+    saved = json.loads((tmp_path / "m" / "resume" / "run.json").read_text())
+    assert saved["phases"]["pretrain"]["done"]
+    assert saved["phases"]["finetune"]["epoch"] == 1
+    # a changed setting is refused, naming it
+    with pytest.raises(TrainingError, match="setting seed is 1, the interrupted run used 0"):
+        train(*args[:3], TrainConfig.for_preset("tiny", **TINY_MODEL_SCHEDULE, seed=1),
+              progress=False, resume=True)  # fmt: skip
+    report = train(*args, progress=False, resume=True)
+    expected = json.loads((tiny_model / "report.json").read_text())
+    assert report["heads"] == expected["heads"]
+    assert report["baseline"] == expected["baseline"]
+    assert (
+        report["training"]["finetune"]["val_metric"]
+        == expected["training"]["finetune"]["val_metric"]
+    )
+    assert report["training"]["finetune"]["steps"] == expected["training"]["finetune"]["steps"]
+    assert not (tmp_path / "m" / "resume").exists()  # a finished run leaves nothing to resume
+    with pytest.raises(TrainingError, match="--resume: no interrupted run"):
+        train(*args, progress=False, resume=True)
+
+
+# --- pretrain, train --init, refit, the split in the checkpoint ---------------------------
+
+
+@pytest.mark.slow
+def test_pretrain_then_init_with_refit(
+    tiny_world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Any unlabeled corpus: here the first 40 % of the world's event lines.
+    lines = (tiny_world / "events.jsonl").read_text().splitlines(keepends=True)
+    unlabeled = tmp_path / "unlabeled.jsonl"
+    unlabeled.write_text("".join(lines[: len(lines) * 2 // 5]))
+    enc = tmp_path / "enc"
+    code = main(
+        ["pretrain", "--events", str(unlabeled), "--out", str(enc),
+         "--preset", "tiny", "--set", "pretrain_windows=600", "--quiet"]
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    config = json.loads((enc / "config.json").read_text())
+    assert config["format"] == "riskstream-pretrained/1"
+    assert config["summary"]["windows"] == 600
+    # a pretrained encoder is not a model to evaluate, and its windows bound the run's
+    with pytest.raises(TrainingError, match="fine-tune it first"):
+        load_checkpoint(enc)
+    with pytest.raises(TrainingError, match="pretrained on windows of up to 32 events"):
+        train(
+            tiny_world / "events.jsonl", tiny_world / "labels.jsonl", tmp_path / "x",
+            TrainConfig.for_preset("tiny", max_events=64), init=enc, progress=False,
+        )  # fmt: skip
+
+    out = tmp_path / "m"
+    cfg = TrainConfig.for_preset("tiny", pretrain_windows=600, finetune_epochs=1, refit=True)
+    report = train(
+        tiny_world / "events.jsonl", tiny_world / "labels.jsonl", out, cfg, init=enc,
+        progress=False,
+    )  # fmt: skip
+    t = report["training"]
+    assert t["init"]["kind"] == "riskstream-pretrained"
+    assert t["init"]["copied"] > 10
+    assert t["refit"]["best_epoch"] == t["finetune"]["best_epoch"]  # epochs: the selection's
+    per_epoch = t["finetune"]["samples"] / len(t["finetune"]["val_metric"])
+    assert t["refit"]["samples"] / t["refit"]["best_epoch"] > per_epoch  # + validation users
+    assert report["split"]["refit_examples"] > report["split"]["train_examples"]
+    assert "train + validation users" in report["data"]["sources"]["model"]
+    assert "train + validation users" in report["data"]["sources"]["baseline"]
+    assert "selection run" in report["data"]["sources"]["thresholds"]
+    assert np.mean([report["heads"][h]["pr_auc"] for h in HEADS]) >= 0.7
+
+    ckpt = load_checkpoint(out)  # the pretrained encoder's spec is adopted
+    assert (out / "encoding_spec.json").read_text() == (enc / "encoding_spec.json").read_text()
+    # the split is stored: the validation users are split_users' own
+    corpus = load_corpus(
+        tiny_world / "events.jsonl", tiny_world / "labels.jsonl", spec=ckpt.spec, progress=False
+    )
+    split = split_users(corpus, seed=cfg.seed, fractions=cfg.split_fractions)
+    saved = ckpt.meta["split"]
+    assert saved["val_user_ids"] == [corpus.users[u].user_id for u in split.val_users.tolist()]
+    assert saved["t_cut_ms"] == split.t_cut_ms
+    # the stored (refitted) GBDT scores the test windows as the report's baseline did
+    assert ckpt.trees is not None
+    test_ex = build_examples(corpus, split.test_users, ckpt.policy, t_from_ms=split.t_cut_ms)
+    x = aggregates(corpus, test_ex, progress=False)
+    scores = np.stack([ckpt.trees[h].predict(x) for h in HEADS], axis=1)
+    assert scores.shape == (len(test_ex), len(HEADS))
+    assert ((scores >= 0) & (scores <= 1)).all()
