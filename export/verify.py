@@ -15,7 +15,7 @@ from events.window import Records
 from export.exceptions import ExportError
 from training.checkpoint import Checkpoint
 from training.config import TrainConfig
-from training.data import load_corpus
+from training.data import Corpus, load_corpus
 from training.examples import batch_windows, build_examples, split_users
 
 __all__ = ["VerificationSet", "pr_auc_per_head", "verification_set"]
@@ -44,6 +44,23 @@ def _train_config(meta: dict[str, Any]) -> TrainConfig:
     return TrainConfig(**{k: v for k, v in saved.items() if k in known})
 
 
+def _validation_users(
+    ckpt: Checkpoint, corpus: Corpus, cfg: TrainConfig
+) -> tuple[npt.NDArray[np.int32], int]:
+    """The checkpoint's validation users in `corpus` and its cut: as recorded by training
+    (`split`), or, for checkpoints from before that, the split its config draws again."""
+    saved = ckpt.meta.get("split")
+    if isinstance(saved, dict) and "val_user_ids" in saved:
+        index = corpus.user_index()
+        ids = [index[u] for u in saved["val_user_ids"] if u in index]
+        return np.asarray(sorted(ids), dtype=np.int32), int(saved["t_cut_ms"])
+    split = split_users(
+        corpus, seed=cfg.seed, fractions=cfg.split_fractions,
+        test_after_quantile=cfg.test_after_quantile,
+    )  # fmt: skip
+    return split.val_users, split.t_cut_ms
+
+
 def verification_set(
     ckpt: Checkpoint,
     *,
@@ -65,18 +82,15 @@ def verification_set(
         session_gap_s=ckpt.session_gap_s,
         progress=progress,
     )
-    split = split_users(
-        corpus, seed=cfg.seed, fractions=cfg.split_fractions,
-        test_after_quantile=cfg.test_after_quantile,
-    )  # fmt: skip
+    val_users, t_cut_ms = _validation_users(ckpt, corpus, cfg)
     # Parity on windows drawn from every validation event; PR-AUC on all positives and a
     # weighted share of negatives (as early stopping does), to keep the export quick.
-    every = build_examples(corpus, split.val_users, ckpt.policy, t_to_ms=split.t_cut_ms)
+    every = build_examples(corpus, val_users, ckpt.policy, t_to_ms=t_cut_ms)
     val = build_examples(
         corpus,
-        split.val_users,
+        val_users,
         ckpt.policy,
-        t_to_ms=split.t_cut_ms,
+        t_to_ms=t_cut_ms,
         neg_keep=cfg.eval_neg_keep,
         seed=cfg.seed,
     )
@@ -108,7 +122,7 @@ def verification_set(
             "events": str(events),
             "labels": str(labels) if labels else None,
             "feedback": str(feedback) if feedback else None,
-            "validation_users": len(split.val_users),
+            "validation_users": len(val_users),
             "validation_windows": len(val),
         },
     )
