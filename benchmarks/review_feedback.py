@@ -29,13 +29,13 @@ from typing import Any, cast
 import numpy as np
 import orjson
 
-from events import Decision
+from events import LABELS, Decision
 from events.contract import AlertType, Verdict
 from riskstream.review.labels import feedback_lines
 from training.config import TrainConfig
 from training.data import load_corpus
 from training.evaluate import checkpoint_scorer, eval_input
-from training.examples import HEADS, build_examples
+from training.examples import build_examples
 from training.metrics import head_metrics, normal_user_mask
 from training.simulator import WorldConfig, simulate_world
 from training.train import train
@@ -57,7 +57,7 @@ def simulated_decisions(model: Path, world: Path) -> list[Decision]:
     ex = build_examples(corpus, users, scorer.policy)
     scores = scorer.score(corpus, ex, False)
     decisions = []
-    for h, head in enumerate(HEADS):
+    for h, head in enumerate(LABELS):
         alerted = np.flatnonzero(scores[:, h] >= scorer.thresholds[head])
         by_user: dict[int, list[int]] = {}
         for i in alerted.tolist():
@@ -104,7 +104,7 @@ def measure(model: Path, world: Path, thresholds: dict[str, float] | None = None
     normal = normal_user_mask(inp)
     alerted_any = np.zeros(len(ex), dtype=bool)
     out: dict[str, Any] = {"thresholds": thr}
-    for h, head in enumerate(HEADS):
+    for h, head in enumerate(LABELS):
         m = head_metrics(inp, h, thr[head])
         alerted = inp.scores[:, h] >= thr[head]
         alerted_any |= alerted

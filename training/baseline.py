@@ -33,7 +33,7 @@ class _Constant:
 
 @dataclass
 class Baseline:
-    """One fitted classifier per head (`training.metrics.HEADS` order)."""
+    """One fitted classifier per head (`events.LABELS` order)."""
 
     models: list[Any]
     feature_names: tuple[str, ...] = field(default=AGGREGATE_NAMES)

@@ -36,7 +36,7 @@ from events.window import records_ts_ms
 from training.exceptions import DataError
 from training.progress import Progress
 
-__all__ = ["FEEDBACK_KINDS", "REVIEW_KINDS", "Corpus", "Episode", "UserHistory", "load_corpus"]
+__all__ = ["FEEDBACK_KINDS", "REVIEW_KINDS", "Corpus", "UserHistory", "load_corpus"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,11 +47,6 @@ FEEDBACK_KINDS: Final = frozenset({"chargeback", "confirmed_fraud"})
 REVIEW_KINDS: Final = frozenset({"review_confirmed", "review_false_positive"})
 _LOG_FIRST: Final = 5  # refusals / unknown orders logged one by one before going quiet
 _PROGRESS_CHUNK: Final = 1 << 20  # bytes between progress-bar updates
-
-
-#: A label episode is the contract's `Label`: every event of `user_id` with
-#: start_ms <= ts <= end_ms is positive for `label`.
-Episode = Label
 
 
 @dataclass
@@ -75,7 +70,7 @@ class Corpus:
 
     users: list[UserHistory]
     spec: EncodingSpec
-    episodes: list[Episode]
+    episodes: list[Label]
     parse_stats: ParseStats
     duplicates: int  # events dropped because their event_id was seen before
     refused: int  # lines refused by parse_event
@@ -86,7 +81,7 @@ class Corpus:
     #: episode absent here counts as known from the start (labels, chargebacks).
     known_ms: dict[int, int] = field(default_factory=dict)
     #: Known negatives: spans an analyst judged not to be `label` (false positives).
-    negatives: list[Episode] = field(default_factory=list)
+    negatives: list[Label] = field(default_factory=list)
     negatives_known_ms: list[int] = field(default_factory=list)
 
     def known_before(self, cut_ms: int) -> Corpus:
@@ -240,8 +235,8 @@ def _build_users(
     return users
 
 
-def _read_labels(path: Path) -> list[Episode]:
-    episodes: list[Episode] = []
+def _read_labels(path: Path) -> list[Label]:
+    episodes: list[Label] = []
     with path.open("rb") as f:
         for lineno, line in _lines(path, f, False, "labels"):
             try:
@@ -263,7 +258,7 @@ def _load_feedback(path: Path, lineno: int, line: bytes) -> dict[str, Any]:
     return cast(dict[str, Any], obj)
 
 
-def _parse_review(path: Path, lineno: int, obj: dict[str, Any]) -> tuple[Episode, int]:
+def _parse_review(path: Path, lineno: int, obj: dict[str, Any]) -> tuple[Label, int]:
     """A decision's feedback line: (episode, when it became known)."""
     where = f"{path}:{lineno}"
     try:
@@ -275,7 +270,7 @@ def _parse_review(path: Path, lineno: int, obj: dict[str, Any]) -> tuple[Episode
         lab = parse_label(orjson.dumps(fields))
     except InvalidLabel as exc:
         raise DataError(f"{where}: bad decision line: {exc}") from exc
-    return Episode(lab.user_id, lab.label, lab.start_ms, lab.end_ms, obj["kind"], "review"), known
+    return Label(lab.user_id, lab.label, lab.start_ms, lab.end_ms, obj["kind"], "review"), known
 
 
 def _parse_feedback(path: Path, lineno: int, obj: dict[str, Any]) -> tuple[str, int, str]:
@@ -295,9 +290,9 @@ def _parse_feedback(path: Path, lineno: int, obj: dict[str, Any]) -> tuple[str, 
 
 @dataclass
 class _Feedback:
-    episodes: list[Episode] = field(default_factory=list)
+    episodes: list[Label] = field(default_factory=list)
     known_ms: dict[int, int] = field(default_factory=dict)  # index into episodes -> known at
-    negatives: list[Episode] = field(default_factory=list)
+    negatives: list[Label] = field(default_factory=list)
     negatives_known_ms: list[int] = field(default_factory=list)
     unknown: int = 0
 
@@ -339,7 +334,7 @@ def _read_feedback(path: Path, users: list[UserHistory]) -> _Feedback:
             if key in seen:  # a second chargeback for the same order adds nothing
                 continue
             seen.add(key)
-            episodes.append(Episode(key[0], "fraud", key[1], key[2], kind, "feedback"))
+            episodes.append(Label(key[0], "fraud", key[1], key[2], kind, "feedback"))
     if unknown:
         logger.warning("%s: %d feedback lines name an unknown order", path, unknown)
     out.unknown = unknown

@@ -12,13 +12,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from events import EncodingSpec, WindowPolicy, windows_to_inputs
+from events import LABELS, EncodingSpec, WindowPolicy, windows_to_inputs
 from events.aggregates import window_aggregates
 from events.window import Records
 from training.baseline import fit_baseline
 from training.checkpoint import Checkpoint, load_checkpoint
 from training.data import Corpus, load_corpus
-from training.examples import HEADS, ExampleSet, batch_windows, build_examples
+from training.examples import ExampleSet, batch_windows, build_examples
 from training.loops import score
 from training.metrics import EvalInput, choose_threshold, evaluate, pr_curve
 from training.progress import Progress
@@ -101,9 +101,9 @@ def finish_report(
         "baseline": evaluate(base_inp, baseline_thresholds),
         **extra,
     }
-    curves = {
+    curves: dict[str, dict[str, tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]]] = {
         head: {"model": pr_curve(model_inp, h), "baseline": pr_curve(base_inp, h)}
-        for h, head in enumerate(HEADS)
+        for h, head in enumerate(LABELS)
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
@@ -197,9 +197,9 @@ def _stored_baseline(
     model), at the thresholds training chose for it: the fair comparison on another world."""
     if ckpt is None or ckpt.trees is None:
         return {}
-    scores = np.stack([ckpt.trees[h].predict(x) for h in HEADS], axis=1)
+    scores = np.stack([ckpt.trees[h].predict(x) for h in LABELS], axis=1)
     saved = ckpt.meta.get("baseline_thresholds", {})
-    thresholds = {h: float(saved.get(h, 0.5)) for h in HEADS}
+    thresholds: dict[str, float] = {h: float(saved.get(h, 0.5)) for h in LABELS}
     return evaluate(replace(inp, scores=scores), thresholds)
 
 
@@ -245,9 +245,9 @@ def evaluate_model(
     model_scores, scores = model.score_parts(corpus, examples, progress, x)
     base_scores = _cross_fit_baseline(corpus, examples, x, seed)
     inp = eval_input(corpus, examples, scores)
-    base_thresholds = {
+    base_thresholds: dict[str, float] = {
         head: choose_threshold(replace(inp, scores=base_scores.astype(np.float64)), h)
-        for h, head in enumerate(HEADS)
+        for h, head in enumerate(LABELS)
     }
     stored = _stored_baseline(model.checkpoint, inp, x)
     extra = {

@@ -14,13 +14,11 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from events import WindowPolicy, format_ts_ms, window_slices
+from events import LABELS, WindowPolicy, format_ts_ms, window_slices
 from training.data import Corpus, UserHistory
 from training.exceptions import DataError
-from training.metrics import HEADS
 
 __all__ = [
-    "HEADS",
     "ExampleSet",
     "Split",
     "batch_windows",
@@ -46,7 +44,7 @@ class ExampleSet:
     user_index: I32  # into corpus.users
     start: I32
     end: I32
-    y: F32  # [N, 2], columns in HEADS order
+    y: F32  # [N, 2], columns in LABELS order
     episode: I32  # [N, 2], index into corpus.episodes covering the event per head, else -1
     weight: F32  # 1 / keep-probability for subsampled negatives, else 1
     ts_ms: I64  # ts of the scored event
@@ -73,7 +71,7 @@ class ExampleSet:
         return lengths
 
     def positives(self) -> npt.NDArray[np.int64]:
-        """Positive examples per head, in HEADS order."""
+        """Positive examples per head, in LABELS order."""
         counts: npt.NDArray[np.int64] = (self.y > 0.5).sum(axis=0).astype(np.int64)
         return counts
 
@@ -151,10 +149,10 @@ def split_users(
     strata = np.zeros(len(corpus.users), dtype=np.int64)
     for ep in corpus.episodes:
         ui = index.get(ep.user_id)
-        if ui is None or ep.label not in HEADS:
+        if ui is None or ep.label not in LABELS:
             continue
         # bits, most significant first: fraud before, fraud after, abnormal before, after
-        bit = 3 - 2 * HEADS.index(ep.label)
+        bit = 3 - 2 * LABELS.index(ep.label)
         if ep.start_ms < t_cut:
             strata[ui] |= 1 << bit
         if ep.end_ms >= t_cut:
@@ -199,9 +197,9 @@ def _user_examples(
         count=2 * len(user.ts_ms),
     ).reshape(-1, 2)[lo:hi]
     ts = user.ts_ms[lo:hi]
-    hits = np.zeros((len(ts), len(HEADS)), dtype=bool)
-    which = np.full((len(ts), len(HEADS)), -1, dtype=np.int32)
-    for h, head in enumerate(HEADS):
+    hits = np.zeros((len(ts), len(LABELS)), dtype=bool)
+    which = np.full((len(ts), len(LABELS)), -1, dtype=np.int32)
+    for h, head in enumerate(LABELS):
         mine = [
             (corpus.episodes[i].start_ms, corpus.episodes[i].end_ms, i)
             for i in eps
@@ -282,8 +280,8 @@ def _empty() -> ExampleSet:
         i32,
         i32.copy(),
         i32.copy(),
-        np.zeros((0, len(HEADS)), dtype=np.float32),
-        np.zeros((0, len(HEADS)), dtype=np.int32),
+        np.zeros((0, len(LABELS)), dtype=np.float32),
+        np.zeros((0, len(LABELS)), dtype=np.int32),
         np.zeros(0, dtype=np.float32),
         np.zeros(0, dtype=np.int64),
     )

@@ -26,7 +26,6 @@ from sklearn.metrics import (
 from events.contract import LABELS
 
 __all__ = [
-    "HEADS",
     "EvalInput",
     "choose_threshold",
     "evaluate",
@@ -36,8 +35,6 @@ __all__ = [
     "pr_curve",
 ]
 
-#: The model's output heads, in score-column order: the contract's labels.
-HEADS: Final[tuple[str, ...]] = LABELS
 
 _DAY_MS: Final = 86_400_000
 _MIN_DAYS: Final = 1.0 / 24.0  # a set shorter than an hour still counts as an hour
@@ -49,7 +46,7 @@ _BoolArray = npt.NDArray[np.bool_]
 class EvalInput:
     """Scored events of one split (N events) and the label episodes they belong to.
 
-    `scores` [N, 2] probabilities and `y` [N, 2] 0/1 in `HEADS` order; `weight` [N] (1 /
+    `scores` [N, 2] probabilities and `y` [N, 2] 0/1 in `LABELS` order; `weight` [N] (1 /
     keep-probability of subsampled negatives, else 1); `user_ids` [N]; `ts_ms` [N] int64;
     `episode` [N, 2] index into `episodes` of the covering episode per head, else -1.
     `first_purchase_ms` maps an episode index to the ts of its first purchase (None: none).
@@ -270,7 +267,7 @@ def _episode_stats(inp: EvalInput, head: int, alerted: _BoolArray) -> dict[str, 
         "median_detection_delay_events": None,
         "median_detection_delay_s": None,
     }
-    if HEADS[head] == "fraud":
+    if LABELS[head] == "fraud":
         out["caught_before_purchase"] = None
     if len(rows) == 0:
         return out
@@ -297,7 +294,7 @@ def _episode_stats(inp: EvalInput, head: int, alerted: _BoolArray) -> dict[str, 
         out["median_detection_delay_events"] = float(np.median(first_pos[caught]))
         delay_ms = first_alert_ts[caught] - ts[starts][caught]
         out["median_detection_delay_s"] = float(np.median(delay_ms)) / 1000.0
-    if HEADS[head] == "fraud":
+    if LABELS[head] == "fraud":
         with_purchase = before = 0
         for j, idx in enumerate(ids.tolist()):
             purchase_ms = inp.first_purchase_ms.get(idx)
@@ -346,7 +343,7 @@ def head_metrics(inp: EvalInput, head: int, threshold: float) -> dict[str, Any]:
             y.astype(int),
             alerted.astype(int),
             labels=[0, 1],
-            target_names=["negative", HEADS[head]],
+            target_names=["negative", LABELS[head]],
             sample_weight=w,
             output_dict=True,
             zero_division=0,
@@ -357,7 +354,7 @@ def head_metrics(inp: EvalInput, head: int, threshold: float) -> dict[str, Any]:
 
 def evaluate(inp: EvalInput, thresholds: Mapping[str, float]) -> dict[str, dict[str, Any]]:
     """`head_metrics` of every head at its threshold: {"fraud": {...}, "abnormal_click": {...}}."""
-    return {name: head_metrics(inp, i, thresholds[name]) for i, name in enumerate(HEADS)}
+    return {name: head_metrics(inp, i, thresholds[name]) for i, name in enumerate(LABELS)}
 
 
 def pr_curve(inp: EvalInput, head: int) -> tuple[_FloatArray, _FloatArray]:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from sklearn.metrics import average_precision_score
 
-from events import WindowPolicy, format_ts_ms
+from events import LABELS, WindowPolicy, format_ts_ms
 from training.baseline import fit_baseline
 from training.checkpoint import (
     Pretrained,
@@ -28,7 +28,7 @@ from training.config import TrainConfig
 from training.data import Corpus, load_corpus
 from training.ensemble import choose_blend, fit_blend
 from training.evaluate import aggregates, eval_input, finish_report
-from training.examples import HEADS, ExampleSet, Split, build_examples, cut_time, split_users
+from training.examples import ExampleSet, Split, build_examples, cut_time, split_users
 from training.exceptions import TrainingError
 from training.loops import Runtime, finetune, pretrain, resolve_device, score
 from training.metrics import EvalInput, choose_threshold, evaluate
@@ -48,7 +48,7 @@ def _seed_everything(seed: int) -> None:
 def _mean_pr_auc(y: np.ndarray, scores: np.ndarray, weight: np.ndarray) -> float:
     values = [
         float(average_precision_score(y[:, h], scores[:, h], sample_weight=weight))
-        for h in range(len(HEADS))
+        for h in range(len(LABELS))
         if y[:, h].any()
     ]
     return float(np.mean(values)) if values else 0.0
@@ -63,7 +63,7 @@ def _thresholds(inp: EvalInput, cfg: TrainConfig) -> dict[str, float]:
             target_precision=cfg.target_precision,
             target_fpr=cfg.target_fpr,
         )
-        for h, head in enumerate(HEADS)
+        for h, head in enumerate(LABELS)
     }
 
 
@@ -279,7 +279,7 @@ def train(
 
     # The stacked ensemble: model and GBDT blended on validation; shipped if it wins there.
     val_raw = selection_baseline.raw(x_val)
-    blend = fit_blend(HEADS, val_inp.scores, val_raw, val_ex.y, val_ex.weight)
+    blend = fit_blend(LABELS, val_inp.scores, val_raw, val_ex.y, val_ex.weight)
     blend_val = blend.combine(val_inp.scores, val_raw)
     ship_blend, blend_figures = choose_blend(
         cfg.ensemble, blend_val, val_inp.scores, val_ex.y, val_ex.weight
@@ -372,7 +372,7 @@ def train(
         policy,
         thresholds,
         meta,
-        trees=dict(zip(HEADS, baseline.trees(), strict=True)),
+        trees=dict(zip(LABELS, baseline.trees(), strict=True)),
         blend=blend if ship_blend else None,
         model_thresholds=model_thresholds,
     )

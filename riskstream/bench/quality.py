@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from events import LABELS
 from riskstream.bench.core import BenchResult
 from training.simulator import ATTACK_KINDS, HARD_KINDS, WorldConfig, simulate_world
 
@@ -29,7 +30,6 @@ __all__ = ["QualityPlan", "bench_quality", "summarise"]
 
 log = logging.getLogger(__name__)
 
-HEADS: Final = ("fraud", "abnormal_click")
 WORLD_KINDS: Final[dict[str, frozenset[str]]] = {
     "default": frozenset(ATTACK_KINDS),
     "hard": frozenset(HARD_KINDS),
@@ -77,7 +77,7 @@ def _world(root: Path, kind: str, users: int, days: float, seed: int, share: flo
 
 def _pick(report: dict[str, Any], scorer: str) -> dict[str, dict[str, Any]]:
     section = report.get(scorer, report["heads"])  # model_alone: only where a blend shipped
-    return {h: {k: section.get(h, {}).get(k) for k in _FIGURES} for h in HEADS}
+    return {h: {k: section.get(h, {}).get(k) for k in _FIGURES} for h in LABELS}
 
 
 def _run_one(
@@ -125,7 +125,7 @@ def _run_one(
         "blend_shipped": bool(train_report.get("ensemble", {}).get("shipped")),
         "gbdt_cross_fitted": _pick(report, "baseline"),
         "episode_recall_by_kind": {
-            h: report["heads"][h].get("episode_recall_by_kind") for h in HEADS
+            h: report["heads"][h].get("episode_recall_by_kind") for h in LABELS
         },
         "caught_before_purchase": report["heads"]["fraud"].get("caught_before_purchase"),
         "train_wall_s": train_report["training"]["wall_s"],
@@ -145,7 +145,7 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     full = [r for r in runs if r["labelled_share"] == 1.0 and not r["pretrained_init"]]
     for kind in dict.fromkeys(r["world"] for r in full):
         mine = [r for r in full if r["world"] == kind]
-        for head in HEADS:
+        for head in LABELS:
             for figure in _FIGURES:
                 row: dict[str, Any] = {"world": kind, "head": head, "figure": figure}
                 for scorer in ("model", "model_alone", "gbdt"):
@@ -164,7 +164,7 @@ def efficiency(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     keys = sorted({(r["world"], r["labelled_share"]) for r in runs})
     for kind, share in keys:
-        for head in HEADS:
+        for head in LABELS:
             row: dict[str, Any] = {"world": kind, "labelled share": share, "head": head}
             scratch = [r for r in runs if (r["world"], r["labelled_share"]) == (kind, share)
                        and not r["pretrained_init"]]  # fmt: skip

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from riskstream.bench.quality import HEADS, QualityPlan, bench_quality, efficiency, summarise
+from events import LABELS
+from riskstream.bench.quality import QualityPlan, bench_quality, efficiency, summarise
 
 
 def _run(world: str, seed: int, model: float, gbdt: float, **kw: object) -> dict[str, object]:
@@ -17,7 +18,7 @@ def _run(world: str, seed: int, model: float, gbdt: float, **kw: object) -> dict
     figures: dict[str, float | None] = dict.fromkeys(names)
 
     def scored(v: float) -> dict[str, dict[str, float | None]]:
-        return {h: {**figures, "pr_auc": v} for h in HEADS}
+        return {h: {**figures, "pr_auc": v} for h in LABELS}
 
     return {"world": world, "seed": seed, "labelled_share": kw.get("share", 1.0),
             "pretrained_init": kw.get("init", False), "model": scored(model),
@@ -69,10 +70,10 @@ def test_the_pipeline_runs_on_tiny_worlds_and_resumes(tmp_path: Path) -> None:
     for run in data["runs"]:
         # the stored GBDT (fitted on the training world) was scored on the other world
         for scorer in ("model", "model_alone", "gbdt"):
-            for head in HEADS:
+            for head in LABELS:
                 pr = run[scorer][head]["pr_auc"]
                 assert pr is None or 0.0 <= pr <= 1.0
-        assert any(run["gbdt"][h]["pr_auc"] is not None for h in HEADS)
+        assert any(run["gbdt"][h]["pr_auc"] is not None for h in LABELS)
     assert {r["world"] for r in result.rows} == {"default", "hard"}
     assert "| world | head | figure |" in (tmp_path / "quality.md").read_text()
     # A second run reuses every finished run: nothing is trained again.

@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from events import (
+    LABELS,
     EncodingSpec,
     InMemoryWindowStore,
     WindowPolicy,
@@ -24,7 +25,6 @@ from events import (
 from events.encoding import event_id_hash, records_eid
 from training.data import Corpus, load_corpus
 from training.examples import (
-    HEADS,
     batch_windows,
     build_examples,
     length_buckets,
@@ -302,7 +302,7 @@ def test_batches_feed_windows_to_inputs(corpus: Corpus) -> None:
     part = ex.subset(idx)
     assert len(part) == len(idx)
     assert np.array_equal(part.y, ex.y[idx])
-    assert HEADS == ("fraud", "abnormal_click")
+    assert LABELS == ("fraud", "abnormal_click")
 
 
 def test_empty_time_range_gives_an_empty_set(corpus: Corpus) -> None:

@@ -11,14 +11,14 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel
 
-from events import CHANNELS
+from events import CHANNELS, LABELS
 from riskstream.cli import main
 from tests.conftest import TINY_MODEL_SCHEDULE
 from training.checkpoint import load_checkpoint
 from training.config import TrainConfig
 from training.data import load_corpus
 from training.evaluate import evaluate_model
-from training.examples import HEADS, build_examples
+from training.examples import build_examples
 from training.loops import score
 from training.model import EventBert, ModelConfig, copy_init_weights
 from training.simulator import WorldConfig, simulate_world
@@ -58,7 +58,7 @@ def trained(tiny_model: Path) -> tuple[Path, dict[str, Any]]:
 
 
 def _mean_pr_auc(heads: dict[str, Any]) -> float:
-    return float(np.mean([heads[h]["pr_auc"] for h in HEADS]))
+    return float(np.mean([heads[h]["pr_auc"] for h in LABELS]))
 
 
 def test_tiny_world_trains_beyond_the_floor_and_the_untrained_model(
@@ -68,7 +68,7 @@ def test_tiny_world_trains_beyond_the_floor_and_the_untrained_model(
     learned = _mean_pr_auc(report["heads"])
     assert learned >= PR_AUC_FLOOR
     assert learned > report["training"]["untrained_test_pr_auc_mean"] + 0.2
-    for head in HEADS:
+    for head in LABELS:
         assert set(report["heads"][head]) >= HEAD_KEYS
         assert set(report["baseline"][head]) >= HEAD_KEYS
     assert "caught_before_purchase" in report["heads"]["fraud"]
@@ -96,7 +96,7 @@ def test_checkpoint_reloads_and_scores_as_trained(
 ) -> None:
     out, _ = trained
     ckpt = load_checkpoint(out)
-    assert set(ckpt.thresholds) == set(HEADS)
+    assert set(ckpt.thresholds) == set(LABELS)
     assert ckpt.meta["step"] > 0
     corpus = load_corpus(
         world / "events.jsonl", world / "labels.jsonl", spec=ckpt.spec, progress=False
@@ -134,12 +134,12 @@ def test_evaluate_on_a_second_world_writes_every_key(
         out, other / "events.jsonl", other / "labels.jsonl", target, progress=False
     )
     on_disk = json.loads(target.read_text())
-    for head in HEADS:
+    for head in LABELS:
         assert set(on_disk["heads"][head]) >= HEAD_KEYS
         assert set(on_disk["baseline"][head]) >= HEAD_KEYS
     assert "caught_before_purchase" in on_disk["heads"]["fraud"]
     # the checkpoint's own GBDT (fitted with the model) beside the cross-fitted one
-    for head in HEADS:
+    for head in LABELS:
         assert set(on_disk["stored_baseline"][head]) >= HEAD_KEYS
     assert "stored baseline" in (target.parent / "report.md").read_text()
     assert (target.parent / "report.md").is_file()

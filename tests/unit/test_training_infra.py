@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from events import LABELS
 from events.aggregates import AGGREGATE_NAMES, LAST_TYPE
 from events.trees import TreeModel, tree_models_from_json, tree_models_to_json
 from riskstream.cli import main
@@ -22,7 +23,7 @@ from training.checkpoint import load_checkpoint
 from training.config import TrainConfig
 from training.data import load_corpus
 from training.evaluate import aggregates
-from training.examples import HEADS, build_examples, split_users
+from training.examples import build_examples, split_users
 from training.exceptions import TrainingError
 from training.loops import Runtime, resolve_device
 from training.progress import Progress
@@ -286,7 +287,7 @@ def test_pretrain_then_init_with_refit(
     assert "train + validation users" in report["data"]["sources"]["model"]
     assert "train + validation users" in report["data"]["sources"]["baseline"]
     assert "selection run" in report["data"]["sources"]["thresholds"]
-    assert np.mean([report["heads"][h]["pr_auc"] for h in HEADS]) >= 0.7
+    assert np.mean([report["heads"][h]["pr_auc"] for h in LABELS]) >= 0.7
 
     ckpt = load_checkpoint(out)  # the pretrained encoder's spec is adopted
     assert (out / "encoding_spec.json").read_text() == (enc / "encoding_spec.json").read_text()
@@ -302,6 +303,6 @@ def test_pretrain_then_init_with_refit(
     assert ckpt.trees is not None
     test_ex = build_examples(corpus, split.test_users, ckpt.policy, t_from_ms=split.t_cut_ms)
     x = aggregates(corpus, test_ex, progress=False)
-    scores = np.stack([ckpt.trees[h].predict(x) for h in HEADS], axis=1)
-    assert scores.shape == (len(test_ex), len(HEADS))
+    scores = np.stack([ckpt.trees[h].predict(x) for h in LABELS], axis=1)
+    assert scores.shape == (len(test_ex), len(LABELS))
     assert ((scores >= 0) & (scores <= 1)).all()

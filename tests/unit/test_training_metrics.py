@@ -11,12 +11,11 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
-from events import RECORD_DTYPE, EncodingSpec, Event, encode_event, windows_to_inputs
+from events import LABELS, RECORD_DTYPE, EncodingSpec, Event, encode_event, windows_to_inputs
 from events.aggregates import AGGREGATE_NAMES, window_aggregates
 from events.contract import Label
 from training.baseline import fit_baseline
 from training.metrics import (
-    HEADS,
     EvalInput,
     choose_threshold,
     evaluate,
@@ -80,7 +79,7 @@ def test_perfect_scorer() -> None:
     ]
     inp = _inp(y.copy(), y, users=users, episode=episode, episodes=episodes)
     out = evaluate(inp, {"fraud": 0.5, "abnormal_click": 0.5})
-    assert set(out) == set(HEADS)
+    assert set(out) == set(LABELS)
     for m in out.values():
         assert m["pr_auc"] == 1.0
         assert m["roc_auc"] == 1.0
@@ -438,7 +437,7 @@ def test_write_report(tmp_path: Path) -> None:
     good = np.clip(inp.y * 0.5 + rng.random(inp.y.shape) * 0.6, 0, 1)
     model = dataclasses.replace(inp, scores=np.stack([good[:, 0], inp.scores[:, 1]], 1))
     base = dataclasses.replace(inp, scores=np.stack([inp.scores[:, 0], good[:, 1]], 1))
-    thresholds = {h: 0.5 for h in HEADS}
+    thresholds = {h: 0.5 for h in LABELS}
     report = {
         "heads": evaluate(model, thresholds),
         "baseline": evaluate(base, thresholds),
@@ -448,7 +447,8 @@ def test_write_report(tmp_path: Path) -> None:
     }
     json.dumps(report, allow_nan=False)
     curves = {
-        h: {"model": pr_curve(model, i), "baseline": pr_curve(base, i)} for i, h in enumerate(HEADS)
+        h: {"model": pr_curve(model, i), "baseline": pr_curve(base, i)}
+        for i, h in enumerate(LABELS)
     }
     paths = write_report(report, tmp_path, curves)
     assert paths == [tmp_path / "report.md", tmp_path / "pr_curves.png"]
