@@ -14,9 +14,26 @@ from typing import Any, Final
 
 from events import format_ts_ms, parse_ts_ms
 
-__all__ = ["case_view", "parse_driving"]
+__all__ = ["case_view", "human_offset", "parse_driving"]
 
 _DRIVER: Final = re.compile(r"(?P<type>[A-Za-z_]+) at (?P<ts>\S+) \([−-](?P<drop>[0-9.]+)\)")
+
+
+def human_offset(seconds: float) -> str:
+    """A signed duration a person reads at a glance.
+
+    >>> human_offset(1.5), human_offset(754), human_offset(2472333.5)
+    ('+1.5 s', '+12.6 min', '+28.6 d')
+    """
+    sign = "+" if seconds >= 0 else "−"
+    s = abs(seconds)
+    if s < 120:
+        return f"{sign}{s:.1f} s"
+    if s < 7200:
+        return f"{sign}{s / 60:.1f} min"
+    if s < 2 * 86400:
+        return f"{sign}{s / 3600:.1f} h"
+    return f"{sign}{s / 86400:.1f} d"
 
 
 def parse_driving(detail: str, event_ids: list[str]) -> list[dict[str, Any]]:
@@ -95,7 +112,7 @@ def _alert_view(payload: dict[str, Any], verdict: str | None) -> dict[str, Any]:
     t0 = timeline[0]["ms"] if timeline else 0
     for entry in timeline:
         entry["at"] = format_ts_ms(entry["ms"])
-        entry["offset_s"] = (entry["ms"] - t0) / 1000
+        entry["offset"] = human_offset((entry["ms"] - t0) / 1000)
     return {
         "payload": payload,
         "verdict": verdict,

@@ -237,7 +237,8 @@ def test_labels_export_from_the_database_and_from_the_topic(
     _send(kafka_broker.bootstrap, topics["alerts"], [_alert_msg(a) for a in alerts])
     with running_review(database_url, kafka_broker.bootstrap, topics, tmp_path) as review:
         wait_for(lambda: _rows(database_url, "SELECT count(*) FROM alerts")[0][0] == 3, "alerts")
-        with signed_in(review.url) as client:
+        client = signed_in(review.url)
+        try:
             token = csrf_of(client.get("/").text)
             for user, verdict in [("u-20", "confirmed_fraud"), ("u-21", "false_positive"),
                                   ("u-22", "escalated")]:  # fmt: skip
@@ -248,6 +249,8 @@ def test_labels_export_from_the_database_and_from_the_topic(
                     f"/cases/{case_id}/decide", data={"verdict": verdict, "csrf": token}
                 )
                 assert answer.status_code == 303
+        finally:
+            client.close()
         _drain(kafka_broker.bootstrap, topics["decisions"], 2, 3)
     monkeypatch.setenv("RISKSTREAM_DATABASE_URL", database_url)
     from_db, from_topic = tmp_path / "db.jsonl", tmp_path / "topic.jsonl"

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -126,7 +127,17 @@ def test_sign_in_see_the_queue_open_a_case_confirm_it(
     shots.mkdir()
     try:
 
-        def cases_in() -> int:
+        def console_up() -> bool:  # migrations run before the console listens
+            assert review.poll() is None, read_log_tail(tmp_path / "review.log")
+            try:
+                with urllib.request.urlopen(base + "/health", timeout=2) as answer:
+                    return bool(answer.status == 200)
+            except OSError:
+                return False
+
+        wait_for(console_up, "the review console", timeout_s=120)
+
+        def cases_in() -> bool:
             assert worker.poll() is None, read_log_tail(tmp_path / "worker.log")
             assert review.poll() is None, read_log_tail(tmp_path / "review.log")
             return _count(database_url, "SELECT count(*) FROM cases") >= 3
