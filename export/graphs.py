@@ -135,12 +135,15 @@ def to_int8(src: Path, out: Path) -> None:
 
 def to_fp16(src: Path, out: Path) -> None:
     """FP16 weights and activations, FP32 inputs/outputs (for GPUs)."""
-    from onnxruntime.transformers.float16 import convert_float_to_float16
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
     model = onnx.load(str(src))
+    # The window bag's counting stays float32: exact counts, and ONNX Runtime's CPU kernels
+    # have no FP16 ScatterElements-add.
+    blocked = [*DEFAULT_OP_BLOCK_LIST, "ScatterElements", "CumSum"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        converted = convert_float_to_float16(model, keep_io_types=True)
+        converted = convert_float_to_float16(model, keep_io_types=True, op_block_list=blocked)
     onnx.save(converted, str(out))
 
 
