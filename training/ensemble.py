@@ -2,8 +2,9 @@
 head by a logistic regression fitted on validation windows (`events.trees.Blend`).
 
 Both learn from the same training examples; the blend's three numbers per head come from the
-validation users, like the thresholds, so the test split stays untouched. Whether it ships is
-decided on validation too (`choose_blend`).
+validation users, like the thresholds, so the test split stays untouched. What ships is
+decided per head on validation too (`choose_blend`): the model alone, the GBDT alone or the
+blend.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from events.trees import Blend
 
 __all__ = ["MIN_GAIN", "choose_blend", "fit_blend"]
 
-#: The blend ships only when it beats the model alone on validation by more than this (mean
-#: PR-AUC of the heads): below it, the simpler bundle wins.
+#: Per head, the GBDT or the blend ships only when it beats the simpler choice on validation
+#: by more than this PR-AUC: below it, the simpler scorer wins.
 MIN_GAIN: Final = 0.0005
 
 
@@ -53,31 +54,49 @@ def fit_blend(
     return Blend(weights)
 
 
-def _mean_pr_auc(y: npt.NDArray[Any], scores: npt.NDArray[Any], weight: npt.NDArray[Any]) -> float:
-    values = [
-        float(average_precision_score(y[:, h] > 0.5, scores[:, h], sample_weight=weight))
-        for h in range(y.shape[1])
-        if (y[:, h] > 0.5).any()
-    ]
-    return float(np.mean(values)) if values else 0.0
+def _pr_auc(y: npt.NDArray[Any], scores: npt.NDArray[Any], weight: npt.NDArray[Any]) -> float:
+    return float(average_precision_score(y > 0.5, scores, sample_weight=weight))
 
 
 def choose_blend(
     mode: str,
-    blended: npt.NDArray[Any],
+    blend: Blend,
     model_probs: npt.NDArray[Any],
+    gbdt_raw: npt.NDArray[Any],
     y: npt.NDArray[Any],
     weight: npt.NDArray[Any],
-) -> tuple[bool, dict[str, float]]:
-    """Ship the blend? `mode` "on" / "off" decide; "auto" compares validation PR-AUC (mean of
-    heads). Returns the decision and both validation figures."""
-    figures = {
-        "model_validation_pr_auc": round(_mean_pr_auc(y, model_probs, weight), 5),
-        "blend_validation_pr_auc": round(_mean_pr_auc(y, blended, weight), 5),
-    }
+) -> tuple[Blend | None, dict[str, Any]]:
+    """What ships, per head, chosen on validation PR-AUC: the model alone, the GBDT alone or
+    the blend — the simpler one unless another wins by more than `MIN_GAIN`. Returns None
+    when every head keeps the model alone (no trees in the bundle), and the figures.
+
+    `mode` "on" ships the fitted blend as it is, "off" the model alone, "auto" chooses.
+    """
     if mode not in ("auto", "on", "off"):
         raise ValueError(f"ensemble: {mode!r} is not one of auto, on, off")
-    if mode != "auto":
-        return mode == "on", figures
-    gain = figures["blend_validation_pr_auc"] - figures["model_validation_pr_auc"]
-    return gain > MIN_GAIN, figures
+    blended = blend.combine(model_probs, gbdt_raw)
+    figures: dict[str, Any] = {}
+    chosen: dict[str, tuple[float, float, float]] = {}
+    for h, head in enumerate(blend.weights):
+        yh = np.asarray(y)[:, h]
+        if not (yh > 0.5).any():
+            chosen[head] = (1.0, 0.0, 0.0)
+            continue
+        pr = {
+            "model": _pr_auc(yh, model_probs[:, h], weight),
+            "gbdt": _pr_auc(yh, gbdt_raw[:, h], weight),
+            "blend": _pr_auc(yh, blended[:, h], weight),
+        }
+        options = {"model": (1.0, 0.0, 0.0), "gbdt": (0.0, 1.0, 0.0), "blend": blend.weights[head]}
+        pick = "model"
+        for name in ("gbdt", "blend"):  # simpler first: a later one must win by MIN_GAIN
+            if pr[name] > pr[pick] + MIN_GAIN:
+                pick = name
+        if mode != "auto":
+            pick = "blend" if mode == "on" else "model"
+        chosen[head] = options[pick]
+        figures[head] = {"validation_pr_auc": {k: round(v, 5) for k, v in pr.items()},
+                         "ships": pick}  # fmt: skip
+    if all(w == (1.0, 0.0, 0.0) for w in chosen.values()):
+        return None, figures
+    return Blend(chosen), figures

@@ -279,21 +279,21 @@ def train(
 
     # The stacked ensemble: model and GBDT blended on validation; shipped if it wins there.
     val_raw = selection_baseline.raw(x_val)
-    blend = fit_blend(LABELS, val_inp.scores, val_raw, val_ex.y, val_ex.weight)
-    blend_val = blend.combine(val_inp.scores, val_raw)
-    ship_blend, blend_figures = choose_blend(
-        cfg.ensemble, blend_val, val_inp.scores, val_ex.y, val_ex.weight
+    fitted = fit_blend(LABELS, val_inp.scores, val_raw, val_ex.y, val_ex.weight)
+    blend, blend_figures = choose_blend(
+        cfg.ensemble, fitted, val_inp.scores, val_raw, val_ex.y, val_ex.weight
     )
+    ship_blend = blend is not None
     model_thresholds = thresholds
     model_alone = evaluate(test_inp, thresholds)
-    if ship_blend:
-        thresholds = _thresholds(replace(val_inp, scores=blend_val), cfg)
+    if blend is not None:
+        thresholds = _thresholds(
+            replace(val_inp, scores=blend.combine(val_inp.scores, val_raw)), cfg
+        )
         test_inp = replace(test_inp, scores=blend.combine(test_inp.scores, baseline.raw(x_test)))
     log.info(
-        "ensemble: validation PR-AUC model %.4f, blend %.4f → %s",
-        blend_figures["model_validation_pr_auc"],
-        blend_figures["blend_validation_pr_auc"],
-        "the blend ships" if ship_blend else "the model alone ships",
+        "ensemble: %s",
+        ", ".join(f"{h} ships {f['ships']}" for h, f in blend_figures.items()) or "model alone",
     )
 
     untrained = _mean_pr_auc(untrained_ex.y, untrained_scores, untrained_ex.weight)
@@ -337,8 +337,8 @@ def train(
         "ensemble": {
             "shipped": ship_blend,
             "mode": cfg.ensemble,
-            "blend": blend.to_dict(),
-            **blend_figures,
+            "blend": (blend or fitted).to_dict(),
+            "per_head": blend_figures,
             "note": "heads = the shipped scorer; model_alone = the sequence model without the "
             "GBDT, at its own validation thresholds; baseline = the GBDT alone. Blend weights, "
             "thresholds and the choice come from the validation users.",
@@ -373,7 +373,7 @@ def train(
         thresholds,
         meta,
         trees=dict(zip(LABELS, baseline.trees(), strict=True)),
-        blend=blend if ship_blend else None,
+        blend=blend,
         model_thresholds=model_thresholds,
     )
     store.clear()

@@ -71,14 +71,24 @@ def test_the_blend_weighs_what_ranks_and_ships_only_when_it_wins() -> None:
     (a0, b0, _), (a1, b1, _) = blend.weights["fraud"], blend.weights["abnormal_click"]
     assert a0 > 5 * abs(b0)
     assert b1 > 5 * abs(a1)
-    blended = blend.combine(model, gbdt)
-    ship, figures = choose_blend("auto", blended, model, y, w)
-    assert ship
-    assert figures["blend_validation_pr_auc"] > figures["model_validation_pr_auc"]
-    assert choose_blend("off", blended, model, y, w)[0] is False
-    assert choose_blend("auto", model, model, y, w)[0] is False  # no gain: the model alone
+    shipped, figures = choose_blend("auto", blend, model, gbdt, y, w)
+    assert shipped is not None
+    # fraud: the model already ranks it, the GBDT adds nothing → the model alone; clicks: the
+    # GBDT alone or the blend, whichever validation prefers — never the model alone.
+    assert figures["fraud"]["ships"] == "model"
+    assert shipped.weights["fraud"] == (1.0, 0.0, 0.0)
+    assert figures["abnormal_click"]["ships"] in ("gbdt", "blend")
+    pr = figures["abnormal_click"]["validation_pr_auc"]
+    assert pr[figures["abnormal_click"]["ships"]] > pr["model"]
+    off, _ = choose_blend("off", blend, model, gbdt, y, w)
+    assert off is None
+    on, _ = choose_blend("on", blend, model, gbdt, y, w)
+    assert on == blend
+    useless = np.zeros_like(gbdt)  # trees that know nothing: the model alone ships
+    blind = fit_blend(("fraud", "abnormal_click"), model, useless, y, w)
+    assert choose_blend("auto", blind, model, useless, y, w)[0] is None
     with pytest.raises(ValueError, match="ensemble"):
-        choose_blend("sometimes", blended, model, y, w)
+        choose_blend("sometimes", blend, model, gbdt, y, w)
     assert Blend.from_dict(blend.to_dict()) == blend
 
 
