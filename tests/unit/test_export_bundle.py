@@ -69,7 +69,11 @@ def test_export_verifies_every_variant_and_writes_the_manifest(
     int8 = manifest.variants["int8"]
     drops = [int8.figures["pr_auc_fp32"][h] - int8.figures["pr_auc"][h] for h in HEADS]
     assert int8.verified == all(d <= INT8_MAX_PR_AUC_DROP for d in drops)
-    assert manifest.variants["fp16"].figures["max_abs_diff_vs_fp32"] <= FP16_MAX_DIFF
+    # FP16 is measured against FP32 here on the CPU (its kernels ran: the figure is there) and
+    # marked usable exactly when within the limit; on the tiny model's blended scores it may not
+    # be (a blend weight above 1 scales the model's rounding), and the loader then skips it.
+    fp16 = manifest.variants["fp16"]
+    assert fp16.verified == (fp16.figures["max_abs_diff_vs_fp32"] <= FP16_MAX_DIFF)
     for name, digest in manifest.files.items():
         assert sha256_file(tiny_bundle / name) == digest
     assert {"model.onnx", "model.int8.onnx", "model.fp16.onnx", "encoding_spec.json"} <= set(
