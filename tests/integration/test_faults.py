@@ -95,7 +95,7 @@ def test_worker_killed_mid_replay_loses_and_doubles_nothing(
     at most one distinct `alert_id` per (user, type).
     """
     t0 = time.monotonic()
-    world = make_world(tmp_path / "world", users=1800, seed=11, limit=100_000)
+    world = make_world(tmp_path / "world", users=2800, seed=11, limit=100_000)
     topics = make_topics(TOPICS)
     where: list[tuple[int, int]] = []  # each event's (partition, offset)
     counts = produce(kafka_broker.bootstrap, topics["events"], world.lines, world.events, where)
@@ -171,7 +171,7 @@ def test_redis_restart_mid_stream(
     `appendfsync always` (`durability="appendonly"`; the server is killed with SIGKILL)
     nothing is lost: the windows equal the in-memory reference of the whole stream.
     """
-    world = make_world(tmp_path / "world", users=440, seed=21, limit=16_000)
+    world = make_world(tmp_path / "world", users=600, seed=21, limit=16_000)
     cut = 12_000  # produced before the fault; the rest after Redis is back
     server = RestartableRedis(find_free_port(), tmp_path / "valkey",
                               appendonly=durability == "appendonly")  # fmt: skip

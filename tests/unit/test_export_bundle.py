@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from events import windows_to_inputs
+from events.aggregates import window_aggregates
 from events.window import Records
 from export import (
     CorruptBundleError,
@@ -35,8 +36,9 @@ BOUNDS = {"fp32": FP32_MAX_DIFF, "fp16": FP16_MAX_DIFF, "int8": 0.1}
 
 @pytest.fixture(scope="module")
 def held_out(tiny_model: Path, tiny_world: Path) -> tuple[list[Records], np.ndarray, np.ndarray]:
-    """Windows of the test users (not the validation users export verified on), with torch
-    probabilities and labels; includes length-1 and full-length windows."""
+    """Windows of the test users (not the validation users export verified on), with the
+    checkpoint's probabilities (torch, blended with its trees when it ships the ensemble) and
+    labels; includes length-1 and full-length windows."""
     from export.graphs import torch_probs
     from training.checkpoint import load_checkpoint
     from training.data import load_corpus
@@ -48,12 +50,14 @@ def held_out(tiny_model: Path, tiny_world: Path) -> tuple[list[Records], np.ndar
     examples = build_examples(corpus, split.test_users, ckpt.policy)
     windows = batch_windows(corpus, examples, np.arange(len(examples)))
     assert {1, ckpt.policy.max_events} <= {len(w) for w in windows}
-    probs = np.concatenate(
-        [
-            torch_probs(ckpt.model, windows_to_inputs(windows[i : i + 512], ckpt.spec))
-            for i in range(0, len(windows), 512)
-        ]
-    )
+    chunks = [
+        windows_to_inputs(windows[i : i + 512], ckpt.spec) for i in range(0, len(windows), 512)
+    ]
+    probs = np.concatenate([torch_probs(ckpt.model, x) for x in chunks])
+    if ckpt.blend is not None and ckpt.trees is not None:  # the served score: blended
+        x = np.concatenate([window_aggregates(c.features, c.attention_mask) for c in chunks])
+        raw = np.stack([ckpt.trees[h].predict_raw(x) for h in ckpt.blend.weights], axis=1)
+        probs = ckpt.blend.combine(probs, raw).astype(np.float32)
     return windows, probs, examples.y
 
 
