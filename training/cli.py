@@ -32,10 +32,12 @@ __all__ = [
     "render_metrics",
     "render_summary",
     "simulate",
+    "thin_labels",
     "train",
 ]
 
 _out = Console()
+_err = Console(stderr=True, highlight=False)
 
 
 def render_summary(summary: WorldSummary, out_dir: Path) -> None:
@@ -144,6 +146,29 @@ def simulate(
     config = _config(users, days, seed, attack_share, no_attack or [], attacks, only_attack)
     summary = simulate_world(config, out, progress=not quiet)
     render_summary(summary, out)
+    for warning in thin_labels(summary):
+        _err.print(f"warning: {warning}", markup=False, soft_wrap=True)
+
+
+def thin_labels(summary: WorldSummary, enough: int = 5) -> list[str]:
+    """One warning per label with fewer than `enough` episodes: a model cannot be trained or
+    judged on it (about 2,000 users × 1 day at the default attack share gives every label
+    some; 20,000 × 2 days gives a split with tens of test episodes per label).
+
+    >>> from training.simulator import WorldSummary
+    >>> s = WorldSummary(10, 10, 10, 0, 0, {"card_testing": 7, "scraper": 0}, {}, 1, 0, 0.0, 0, 0.1)
+    >>> thin_labels(s)
+    ['abnormal_click: 0 episodes in 10 users; train and evaluate need more (try --users 2000)']
+    """
+    counts: dict[str, int] = {}
+    for kind, n in summary.episodes_per_kind.items():
+        counts[KIND_LABEL[kind]] = counts.get(KIND_LABEL[kind], 0) + n
+    return [
+        f"{label}: {n} episodes in {summary.users:,} users; train and evaluate need more "
+        "(try --users 2000)"
+        for label, n in sorted(counts.items())
+        if n < enough
+    ]
 
 
 class Preset(StrEnum):

@@ -90,3 +90,13 @@ def test_noisy_libraries_log_warnings_only_unless_verbose() -> None:
     assert all(logging.getLogger(n).getEffectiveLevel() == logging.WARNING for n in NOISY_LOGGERS)
     assert main(["--verbose", "simulate", "--help"]) == 0
     assert logging.getLogger("kafka").level == logging.NOTSET
+
+
+def test_simulate_warns_when_a_label_has_too_few_episodes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["simulate", "--users", "300", "--days", "1", "--quiet", "--out", str(tmp_path / "w")]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "warning: abnormal_click: 0 episodes in 300 users" in err
+    assert "fraud" not in err  # it has enough
