@@ -14,10 +14,14 @@ The script reads every window before it writes any, so an item that fails (a key
 type) leaves the whole batch unapplied. Redis runs nothing else meanwhile: about 10 µs per item
 with full N=64 windows, so batches of up to ~1,000 block it for ~10 ms at most.
 
-On Redis Cluster one script call may only touch one hash slot, so `append_batch` makes one
-call per slot present in the batch (a user's keys share a slot, so each user's items keep
-their order): a batch of B distinct users costs up to B round trips there, not one. Results
-still come back in input order; an error in one slot leaves the slots before it applied.
+On Redis Cluster one script call may only touch one hash slot, so `append_batch` groups the
+batch by slot (a user's keys share a slot through the user's hash tag, so each user's items
+keep their order) and sends one EVALSHA per slot, all of a primary's calls in one pipeline,
+every primary's written before any reply is read: one round trip per primary per batch.
+Results still come back in input order. A slot whose primary answers MOVED/ASK (resharding)
+is re-sent by redis-py to the right node; a primary without the script (a replica promoted
+since) gets it and only its calls are re-sent; any other error fails the whole batch, which
+the worker retries (slots already applied answer `duplicate` for those items then).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from typing import Any, Final
 import redis
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
-from redis.exceptions import RedisClusterException
+from redis.exceptions import NoScriptError, RedisClusterException
 
 from events.encoding import EID_SLICE, RECORD_SIZE
 from events.window import AppendResult, WindowPolicy
@@ -178,14 +182,51 @@ class RedisWindowStore:
         return self._parse(reply, len(keys))
 
     def _run_cluster(self, keys: list[str], records: list[bytes]) -> list[AppendResult]:
-        """One script call per slot, one after another (redis-py refuses EVALSHA in a cluster
-        pipeline); each slot's items keep their order, results go back to input order."""
+        """One script call per slot, pipelined per primary; each slot's items keep their order,
+        results go back to input order."""
+        groups = self._slot_groups(keys)
+        try:
+            replies = self._cluster_calls(groups, keys, records)
+        except _REDIS_ERRORS as exc:
+            raise WindowStoreError(f"appending {len(keys)} records failed: {exc}") from exc
         results: list[AppendResult] = [_PENDING] * len(keys)
-        for indices in self._slot_groups(keys):
-            group = self._run([keys[i] for i in indices], [records[i] for i in indices])
-            for i, result in zip(indices, group, strict=True):
+        for indices, reply in zip(groups, replies, strict=True):
+            for i, result in zip(indices, self._parse(reply, len(indices)), strict=True):
                 results[i] = result
         return results
+
+    def _cluster_calls(
+        self, groups: list[list[int]], keys: list[str], records: list[bytes]
+    ) -> list[Any]:
+        """Each group's script reply. redis-py's cluster pipeline has no `evalsha` (blocked),
+        and would ask a node COMMAND GETKEYS for every call to route it: the calls go as raw
+        commands, each to its slot's primary from the client's slot table."""
+        assert isinstance(self._client, RedisCluster)
+        client = self._client
+        replies: list[Any] = [None] * len(groups)
+        todo = list(range(len(groups)))
+        for _attempt in range(2):
+            pipe = client.pipeline(transaction=False)  # type: ignore[no-untyped-call]
+            for g in todo:
+                group_keys = [keys[i] for i in groups[g]]
+                pipe.execute_command(
+                    "EVALSHA", self._script.sha, len(group_keys), *group_keys, *self._argv,
+                    *(records[i] for i in groups[g]),
+                    target_nodes=client.get_node_from_key(group_keys[0]),  # type: ignore[no-untyped-call]
+                )  # fmt: skip
+            missing = []
+            for g, reply in zip(todo, pipe.execute(raise_on_error=False), strict=True):
+                if isinstance(reply, NoScriptError):
+                    missing.append(g)
+                elif isinstance(reply, Exception):
+                    raise reply
+                else:
+                    replies[g] = reply
+            if not missing:
+                return replies
+            client.script_load(load_script())  # SCRIPT LOAD goes to every primary
+            todo = missing
+        raise WindowStoreError("the append script is missing on a primary after SCRIPT LOAD")
 
     @staticmethod
     def _parse(reply: Any, count: int) -> list[AppendResult]:

@@ -17,6 +17,8 @@ from typing import Any, Final, Protocol, TypeVar
 
 import orjson
 import redis
+from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
 
 from stream.cooldowns import CooldownStore
 from stream.dlq import is_too_large, without_value
@@ -25,6 +27,7 @@ from stream.messages import Incoming
 from stream.model_slot import ModelSlot, Serving
 from stream.processor import Outcome, Processor
 from stream.prometheus import Health, Metrics
+from stream.redis_connect import redis_client as connect
 from stream.redis_windows import RedisWindowStore
 from stream.rules import RulesFile
 from stream.settings import WorkerSettings
@@ -64,18 +67,22 @@ class BatchHandler(Protocol):
         ...
 
 
-def redis_client(settings: WorkerSettings) -> redis.Redis:
-    """A Redis client from the settings (password in the URL, TLS CA file if given)."""
-    kwargs: dict[str, Any] = {"socket_timeout": 5.0, "socket_connect_timeout": 5.0}
-    if settings.redis_tls_ca is not None:
-        kwargs["ssl_ca_certs"] = str(settings.redis_tls_ca)
-    return redis.Redis.from_url(settings.redis_url.get_secret_value(), **kwargs)
+def redis_client(settings: WorkerSettings) -> redis.Redis | RedisCluster:
+    """A Redis (or Redis Cluster) client from the settings (password in the URL, TLS CA file
+    if given; see `stream.redis_connect`)."""
+    return connect(
+        settings.redis_url.get_secret_value(),
+        cluster=settings.redis_cluster,
+        tls_ca=settings.redis_tls_ca,
+    )
 
 
 class Runtime:
     """Model slot, rules, Redis store, processor, metrics: what a worker process holds."""
 
-    def __init__(self, settings: WorkerSettings, client: redis.Redis | None = None) -> None:
+    def __init__(
+        self, settings: WorkerSettings, client: redis.Redis | RedisCluster | None = None
+    ) -> None:
         self.settings = settings
         self.metrics = Metrics()
         self.health = Health(stall_timeout_s=settings.stall_timeout_s)
@@ -139,7 +146,8 @@ class Runtime:
         while True:
             try:
                 result = await asyncio.to_thread(work, *args)
-            except (redis.RedisError, RedisStateError) as exc:  # the stores wrap their own
+            except (redis.RedisError, RedisClusterException, RedisStateError) as exc:
+                # The stores wrap their own; a cluster's routing errors are no RedisError.
                 cause = type(exc.__cause__ or exc).__name__
                 self.health.redis_failed(f"{cause}: {exc}")
                 failed = True

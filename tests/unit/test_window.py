@@ -26,10 +26,12 @@ SPEC = EncodingSpec()
 T0 = 1_793_577_600_000
 
 # Every WindowStore implementation runs the contract below. The Redis one takes the real Redis
-# fixtures (its batch path, TTL and memory are tested in tests/integration/test_redis_windows.py).
+# fixtures, once on one server and once on a local three-primary cluster (its batch path, TTL and
+# memory are tested in tests/integration/test_redis_windows.py and test_redis_cluster.py).
 STORES = [
     pytest.param("memory", id="InMemoryWindowStore"),
     pytest.param("redis", id="RedisWindowStore", marks=pytest.mark.integration),
+    pytest.param("redis-cluster", id="RedisWindowStore-cluster", marks=pytest.mark.integration),
 ]
 POLICIES = [WindowPolicy(1, 60), WindowPolicy(4, 3600), WindowPolicy(64, 7 * 86400)]
 
@@ -44,7 +46,9 @@ def make_store(request: pytest.FixtureRequest) -> Callable[[WindowPolicy], Windo
         return InMemoryWindowStore
     from stream.redis_windows import RedisWindowStore
 
-    client = request.getfixturevalue("redis_client")  # its keys are deleted after the test
+    # Their keys are deleted after the test.
+    fixture = "redis_cluster_client" if request.param == "redis-cluster" else "redis_client"
+    client = request.getfixturevalue(fixture)
     prefix = request.getfixturevalue("key_prefix")
     return lambda policy: RedisWindowStore(client, policy, prefix=prefix)
 
