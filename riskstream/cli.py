@@ -33,6 +33,8 @@ def dev_stack_defaults(given: dict[str, str]) -> dict[str, str]:
     ports than the defaults."""
     wanted = [k for k in ("BROKER_URL", "REDIS_URL") if f"{ENV_PREFIX}{k}" not in given]
     wanted = [k for k in wanted if f"{ENV_PREFIX}{k}" not in os.environ]
+    if f"{ENV_PREFIX}REDIS_URL_FILE" in {**os.environ, **given}:  # the file names the Redis
+        wanted = [k for k in wanted if k != "REDIS_URL"]
     if not wanted:
         return {}
     from riskstream.dev import dev_addresses
@@ -56,7 +58,8 @@ def worker(
     **kwargs: Any,
 ) -> None:
     # The stream layer knows nothing of the dev stack or of processes: both come from up here.
-    flags = {"BROKER_URL": kwargs.get("broker"), "REDIS_URL": kwargs.get("redis_url")}
+    flags = {"BROKER_URL": kwargs.get("broker"), "REDIS_URL": kwargs.get("redis_url"),
+             "REDIS_URL_FILE": kwargs.get("redis_url_file")}  # fmt: skip
     given = {f"{ENV_PREFIX}{k}": str(v) for k, v in flags.items() if v is not None}
     os.environ.update(dev_stack_defaults(given))
     processes = processes or default_processes()

@@ -21,6 +21,8 @@ _FLAG_SETTINGS = {
     "bundle": "bundle",
     "broker": "broker_url",
     "redis_url": "redis_url",
+    "redis_url_file": "redis_url_file",
+    "redis_cluster": "redis_cluster",
     "rules": "rules",
     "group": "consumer_group",
     "batch_max": "batch_max",
@@ -42,9 +44,10 @@ def flags_env(params: dict[str, object]) -> dict[str, str]:
 
 
 def load_settings() -> WorkerSettings:
-    """The worker's settings from the environment, checked: a bundle must be there."""
+    """The worker's settings from the environment, checked: a bundle must be there; secrets
+    named by a file (`redis_url_file`, `sasl_password_file`) are read from it."""
     try:
-        settings = WorkerSettings()
+        settings = WorkerSettings().with_secret_files()
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
@@ -59,7 +62,24 @@ def worker(
         Path | None, typer.Option("--bundle", help="Model bundle folder (hot-reloaded).")
     ] = None,
     broker: Annotated[str | None, typer.Option("--broker", help="kafka://host:port")] = None,
-    redis_url: Annotated[str | None, typer.Option("--redis", help="redis://host:port/db")] = None,
+    redis_url: Annotated[
+        str | None,
+        typer.Option(
+            "--redis",
+            help="redis://host:port/db (redis+cluster://host:port: Redis Cluster). A password "
+            "here shows in `ps`: give it in RISKSTREAM_REDIS_URL or --redis-url-file instead.",
+        ),
+    ] = None,
+    redis_url_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--redis-url-file",
+            help="File holding the Redis URL (with its password), e.g. a mounted secret.",
+        ),
+    ] = None,
+    redis_cluster: Annotated[
+        bool, typer.Option("--redis-cluster", help="Redis Cluster (RedisCluster client).")
+    ] = False,
     rules: Annotated[
         Path | None, typer.Option("--rules", help="YAML rules file (hot-reloaded).")
     ] = None,
@@ -79,7 +99,10 @@ def worker(
     ] = False,
     log_level: Annotated[str, typer.Option("--log-level", help="Faust log level.")] = "info",
 ) -> None:
-    """Consume events, keep windows in Redis, score, publish alerts (settings: RISKSTREAM_*)."""
+    """Consume events, keep windows in Redis, score, publish alerts (settings: RISKSTREAM_*).
+
+    Secrets never need the command line: RISKSTREAM_REDIS_URL or --redis-url-file for Redis,
+    RISKSTREAM_SASL_PASSWORD or RISKSTREAM_SASL_PASSWORD_FILE for the broker."""
     os.environ.update(flags_env(locals()))
     settings = load_settings()
     from stream.app import create_app

@@ -2,7 +2,14 @@
 
 from events.exceptions import RiskstreamError
 
-__all__ = ["CooldownStoreError", "RedisStateError", "RulesError", "StreamError", "WindowStoreError"]
+__all__ = [
+    "CooldownStoreError",
+    "RedisStateError",
+    "RulesError",
+    "SettingsError",
+    "StreamError",
+    "WindowStoreError",
+]
 
 
 class StreamError(RiskstreamError):
@@ -24,3 +31,8 @@ class CooldownStoreError(RedisStateError):
 
 class RulesError(StreamError):
     """A rules file that cannot be used; the message names the rule and the key."""
+
+
+class SettingsError(StreamError):
+    """A setting that cannot be used (e.g. a secret file that is missing); the message names
+    the setting and the file, never a secret."""

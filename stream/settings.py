@@ -1,22 +1,104 @@
 """The worker's settings: one frozen, typed object; every environment variable named here.
 
 Each field reads `RISKSTREAM_<FIELD>` (e.g. `RISKSTREAM_BROKER_URL`); CLI flags override.
+`KafkaSecurity`, the broker's SSL/SASL part, is what `riskstream replay` and `alerts tail`
+read too: the same variables reach the same broker from every command.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, Self
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["ENV_PREFIX", "WorkerSettings"]
+from stream.exceptions import SettingsError
+
+__all__ = ["ENV_PREFIX", "KafkaSecurity", "WorkerSettings", "read_secret_file"]
 
 ENV_PREFIX = "RISKSTREAM_"
 
 
-class WorkerSettings(BaseSettings):
+def read_secret_file(path: Path, field: str) -> str:
+    """The first line of a secret file, stripped; `SettingsError` (naming the setting and the
+    file, never the content) when it is missing, unreadable or empty."""
+    flag = f"--{field.replace('_', '-')}"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SettingsError(f"{flag} {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise SettingsError(f"{flag} {path}: not UTF-8 text") from None
+    value = text.strip().splitlines()[0].strip() if text.strip() else ""
+    if not value:
+        raise SettingsError(f"{flag} {path}: the file is empty")
+    return value
+
+
+class KafkaSecurity(BaseSettings):
+    """How to reach the broker securely: SSL and SASL (`RISKSTREAM_SECURITY_PROTOCOL`, ...).
+
+    Secrets come from the environment or from files (`*_file`), never from the command line.
+    """
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
+
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    sasl_password_file: Path | None = None  # a file holding the password (wins over it)
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+
+    #: `(file setting, the secret setting it fills)`.
+    _SECRET_FILES: ClassVar = (("sasl_password_file", "sasl_password"),
+                               ("redis_url_file", "redis_url"))  # fmt: skip
+
+    def with_secret_files(self) -> Self:
+        """These settings with each secret read from its file, when one is given;
+        `SettingsError` naming the setting and the file when it cannot be read."""
+        update: dict[str, SecretStr] = {}
+        for field, target in self._SECRET_FILES:
+            path = getattr(self, field, None)
+            if path is not None:
+                update[target] = SecretStr(read_secret_file(path, field))
+        return self.model_copy(update=update) if update else self
+
+    def kafka_ssl_context(self) -> Any:
+        """An `ssl.SSLContext` for SSL/SASL_SSL (None for plaintext)."""
+        if "SSL" not in self.security_protocol:
+            return None
+        import ssl
+
+        context = ssl.create_default_context(
+            cafile=str(self.ssl_cafile) if self.ssl_cafile else None
+        )
+        if self.ssl_certfile:
+            context.load_cert_chain(
+                str(self.ssl_certfile), str(self.ssl_keyfile) if self.ssl_keyfile else None
+            )
+        return context
+
+    def kafka_python_config(self) -> dict[str, Any]:
+        """The same settings as kafka-python client arguments (the tools' producer, consumer
+        and admin client); empty for plaintext."""
+        if self.security_protocol == "PLAINTEXT":
+            return {}
+        config: dict[str, Any] = {"security_protocol": self.security_protocol}
+        if "SSL" in self.security_protocol:
+            config["ssl_context"] = self.kafka_ssl_context()
+        if self.security_protocol.startswith("SASL"):
+            config["sasl_mechanism"] = self.sasl_mechanism
+            config["sasl_plain_username"] = self.sasl_username or ""
+            password = self.sasl_password
+            config["sasl_plain_password"] = password.get_secret_value() if password else ""
+        return config
+
+
+class WorkerSettings(KafkaSecurity):
     """Everything `riskstream worker` can be told."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid")
@@ -31,16 +113,14 @@ class WorkerSettings(BaseSettings):
     consumer_group: str = "riskstream-worker"
     broker_session_timeout_s: float = Field(default=30.0, gt=0)
     fetch_max_wait_ms: int = Field(default=20, ge=1, le=10_000)  # see stream/transport.py
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
-    ssl_cafile: Path | None = None
-    ssl_certfile: Path | None = None
-    ssl_keyfile: Path | None = None
+    # (security_protocol, sasl_*, ssl_*: see KafkaSecurity)
 
     # Redis
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")  # may carry a password
+    # A file holding the URL (a mounted secret): nothing secret on the command line or in `ps`.
+    redis_url_file: Path | None = None
+    # Redis Cluster (also chosen by a redis+cluster:// or rediss+cluster:// URL).
+    redis_cluster: bool = False
     redis_prefix: str = "rs:"
     redis_tls_ca: Path | None = None
 
@@ -89,18 +169,3 @@ class WorkerSettings(BaseSettings):
         if not value or any(c in value for c in "{}*?[] \n"):
             raise ValueError("must be non-empty, without braces, globs or spaces")
         return value
-
-    def kafka_ssl_context(self) -> Any:
-        """An `ssl.SSLContext` for SSL/SASL_SSL (None for plaintext)."""
-        if "SSL" not in self.security_protocol:
-            return None
-        import ssl
-
-        context = ssl.create_default_context(
-            cafile=str(self.ssl_cafile) if self.ssl_cafile else None
-        )
-        if self.ssl_certfile:
-            context.load_cert_chain(
-                str(self.ssl_certfile), str(self.ssl_keyfile) if self.ssl_keyfile else None
-            )
-        return context

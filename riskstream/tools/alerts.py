@@ -20,7 +20,12 @@ from rich.table import Table
 from rich.text import Text
 
 from events.timeutil import parse_ts_ms
-from riskstream.tools.common import CONNECT_TIMEOUT_S, bootstrap_servers, partition_count
+from riskstream.tools.common import (
+    CONNECT_TIMEOUT_S,
+    bootstrap_servers,
+    kafka_security,
+    partition_count,
+)
 from riskstream.tools.exceptions import ToolError
 
 __all__ = [
@@ -67,7 +72,9 @@ class AlertReader:
         self.poll_ms = poll_ms
         self.skipped = 0
         self.records = 0
-        partitions = partition_count(self.bootstrap, topic)  # no auto-create by our metadata
+        security = kafka_security()  # the worker's SSL/SASL settings
+        # Through the admin client: no auto-create by our metadata request.
+        partitions = partition_count(self.bootstrap, topic, security=security)
 
         from kafka import KafkaConsumer, TopicPartition
         from kafka.errors import KafkaError
@@ -81,6 +88,7 @@ class AlertReader:
                 auto_offset_reset="earliest" if from_beginning else "latest",
                 fetch_max_wait_ms=200,  # an empty poll comes back quickly
                 bootstrap_timeout_ms=int(CONNECT_TIMEOUT_S * 1000),
+                **security,
             )
         except (KafkaError, OSError) as exc:
             raise ToolError(f"cannot reach the broker at {self.bootstrap} ({exc})") from None

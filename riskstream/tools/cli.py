@@ -85,7 +85,11 @@ def replay(
         typer.Option("--compression", help="Compress the record batches with this codec."),
     ] = CompressionChoice.none,
 ) -> None:
-    """Produce an event file to Kafka, keyed by user_id; print the achieved rate."""
+    """Produce an event file to Kafka, keyed by user_id; print the achieved rate.
+
+    SSL/SASL: the worker's settings, from the environment (RISKSTREAM_SECURITY_PROTOCOL,
+    RISKSTREAM_SASL_USERNAME, RISKSTREAM_SASL_PASSWORD or RISKSTREAM_SASL_PASSWORD_FILE,
+    RISKSTREAM_SSL_CAFILE, ...): no secret on the command line."""
     quiet_kafka()
     logging.getLogger("riskstream.tools.replay").setLevel(logging.WARNING)  # printed below
     chosen = [name for name, on in (("--rate", rate), ("--max", max_speed), ("--speedup", speedup))
@@ -136,7 +140,11 @@ def tail_cmd(
         float | None, typer.Option("--timeout-s", min=0.1, help="Stop after S seconds.")
     ] = None,
 ) -> None:
-    """Print alerts as a table (or JSON lines); without --follow, stop once drained."""
+    """Print alerts as a table (or JSON lines); without --follow, stop once drained.
+
+    SSL/SASL: the worker's settings, from the environment (RISKSTREAM_SECURITY_PROTOCOL,
+    RISKSTREAM_SASL_USERNAME, RISKSTREAM_SASL_PASSWORD or RISKSTREAM_SASL_PASSWORD_FILE,
+    RISKSTREAM_SSL_CAFILE, ...): no secret on the command line."""
     quiet_kafka()
     bootstrap = resolve_bootstrap(broker)
     out = Console(highlight=False)

@@ -1,4 +1,5 @@
-"""What `riskstream replay` and `riskstream alerts` share: broker addresses and topic checks."""
+"""What `riskstream replay` and `riskstream alerts` share: broker addresses, the broker's
+SSL/SASL settings (the worker's own `RISKSTREAM_*` variables), and topic checks."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from riskstream.tools.exceptions import ToolError
 __all__ = [
     "CONNECT_TIMEOUT_S",
     "bootstrap_servers",
+    "kafka_security",
     "partition_count",
     "quiet_kafka",
     "resolve_bootstrap",
@@ -23,6 +25,26 @@ CONNECT_TIMEOUT_S: Final = 5.0
 
 _SCHEMES: Final = ("kafka", "tcp", "plaintext")
 _SPLIT: Final = re.compile(r"[;,\s]+")
+
+
+def kafka_security() -> dict[str, Any]:
+    """kafka-python arguments for SSL/SASL from the worker's settings (`stream.settings.
+    KafkaSecurity`: `RISKSTREAM_SECURITY_PROTOCOL`, `RISKSTREAM_SASL_*` with the password in
+    `RISKSTREAM_SASL_PASSWORD` or the file `RISKSTREAM_SASL_PASSWORD_FILE`, `RISKSTREAM_SSL_*`);
+    empty for plaintext. `ToolError` in one line naming the setting when one is wrong."""
+    from pydantic import ValidationError
+
+    from stream.exceptions import StreamError
+    from stream.settings import ENV_PREFIX, KafkaSecurity
+
+    try:
+        return KafkaSecurity().with_secret_files().kafka_python_config()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]).upper()
+        raise ToolError(f"{ENV_PREFIX}{where}: {first['msg']}") from None
+    except (StreamError, OSError) as exc:
+        raise ToolError(str(exc)) from None
 
 
 def quiet_kafka() -> None:
@@ -77,9 +99,16 @@ def resolve_bootstrap(broker: str | None, state_path: Path | None = None) -> str
     return bootstrap_servers(found[0])
 
 
-def partition_count(bootstrap: str, topic: str, timeout_s: float = CONNECT_TIMEOUT_S) -> int:
+def partition_count(
+    bootstrap: str,
+    topic: str,
+    timeout_s: float = CONNECT_TIMEOUT_S,
+    security: dict[str, Any] | None = None,
+) -> int:
     """How many partitions `topic` has; `ToolError` when the broker does not answer or the
     topic does not exist.
+
+    `security`: kafka-python SSL/SASL arguments (default: `kafka_security()`).
 
     Asked through the admin client on purpose: a producer's or consumer's metadata request
     for an unknown topic makes Tansu (and brokers with auto-create on) create it with the
@@ -95,6 +124,7 @@ def partition_count(bootstrap: str, topic: str, timeout_s: float = CONNECT_TIMEO
             client_id="riskstream-tools",
             bootstrap_timeout_ms=budget_ms,
             request_timeout_ms=budget_ms,
+            **(kafka_security() if security is None else security),
         )
     except (KafkaError, OSError) as exc:
         raise ToolError(f"cannot reach the broker at {bootstrap} ({exc})") from None

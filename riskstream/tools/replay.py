@@ -30,7 +30,12 @@ import orjson
 from tqdm import tqdm
 
 from events.timeutil import parse_ts_ms
-from riskstream.tools.common import CONNECT_TIMEOUT_S, bootstrap_servers, partition_count
+from riskstream.tools.common import (
+    CONNECT_TIMEOUT_S,
+    bootstrap_servers,
+    kafka_security,
+    partition_count,
+)
 from riskstream.tools.exceptions import ToolError
 
 __all__ = ["COMPRESSIONS", "ReplaySummary", "TokenBucket", "replay_file"]
@@ -231,7 +236,8 @@ def replay_file(
     if not path.is_file():
         raise ToolError(f"--events {path}: no such file")
     servers = bootstrap_servers(bootstrap)
-    partition_count(servers, topic)  # exists (and the broker answers)
+    security = kafka_security()  # the worker's SSL/SASL settings
+    partition_count(servers, topic, security=security)  # exists (and the broker answers)
     mode: Mode = "rate" if rate is not None else "speedup" if speedup is not None else "max"
 
     from kafka import KafkaProducer
@@ -245,6 +251,7 @@ def replay_file(
         "bootstrap_timeout_ms": int(CONNECT_TIMEOUT_S * 1000),
         "max_block_ms": 10_000,
         "compression_type": None if compression == "none" else compression,
+        **security,
         **(producer_config or {}),
     }
     try:

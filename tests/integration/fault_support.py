@@ -183,11 +183,12 @@ def workers() -> Iterator[Callable[[Stack, str], Worker]]:
             "RISKSTREAM_BROKER_SESSION_TIMEOUT_S": "6",
             "RISKSTREAM_FAUST_DATADIR": str(stack.tmp / f"faust-{name}"),
             "RISKSTREAM_DEVICE": "cpu",
+            # In the environment, not on the command line: a URL's password would show in `ps`.
+            "RISKSTREAM_REDIS_URL": stack.redis_url,
             **stack.env,
         }
         args = [
-            "--bundle", str(stack.bundle), "--broker", stack.broker_url,
-            "--redis", stack.redis_url, "--group", stack.group,
+            "--bundle", str(stack.bundle), "--broker", stack.broker_url, "--group", stack.group,
             "--metrics-port", str(port), "--log-level", "warn",
         ]  # fmt: skip
         log = stack.tmp / f"{name}.log"
