@@ -11,6 +11,7 @@ from export.exceptions import (
     IncompatibleBundleError,
     MissingFileError,
     ParityError,
+    UnsafePathError,
 )
 from export.loader import Bundle, load_bundle, verify_bundle
 from export.manifest import BUNDLE_FORMAT_VERSION, Manifest, Variant, read_manifest
@@ -26,6 +27,7 @@ __all__ = [
     "Manifest",
     "MissingFileError",
     "ParityError",
+    "UnsafePathError",
     "Variant",
     "load_bundle",
     "read_manifest",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from events.trees import Blend, TreeModel
 from events.window import Records
 from export import graphs
 from export.exceptions import ExportError, ParityError
+from export.install import swap_in
 from export.loader import cuda_present, make_session, run_session, score_windows
 from export.manifest import (
     FILES,
@@ -186,10 +186,8 @@ def export(model_dir: Path, out: Path, options: ExportOptions = ExportOptions())
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp_dir:
         tmp = Path(tmp_dir)
         manifest = _build(ckpt, model_dir, tmp, vs, options)
-        if out.exists():
-            shutil.rmtree(out)
         tmp.chmod(0o755)  # temporary folders are private; a worker may run as another user
-        tmp.rename(out)
+        swap_in(tmp, out)  # an old bundle is swapped out, never missing (export.install)
         tmp.mkdir()  # TemporaryDirectory removes it again on exit
     return manifest
 

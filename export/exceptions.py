@@ -10,6 +10,7 @@ __all__ = [
     "IncompatibleBundleError",
     "MissingFileError",
     "ParityError",
+    "UnsafePathError",
 ]
 
 
@@ -39,3 +40,8 @@ class IncompatibleBundleError(BundleError):
 
 class CorruptBundleError(BundleError):
     """Unreadable manifest, or a graph ONNX Runtime cannot load or that has the wrong I/O."""
+
+
+class UnsafePathError(BundleError):
+    """The manifest names a file outside its bundle folder (a `/`, `..`, an absolute path, a
+    symlink leading out): refused before anything is read."""

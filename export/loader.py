@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -31,6 +32,7 @@ from export.exceptions import (
     HashMismatchError,
     IncompatibleBundleError,
     MissingFileError,
+    UnsafePathError,
 )
 from export.manifest import (
     FILES,
@@ -47,9 +49,11 @@ from export.manifest import (
 __all__ = [
     "Bundle",
     "Device",
+    "bundle_member",
     "cuda_present",
     "load_bundle",
     "make_session",
+    "read_verified",
     "run_session",
     "score_windows",
     "verify_bundle",
@@ -62,11 +66,50 @@ _CUDA: Final = "CUDAExecutionProvider"
 _CPU: Final = "CPUExecutionProvider"
 
 
+def bundle_member(bundle: Path, name: str) -> Path:
+    """The file `name` of the bundle folder, refused (`UnsafePathError`, naming it) unless it is
+    a plain name inside the folder: no `/` or `\\`, no `.` or `..`, not absolute, and no
+    symlink that leads out of the folder. Bundles are flat: every file sits at the top."""
+    where = f"{bundle / MANIFEST_FILE}: file {name!r}"
+    if Path(name).is_absolute():
+        raise UnsafePathError(f"{where} is an absolute path, outside the bundle")
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise UnsafePathError(f"{where} is not a plain file name inside the bundle")
+    file = bundle / name
+    try:
+        inside = file.resolve().is_relative_to(bundle.resolve())
+    except (OSError, RuntimeError) as exc:  # a symlink loop
+        raise UnsafePathError(f"{where} cannot be resolved ({exc})") from exc
+    if not inside:
+        raise UnsafePathError(f"{where} leads outside the bundle (a symlink to {file.resolve()})")
+    return file
+
+
+def read_verified(bundle: Path, manifest: Manifest, name: str) -> bytes:
+    """The bytes of the bundle's file `name`, read once and checked against the manifest's
+    sha256: whoever uses them (ONNX Runtime, the JSON parser) gets exactly the bytes that were
+    hashed, so a file swapped after the check cannot be loaded unverified."""
+    digest = manifest.files.get(name)
+    if digest is None:
+        raise CorruptBundleError(f"{bundle / name}: the manifest does not list it")
+    file = bundle_member(bundle, name)
+    try:
+        data = file.read_bytes()
+    except FileNotFoundError:
+        raise MissingFileError(f"{file}: listed in the manifest but missing") from None
+    except IsADirectoryError:
+        raise CorruptBundleError(f"{file}: a folder, not a file") from None
+    if hashlib.sha256(data).hexdigest() != digest:
+        raise HashMismatchError(f"{file}: sha256 differs from the manifest (changed or damaged)")
+    return data
+
+
 def verify_bundle(path: Path) -> Manifest:
-    """The manifest, after checking every listed file's presence and sha256 and the encoding."""
+    """The manifest, after checking every listed file's name (inside the bundle), presence and
+    sha256, that the graphs it names are listed, and the encoding."""
     manifest = read_manifest(path)
     for name, digest in manifest.files.items():
-        file = path / name
+        file = bundle_member(path, name)
         if not file.is_file():
             raise MissingFileError(f"{file}: listed in the manifest but missing")
         if sha256_file(file) != digest:
@@ -76,6 +119,12 @@ def verify_bundle(path: Path) -> Manifest:
     for required in (*FILES.values(), VARIANT_FILES["fp32"]):
         if required not in manifest.files:
             raise CorruptBundleError(f"{path / required}: the manifest does not list it")
+    for key, variant in manifest.variants.items():
+        if variant.file not in manifest.files:
+            raise CorruptBundleError(
+                f"{path / MANIFEST_FILE}: variant {key}'s file {variant.file!r} is not listed "
+                "with its sha256"
+            )
     if manifest.encoding_version != ENCODING_VERSION:
         raise IncompatibleBundleError(
             f"{path / FILES['spec']}: encoding version {manifest.encoding_version}, "
@@ -90,9 +139,17 @@ def cuda_present() -> bool:
 
 
 def make_session(
-    model: Path, provider: str = _CPU, threads: int | None = None, spin: bool = True
+    model: Path | bytes,
+    provider: str = _CPU,
+    threads: int | None = None,
+    spin: bool = True,
+    *,
+    where: Path | None = None,
 ) -> ort.InferenceSession:
     """An ONNX Runtime session on `provider` (CPU as fallback); bad graph: `CorruptBundleError`.
+
+    `model`: a graph file, or its bytes (`where` names the file in errors); a bundle's graphs
+    are passed as the bytes that were checked against the manifest (`read_verified`).
 
     `spin=False`: intra-op threads sleep between operators instead of busy-waiting, which is
     faster where the cores are shared (the worker's consumer, a broker or Redis beside it).
@@ -104,10 +161,12 @@ def make_session(
     if not spin:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers = [provider, _CPU] if provider != _CPU else [_CPU]
+    source = model if isinstance(model, bytes) else str(model)
+    name = where if where is not None else ("<bytes>" if isinstance(model, bytes) else model)
     try:
-        return ort.InferenceSession(str(model), options, providers=providers)
+        return ort.InferenceSession(source, options, providers=providers)
     except Exception as exc:  # ORT raises its own Fail/InvalidGraph/… types, all Exception
-        raise CorruptBundleError(f"{model}: ONNX Runtime cannot load it ({exc})") from exc
+        raise CorruptBundleError(f"{name}: ONNX Runtime cannot load it ({exc})") from exc
 
 
 @dataclass
@@ -213,8 +272,12 @@ def load_bundle(
     path = Path(path)
     manifest = verify_bundle(path)
     try:
-        spec = EncodingSpec.from_json((path / FILES["spec"]).read_text())
-        policy = WindowPolicy.from_dict(_read_json_object(path / FILES["policy"]))
+        spec_text = read_verified(path, manifest, FILES["spec"]).decode("utf-8")
+        spec = EncodingSpec.from_json(spec_text)
+        policy_bytes = read_verified(path, manifest, FILES["policy"])
+        policy = WindowPolicy.from_dict(_json_object(policy_bytes, path / FILES["policy"]))
+    except UnicodeDecodeError as exc:
+        raise CorruptBundleError(f"{path / FILES['spec']}: not UTF-8 ({exc})") from exc
     except IncompatibleSpec as exc:
         raise IncompatibleBundleError(f"{path}: {exc}") from exc
     if spec.spec_hash != manifest.encoding_spec_hash:
@@ -227,7 +290,8 @@ def load_bundle(
             "bundle %s: variant %s did not pass verification; using it as asked", path, name
         )
     model = path / manifest.variants[name].file
-    session = make_session(model, provider, threads, spin)
+    graph = read_verified(path, manifest, manifest.variants[name].file)  # hashed: then used
+    session = make_session(graph, provider, threads, spin, where=model)
     _check_io(session, model)
     actual = session.get_providers()[0]
     if actual != provider:
@@ -256,12 +320,13 @@ def _ensemble(
             f"{path / MANIFEST_FILE}: ensemble.blend heads {list(blend.weights)}, "
             f"the graph's are {list(OUTPUT_NAMES)}"
         )
-    return make_session(path / name, _CPU, threads, spin), blend
+    graph = read_verified(path, manifest, name)
+    return make_session(graph, _CPU, threads, spin, where=path / name), blend
 
 
-def _read_json_object(path: Path) -> dict[str, Any]:
+def _json_object(raw: bytes, path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_bytes())
+        data = json.loads(raw)
     except ValueError as exc:
         raise CorruptBundleError(f"{path}: not valid JSON ({exc})") from exc
     if not isinstance(data, dict):

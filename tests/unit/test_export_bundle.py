@@ -18,6 +18,7 @@ from export import (
     HashMismatchError,
     IncompatibleBundleError,
     MissingFileError,
+    UnsafePathError,
     load_bundle,
     read_manifest,
 )
@@ -225,7 +226,64 @@ TAMPERS: dict[str, tuple[Callable[[Path], None], type[Exception], str]] = {
         "encoding version 2",
     ),
     "graph ONNX Runtime cannot load": (_garbage_graph_resealed, CorruptBundleError, "model.onnx"),
+    "manifest names ../x.onnx": (
+        lambda b: _point_fp32_at(b, "../x.onnx"),
+        UnsafePathError,
+        r"'\.\./x\.onnx'",
+    ),
+    "manifest names a subfolder": (
+        lambda b: _point_fp32_at(b, "sub/x.onnx"),
+        UnsafePathError,
+        "'sub/x.onnx'",
+    ),
+    "manifest names an absolute path": (
+        lambda b: _point_fp32_at(b, str(b.parent / "x.onnx")),
+        UnsafePathError,
+        "absolute",
+    ),
+    "a listed file is a symlink out of the bundle": (
+        lambda b: _symlink_out(b, "model.onnx"),
+        UnsafePathError,
+        "model.onnx.*leads outside",
+    ),
+    "a variant's file is not listed": (
+        lambda b: _rewrite_manifest(b, lambda d: d["files"].pop("model.int8.onnx")),  # type: ignore[attr-defined]
+        CorruptBundleError,
+        "int8.*model.int8.onnx.*not listed",
+    ),
 }
+
+
+def _point_fp32_at(bundle: Path, name: str) -> None:
+    """The fp32 variant moved to `name` (the graph copied there when that is possible, outside
+    the bundle), the manifest re-sealed to list it with its true sha256."""
+    target = bundle / name if not Path(name).is_absolute() else Path(name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(bundle / "model.onnx", target)
+    digest = sha256_file(target)
+
+    def edit(d: dict[str, object]) -> None:
+        files = d["files"]
+        assert isinstance(files, dict)
+        files[name] = digest
+
+    _rewrite_manifest(bundle, edit)
+    data = json.loads((bundle / MANIFEST_FILE).read_text())
+    data["variants"]["fp32"]["file"] = name
+    data.pop("manifest_sha256")
+    from export.manifest import _canonical_hash
+
+    (bundle / MANIFEST_FILE).write_text(
+        json.dumps({**data, "manifest_sha256": _canonical_hash(data)})
+    )
+
+
+def _symlink_out(bundle: Path, name: str) -> None:
+    """`name` replaced by a symlink to an identical copy outside the bundle (hash unchanged)."""
+    outside = bundle.parent / f"outside-{name}"
+    shutil.copyfile(bundle / name, outside)
+    (bundle / name).unlink()
+    (bundle / name).symlink_to(outside)
 
 
 @pytest.mark.parametrize("case", list(TAMPERS), ids=list(TAMPERS))
@@ -236,4 +294,26 @@ def test_tampered_bundle_is_refused(tiny_bundle: Path, tmp_path: Path, case: str
     load_bundle(copy, "cpu", variant="fp32")  # intact: loads
     tamper(copy)
     with pytest.raises(error, match=names):
+        load_bundle(copy, "cpu", variant="fp32")
+
+
+def test_a_graph_swapped_after_verification_is_not_loaded(
+    tiny_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check-then-open gap: the fp32 graph is replaced by another valid graph (the int8
+    one) right after `verify_bundle` passed. The session is made from the bytes that were
+    hashed, so the swap is caught, never loaded as the verified fp32 graph."""
+    import export.loader as loader
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, copy)
+    verify = loader.verify_bundle
+
+    def verify_then_swap(path: Path) -> Manifest:
+        manifest = verify(path)
+        shutil.copyfile(path / "model.int8.onnx", path / "model.onnx")
+        return manifest
+
+    monkeypatch.setattr(loader, "verify_bundle", verify_then_swap)
+    with pytest.raises(HashMismatchError, match=r"model\.onnx"):
         load_bundle(copy, "cpu", variant="fp32")
