@@ -30,8 +30,30 @@ from stream.prometheus import metric_total, scrape
 from tests.integration.test_services_smoke import _consumer_on, _producer, _stop_worker
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+#: Where the fault tests add what they measured (JSON), when set: docs/bench/faults/faults.json
+#: is `RISKSTREAM_FAULT_REPORT=docs/bench/faults/faults.json pytest -m fault -s -p no:randomly`.
+REPORT_ENV = "RISKSTREAM_FAULT_REPORT"
 FAR_FUTURE_MS = 4_000_000_000_000  # parse the world as the worker does, whatever today is
 POLL_S = 0.2
+
+
+def say(text: str) -> None:
+    """Print a measurement (`pytest -s` shows it) and add it, under the running test's id, to
+    the JSON report named by `$RISKSTREAM_FAULT_REPORT` when set."""
+    print(f"[fault] {text}")
+    target = os.environ.get(REPORT_ENV)
+    if not target:
+        return
+    path = Path(target)
+    data: dict[str, Any] = orjson.loads(path.read_bytes()) if path.is_file() else {}
+    test = os.environ.get("PYTEST_CURRENT_TEST", "?").rsplit(" ", 1)[0]
+    data.setdefault("machine", {"cpus": os.cpu_count(), "python": sys.version.split()[0]})
+    data.setdefault("tests", {}).setdefault(test, [])
+    if text not in data["tests"][test]:
+        data["tests"][test].append(text)
+    data["written"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n")
 
 
 @dataclass

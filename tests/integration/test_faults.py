@@ -41,6 +41,7 @@ from tests.integration.fault_support import (
     read_all,
     redis_windows,
     reference_windows,
+    say,
     suffix_start,
     user_events,
     wait_until,
@@ -58,7 +59,7 @@ def _group() -> str:
 
 
 def _say(text: str) -> None:
-    print(f"[fault] {text}")
+    say(text)
 
 
 # -- a. kill -9 the worker in the middle of a 100,000-event replay ------------------------------

@@ -40,6 +40,7 @@ from tests.integration.fault_support import (
     offline_scores,
     produce,
     read_all,
+    say,
     wait_until,
     workers,
 )
@@ -227,7 +228,7 @@ def test_a_batch_that_fails_unexpectedly_ends_the_worker_and_a_restart_commits_e
     finally:
         offsets.close()
     assert redelivered > 0
-    print(f"[fault] crash: exit 70 with {sum(at_exit.values()):,} of {len(world.lines):,} "
+    say(f"crash: exit 70 with {sum(at_exit.values()):,} of {len(world.lines):,} "
           f"committed; the restarted worker redelivered {redelivered:,.0f} and committed "
           f"everything {recovered_s:.1f} s after its start")  # fmt: skip
     bundle = load_bundle(tiny_bundle, "cpu", variant="fp32")
@@ -236,4 +237,4 @@ def test_a_batch_that_fails_unexpectedly_ends_the_worker_and_a_restart_commits_e
     scores = offline_scores(bundle, world, tmp_path / "offline.jsonl")
     n = check_alerts(world, pairs, bundle, scores, where, at_exit, PARITY)
     assert n["pairs"] > 0
-    print(f"[fault] crash: {n}")
+    say(f"crash: {n}")
