@@ -1,6 +1,6 @@
 """Redis cost of the stream's windows: memory per active user, and `append_batch` events/s.
 
-    .venv/bin/python benchmarks/redis_memory.py --users 20000 [--redis-url URL]
+    .venv/bin/python benchmarks/redis_memory.py --users 20000 [--redis-url URL] [--out DIR]
 
 Fills a full N=64 window for every user through `RedisWindowStore.append_batch`, measures the
 server's `used_memory` growth per user and MEMORY USAGE of one window key, then appends new
@@ -13,16 +13,21 @@ writes blur the `used_memory` figure; MEMORY USAGE is exact.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import sys
 import time
 import uuid
 from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import redis
 
 from events.encoding import RECORD_DTYPE, RECORD_SIZE
 from events.window import WindowPolicy
+from riskstream.bench.core import machine_info
 from stream.redis_windows import RedisWindowStore
 
 FILL_BATCH = 1024
@@ -98,6 +103,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--events", type=int, default=200_000, help="appends per batch size")
     parser.add_argument("--batch-sizes", default="1,32,256,1024")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, help="also write redis_memory.json here")
     args = parser.parse_args(argv)
 
     rng = np.random.default_rng(args.seed)
@@ -136,6 +142,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     for name, value in rows:
         print(f"| {name} | {value} |")
     print(f"\n(deleted {deleted:,} keys under {prefix!r})")
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        result = {
+            "name": "redis_memory",
+            "when": datetime.now(UTC).isoformat(timespec="seconds"),
+            "machine": machine_info(),
+            "command": " ".join(
+                ["benchmarks/redis_memory.py", *(sys.argv[1:] if argv is None else argv)]
+            ),
+            "figures": dict(rows),
+        }
+        (args.out / "redis_memory.json").write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":
