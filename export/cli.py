@@ -23,10 +23,10 @@ def _render_manifest(out: Path) -> None:
 
     manifest = read_manifest(out)
     table = Table(title=f"Bundle {out} — model {manifest.model_version}")
-    table.add_column("variant")
-    table.add_column("file")
-    table.add_column("usable")
-    table.add_column("verification")
+    table.add_column("variant", overflow="fold")
+    table.add_column("file", overflow="fold")
+    table.add_column("usable", overflow="fold")
+    table.add_column("verification", overflow="fold")
     for name, variant in manifest.variants.items():
         table.add_row(name, variant.file, "yes" if variant.verified else "NO", variant.check)
     if manifest.ensemble:  # every variant's scores are blended with the trees'
