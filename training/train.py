@@ -83,10 +83,13 @@ def _check_positives(train_ex: ExampleSet, val_ex: ExampleSet, force: bool) -> N
     what = "; ".join(empty)
     if not force:
         raise TrainingError(
-            f"{what}: too few labelled episodes to train it (simulate more users, e.g. "
-            "--users 2000, or pass --force to train anyway)"
+            f"{what}: too few labelled episodes to train and judge it (a larger world: more "
+            "--users or --attack-share; or --force to train anyway)"
         )
-    log.warning("%s: training anyway (--force); that head's metrics are undefined", what)
+    log.warning(
+        "%s: training anyway (--force); that head's threshold, severity and scores may mean little",
+        what,
+    )
 
 
 def _sample(pool: ExampleSet, budget: int, seed: int) -> ExampleSet:

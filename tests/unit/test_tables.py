@@ -130,3 +130,28 @@ def test_alerts_tail_folds_long_user_ids() -> None:
     assert "…" not in text
     assert user in _column(text, 1)
     assert "abnormal_click" in _column(text, 2)
+
+
+def test_the_manifest_shows_its_calibration(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import export.cli
+    from events.calibration import HeadCalibration
+    from export.manifest import Manifest, Variant
+
+    fraud = HeadCalibration(0.97, 0.9, 3, {"all": {"alerts": 40, "precision": 0.9}})
+    manifest = Manifest(
+        model_version="v", created_at="t", encoding_version=1, encoding_spec_hash="h",
+        window={}, inputs=[], outputs=[], thresholds={}, files={}, opset=17,
+        variants={"fp32": Variant("model.onnx", True, "ok")}, source={}, evaluation={},
+        calibration={"fraud": fraud.to_dict(), "abnormal_click": HeadCalibration().to_dict()},
+    )  # fmt: skip
+    (tmp_path / "manifest.json").write_text(manifest.to_json())
+    console, buf = _console()
+    monkeypatch.setattr(export.cli, "_out", console)
+    export.cli._render_manifest(tmp_path)
+    text = buf.getvalue()
+    assert "…" not in text
+    assert "≥ 0.97" in _column(text.split("Severity")[1], 1)
+    assert "never" in _column(text.split("Severity")[1], 1)  # abnormal_click: no cut
+    assert "40cases,90%true" in _column(text.split("Severity")[1], 4).replace(" ", "")
