@@ -263,6 +263,7 @@ def _build(
         session_gap_s=ckpt.session_gap_s,
         optimization=optimization,
         ensemble=ensemble,
+        calibration=ckpt.meta.get("calibration", {}),
     )
     (tmp / "manifest.json").write_text(manifest.to_json())
     return manifest

@@ -5,7 +5,7 @@ torch is imported only by an export or a checkpoint's evaluation itself."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -23,16 +23,40 @@ def _render_manifest(out: Path) -> None:
 
     manifest = read_manifest(out)
     table = Table(title=f"Bundle {out} — model {manifest.model_version}")
-    table.add_column("variant")
-    table.add_column("file")
-    table.add_column("usable")
-    table.add_column("verification")
+    table.add_column("variant", overflow="fold")
+    table.add_column("file", overflow="fold")
+    table.add_column("usable", overflow="fold")
+    table.add_column("verification", overflow="fold")
     for name, variant in manifest.variants.items():
         table.add_row(name, variant.file, "yes" if variant.verified else "NO", variant.check)
     if manifest.ensemble:  # every variant's scores are blended with the trees'
         ens = manifest.ensemble
         table.add_row("+ GBDT", str(ens.get("gbdt")), "yes", str(ens.get("check")))
     _out.print(table)
+    if manifest.calibration:
+        _out.print(_calibration_table(manifest.calibration))
+
+
+def _calibration_table(calibration: dict[str, Any]) -> Table:
+    """Per head: from which score alerts are critical / high, and the shortest window alerting
+    (measured on validation at training; docs/alerts.md)."""
+
+    def cut(value: Any) -> str:
+        return f"≥ {value:.4g}" if isinstance(value, int | float) else "never"
+
+    table = Table(title="Severity and short windows (measured on validation)")
+    for col in ("head", "critical", "high", "alerts from", "validation alerts"):
+        table.add_column(col, overflow="fold")
+    for head, entry in calibration.items():
+        measured = entry.get("measured", {}).get("all", {})
+        precision = measured.get("precision")
+        seen = f"{measured.get('alerts', 0)} cases" + (
+            f", {precision:.0%} true" if isinstance(precision, int | float) else ""
+        )
+        events = int(entry.get("min_events", 3))
+        table.add_row(head, cut(entry.get("critical_from")), cut(entry.get("high_from")),
+                      f"{events} event{'s' if events > 1 else ''}", seen)  # fmt: skip
+    return table
 
 
 def export(

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from events.calibration import parse_calibration
 from export.exceptions import CorruptBundleError, IncompatibleBundleError, MissingFileError
 
 __all__ = [
@@ -84,6 +85,9 @@ class Manifest:
     # A stacked ensemble: {"gbdt": file, "blend": {head: [a, b, c]}} (events.trees.Blend);
     # empty when the sequence model alone is served.
     ensemble: dict[str, Any] = field(default_factory=dict)
+    # What a score means, measured on validation at training: per head, severity cuts and the
+    # shortest window that may alert (events.calibration). Empty in bundles exported before it.
+    calibration: dict[str, Any] = field(default_factory=dict)
     format_version: int = BUNDLE_FORMAT_VERSION
 
     def content(self) -> dict[str, Any]:
@@ -110,9 +114,12 @@ class Manifest:
             )
         try:
             variants = {k: Variant(**v) for k, v in body.pop("variants").items()}
+            parse_calibration(body.get("calibration", {}))
             return cls(**body, variants=variants)
         except (KeyError, TypeError, AttributeError) as exc:
             raise CorruptBundleError(f"{where}: unexpected layout ({exc})") from exc
+        except ValueError as exc:  # a calibration the stream could not apply
+            raise CorruptBundleError(f"{where}: {exc}") from exc
 
 
 def _canonical_hash(body: dict[str, Any]) -> str:

@@ -28,6 +28,7 @@ from events import (
     parse_event,
     select_window,
 )
+from events.calibration import HeadCalibration, margin_severity, parse_calibration
 from events.contract import MAX_EVENT_BYTES, AlertType, Severity
 from events.window import Records
 from export import Bundle
@@ -42,7 +43,6 @@ __all__ = ["Outcome", "Processor", "alert_id"]
 
 log = logging.getLogger(__name__)
 
-_SEVERITY_MARGINS: Final = ((0.5, "critical"), (0.25, "high"), (0.0, "medium"))
 # Namespace of the alert ids (uuid5): any fixed UUID would do; this one must never change.
 _ALERT_ID_NAMESPACE: Final = uuid.UUID("5b0e7a53-6c3f-4d1e-9a2b-7f4c1d8e0a61")
 
@@ -71,6 +71,8 @@ class Outcome:
     alerts: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (user_id, alert)
     alert_sources: list[tuple[str, str]] = field(default_factory=list)  # (type, model|rule)
     alert_latency_s: list[float] = field(default_factory=list)
+    # Model scores over the threshold on windows shorter than the bundle allows, per type.
+    short_windows: dict[str, int] = field(default_factory=dict)
     cooldowns: list[tuple[str, str, str]] = field(default_factory=list)  # (user, type, event)
     scores: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     processed: int = 0  # valid events, redelivered ones included
@@ -88,14 +90,6 @@ def _upto(stored: bytes, record: bytes) -> bytes:
         if stored[start + EID_SLICE.start : start + EID_SLICE.stop] == eid:
             return stored[:end]
     return b""
-
-
-def _severity(score: float, threshold: float) -> Severity:
-    margin = (score - threshold) / max(1.0 - threshold, 1e-6)
-    for cut, name in _SEVERITY_MARGINS:
-        if margin >= cut:
-            return name  # type: ignore[return-value]
-    return "medium"
 
 
 @dataclass
@@ -126,6 +120,27 @@ class Processor:
         self.names = RecentEventIds()
         self.dlq_max_bytes = dlq_max_bytes
         self.dead_letter_log = DeadLetterLog()
+        self._calibration: tuple[str, dict[str, HeadCalibration]] = ("", {})
+
+    def calibration(self, bundle: Bundle) -> dict[str, HeadCalibration]:
+        """The bundle's calibration per head (read once per model version). A bundle without
+        one (exported before it) keeps the old behaviour: severity from the score's margin over
+        the threshold, any window length alerts; said once per bundle."""
+        version, calib = self._calibration
+        if version != bundle.model_version:
+            # Checked when the manifest was read: a bad one never gets here.
+            calib = parse_calibration(bundle.manifest.calibration)
+            missing = [h for h in LABELS if h not in calib]
+            if missing:
+                log.warning(
+                    "bundle %s has no severity calibration for %s (exported before it): "
+                    "severity from the score's margin over the threshold, every window "
+                    "length alerts; export it again to calibrate",
+                    bundle.model_version,
+                    ", ".join(missing),
+                )
+            self._calibration = (bundle.model_version, calib)
+        return calib
 
     def parse(
         self, batch: list[Incoming], now_ms: int, out: Outcome
@@ -202,7 +217,9 @@ class Processor:
                     "model_version": bundle.model_version,
                 }))  # fmt: skip
         ruleset = self.rules.current()
-        candidates = self._candidates(events, windows, probs, bundle.thresholds, ruleset)
+        candidates = self._candidates(
+            events, windows, probs, bundle.thresholds, ruleset, self.calibration(bundle), out
+        )
         held = self.cooldowns.held([(events[c.index].user_id, c.alert_type) for c in candidates])
         for cand in (c for c, h in zip(candidates, held, strict=True) if not h):
             msg = good[fresh[cand.index]][0]
@@ -223,17 +240,30 @@ class Processor:
         probs: Any,
         thresholds: dict[str, float],
         ruleset: RuleSet,
+        calibration: dict[str, HeadCalibration],
+        out: Outcome,
     ) -> list[_Candidate]:
         """At most one per (user, type) per batch: the user's first event (in partition order)
-        whose score reaches the threshold, else the first event a rule fires on. The first, not
-        the highest-scoring one: a batch redelivered after a crash may be cut differently, but
-        its first event over the threshold is the same, and so is the alert's id."""
+        whose score reaches the threshold on a window long enough for the bundle's calibration,
+        else the first event a rule fires on. The first, not the highest-scoring one: a batch
+        redelivered after a crash may be cut differently, but its first event over the
+        threshold is the same, and so is the alert's id."""
         best: dict[tuple[str, str], _Candidate] = {}
         for h, head in enumerate(LABELS):
+            calib = calibration.get(head)
             for i in np.flatnonzero(probs[:, h] >= thresholds[head]).tolist():
+                score = float(probs[i, h])
+                if calib is not None and len(windows[i]) < calib.min_events:
+                    # validation found windows this short not precise enough to alert on
+                    out.short_windows[head] = out.short_windows.get(head, 0) + 1
+                    continue
                 key = (events[i].user_id, head)
                 if key not in best:
-                    sev = _severity(float(probs[i, h]), thresholds[head])
+                    sev: Severity = (
+                        calib.severity(score)
+                        if calib is not None
+                        else margin_severity(score, thresholds[head])
+                    )
                     best[key] = _Candidate(i, head, "model", sev, [])
         if ruleset.rules:
             for i, fired in enumerate(ruleset.firing_batch(windows)):

@@ -52,6 +52,10 @@ class Metrics:
         )
         self.dlq = Counter("dlq", "Messages sent to the dead-letter topic", ["reason"], registry=r)
         self.alerts = Counter("alerts", "Alerts published", ["type", "source"], registry=r)
+        self.short_windows = Counter(
+            "short_window_suppressed", "Model scores over the threshold on windows shorter than "
+            "the bundle's calibration lets alert (no alert raised)", ["type"], registry=r,
+        )  # fmt: skip
         self.batch_size = Histogram(
             "batch_size", "Messages per micro-batch",
             buckets=(1, 4, 16, 32, 64, 128, 256, 512, 1024, 4096), registry=r,

@@ -220,6 +220,8 @@ class Runtime:
             m.dlq.labels(d.field).inc()
         for alert_type, source in out.alert_sources:
             m.alerts.labels(alert_type, source).inc()
+        for alert_type, count in out.short_windows.items():
+            m.short_windows.labels(alert_type).inc(count)
         for seconds in out.alert_latency_s:
             m.event_to_alert_seconds.observe(seconds)
         now_ms = time.time() * 1000

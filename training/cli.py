@@ -43,8 +43,8 @@ _err = Console(stderr=True, highlight=False)
 def render_summary(summary: WorldSummary, out_dir: Path) -> None:
     """Print the world's numbers as tables."""
     world = Table(title=f"Simulated world → {out_dir}", show_header=False)
-    world.add_column("what")
-    world.add_column("value", justify="right")
+    world.add_column("what", overflow="fold")
+    world.add_column("value", justify="right", overflow="fold")
     rate = summary.events / summary.wall_s if summary.wall_s > 0 else float("nan")
     rows = [
         ("events", f"{summary.events:,}"),
@@ -58,17 +58,17 @@ def render_summary(summary: WorldSummary, out_dir: Path) -> None:
     _out.print(world)
 
     episodes = Table(title="Label episodes by kind")
-    episodes.add_column("label")
-    episodes.add_column("kind")
-    episodes.add_column("episodes", justify="right")
+    episodes.add_column("label", overflow="fold")
+    episodes.add_column("kind", overflow="fold")
+    episodes.add_column("episodes", justify="right", overflow="fold")
     for kind in sorted(summary.episodes_per_kind):
         episodes.add_row(KIND_LABEL[kind], kind, f"{summary.episodes_per_kind[kind]:,}")
     _out.print(episodes)
 
     types = Table(title="Events by type")
-    types.add_column("type")
-    types.add_column("events", justify="right")
-    types.add_column("share", justify="right")
+    types.add_column("type", overflow="fold")
+    types.add_column("events", justify="right", overflow="fold")
+    types.add_column("share", justify="right", overflow="fold")
     for etype, count in sorted(summary.events_per_type.items(), key=lambda kv: -kv[1]):
         types.add_row(etype, f"{count:,}", f"{count / max(summary.events, 1):.1%}")
     _out.print(types)
@@ -209,14 +209,14 @@ def render_metrics(report: dict[str, Any], title: str) -> None:
     from training.report import verdict  # matplotlib: only when there is a report to show
 
     table = Table(title=title)
-    table.add_column("metric")
+    table.add_column("metric", overflow="fold")
     heads = list(report["heads"])
     stored = report.get("stored_baseline") or {}
     for head in heads:
-        table.add_column(f"{head}\nmodel", justify="right")
-        table.add_column("\nbaseline", justify="right")
+        table.add_column(f"{head}\nmodel", justify="right", overflow="fold")
+        table.add_column("\nbaseline", justify="right", overflow="fold")
         if head in stored:
-            table.add_column("\nstored baseline", justify="right")
+            table.add_column("\nstored baseline", justify="right", overflow="fold")
     for name, label in _METRICS.items():
         row = [label]
         for head in heads:
@@ -340,11 +340,20 @@ def train(
             "--resume", help="Continue the interrupted run in OUT from its last saved epoch."
         ),
     ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Train even when a head has no positives in the training or validation split.",
+        ),
+    ] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Pretrain on unlabeled windows, fine-tune both heads, report on the test split.
 
     Thresholds default to at most 5 normal users alerted per 1,000 per day on validation.
+    A head with no positives in the training or validation split is refused before training
+    (--force: a warning instead).
     Settings: the preset's, then --config, then each --set, then the options above.
     """
     from training.exceptions import TrainingError
@@ -372,6 +381,7 @@ def train(
         init=init,
         progress=not quiet,
         resume=resume,
+        force=force,
     )
     render_metrics(report, f"Test split → {out}/report.md")
 
@@ -417,8 +427,8 @@ def pretrain(
     )
     summary = pretrain_corpus(events, out, cfg, progress=not quiet)
     table = Table(title=f"Pretrained → {out}", show_header=False)
-    table.add_column("what")
-    table.add_column("value", justify="right")
+    table.add_column("what", overflow="fold")
+    table.add_column("value", justify="right", overflow="fold")
     stats = summary["pretrain"]
     for what, value in (
         ("events (users)", f"{summary['events']:,} ({summary['users']:,})"),

@@ -17,6 +17,7 @@ from sklearn.metrics import average_precision_score
 
 from events import LABELS, WindowPolicy, format_ts_ms
 from training.baseline import fit_baseline
+from training.calibration import calibrate
 from training.checkpoint import (
     Pretrained,
     is_pretrained,
@@ -65,6 +66,30 @@ def _thresholds(inp: EvalInput, cfg: TrainConfig) -> dict[str, float]:
         )
         for h, head in enumerate(LABELS)
     }
+
+
+def _check_positives(train_ex: ExampleSet, val_ex: ExampleSet, force: bool) -> None:
+    """Refuse (or, with `force`, warn) before training when a head has no positive example
+    in the training or validation split: it could neither learn nor get a threshold."""
+    tr, va = train_ex.positives(), val_ex.positives()
+    empty = [
+        f"{head} has {int(tr[h]):,} positive events in the training split and "
+        f"{int(va[h]):,} in validation"
+        for h, head in enumerate(LABELS)
+        if tr[h] == 0 or va[h] == 0
+    ]
+    if not empty:
+        return
+    what = "; ".join(empty)
+    if not force:
+        raise TrainingError(
+            f"{what}: too few labelled episodes to train and judge it (a larger world: more "
+            "--users or --attack-share; or --force to train anyway)"
+        )
+    log.warning(
+        "%s: training anyway (--force); that head's threshold, severity and scores may mean little",
+        what,
+    )
 
 
 def _sample(pool: ExampleSet, budget: int, seed: int) -> ExampleSet:
@@ -148,11 +173,14 @@ def train(
     init: Path | None = None,
     progress: bool = True,
     resume: bool = False,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Train a model on a data set and write the checkpoint and its test report to `out`.
 
     `init`: a `riskstream pretrain` folder (its spec is adopted) or a local Hugging Face
     BERT. `resume`: continue the interrupted run in `out/resume/` (training/resume.py).
+    A head without positives in the training or validation split is refused before any
+    training (`TrainingError`); `force` goes on with a warning instead.
     """
     began = time.perf_counter()
     device = resolve_device(cfg.device)  # a missing GPU is refused before the data load
@@ -168,9 +196,7 @@ def train(
         session_gap_s=cfg.session_gap_s,
         progress=progress,
     )
-    run = {"config": cfg.to_dict(), "data": _fingerprint(corpus), "init": str(init)}
-    store = ResumeStore.resume(out, run) if resume else ResumeStore.fresh(out, run)
-    rt = Runtime(device, cfg.amp, progress, store)
+    fingerprint = _fingerprint(corpus)  # of the data as read (a resumed run reads it again)
     policy = WindowPolicy(max_events=cfg.max_events, max_age_s=cfg.max_age_s)
     # Analysts' decisions known only after the cut would leak the future: left out up front.
     corpus = corpus.known_before(cut_time(corpus, cfg.test_after_quantile))
@@ -196,6 +222,11 @@ def train(
         known_negative_weight=cfg.known_negative_weight,
     )
     val_ex = build_examples(corpus, split.val_users, policy, t_to_ms=t_cut)
+    _check_positives(train_ex, val_ex, force)
+    # Only now anything is written to `out`: a refused run leaves nothing behind.
+    run = {"config": cfg.to_dict(), "data": fingerprint, "init": str(init)}
+    store = ResumeStore.resume(out, run) if resume else ResumeStore.fresh(out, run)
+    rt = Runtime(device, cfg.amp, progress, store)
     test_ex = build_examples(corpus, split.test_users, policy, t_from_ms=t_cut)
     # Early stopping and the untrained reference need ranking quality only: score all
     # positives and a weighted share of negatives. Thresholds and the report use every event.
@@ -295,6 +326,13 @@ def train(
         "ensemble: %s",
         ", ".join(f"{h} ships {f['ships']}" for h, f in blend_figures.items()) or "model alone",
     )
+    # What a shipped score means, measured on validation with the shipped scorer: severity
+    # cuts and the shortest window allowed to alert (events/calibration.py).
+    shipped_val = blend.combine(val_inp.scores, val_raw) if blend is not None else val_inp.scores
+    calibration = {
+        head: c.to_dict()
+        for head, c in calibrate(val_inp, shipped_val, val_ex.lengths, thresholds).items()
+    }
 
     untrained = _mean_pr_auc(untrained_ex.y, untrained_scores, untrained_ex.weight)
     extra = {
@@ -344,6 +382,7 @@ def train(
             "thresholds and the choice come from the validation users.",
             "model_alone": model_alone,
         },
+        "calibration": calibration,
     }
     report = finish_report(out, test_inp, base_test, thresholds, base_thresholds, extra)
     meta = {
@@ -351,6 +390,7 @@ def train(
         "step": pre_stats.steps + fine_stats.steps + (refit_stats.steps if refit_stats else 0),
         "session_gap_s": cfg.session_gap_s,
         "baseline_thresholds": base_thresholds,
+        "calibration": calibration,
         # The split, so that nothing downstream has to draw it again.
         "split": {
             "seed": cfg.seed,

@@ -58,7 +58,7 @@ class BenchResult:
         table = Table(title=f"bench {self.name}")
         columns = list(self.rows[0]) if self.rows else []
         for col in columns:
-            table.add_column(col, justify="left" if col == columns[0] else "right")
+            table.add_column(col, justify="left" if col == columns[0] else "right", overflow="fold")
         for row in self.rows:
             table.add_row(*(_fmt(row[c]) for c in columns))
         out = console or Console()

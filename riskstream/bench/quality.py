@@ -103,6 +103,7 @@ def _run_one(
             feedback=train_world / "feedback.jsonl",
             init=init,
             progress=False,
+            force=True,  # a small labelled share may leave a head no positive: measure it anyway
         )
         evaluate_model(
             run / "model",

@@ -1,19 +1,51 @@
-"""The demo's scorecard: alerts matched to the replayed part's label episodes, and a timeline."""
+"""The demo's scorecard: alerts matched to the replayed part's label episodes."""
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
 from events import parse_ts_ms
 
-__all__ = ["Scorecard", "score_alerts", "write_timeline"]
+__all__ = [
+    "FEW_TO_LEARN",
+    "EpisodeOutcome",
+    "Scorecard",
+    "match_episodes",
+    "replayed_users",
+    "score_alerts",
+]
 
-_GRACE_MS = 3_600_000  # an alert up to an hour after an episode's end still counts as caught
+#: A kind with fewer episodes than this before the cut is too rare to learn here: may be missed.
+FEW_TO_LEARN: Final = 5
+GRACE_MS: Final = 3_600_000  # an alert up to an hour after an episode's end still counts as caught
+
+
+@dataclass(frozen=True)
+class EpisodeOutcome:
+    """One label episode of the replayed part and the first alert of its type on it."""
+
+    label: str
+    kind: str
+    user_id: str
+    start_ms: int  # the episode's first moment the worker saw: its start, or the replay's
+    end_ms: int
+    first_alert_ms: int | None  # event time of the first alert of its type; None: missed
+
+    @property
+    def caught(self) -> bool:
+        return self.first_alert_ms is not None
+
+    @property
+    def time_to_alert_s(self) -> float | None:
+        """Event time from the episode's first replayed moment to its first alert."""
+        if self.first_alert_ms is None:
+            return None
+        return max(0.0, (self.first_alert_ms - self.start_ms) / 1000)
 
 
 @dataclass
@@ -24,6 +56,13 @@ class Scorecard:
     caught_by_kind: dict[str, tuple[int, int]] = field(default_factory=dict)
     normal_users: int = 0
     normal_users_alerted: int = 0
+    # episodes per kind that started before the trainer's cut: what the model could learn from
+    learnt_from: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def rare_kinds(self) -> list[str]:
+        """Kinds of the replayed part with fewer than `FEW_TO_LEARN` episodes to learn from."""
+        return [k for k, n in self.learnt_from.items() if n < FEW_TO_LEARN]
 
     @property
     def episodes(self) -> tuple[int, int]:
@@ -34,77 +73,66 @@ class Scorecard:
         )
 
 
+def replayed_users(events: Path) -> set[str]:
+    """The users with an event in the replayed file."""
+    return {orjson.loads(line)["user_id"] for line in events.read_bytes().splitlines()}
+
+
+def _labels(labels: Path) -> list[dict[str, Any]]:
+    return [orjson.loads(x) for x in labels.read_bytes().splitlines() if x.strip()]
+
+
+def match_episodes(
+    alerts: list[dict[str, Any]], users: set[str], labels: Path, from_ms: int
+) -> list[EpisodeOutcome]:
+    """Every episode overlapping the replayed part (ends at or after `from_ms`, user replayed),
+    with the first alert of its type between its start and an hour after its end."""
+    by_user: dict[str, list[dict[str, Any]]] = {}
+    for alert in alerts:
+        by_user.setdefault(alert["user_id"], []).append(alert)
+    out = []
+    for ep in _labels(labels):
+        start, end = parse_ts_ms(ep["start"]), parse_ts_ms(ep["end"])
+        if end < from_ms or ep["user_id"] not in users:
+            continue
+        hits = [
+            parse_ts_ms(a["event_ts"])
+            for a in by_user.get(ep["user_id"], [])
+            if a["type"] == ep["label"] and start <= parse_ts_ms(a["event_ts"]) <= end + GRACE_MS
+        ]
+        out.append(
+            EpisodeOutcome(
+                ep["label"],
+                ep.get("kind") or ep["label"],
+                ep["user_id"],
+                max(start, from_ms),
+                end,
+                min(hits) if hits else None,
+            )
+        )
+    return out
+
+
 def score_alerts(
     alerts: list[dict[str, Any]], events: Path, labels: Path, from_ms: int
 ) -> Scorecard:
     """Match alerts to the episodes that overlap the replayed events (ts ≥ `from_ms`)."""
-    users: set[str] = set()
-    for line in events.read_bytes().splitlines():
-        users.add(orjson.loads(line)["user_id"])
-    episodes = [orjson.loads(x) for x in labels.read_bytes().splitlines() if x.strip()]
-    episodes = [
-        ep for ep in episodes if parse_ts_ms(ep["end"]) >= from_ms and ep["user_id"] in users
-    ]
-    by_user: dict[str, list[dict[str, Any]]] = {}
+    users = replayed_users(events)
     card = Scorecard()
     for alert in alerts:
-        by_user.setdefault(alert["user_id"], []).append(alert)
         card.alerts_by_type[alert["type"]] += 1
     caught: Counter[str] = Counter()
     total: Counter[str] = Counter()
-    for ep in episodes:
-        kind = ep.get("kind") or ep["label"]
-        total[kind] += 1
-        start, end = parse_ts_ms(ep["start"]), parse_ts_ms(ep["end"]) + _GRACE_MS
-        if any(
-            a["type"] == ep["label"] and start <= parse_ts_ms(a["event_ts"]) <= end
-            for a in by_user.get(ep["user_id"], [])
-        ):
-            caught[kind] += 1
+    for ep in match_episodes(alerts, users, labels, from_ms):
+        total[ep.kind] += 1
+        caught[ep.kind] += int(ep.caught)
     card.caught_by_kind = {k: (caught[k], total[k]) for k in sorted(total)}
-    all_labelled = {
-        orjson.loads(x)["user_id"] for x in labels.read_bytes().splitlines() if x.strip()
-    }
+    every = _labels(labels)
+    before = Counter(ep.get("kind") or ep["label"] for ep in every
+                     if parse_ts_ms(ep["start"]) < from_ms)  # fmt: skip
+    card.learnt_from = {k: before[k] for k in card.caught_by_kind}
+    all_labelled = {ep["user_id"] for ep in every}
     normal = users - all_labelled
     card.normal_users = len(normal)
-    card.normal_users_alerted = len(normal & set(by_user))
+    card.normal_users_alerted = len(normal & {a["user_id"] for a in alerts})
     return card
-
-
-def write_timeline(
-    events: Path, alerts: list[dict[str, Any]], labels: Path, from_ms: int, out: Path
-) -> None:
-    """PNG: events per minute (event time), alerts marked by type, episodes shaded."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    per_min: Counter[int] = Counter()
-    for line in events.read_bytes().splitlines():
-        per_min[parse_ts_ms(orjson.loads(line)["ts"]) // 60_000] += 1
-    fig, ax = plt.subplots(figsize=(12, 4.5))
-    minutes = sorted(per_min)
-    t0 = from_ms / 3_600_000  # hours are counted from the start of the replayed part
-    ax.plot([m / 60 - t0 for m in minutes], [per_min[m] / 60 for m in minutes], lw=0.8,
-             color="0.35", label="events/s (per minute)")  # fmt: skip
-    colors = {"fraud": "tab:red", "abnormal_click": "tab:blue"}
-    for line in labels.read_bytes().splitlines():
-        ep = orjson.loads(line)
-        start, end = parse_ts_ms(ep["start"]), parse_ts_ms(ep["end"])
-        if end >= from_ms:
-            start = max(start, from_ms)
-            ax.axvspan(start / 3_600_000 - t0, max(end, start + 60_000) / 3_600_000 - t0,
-                       color=colors.get(ep["label"], "0.8"), alpha=0.12, lw=0)  # fmt: skip
-    top = max(per_min.values(), default=1) / 60
-    for kind, color in colors.items():
-        xs = [parse_ts_ms(a["event_ts"]) / 3_600_000 - t0 for a in alerts if a["type"] == kind]
-        ax.scatter(xs, [top * 1.05] * len(xs), marker="v", color=color, s=30,
-                   label=f"{kind} alerts ({len(xs)})")  # fmt: skip
-    ax.set_xlabel("event time (hours since the start of the replayed part)")
-    ax.set_ylabel("events per second")
-    ax.set_title("riskstream demo: replayed events, alerts (▼) and label episodes (shaded)")
-    ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)

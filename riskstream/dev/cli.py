@@ -16,6 +16,7 @@ from riskstream.dev.stack import (
     POSTGRES_BASE_PORT,
     REDIS_BASE_PORT,
     DevState,
+    PartStatus,
     ServiceRecord,
     dev_down,
     dev_status,
@@ -25,7 +26,7 @@ from riskstream.dev.stack import (
 from riskstream.localstack.broker import redact
 from riskstream.tools.common import quiet_kafka
 
-__all__ = ["dev_app"]
+__all__ = ["dev_app", "status_table"]
 
 dev_app = typer.Typer(
     help="A local Kafka-compatible broker (Tansu), Redis and PostgreSQL, in the background.",
@@ -91,7 +92,7 @@ def up_cmd(
     st = result.state
     table = Table(title=f"riskstream dev stack ({result.state_path})")
     for col in ("part", "what", "listens on", "pid", "now", "log"):
-        table.add_column(col, no_wrap=col in ("part", "listens on", "pid", "now"))
+        table.add_column(col, overflow="fold")  # wrap, never cut: paths and URLs are long
     for part in ("broker", "redis", "postgres"):
         record = _record(st, part)
         if record is None:  # pragma: no cover - dev_up raises before that
@@ -146,21 +147,11 @@ def down_cmd(
     out.print(f"removed {result.state_path}")
 
 
-@dev_app.command("status")
-def status_cmd(state: StateOpt = None) -> None:
-    """Each part alive or dead; exit 0 when all are up, 1 otherwise."""
-    quiet_kafka()
-    parts = dev_status(state)
-    out = _out()
-    if parts is None:
-        # An error, not typer.Exit(1): `riskstream.cli.main` runs click in non-standalone
-        # mode, where an Exit's code is returned by click and not passed on.
-        raise DevStackError(
-            f"no dev stack recorded in {resolve_state_path(state)} (`riskstream dev up` starts one)"
-        )
-    table = Table(title=f"riskstream dev stack ({resolve_state_path(state)})")
+def status_table(parts: list[PartStatus], state_path: Path) -> Table:
+    """Each part, what it is, where it listens, its pid and state: columns fold, never cut."""
+    table = Table(title=f"riskstream dev stack ({state_path})")
     for col in ("part", "what", "listens on", "pid", "state"):
-        table.add_column(col, no_wrap=True)
+        table.add_column(col, overflow="fold")
     for p in parts:
         r = p.record
         if r is None:
@@ -174,7 +165,22 @@ def status_cmd(state: StateOpt = None) -> None:
             word = "[red]dead[/red]"
         pid = str(r.pid) if r.pid is not None else "-"
         table.add_row(p.part, r.label, redact(r.url), pid, word)
-    out.print(table)
+    return table
+
+
+@dev_app.command("status")
+def status_cmd(state: StateOpt = None) -> None:
+    """Each part alive or dead; exit 0 when all are up, 1 otherwise."""
+    quiet_kafka()
+    parts = dev_status(state)
+    out = _out()
+    if parts is None:
+        # An error, not typer.Exit(1): `riskstream.cli.main` runs click in non-standalone
+        # mode, where an Exit's code is returned by click and not passed on.
+        raise DevStackError(
+            f"no dev stack recorded in {resolve_state_path(state)} (`riskstream dev up` starts one)"
+        )
+    out.print(status_table(parts, resolve_state_path(state)))
     down = [p.part for p in parts if not p.up]
     if down:
         raise DevStackError(f"not up: {', '.join(down)} (`riskstream dev up` restarts what died)")

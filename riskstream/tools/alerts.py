@@ -252,12 +252,13 @@ def alerts_table(
 ) -> Table:
     """detected_at, user, type, severity, score/threshold and the top two reasons."""
     table = Table(title=title, show_header=header, show_lines=False)
-    table.add_column("detected_at", no_wrap=True, min_width=24)
-    table.add_column("user", no_wrap=True, min_width=10)
-    table.add_column("type", no_wrap=True, min_width=14)
-    table.add_column("severity", no_wrap=True, min_width=8)
-    table.add_column("score/thr", no_wrap=True, justify="right", min_width=11)
-    table.add_column("reasons (top 2)", min_width=20)
+    # Columns fold (wrap mid-word where they must) rather than cut a value at the edge.
+    table.add_column("detected_at", overflow="fold")
+    table.add_column("user", overflow="fold")
+    table.add_column("type", overflow="fold")
+    table.add_column("severity", overflow="fold", min_width=8)
+    table.add_column("score/thr", overflow="fold", justify="right")
+    table.add_column("reasons (top 2)", overflow="fold", min_width=20)
     for alert in alerts:
         severity = str(alert.get("severity", "?"))
         style = _SEVERITY_STYLE.get(severity, "")

@@ -406,3 +406,64 @@ def test_an_alert_lost_to_a_crash_before_publication_comes_back_on_redelivery(
     assert again[0]["alert_id"] == first["alert_id"]  # consumers deduplicate on it
     proc.start_cooldowns(redelivered)  # published this time
     assert proc.process(msgs, now_ms=NOW_MS).alerts == []
+
+
+def _calibrated_copy(source: Path, live: Path, calibration: dict[str, object]) -> Path:
+    """`source` with thresholds at 0 (every window is over them) and `calibration`."""
+    from dataclasses import replace
+
+    from export import read_manifest
+
+    shutil.copytree(source, live)
+    manifest = replace(
+        read_manifest(source),
+        thresholds={"fraud": 0.0, "abnormal_click": 0.0},
+        calibration=calibration,
+    )
+    (live / "manifest.json").write_text(manifest.to_json())
+    return live
+
+
+def _user_events(user: str, n: int) -> list[bytes]:
+    kinds = ("page_view", "click")
+    events = [
+        {"event_id": f"{user}-e{i}", "user_id": user, "ts": NOW_MS - 60_000 + i * 1000,
+         "type": kinds[i % 2]}
+        for i in range(n)
+    ]  # fmt: skip
+    return [json.dumps(e).encode() for e in events]
+
+
+def test_calibration_gates_short_windows_and_sets_severity(
+    tiny_bundle: Path, redis_client: redis.Redis, key_prefix: str, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    calibration = {
+        "fraud": {"critical_from": 0.0, "high_from": 0.0, "min_events": 3},
+        "abnormal_click": {"critical_from": None, "high_from": None, "min_events": 3},
+    }
+    bundle = _calibrated_copy(tiny_bundle, tmp_path / "calibrated", calibration)
+    proc = _processor(bundle, redis_client, key_prefix)
+    # Two users: one stops at a 2-event window, the other goes on to a third event.
+    lines = _user_events("short", 2) + _user_events("longer", 3)
+    out = _replay(proc, lines)
+    assert {user for user, _ in out.alerts} == {"longer"}
+    assert {a["event_id"] for _, a in out.alerts} == {"longer-e2"}  # its 3-event window
+    severity = {a["type"]: a["severity"] for _, a in out.alerts}
+    assert severity == {"fraud": "critical", "abnormal_click": "medium"}
+    # windows of 1 and 2 events, both users, both heads: over the threshold, not alerted
+    second = _processor(bundle, redis_client, key_prefix + "again:")
+    msgs = [Incoming(v, None, "events", 0, i, NOW_MS - 1000) for i, v in enumerate(lines)]
+    assert second.process(msgs, NOW_MS).short_windows == {"fraud": 4, "abnormal_click": 4}
+
+    # A bundle exported before calibration: every window alerts, severity from the margin
+    # over the threshold (said once in the log).
+    old = _calibrated_copy(tiny_bundle, tmp_path / "old", {})
+    with caplog.at_level("WARNING", logger="stream.processor"):
+        legacy = _processor(old, redis_client, key_prefix + "old:")
+        first = legacy.process(msgs[:2], NOW_MS)
+        legacy.process(msgs[2:], NOW_MS)
+    assert {a["event_id"] for _, a in first.alerts} == {"short-e0"}
+    assert first.short_windows == {}
+    assert all(a["severity"] in ("critical", "high", "medium") for _, a in first.alerts)
+    assert caplog.text.count("has no severity calibration") == 1

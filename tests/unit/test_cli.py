@@ -100,3 +100,47 @@ def test_simulate_warns_when_a_label_has_too_few_episodes(
     err = capsys.readouterr().err
     assert "warning: abnormal_click: 0 episodes in 300 users" in err
     assert "fraud" not in err  # it has enough
+
+
+def test_train_refuses_a_head_without_positives_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    world = tmp_path / "w"
+    assert main(["simulate", "--users", "300", "--days", "1", "--quiet", "--out", str(world)]) == 0
+    capsys.readouterr()
+    out = tmp_path / "model"
+    data = ["--events", str(world / "events.jsonl"), "--labels", str(world / "labels.jsonl")]
+    argv = ["train", *data, "--out", str(out), "--preset", "tiny", "--quiet"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: abnormal_click has 0 positive events in the training split")
+    assert "and 0 in validation" in err
+    assert "--force" in err
+    assert "fraud" not in err  # it has positives in both
+    assert err.count("\n") == 1
+    assert not out.exists(), "a refused run writes nothing"
+
+
+def test_train_force_goes_on_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    import numpy as np
+
+    from training.examples import ExampleSet
+    from training.exceptions import TrainingError
+    from training.train import _check_positives
+
+    def examples(y: list[list[float]]) -> ExampleSet:
+        n = len(y)
+        zeros = np.zeros(n, dtype=np.int32)
+        return ExampleSet(zeros, zeros, zeros + 1, np.array(y, dtype=np.float32),
+                          np.full((n, 2), -1, dtype=np.int32), np.ones(n, dtype=np.float32),
+                          np.zeros(n, dtype=np.int64))  # fmt: skip
+
+    train_ex = examples([[1, 0], [0, 1], [0, 0]])
+    val_ex = examples([[1, 0], [0, 0]])  # no abnormal_click positive in validation
+    with pytest.raises(TrainingError, match="abnormal_click has 1 positive events in the"):
+        _check_positives(train_ex, val_ex, force=False)
+    with caplog.at_level("WARNING", logger="training.train"):
+        _check_positives(train_ex, val_ex, force=True)
+    assert "abnormal_click has 1 positive events" in caplog.text
+    assert "--force" in caplog.text
+    _check_positives(train_ex, train_ex, force=False)  # positives everywhere: no complaint

@@ -1,0 +1,63 @@
+"""The demo's scorecard and picture on a hand-made replay: two episodes, one caught."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from events import format_ts_ms
+from riskstream.demo.summary import match_episodes, replayed_users, score_alerts
+from riskstream.demo.timeline import write_timeline
+
+T0 = 1_793_620_800_000  # the replayed part starts here
+
+
+def _files(tmp_path: Path) -> tuple[Path, Path, list[dict[str, str]]]:
+    events = tmp_path / "held_out.jsonl"
+    rows = [
+        {"event_id": f"e{i}", "user_id": user, "ts": format_ts_ms(T0 + i * 60_000), "type": "click"}
+        for i, user in enumerate(["bot", "thief", "alice", "bob", "bot", "thief", "alice"] * 20)
+    ]
+    events.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    labels = tmp_path / "labels.jsonl"
+    eps = [
+        # started before the replayed part: its clock starts with the replay
+        {"user_id": "bot", "label": "abnormal_click", "kind": "click_bot",
+         "start": format_ts_ms(T0 - 600_000), "end": format_ts_ms(T0 + 3_600_000)},
+        {"user_id": "thief", "label": "fraud", "kind": "card_testing",
+         "start": format_ts_ms(T0 + 60_000), "end": format_ts_ms(T0 + 900_000)},
+        # over before the replayed part: not counted
+        {"user_id": "bob", "label": "fraud", "kind": "card_testing",
+         "start": format_ts_ms(T0 - 9_000_000), "end": format_ts_ms(T0 - 8_000_000)},
+    ]  # fmt: skip
+    labels.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in eps))
+    alerts = [
+        {"user_id": "bot", "type": "abnormal_click", "event_ts": format_ts_ms(T0 + 240_000)},
+        {"user_id": "bot", "type": "abnormal_click", "event_ts": format_ts_ms(T0 + 2_000_000)},
+        {"user_id": "thief", "type": "abnormal_click", "event_ts": format_ts_ms(T0 + 120_000)},
+        {"user_id": "alice", "type": "abnormal_click", "event_ts": format_ts_ms(T0 + 5_000_000)},
+    ]
+    return events, labels, alerts
+
+
+def test_episodes_are_matched_to_the_first_alert_of_their_type(tmp_path: Path) -> None:
+    events, labels, alerts = _files(tmp_path)
+    outcomes = match_episodes(alerts, replayed_users(events), labels, T0)
+    by_user = {o.user_id: o for o in outcomes}
+    assert set(by_user) == {"bot", "thief"}
+    assert by_user["bot"].time_to_alert_s == pytest.approx(240.0)  # from the replay's start
+    assert not by_user["thief"].caught  # its alert was of the other type
+    card = score_alerts(alerts, events, labels, T0)
+    assert card.caught_by_kind == {"card_testing": (0, 1), "click_bot": (1, 1)}
+    assert (card.normal_users, card.normal_users_alerted) == (1, 1)  # alice (bob had an episode)
+
+
+def test_the_timeline_is_written_for_a_small_summary(tmp_path: Path) -> None:
+    events, labels, alerts = _files(tmp_path)
+    out = tmp_path / "timeline.png"
+    write_timeline(events, alerts, labels, T0, out)
+    data = out.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n")
+    assert len(data) > 10_000
