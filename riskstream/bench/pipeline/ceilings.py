@@ -22,6 +22,7 @@ import redis
 from events import RECORD_DTYPE, EncodingSpec, Event, encode_event, parse_event
 from events.window import InMemoryWindowStore, Records, WindowPolicy, select_window
 from export.loader import Bundle, load_bundle, make_session, run_session, score_windows
+from stream.processor import SCORE_CHUNK
 from stream.redis_windows import RedisWindowStore
 
 __all__ = [
@@ -95,10 +96,12 @@ def _time_batches(score: Score, windows: Sequence[Records], batch: int) -> dict[
 
 
 def model_ceiling(bundle: Bundle, windows: Sequence[Records], batch: int) -> dict[str, float]:
-    """The model alone at the worker's batch size, on the stream's own windows."""
+    """The model alone at the worker's batch size, on the stream's own windows, scored as the
+    worker scores a batch (length-sorted chunks of `SCORE_CHUNK`)."""
     if len(windows) < 2 * batch:
         raise ValueError(f"need ≥ {2 * batch} windows for batch {batch}, have {len(windows)}")
-    return _time_batches(lambda w, b: bundle.score_windows(w, max_batch=b), windows, batch)
+    chunk = min(batch, SCORE_CHUNK)
+    return _time_batches(lambda w, _b: bundle.score_windows(w, max_batch=chunk), windows, batch)
 
 
 def full_window(bundle: Bundle, n: int) -> Records:
@@ -191,8 +194,9 @@ def _chunks(items: list[bytes], size: int) -> list[list[bytes]]:
 
 
 def load_cpu_bundle(path: Path, variant: str | None) -> Bundle:
-    """The bundle as a CPU worker would load it (its default variant unless one is named)."""
-    return load_bundle(path, "cpu", variant=variant)
+    """The bundle as a CPU worker would load it (its default variant unless one is named, ONNX
+    Runtime's threads not spinning: `WorkerSettings.inference_spin`)."""
+    return load_bundle(path, "cpu", variant=variant, spin=False)
 
 
 def parse_encode_ceiling(

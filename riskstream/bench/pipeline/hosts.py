@@ -26,7 +26,7 @@ def _model_job(
     from export.loader import load_bundle
     from riskstream.bench.pipeline import ceilings
 
-    loaded = load_bundle(Path(bundle), device)  # type: ignore[arg-type]
+    loaded = load_bundle(Path(bundle), device, spin=False)  # type: ignore[arg-type]
     loaded.score_windows(windows[:batch], max_batch=batch)  # warm
     start.wait()
     return ceilings.model_ceiling(loaded, windows, batch)

@@ -154,7 +154,9 @@ def run_pipeline_bench(opts: PipelineOptions) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="rs-bench-") as tmp:
         workdir = Path(tmp)
         data = ceilings.BenchEvents.load(_events(opts, workdir))
-        bundle = load_bundle(opts.bundle, opts.device)  # type: ignore[arg-type]
+        # As the worker opens it (WorkerSettings.inference_spin off): ONNX Runtime's threads
+        # busy-waiting between operators starve everything else on a shared host.
+        bundle = load_bundle(opts.bundle, opts.device, spin=False)  # type: ignore[arg-type]
         steps = tqdm(total=6 + len(opts.processes), desc="bench pipeline", unit="step")
         most = max(opts.processes)
         result: dict[str, Any] = {
