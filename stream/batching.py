@@ -62,6 +62,8 @@ async def take_batches(
             size[0] = max(1, min(cut.max_size, hard_max))
             if len(buffer) >= size[0]:
                 full.set()
+            else:  # the size may have grown since `add` last compared
+                full.clear()
             left = cut.wait_s if not buffer else first_at[0] + cut.wait_s - time.monotonic()
             if left > 0 and not full.is_set():
                 await stream.wait_for_stopped(full, timeout=left)
