@@ -2,10 +2,11 @@
 
 Settings come from `RISKSTREAM_*` environment variables (see `stream.settings`); `riskstream
 worker` turns its flags into those. The app consumes the events topic in micro-batches
-(`stream.batching.take_batches`: at most `batch_max` messages or `batch_wait_ms`; the next batch
-fills while one is processed), hands each batch to the runtime and acknowledges its offsets only
-after the runtime returned, i.e. after the window update, the cooldown check and the
-publication of alerts and dead letters (at-least-once).
+(`stream.batching.take_batches`: sized by `stream.latency.BatchController` within
+`latency_budget_ms`, at most `batch_max` messages, cut `batch_wait_ms` after a batch's first
+message at the latest; the next batch fills while one is processed), hands each batch to the
+runtime and acknowledges its offsets only after the runtime returned, i.e. after the window
+update, the cooldown check and the publication of alerts and dead letters (at-least-once).
 
 The runtime (model, rules, Redis stores) is built in the app's first-start hook, before the
 consumer and the agent start: no batch can arrive before it exists. A batch whose processing
@@ -111,8 +112,9 @@ def create_app(
 
                 serve(self.runtime.metrics, self.runtime.health, conf.metrics_host,
                       conf.metrics_port)  # fmt: skip
-            log.info("worker ready: %s, batches of ≤ %d within %d ms", self.runtime.describe(),
-                     conf.batch_max, conf.batch_wait_ms)  # fmt: skip
+            log.info("worker ready: %s, batches of ≤ %d within %d ms, latency budget %d ms",
+                     self.runtime.describe(), conf.batch_max, conf.batch_wait_ms,
+                     conf.latency_budget_ms)  # fmt: skip
 
     app = WorkerApp(
         settings.consumer_group,
@@ -158,10 +160,14 @@ def create_app(
     async def score_events(stream: faust.StreamT[bytes]) -> None:
         from stream.batching import take_batches
         from stream.codecs import dead_letter_undecodable, split_undecodable
+        from stream.latency import BatchController
 
-        within = settings.batch_wait_ms / 1000
+        sizer = BatchController(settings.latency_budget_ms / 1000, settings.batch_max,
+                                settings.batch_wait_ms / 1000)  # fmt: skip
         # The next batch fills while this one is processed; a batch is acked once processed.
-        async for batch in take_batches(stream, settings.batch_max, within):
+        async for batch in take_batches(stream, sizer.plan, settings.batch_max):
+            began = time.perf_counter()
+            cut_at_ms = time.time() * 1000
             # Placeholders of record batches aiokafka could not decode: dead-lettered (and
             # acked with the rest), never handed to the runtime.
             decodable, undecodable = split_undecodable(batch)
@@ -201,6 +207,11 @@ def create_app(
                 raise
             for event in batch:
                 await stream.ack(event)
+            stamps = [m.timestamp_ms for m in incoming if m.timestamp_ms is not None]
+            oldest_s = (cut_at_ms - min(stamps)) / 1000 if stamps else None
+            full = len(batch) >= sizer.plan().max_size
+            sizer.observe(len(batch), time.perf_counter() - began, full=full,
+                          oldest_age_s=oldest_s)  # fmt: skip
 
     return app
 

@@ -27,6 +27,7 @@ _FLAG_SETTINGS = {
     "group": "consumer_group",
     "batch_max": "batch_max",
     "batch_wait_ms": "batch_wait_ms",
+    "latency_budget_ms": "latency_budget_ms",
     "cooldown_s": "cooldown_s",
     "metrics_port": "metrics_port",
     "debug_scores": "debug_scores",
@@ -87,6 +88,10 @@ def worker(
     batch_max: Annotated[int | None, typer.Option("--batch-max", help="Messages/batch.")] = None,
     batch_wait_ms: Annotated[
         int | None, typer.Option("--batch-wait-ms", help="Max wait to fill a batch.")
+    ] = None,
+    latency_budget_ms: Annotated[
+        int | None,
+        typer.Option("--latency-budget-ms", help="Wait + processing per event (200); 0: off."),
     ] = None,
     cooldown_s: Annotated[
         int | None, typer.Option("--cooldown-s", help="Per user and type.")

@@ -39,10 +39,14 @@ from stream.messages import Incoming
 from stream.model_slot import Serving
 from stream.rules import RuleSet, RulesFile
 
-__all__ = ["Outcome", "Processor", "alert_id"]
+__all__ = ["SCORE_CHUNK", "Outcome", "Processor", "alert_id"]
 
 log = logging.getLogger(__name__)
 
+#: A batch's windows are scored in length-sorted chunks of this many, each padded to its own
+#: longest window: finer chunks pad less (measured, `small` bundle, batches of 1,024 stream
+#: windows on 2 cores: 2,700 windows/s at 64, 2,190 at 256, 1,140 at 1,024; 32 is no better).
+SCORE_CHUNK: Final = 64
 # Namespace of the alert ids (uuid5): any fixed UUID would do; this one must never change.
 _ALERT_ID_NAMESPACE: Final = uuid.UUID("5b0e7a53-6c3f-4d1e-9a2b-7f4c1d8e0a61")
 
@@ -206,7 +210,7 @@ class Processor:
         if not fresh:
             return out
         began = time.perf_counter()
-        probs = bundle.score_windows(windows)
+        probs = bundle.score_windows(windows, max_batch=SCORE_CHUNK)
         out.inference_s = time.perf_counter() - began
         events = [good[i][1] for i in fresh]
         if self.debug_scores:

@@ -111,22 +111,48 @@ def pipeline_cmd(
         Path | None, typer.Option("--rules", exists=True, dir_okay=False, help="Worker rules.")
     ] = Path("config/rules.yaml"),
     out: Annotated[Path, typer.Option("--out")] = Path("benchmarks/results/pipeline"),
+    processes: Annotated[
+        str | None,
+        typer.Option("--processes", help="Worker process counts to run (default: 1,CORES)."),
+    ] = None,
+    device: Annotated[
+        str, typer.Option("--device", help="cpu or cuda (the workers and the model ceiling).")
+    ] = "cpu",
 ) -> None:
-    """Ceilings (model, transport, Redis), the worker at 25–125 % load, cost vs N and batch,
-    quality vs speed: JSON, markdown and PNGs under --out."""
+    """Ceilings (model, transport, Redis, parse), the worker with 1 and N processes at 25–125 %
+    load, cost vs N and batch, quality vs speed: JSON, markdown and PNGs under --out."""
     from riskstream.bench.pipeline import PipelineOptions, run_pipeline_bench
     from riskstream.bench.pipeline.report import render_markdown
+    from riskstream.supervisor import default_processes
+
+    counts = _ints(processes, "--processes") if processes else (1, default_processes())
+    if device not in ("cpu", "cuda"):
+        raise typer.BadParameter(f"{device!r}: cpu or cuda", param_hint="--device")
 
     opts = PipelineOptions(
         bundle=bundle, events=events, out=out, batch=batch,
         loads_pct=_ints(loads, "--loads"), duration_s=duration_s, drain_events=drain_events,
         window_sizes=_ints(window_sizes, "--window-sizes"),
         batch_sizes=_ints(batch_sizes, "--batch-sizes"), compare=tuple(compare or ()),
-        redis_url=redis_url, rules=rules,
+        redis_url=redis_url, rules=rules, processes=tuple(sorted(set(counts))), device=device,
     )  # fmt: skip
     result = run_pipeline_bench(opts)
     typer.echo(render_markdown(result))
     typer.echo(f"written: {out}/pipeline.json, pipeline.md and PNG plots")
+
+
+@bench_app.command("gpu")
+def gpu_cmd(
+    presets: Annotated[str, typer.Option("--presets", help="Comma-separated.")] = "tiny,small,base",
+    users: Annotated[int, typer.Option("--users", min=100, help="World for windows.")] = 3000,
+    out: OutOpt = Path("benchmarks/results"),
+) -> None:
+    """The model on CUDA per preset: provider verified, FP16 parity, windows/s at batch 256,
+    1,024 and 4,096 (one line and exit 1 where there is no CUDA device)."""
+    from riskstream.bench.gpu import bench_gpu
+
+    names = tuple(p.strip() for p in presets.split(",") if p.strip())
+    _show(bench_gpu(names, users), out)
 
 
 @bench_app.command("bundle")

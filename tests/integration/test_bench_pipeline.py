@@ -16,7 +16,8 @@ from riskstream.bench.pipeline import PipelineOptions, run_pipeline_bench
 
 RULES = Path(__file__).resolve().parents[2] / "config" / "rules.yaml"
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
+# The tiny model's training and export (fixtures) count against the limit too.
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def test_bench_pipeline_measures_every_part(
@@ -24,8 +25,8 @@ def test_bench_pipeline_measures_every_part(
 ) -> None:
     opts = PipelineOptions(
         bundle=tiny_bundle, events=tiny_world / "events.jsonl", out=tmp_path / "out",
-        loads_pct=(50, 100), duration_s=2.0, drain_events=3_000, window_sizes=(16, 32),
-        batch_sizes=(64, 256), partitions=4, rules=RULES,
+        loads_pct=(50, 100), duration_s=2.0, drain_events=3_000, window_sizes=(16,),
+        batch_sizes=(64,), partitions=4, rules=RULES, processes=(1, 2),
     )  # fmt: skip
     result = run_pipeline_bench(opts)
 
@@ -37,24 +38,38 @@ def test_bench_pipeline_measures_every_part(
     )
     assert result["model"]["windows_per_s"] > 0
     assert result["redis"]["events_per_s"] > 0
-    for part in ("transport", "pipeline"):
-        assert result[part]["events"] == 3_000
-        assert result[part]["events_per_s"] > 0
-    assert result["pipeline"]["inference_ms_per_batch"] > 0  # the real worker scored
-    assert result["transport"]["inference_ms_per_batch"] == 0  # the null one did not
+    assert result["model_host"]["processes"] == 2
+    assert len(result["model_host"]["each"]) == 2
+    assert result["redis_host"]["events_per_s"] > 0
+    assert result["parse_encode"]["parse_encode_per_event"] > 0
 
-    capacity = result["pipeline"]["events_per_s"]
-    assert [lv["percent"] for lv in result["levels"]] == [50, 100]
-    for lv in result["levels"]:
-        assert lv["offered_per_s"] == pytest.approx(capacity * lv["percent"] / 100)
-        assert lv["sent"] == int(lv["offered_per_s"] * 2.0)
-        assert lv["sustained_per_s"] > 0
-        assert lv["caught_up_s"] is not None  # every offered event was processed
-        assert lv["lag"]
-        assert lv["lag_buckets"][-1][1] == lv["sent"]  # every event's lag was observed
+    assert [run["processes"] for run in result["runs"]] == [1, 2]
+    for run in result["runs"]:
+        n = run["processes"]
+        workers = [f"worker {i}" for i in range(n)]
+        for part in ("transport", "pipeline"):
+            assert run[part]["events"] == 3_000
+            assert run[part]["events_per_s"] > 0
+            assert run[part]["processes"] == n
+            assert sorted(k for k in run[part]["cpu"] if k.startswith("worker")) == workers
+            assert {"broker", "redis", "bench (load generator)"} <= set(run[part]["cpu"])
+        assert run["pipeline"]["inference_ms_per_batch"] > 0  # the real worker scored
+        assert run["transport"]["inference_ms_per_batch"] == 0  # the null one did not
 
-    assert [c["n"] for c in result["cost_vs_n"]] == [16, 32]
-    assert [c["batch"] for c in result["cost_vs_batch"]] == [64, 256]
+        capacity = run["pipeline"]["events_per_s"]
+        assert [lv["percent"] for lv in run["levels"]] == [50, 100]
+        for lv in run["levels"]:
+            assert lv["offered_per_s"] == pytest.approx(capacity * lv["percent"] / 100)
+            assert lv["sent"] == int(lv["offered_per_s"] * 2.0)
+            assert lv["sustained_per_s"] > 0
+            assert lv["caught_up_s"] is not None  # every offered event was processed
+            assert lv["lag"]
+            assert lv["lag_buckets"][-1][1] == lv["sent"]  # every event's lag, every process
+            assert sorted(k for k in lv["cpu"] if k.startswith("worker")) == workers
+    assert result["pipeline"] == result["runs"][0]["pipeline"]
+
+    assert [c["n"] for c in result["cost_vs_n"]] == [16]
+    assert [c["batch"] for c in result["cost_vs_batch"]] == [64]
     assert result["cost_vs_batch"][0]["pipeline"]["mean_batch"] <= 64
     variants = [q["variant"] for q in result["quality"]]
     assert sorted(variants) == ["fp32", "int8"]

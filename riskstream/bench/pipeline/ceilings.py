@@ -7,19 +7,22 @@ contiguous batches of the worker's size); the window script appends the same eve
 
 from __future__ import annotations
 
+import struct
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
+import orjson
 import redis
 
-from events import Event, encode_event, parse_event
+from events import RECORD_DTYPE, EncodingSpec, Event, encode_event, parse_event
 from events.window import InMemoryWindowStore, Records, WindowPolicy, select_window
 from export.loader import Bundle, load_bundle, make_session, run_session, score_windows
+from stream.processor import SCORE_CHUNK
 from stream.redis_windows import RedisWindowStore
 
 __all__ = [
@@ -28,6 +31,7 @@ __all__ = [
     "load_cpu_bundle",
     "model_ceiling",
     "model_cost_at",
+    "parse_encode_ceiling",
     "redis_ceiling",
     "stream_windows",
 ]
@@ -92,10 +96,12 @@ def _time_batches(score: Score, windows: Sequence[Records], batch: int) -> dict[
 
 
 def model_ceiling(bundle: Bundle, windows: Sequence[Records], batch: int) -> dict[str, float]:
-    """The model alone at the worker's batch size, on the stream's own windows."""
+    """The model alone at the worker's batch size, on the stream's own windows, scored as the
+    worker scores a batch (length-sorted chunks of `SCORE_CHUNK`)."""
     if len(windows) < 2 * batch:
         raise ValueError(f"need ≥ {2 * batch} windows for batch {batch}, have {len(windows)}")
-    return _time_batches(lambda w, b: bundle.score_windows(w, max_batch=b), windows, batch)
+    chunk = min(batch, SCORE_CHUNK)
+    return _time_batches(lambda w, _b: bundle.score_windows(w, max_batch=chunk), windows, batch)
 
 
 def full_window(bundle: Bundle, n: int) -> Records:
@@ -188,5 +194,58 @@ def _chunks(items: list[bytes], size: int) -> list[list[bytes]]:
 
 
 def load_cpu_bundle(path: Path, variant: str | None) -> Bundle:
-    """The bundle as a CPU worker would load it (its default variant unless one is named)."""
-    return load_bundle(path, "cpu", variant=variant)
+    """The bundle as a CPU worker would load it (its default variant unless one is named, ONNX
+    Runtime's threads not spinning: `WorkerSettings.inference_spin`)."""
+    return load_bundle(path, "cpu", variant=variant, spin=False)
+
+
+def parse_encode_ceiling(
+    lines: Sequence[bytes], spec: EncodingSpec, batch: int
+) -> dict[str, float]:
+    """Parse + encode alone, events/s: today's per-event path (`parse_event` → `encode_event`,
+    what the worker runs) beside the parts a batch-level path could replace: JSON alone per
+    message (orjson), JSON of a whole batch in one orjson call, and records packed per event
+    (struct) vs a batch of them in one numpy conversion."""
+    chunks = [list(lines[i : i + batch]) for i in range(0, len(lines) - batch + 1, batch)]
+    if not chunks:
+        raise ValueError(f"need ≥ {batch} events for batch {batch}, have {len(lines)}")
+    sample = [parse_event(line) for line in chunks[0]]
+    records = b"".join(encode_event(e, spec) for e in sample)
+    fields = np.frombuffer(records, RECORD_DTYPE).tolist()
+    assert RECORD_DTYPE.fields is not None
+    pack = struct.Struct("<" + "".join(t[0].char for t in RECORD_DTYPE.fields.values()))
+    if b"".join(pack.pack(*f) for f in fields) != records:  # the candidates make the same bytes
+        raise AssertionError("the record layout and RECORD_DTYPE disagree")
+
+    def per_event(chunk: list[bytes]) -> object:
+        return [encode_event(parse_event(line), spec) for line in chunk]
+
+    def json_each(chunk: list[bytes]) -> object:
+        return [orjson.loads(line) for line in chunk]
+
+    def json_batch(chunk: list[bytes]) -> object:
+        return orjson.loads(b"[" + b",".join(chunk) + b"]")
+
+    return {
+        "parse_encode_per_event": _rate(per_event, chunks),
+        "json_per_event": _rate(json_each, chunks),
+        "json_per_batch": _rate(json_batch, chunks),
+        "pack_per_event": _rate(lambda _c: [pack.pack(*f) for f in fields], [sample]),
+        "pack_numpy_batch": _rate(
+            lambda _c: np.array(fields, dtype=RECORD_DTYPE).tobytes(), [sample]
+        ),
+    }
+
+
+def _rate(work: Callable[[list[Any]], object], chunks: Sequence[list[Any]]) -> float:
+    """Items/s of `work` over `chunks`, round and round for about a second."""
+    work(chunks[0])
+    done, took, i = 0, 0.0, 0
+    while took < _BUDGET_S / 3:
+        chunk = chunks[i % len(chunks)]
+        began = time.perf_counter()
+        work(chunk)
+        took += time.perf_counter() - began
+        done += len(chunk)
+        i += 1
+    return done / took

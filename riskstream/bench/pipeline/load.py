@@ -5,6 +5,11 @@ closed loop would slow the offer down with the worker and hide queueing). Latenc
 end to end, as a subscriber sees it: from the moment the benchmark sent an event to the moment
 its consumer received the alert that event triggered. The worker's `event_lag_seconds`
 histogram (broker timestamp → end of the event's batch) covers every event, in bucket bounds.
+
+The load generator (a thread of the benchmark's process, and the alert clock's consumer) is not
+pinned: on a 2-core host there is no core to give it alone, and pinning it would take one from
+the worker. It is accounted instead: `CpuMeter` reports the cores it, the broker, Redis and each
+worker process used while each load was offered.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from typing import Any, Final
 
 import orjson
 
+from riskstream.bench.pipeline.cpu import CpuMeter
+from riskstream.bench.pipeline.exceptions import PipelineBenchError
 from riskstream.bench.pipeline.stack import Topics, WorkerProcess
 from riskstream.tools.replay import TokenBucket
 from stream.prometheus import histogram_buckets, metric_total
@@ -56,21 +63,31 @@ class Drain:
     mean_batch: float
     redis_ms_per_batch: float
     inference_ms_per_batch: float
+    processes: int = 1
+    cpu: dict[str, float] = field(default_factory=dict)  # cores busy per process (CpuMeter)
 
 
-def drain_backlog(worker: WorkerProcess, count: int, timeout_s: float = 600) -> Drain:
+def drain_backlog(
+    worker: WorkerProcess, count: int, meter: CpuMeter | None = None, timeout_s: float = 600
+) -> Drain:
     """Time the worker (started on a topic already holding `count` events) from its first
-    finished batch to its last; the first batch's events are not counted."""
+    finished batch to its last; the first batch's events are not counted. `meter`: the CPU
+    of the run's processes over the same span."""
     deadline = time.monotonic() + timeout_s
     first_t, first_n = 0.0, 0.0
     while time.monotonic() < deadline:
         n = worker.events_done()
         if n > 0:
             first_t, first_n = time.monotonic(), n
+            if meter is not None:
+                meter.start()
             break
         worker.check_alive()
         time.sleep(0.02)
+    else:
+        raise PipelineBenchError(f"the worker finished no batch within {timeout_s:.0f} s")
     end = worker.wait_done(count, max(1.0, deadline - time.monotonic()))
+    cpu = meter.stop() if meter is not None else {}
     text = worker.metrics()
     batches = max(metric_total(text, "batch_size_count"), 1.0)
     wall = max(end - first_t, 1e-6)
@@ -81,6 +98,8 @@ def drain_backlog(worker: WorkerProcess, count: int, timeout_s: float = 600) -> 
         mean_batch=count / batches,
         redis_ms_per_batch=metric_total(text, "redis_seconds_sum") / batches * 1000,
         inference_ms_per_batch=metric_total(text, "inference_seconds_sum") / batches * 1000,
+        processes=len(worker.ports),
+        cpu=cpu,
     )
 
 
@@ -130,10 +149,15 @@ class Level:
     lag: list[tuple[float, float]] = field(default_factory=list)  # (s since start, messages)
     alert_latencies_ms: list[float] = field(default_factory=list)
     lag_buckets: list[tuple[float, float]] = field(default_factory=list)  # histogram delta
+    cpu: dict[str, float] = field(default_factory=dict)  # cores busy per process, during the offer
 
 
 def _lag_buckets(text: str) -> dict[float, float]:
-    return dict(histogram_buckets(text, "event_lag_seconds"))
+    """The lag histogram summed over the worker's processes (their texts one after another)."""
+    summed: dict[float, float] = {}
+    for le, count in histogram_buckets(text, "event_lag_seconds"):
+        summed[le] = summed.get(le, 0.0) + count
+    return summed
 
 
 def offer_load(
@@ -145,9 +169,11 @@ def offer_load(
     keys: list[bytes],
     ids: list[str],
     level: Level,
+    meter: CpuMeter | None = None,
 ) -> Level:
     """Offer `lines` at `level.offered_per_s` for `level.duration_s` (open loop), sampling the
-    consumer lag; then wait for the worker to catch up and collect the alerts' latencies."""
+    consumer lag; then wait for the worker to catch up and collect the alerts' latencies.
+    `meter`: the CPU of the run's processes while the load is offered."""
     count = min(len(lines), int(level.offered_per_s * level.duration_s))
     before_done = worker.events_done()
     before_buckets = _lag_buckets(worker.metrics())
@@ -166,6 +192,8 @@ def offer_load(
 
     sender = threading.Thread(target=offer, name="offer", daemon=True)
     began = time.monotonic()
+    if meter is not None:
+        meter.start()
     sender.start()
     while sender.is_alive():
         time.sleep(_SAMPLE_S)
@@ -173,6 +201,8 @@ def offer_load(
         level.lag.append((time.monotonic() - began, max(0.0, progress["sent"] - done)))
         worker.check_alive()
     offered_s = time.monotonic() - began
+    if meter is not None:
+        level.cpu = meter.stop()
     done_in_offer = worker.events_done() - before_done
     level.sent = count
     level.sustained_per_s = done_in_offer / offered_s

@@ -1,11 +1,14 @@
 """`riskstream bench pipeline`: every part's ceiling and the worker, same machine, same minute.
 
-1. model only: ONNX windows/s on the stream's own windows at the worker's batch size;
-2. transport only: the worker app with a runtime that does nothing (consume → produce);
-3. Redis only: the window script alone;
-4. the worker: a backlog drained (capacity), then open-loop load at 25–125 % of it;
-5. cost vs window size N and batch size;
-6. quality vs speed: each bundle and variant's drain rate beside its test PR-AUC.
+1. model only: ONNX windows/s on the stream's own windows at the worker's batch size, in one
+   process and in N at once (per host);
+2. Redis only: the window script alone (one client, and N at once);
+3. parse + encode only: the worker's per-event path, and the parts a batch path could replace;
+4. for each process count (`--processes 1,N`): transport only (N null workers: consume →
+   produce), the worker (`riskstream worker --processes N`) draining a backlog (capacity), then
+   open-loop load at 25–125 % of that capacity, with each process's CPU;
+5. cost vs window size N and batch size (one process);
+6. quality vs speed: each bundle and variant's drain rate beside its test PR-AUC (one process).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,9 +27,11 @@ from typing import Any, Final
 import redis
 from tqdm import tqdm
 
+from export.loader import load_bundle
 from export.manifest import read_manifest
 from riskstream.bench.core import machine_info
-from riskstream.bench.pipeline import ceilings, load
+from riskstream.bench.pipeline import ceilings, hosts, load
+from riskstream.bench.pipeline.cpu import CpuMeter
 from riskstream.bench.pipeline.exceptions import PipelineBenchError
 from riskstream.bench.pipeline.report import write_report
 from riskstream.bench.pipeline.stack import BenchStack, Topics, WorkerProcess
@@ -56,6 +62,8 @@ class PipelineOptions:
     rules: Path | None = None  # the worker's rules file (the CLI passes config/rules.yaml)
     users: int = 20_000
     days: float = 1.0
+    processes: tuple[int, ...] = (1,)  # the CLI passes 1 and the host's cores
+    device: str = "cpu"  # the workers' and the model ceiling's (cuda: benchmarks/gpu.sh)
 
 
 def _events(opts: PipelineOptions, workdir: Path) -> Path:
@@ -84,28 +92,35 @@ class _Bench:
         if backlog:
             lines, keys = self.data.lines[:backlog], self.data.keys[:backlog]
             load.produce(self.stack.broker.bootstrap, topics.events, lines, keys)
-        worker = self.stack.start_worker(bundle, topics, rules=self.opts.rules, **settings)
+        worker = self.stack.start_worker(bundle, topics, rules=self.opts.rules,
+                                         device=self.opts.device, **settings)  # fmt: skip
         try:
             yield topics, worker
         finally:
             worker.stop()
 
-    def drain(self, bundle: Path, **settings: Any) -> dict[str, Any]:
-        count = min(self.opts.drain_events, len(self.data.lines))
-        with self.worker(bundle, count, **settings) as (_, worker):
-            return dataclasses.asdict(load.drain_backlog(worker, count))
+    def meter(self, worker: WorkerProcess) -> CpuMeter:
+        pids = {f"worker {i}": pid for i, pid in enumerate(worker.worker_pids())}
+        return CpuMeter({**pids, **self.stack.service_pids()})
 
-    def open_loop(self, capacity: float) -> list[dict[str, Any]]:
+    def drain(self, bundle: Path, processes: int = 1, **settings: Any) -> dict[str, Any]:
+        count = min(self.opts.drain_events, len(self.data.lines))
+        with self.worker(bundle, count, processes=processes, **settings) as (_, worker):
+            return dataclasses.asdict(load.drain_backlog(worker, count, self.meter(worker)))
+
+    def open_loop(self, capacity: float, processes: int) -> list[dict[str, Any]]:
         o, d = self.opts, self.data
         levels: list[dict[str, Any]] = []
-        with self.worker(o.bundle, 0, batch_max=o.batch) as (topics, worker):
+        with self.worker(o.bundle, 0, processes=processes, batch_max=o.batch) as (topics, worker):
             clock = load.AlertClock(self.stack.broker.bootstrap, topics.alerts)
+            meter = self.meter(worker)
             try:
                 load.produce(self.stack.broker.bootstrap, topics.events,
                              d.lines[:_WARM_UP], d.keys[:_WARM_UP])  # fmt: skip
                 worker.wait_done(_WARM_UP, 120)  # the group has joined, the model is warm
                 offset = _WARM_UP
-                for pct in tqdm(o.loads_pct, desc="open-loop load", unit="level"):
+                for pct in tqdm(o.loads_pct, desc=f"open-loop load, {processes} proc.",
+                                unit="level"):  # fmt: skip
                     level = load.Level(pct, capacity * pct / 100, o.duration_s)
                     n = int(level.offered_per_s * level.duration_s)
                     if offset + n > len(d.lines):
@@ -115,12 +130,21 @@ class _Bench:
                         )
                     sl = slice(offset, offset + n)
                     load.offer_load(self.stack.broker.bootstrap, topics, worker, clock,
-                                    d.lines[sl], d.keys[sl], d.ids[sl], level)  # fmt: skip
+                                    d.lines[sl], d.keys[sl], d.ids[sl], level, meter)  # fmt: skip
                     offset += n
                     levels.append(dataclasses.asdict(level))
             finally:
                 clock.close()
         return levels
+
+    def run(self, processes: int) -> dict[str, Any]:
+        """Transport-only ceiling, drained capacity and open-loop load with `processes`."""
+        o = self.opts
+        transport = self.drain(o.bundle, processes, transport_only=True, batch_max=o.batch)
+        pipeline = self.drain(o.bundle, processes, batch_max=o.batch)
+        levels = self.open_loop(pipeline["events_per_s"], processes)
+        return {"processes": processes, "transport": transport, "pipeline": pipeline,
+                "levels": levels}  # fmt: skip
 
 
 def run_pipeline_bench(opts: PipelineOptions) -> dict[str, Any]:
@@ -130,10 +154,14 @@ def run_pipeline_bench(opts: PipelineOptions) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="rs-bench-") as tmp:
         workdir = Path(tmp)
         data = ceilings.BenchEvents.load(_events(opts, workdir))
-        bundle = ceilings.load_cpu_bundle(opts.bundle, None)
-        steps = tqdm(total=7, desc="bench pipeline", unit="step")
+        # As the worker opens it (WorkerSettings.inference_spin off): ONNX Runtime's threads
+        # busy-waiting between operators starve everything else on a shared host.
+        bundle = load_bundle(opts.bundle, opts.device, spin=False)  # type: ignore[arg-type]
+        steps = tqdm(total=6 + len(opts.processes), desc="bench pipeline", unit="step")
+        most = max(opts.processes)
         result: dict[str, Any] = {
             "machine": machine_info(),
+            "load_before": os.getloadavg(),
             "options": _jsonable(opts),
             "bundle": _describe(bundle),
             "events": len(data.lines),
@@ -142,6 +170,13 @@ def run_pipeline_bench(opts: PipelineOptions) -> dict[str, Any]:
         steps.set_postfix_str("model ceiling")
         windows = ceilings.stream_windows(bundle, data.events[:_MODEL_WINDOWS])
         result["model"] = ceilings.model_ceiling(bundle, windows, opts.batch)
+        if most > 1:
+            result["model_host"] = hosts.model_ceiling_host(
+                opts.bundle, windows, opts.batch, most, opts.device
+            )
+        result["parse_encode"] = ceilings.parse_encode_ceiling(
+            data.lines[:_MODEL_WINDOWS], bundle.spec, opts.batch
+        )
         steps.update()
 
         with BenchStack(workdir, opts.redis_url) as stack:
@@ -151,21 +186,28 @@ def run_pipeline_bench(opts: PipelineOptions) -> dict[str, Any]:
             result["redis"] = ceilings.redis_ceiling(
                 client, bundle, data.events[:_MODEL_WINDOWS], opts.batch, n
             )
+            if most > 1:
+                result["redis_host"] = hosts.redis_ceiling_host(
+                    stack.redis.url,
+                    opts.bundle,
+                    data.events[:_MODEL_WINDOWS],
+                    opts.batch,
+                    n,
+                    most,
+                )
             steps.update()
             bench = _Bench(opts, stack, data)
 
-            steps.set_postfix_str("transport ceiling")
-            result["transport"] = bench.drain(opts.bundle, transport_only=True,
-                                              batch_max=opts.batch)  # fmt: skip
-            steps.update()
-
-            steps.set_postfix_str("pipeline capacity")
-            result["pipeline"] = bench.drain(opts.bundle, batch_max=opts.batch)
-            steps.update()
-
-            steps.set_postfix_str("open-loop load")
-            result["levels"] = bench.open_loop(result["pipeline"]["events_per_s"])
-            steps.update()
+            result["runs"] = []
+            for processes in opts.processes:
+                steps.set_postfix_str(f"{processes} worker process(es)")
+                result["runs"].append(bench.run(processes))
+                steps.update()
+            # The one-process run: what the sweeps below compare with.
+            first = next((r for r in result["runs"] if r["processes"] == 1), None)
+            if first is None:
+                first = {"pipeline": bench.drain(opts.bundle, batch_max=opts.batch)}
+            result["pipeline"] = first["pipeline"]
 
             steps.set_postfix_str("cost vs N and batch")
             result["cost_vs_n"] = [
@@ -189,6 +231,7 @@ def run_pipeline_bench(opts: PipelineOptions) -> dict[str, Any]:
             steps.update()
             client.close()
         steps.close()
+        result["load_after"] = os.getloadavg()
     write_report(result, opts.out)
     return result
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -37,43 +38,70 @@ class Topics:
 
 
 class WorkerProcess:
-    """A worker subprocess and its `/metrics` port."""
+    """The worker subprocess(es) of one run and their `/metrics` ports.
 
-    def __init__(self, proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
-        self.proc = proc
-        self.port = port
+    `riskstream worker --processes N` is one supervisor with N children on ports `port + i`;
+    the transport-only worker is N separate processes. Figures are summed over the ports.
+    """
+
+    def __init__(self, procs: list[subprocess.Popen[bytes]], ports: list[int], log: Path) -> None:
+        self.procs = procs
+        self.ports = ports
         self.log = log
 
+    @property
+    def port(self) -> int:
+        """The first process's port."""
+        return self.ports[0]
+
     def metrics(self) -> str:
-        """Its `/metrics` text ("" while it is not serving yet)."""
-        try:
-            return scrape(self.port)
-        except OSError:
-            return ""
+        """Every process's `/metrics` text, one after the other ("" for one not serving yet)."""
+        texts = []
+        for port in self.ports:
+            try:
+                texts.append(scrape(port))
+            except OSError:
+                texts.append("")
+        return "\n".join(texts)
 
     def events_done(self) -> float:
-        """Messages it has finished (the `events_total` counter)."""
+        """Messages its processes have finished (their `events_total` counters)."""
         return metric_total(self.metrics(), "events_total")
 
+    def worker_pids(self) -> list[int]:
+        """The processes that do the work (a supervisor's children, not the supervisor)."""
+        try:
+            import psutil  # type: ignore[import-untyped]
+        except ImportError:
+            return [proc.pid for proc in self.procs]
+        pids: list[int] = []
+        for proc in self.procs:
+            children = psutil.Process(proc.pid).children()
+            pids += [c.pid for c in children] if children else [proc.pid]
+        return pids
+
     def check_alive(self) -> None:
-        """Raise with the log's tail if the process ended."""
-        if self.proc.poll() is not None:
-            raise PipelineBenchError(
-                f"worker exited with {self.proc.returncode}; log {self.log}:\n"
-                f"{read_log_tail(self.log, 3000)}"
-            )
+        """Raise with the log's tail if a process ended."""
+        for proc in self.procs:
+            if proc.poll() is not None:
+                raise PipelineBenchError(
+                    f"worker exited with {proc.returncode}; log {self.log}:\n"
+                    f"{read_log_tail(self.log, 3000)}"
+                )
 
     def wait_ready(self, timeout_s: float = _READY_TIMEOUT_S) -> None:
-        """Until `/health` says ready (model loaded, metrics served)."""
+        """Until every process's `/health` says ready (model loaded, metrics served)."""
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        waiting = list(self.ports)
+        while waiting and time.monotonic() < deadline:
             self.check_alive()
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=1):
-                    return
+                with urllib.request.urlopen(f"http://127.0.0.1:{waiting[0]}/health", timeout=1):
+                    waiting.pop(0)
             except (OSError, urllib.error.HTTPError):
                 time.sleep(0.2)
-        raise PipelineBenchError(f"worker not ready after {timeout_s:.0f} s; log {self.log}")
+        if waiting:
+            raise PipelineBenchError(f"worker not ready after {timeout_s:.0f} s; log {self.log}")
 
     def wait_done(self, count: int, timeout_s: float) -> float:
         """Until `events_total` ≥ `count`; returns the monotonic time it got there."""
@@ -88,14 +116,35 @@ class WorkerProcess:
         )
 
     def stop(self) -> None:
-        """SIGTERM (it finishes its batch), then SIGKILL if it hangs."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
+        """SIGTERM (each finishes its batch), then SIGKILL if one hangs."""
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
             try:
-                self.proc.wait(timeout=30)
+                proc.wait(timeout=40)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+                proc.kill()
+                proc.wait(timeout=10)
+
+
+def _free_ports(count: int) -> list[int]:
+    """`count` consecutive free ports (the supervisor gives child i `port + i`)."""
+    for _ in range(50):
+        first = find_free_port()
+        ports = list(range(first, first + count))
+        if all(_bindable(p) for p in ports[1:]):
+            return ports
+    raise PipelineBenchError(f"no {count} consecutive free ports found")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 class BenchStack:
@@ -133,10 +182,17 @@ class BenchStack:
         return made
 
     def start_worker(
-        self, bundle: Path, topics: Topics, *, transport_only: bool = False, **settings: Any
+        self,
+        bundle: Path,
+        topics: Topics,
+        *,
+        transport_only: bool = False,
+        processes: int = 1,
+        **settings: Any,
     ) -> WorkerProcess:
-        """A worker on `topics`; `settings` are WorkerSettings fields (e.g. batch_max=256)."""
-        port = find_free_port()
+        """A worker of `processes` processes on `topics`; `settings` are WorkerSettings fields
+        (e.g. batch_max=256)."""
+        ports = _free_ports(processes)
         env = {
             **os.environ,
             "RISKSTREAM_BROKER_URL": self.broker.url,
@@ -148,31 +204,56 @@ class BenchStack:
             "RISKSTREAM_CONSUMER_GROUP": topics.group,
             "RISKSTREAM_REDIS_PREFIX": topics.redis_prefix,
             "RISKSTREAM_BUNDLE": str(bundle),
-            "RISKSTREAM_METRICS_PORT": str(port),
+            "RISKSTREAM_METRICS_PORT": str(ports[0]),
             "RISKSTREAM_BROKER_SESSION_TIMEOUT_S": _SESSION_TIMEOUT_S,
             "RISKSTREAM_FAUST_DATADIR": str(self.workdir / f"faust-{topics.group}"),
             **{f"RISKSTREAM_{k.upper()}": str(v) for k, v in settings.items() if v is not None},
         }
-        if transport_only:
-            module = "riskstream.bench.pipeline.null_worker"
-            argv = [sys.executable, "-m", module, "worker", "--without-web", "-l", "warn"]
-        else:
-            argv = [
-                sys.executable,
-                "-m",
-                "riskstream",
-                "worker",
-                "--processes",
-                "1",
-                "--log-level",
-                "warn",
-            ]
         log = self.workdir / f"worker-{topics.group}.log"
+        procs: list[subprocess.Popen[bytes]] = []
         with log.open("wb") as sink:
-            proc = subprocess.Popen(
-                argv, env=env, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT
-            )
-        worker = WorkerProcess(proc, port, log)
+            if transport_only:  # N plain processes, one port each
+                module = "riskstream.bench.pipeline.null_worker"
+                argv = [sys.executable, "-m", module, "worker", "--without-web", "-l", "warn"]
+                datadir = env["RISKSTREAM_FAUST_DATADIR"]
+                for i, port in enumerate(ports):
+                    own = {**env, "RISKSTREAM_METRICS_PORT": str(port),
+                           "RISKSTREAM_FAUST_DATADIR": f"{datadir}-{i}"}  # fmt: skip
+                    procs.append(subprocess.Popen(argv, env=own, stdin=subprocess.DEVNULL,
+                                                  stdout=sink,
+                                                  stderr=subprocess.STDOUT))  # fmt: skip
+            else:  # the real command: a supervisor with N children on ports[0] + i
+                argv = [sys.executable, "-m", "riskstream", "worker", "--processes",
+                        str(processes), "--log-level", "warn"]  # fmt: skip
+                procs.append(subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL,
+                                              stdout=sink, stderr=subprocess.STDOUT))  # fmt: skip
+        worker = WorkerProcess(procs, ports, log)
         self._workers.append(worker)
         worker.wait_ready()
         return worker
+
+    def service_pids(self) -> dict[str, int]:
+        """The broker's and Redis's processes (Redis: as it reports itself; only when local)."""
+        pids: dict[str, int] = {}
+        if self.broker.pid is not None:
+            pids["broker"] = self.broker.pid
+        try:
+            client = self.redis.client()
+            pid = int(client.info("server")["process_id"])
+            client.close()
+        except Exception:  # an external Redis may refuse INFO: not counted then
+            return pids
+        if self.redis.is_embedded or _is_local(pid):
+            pids["redis"] = pid
+        return pids
+
+
+def _is_local(pid: int) -> bool:
+    try:
+        import psutil
+    except ImportError:
+        return False
+    try:
+        return "redis" in psutil.Process(pid).name() or "valkey" in psutil.Process(pid).name()
+    except psutil.Error:
+        return False
