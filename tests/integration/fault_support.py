@@ -429,16 +429,20 @@ def offline_scores(bundle: Bundle, world: World, out: Path) -> dict[str, dict[st
 
 def first_over(
     world: World, scores: Mapping[str, Mapping[str, float]], thresholds: Mapping[str, float],
-    tolerance: float,
+    tolerance: float, min_events: Mapping[str, int] | None = None,
 ) -> dict[tuple[str, str], tuple[int | None, int | None]]:  # fmt: skip
     """Per (user, type): the index (in the user's events) of the first event whose offline score
-    reaches the threshold - `tolerance` and of the first that reaches it + `tolerance`."""
+    reaches the threshold - `tolerance` and of the first that reaches it + `tolerance`, on a
+    window of at least the bundle's `min_events` for the head (its i-th event's window holds
+    i + 1 events in these short worlds)."""
     out: dict[tuple[str, str], tuple[int | None, int | None]] = {}
+    shortest = min_events or {}
     for user, evs in user_events(world.events).items():
         for head, threshold in thresholds.items():
-            got = [scores[e.event_id][head] for e in evs]
-            loose = next((i for i, p in enumerate(got) if p >= threshold - tolerance), None)
-            strict = next((i for i, p in enumerate(got) if p >= threshold + tolerance), None)
+            start = shortest.get(head, 1) - 1
+            got = [(i, scores[e.event_id][head]) for i, e in enumerate(evs) if i >= start]
+            loose = next((i for i, p in got if p >= threshold - tolerance), None)
+            strict = next((i for i, p in got if p >= threshold + tolerance), None)
             out[user, head] = (loose, strict)
     return out
 
@@ -467,7 +471,11 @@ def check_alerts(
     assert all(len(v) == 1 for v in ids.values()), {p: v for p, v in ids.items() if len(v) > 1}
     for (user, head), alerts in pairs.items():
         assert alerts[0]["alert_id"] == alert_id(user, head, alerts[0]["event_id"])
-    reference = first_over(world, scores, bundle.thresholds, parity)
+    from events.calibration import parse_calibration
+
+    calib = parse_calibration(bundle.manifest.calibration)
+    shortest = {head: c.min_events for head, c in calib.items()}
+    reference = first_over(world, scores, bundle.thresholds, parity, shortest)
     by_user = user_events(world.events)
     index = {e.event_id: i for i, e in enumerate(world.events)}
     delayed = 0

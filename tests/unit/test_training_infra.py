@@ -205,6 +205,7 @@ def _interrupt_after(monkeypatch: pytest.MonkeyPatch, phase: str, epoch: int) ->
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # three short trainings: minutes on a busy 2-core machine
 def test_resumed_run_equals_the_uninterrupted_one(
     tiny_world: Path, tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
