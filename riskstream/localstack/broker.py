@@ -31,10 +31,10 @@ import time
 import weakref
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any
 
 from riskstream.localstack.exceptions import BrokerStartError
+from riskstream.localstack.service import LocalService
 
 __all__ = [
     "DEFAULT_STORAGE_URL",
@@ -151,7 +151,7 @@ class _EarlyExitError(BrokerStartError):
         self.port_taken = port_taken
 
 
-class TansuBroker:
+class TansuBroker(LocalService):
     """A Tansu broker subprocess on `host:port`; `bootstrap` is what Kafka clients are given.
 
     `port=None` picks a free port at `start()`. Output goes to `log_path` (a temporary file,
@@ -264,17 +264,6 @@ class TansuBroker:
             with contextlib.suppress(OSError):
                 self._log_path.unlink()
             self._log_path = None
-
-    def __enter__(self) -> TansuBroker:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         state = "running" if self.is_running else "stopped"

@@ -18,17 +18,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Final
 
 from riskstream.localstack.broker import find_free_port, read_log_tail, redact
 from riskstream.localstack.exceptions import LocalStackError, PostgresStartError
+from riskstream.localstack.service import LocalService
 
 __all__ = [
     "DATABASE_URL_ENV",
@@ -179,7 +178,7 @@ def ping_postgres(url: str, timeout_s: float = 5.0, *, create_db: str | None = N
         time.sleep(_POLL_S)
 
 
-class PostgresService:
+class PostgresService(LocalService):
     """A PostgreSQL to use: external by URL (or `$RISKSTREAM_DATABASE_URL`), else an embedded
     server on a free port of 127.0.0.1 with a `riskstream` database, removed at `stop()`."""
 
@@ -189,7 +188,7 @@ class PostgresService:
         self._wanted_port = port
         self._port: int | None = None
         self._proc: subprocess.Popen[bytes] | None = None
-        self._dir: Path | None = None
+        self._data_dir: Path | None = None
         self._started = False
 
     @property
@@ -209,7 +208,7 @@ class PostgresService:
     @property
     def log_path(self) -> Path | None:
         """The embedded server's log (None for an external one)."""
-        return self._dir / "postgres.log" if self._dir is not None else None
+        return self._data_dir / "postgres.log" if self._data_dir is not None else None
 
     def start(self, timeout_s: float = 60.0) -> PostgresService:
         """Check the external server, or start the embedded one; return once it answers."""
@@ -225,11 +224,11 @@ class PostgresService:
 
     def _start_embedded(self, timeout_s: float) -> None:
         ids = run_as()
-        self._dir = Path(tempfile.mkdtemp(prefix="riskstream-pg-"))
-        data = self._dir / "data"
-        log_path = self._dir / "postgres.log"
+        self._data_dir = Path(tempfile.mkdtemp(prefix="riskstream-pg-"))
+        data = self._data_dir / "data"
+        log_path = self._data_dir / "postgres.log"
         try:
-            _own(self._dir, ids)
+            _own(self._data_dir, ids)
             initdb(data, ids, log_path)
             self._port = self._wanted_port or find_free_port()
             with log_path.open("ab") as out:
@@ -275,21 +274,8 @@ class PostgresService:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=5)
-        if self._dir is not None:
-            shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = None
+        self._remove_data_dir()
         self._port = None
-
-    def __enter__(self) -> PostgresService:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         kind = "embedded" if self.is_embedded else "external"

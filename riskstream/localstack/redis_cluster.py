@@ -14,19 +14,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import shutil
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Final
 
 import redis
 
 from riskstream.localstack.broker import find_free_port, read_log_tail
 from riskstream.localstack.exceptions import RedisStartError
+from riskstream.localstack.service import LocalService
 
 __all__ = ["CLUSTER_SCHEME", "LocalNode", "RedisClusterService", "valkey_binary"]
 
@@ -68,7 +67,7 @@ class LocalNode:
         return redis.Redis(host=host, port=self.port, socket_timeout=2.0)
 
 
-class RedisClusterService:
+class RedisClusterService(LocalService):
     """A local Valkey cluster of `primaries` primaries, each with `replicas` replicas."""
 
     def __init__(
@@ -86,7 +85,7 @@ class RedisClusterService:
         self.replicas = replicas
         self.node_timeout_ms = node_timeout_ms
         self.nodes: list[LocalNode] = []
-        self._root: Path | None = None
+        self._data_dir: Path | None = None
 
     @property
     def url(self) -> str:
@@ -99,7 +98,7 @@ class RedisClusterService:
     def start(self, timeout_s: float = 30.0) -> RedisClusterService:
         """Start, join and assign the nodes; return once the cluster state is ok."""
         deadline = time.monotonic() + timeout_s
-        self._root = Path(tempfile.mkdtemp(prefix="riskstream-cluster-"))
+        self._data_dir = Path(tempfile.mkdtemp(prefix="riskstream-cluster-"))
         binary = valkey_binary()
         try:
             total = self.primaries * (1 + self.replicas)
@@ -119,9 +118,9 @@ class RedisClusterService:
         return self
 
     def _spawn(self, binary: Path, *, primary: bool) -> LocalNode:
-        assert self._root is not None
+        assert self._data_dir is not None
         port = find_free_port(self.host)
-        folder = self._root / str(port)
+        folder = self._data_dir / str(port)
         folder.mkdir()
         return self._launch(binary, LocalNode(port, find_free_port(self.host), None, folder,
                                                 primary))  # fmt: skip
@@ -302,17 +301,4 @@ class RedisClusterService:
                 process.kill()
                 process.wait(timeout=5)
         self.nodes = []
-        if self._root is not None:
-            shutil.rmtree(self._root, ignore_errors=True)
-            self._root = None
-
-    def __enter__(self) -> RedisClusterService:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+        self._remove_data_dir()

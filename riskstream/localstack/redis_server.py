@@ -16,17 +16,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import redis
 
 from riskstream.localstack.broker import find_free_port, read_log_tail, redact
 from riskstream.localstack.exceptions import LocalStackError, RedisStartError
+from riskstream.localstack.service import LocalService
 
 __all__ = ["REDIS_URL_ENV", "RedisService", "ping_redis"]
 
@@ -58,7 +57,7 @@ def ping_redis(url: str, timeout_s: float = 5.0) -> None:
         time.sleep(_POLL_S)
 
 
-class RedisService:
+class RedisService(LocalService):
     """A Redis to use: external by URL (or `$REDIS_URL`), else an embedded Valkey.
 
     `use_env=False` ignores `$REDIS_URL`. `port=None` picks a free port for the embedded
@@ -128,20 +127,7 @@ class RedisService:
                 server.stop(timeout=timeout_s)
             except ValkeyServerError as exc:  # already gone: nothing left to stop
                 log.debug("embedded Valkey stop: %r", exc)
-        if self._data_dir is not None:
-            shutil.rmtree(self._data_dir, ignore_errors=True)
-            self._data_dir = None
-
-    def __enter__(self) -> RedisService:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+        self._remove_data_dir()
 
     def __repr__(self) -> str:
         kind = "embedded Valkey" if self.is_embedded else "external"
@@ -181,8 +167,7 @@ class RedisService:
                     log.warning("embedded Valkey on port %d failed (%r); retrying", port, exc)
                     continue
                 tail = read_log_tail(self._data_dir / "valkey.log")
-                shutil.rmtree(self._data_dir, ignore_errors=True)
-                self._data_dir = None
+                self._remove_data_dir()
                 raise RedisStartError(
                     f"embedded Valkey did not start on {self.host}:{port}: {exc}\n{tail}"
                 ) from exc
