@@ -24,14 +24,21 @@ def bundle_dir(tmp_path: Path) -> Path:
     return folder
 
 
+def _use_url_file(
+    text: str, bundle_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Point the worker's settings at `bundle_dir` and a Redis URL file holding `text`."""
+    secret = tmp_path / "url"
+    secret.write_text(text, encoding="utf-8")
+    monkeypatch.setenv("RISKSTREAM_BUNDLE", str(bundle_dir))
+    monkeypatch.setenv("RISKSTREAM_REDIS_URL_FILE", str(secret))
+
+
 def test_redis_url_file_is_read(
     bundle_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    secret = tmp_path / "url"
-    secret.write_text("redis+cluster://:hunter2@10.0.0.7:7000/0\n", encoding="utf-8")
-    monkeypatch.setenv("RISKSTREAM_BUNDLE", str(bundle_dir))
-    monkeypatch.setenv("RISKSTREAM_REDIS_URL", "redis://other:6379/0")
-    monkeypatch.setenv("RISKSTREAM_REDIS_URL_FILE", str(secret))
+    monkeypatch.setenv("RISKSTREAM_REDIS_URL", "redis://other:6379/0")  # the file wins over it
+    _use_url_file("redis+cluster://:hunter2@10.0.0.7:7000/0\n", bundle_dir, tmp_path, monkeypatch)
     settings = load_settings()
     assert settings.redis_url.get_secret_value() == "redis+cluster://:hunter2@10.0.0.7:7000/0"
     assert "hunter2" not in repr(settings)
@@ -62,10 +69,7 @@ def test_empty_url_file_is_refused(
 ) -> None:
     from stream.exceptions import SettingsError
 
-    empty = tmp_path / "url"
-    empty.write_text("\n", encoding="utf-8")
-    monkeypatch.setenv("RISKSTREAM_BUNDLE", str(bundle_dir))
-    monkeypatch.setenv("RISKSTREAM_REDIS_URL_FILE", str(empty))
+    _use_url_file("\n", bundle_dir, tmp_path, monkeypatch)
     with pytest.raises(SettingsError, match=r"^--redis-url-file .*: the file is empty$"):
         load_settings()
 

@@ -7,9 +7,13 @@ import ast
 import io
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from export.manifest import Manifest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("events", "training", "export", "stream", "riskstream")
@@ -35,6 +39,19 @@ def _column(text: str, index: int) -> str:
         if len(cells) > index + 2:
             pieces.append(cells[index + 1].strip())
     return "".join(pieces)
+
+
+def _rendered_manifest(manifest: Manifest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """What `export.cli` prints for a bundle with `manifest`, checked to have no cut value."""
+    import export.cli
+
+    (tmp_path / "manifest.json").write_text(manifest.to_json())
+    console, buf = _console()
+    monkeypatch.setattr(export.cli, "_out", console)
+    export.cli._render_manifest(tmp_path)
+    text = buf.getvalue()
+    assert "…" not in text
+    return text
 
 
 def test_every_table_column_folds_and_none_refuses_to_wrap() -> None:
@@ -79,7 +96,6 @@ def test_dev_status_shows_long_urls_whole() -> None:
 def test_the_manifest_table_shows_each_verification_whole(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import export.cli
     from export.manifest import Manifest, Variant
 
     check = "max |Δ prob| vs torch 3.1e-07 ≤ 1e-04 on 1000 windows; " * 3
@@ -89,12 +105,7 @@ def test_the_manifest_table_shows_each_verification_whole(
         opset=17, variants={"int8": Variant("model.int8.onnx", True, check)}, source={},
         evaluation={},
     )  # fmt: skip
-    (tmp_path / "manifest.json").write_text(manifest.to_json())
-    console, buf = _console()
-    monkeypatch.setattr(export.cli, "_out", console)
-    export.cli._render_manifest(tmp_path)
-    text = buf.getvalue()
-    assert "…" not in text
+    text = _rendered_manifest(manifest, tmp_path, monkeypatch)
     assert _squashed(check) in _squashed(text)
     assert "model.int8.onnx" in _column(text, 1)
 
@@ -135,7 +146,6 @@ def test_alerts_tail_folds_long_user_ids() -> None:
 def test_the_manifest_shows_its_calibration(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import export.cli
     from events.calibration import HeadCalibration
     from export.manifest import Manifest, Variant
 
@@ -146,12 +156,7 @@ def test_the_manifest_shows_its_calibration(
         variants={"fp32": Variant("model.onnx", True, "ok")}, source={}, evaluation={},
         calibration={"fraud": fraud.to_dict(), "abnormal_click": HeadCalibration().to_dict()},
     )  # fmt: skip
-    (tmp_path / "manifest.json").write_text(manifest.to_json())
-    console, buf = _console()
-    monkeypatch.setattr(export.cli, "_out", console)
-    export.cli._render_manifest(tmp_path)
-    text = buf.getvalue()
-    assert "…" not in text
+    text = _rendered_manifest(manifest, tmp_path, monkeypatch)
     assert "≥ 0.97" in _column(text.split("Severity")[1], 1)
     assert "never" in _column(text.split("Severity")[1], 1)  # abnormal_click: no cut
     assert "40cases,90%true" in _column(text.split("Severity")[1], 4).replace(" ", "")
