@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import numpy as np
@@ -41,6 +43,19 @@ def _cluster_client(url: str, **kwargs: Any) -> RedisCluster:
         client.close()
         client = RedisCluster.from_url(url.replace("redis+cluster", "redis"), **kwargs)
     return client
+
+
+@contextmanager
+def _store_on_own_cluster(
+    replicas: int, prefix: str
+) -> Iterator[tuple[RedisClusterService, RedisWindowStore]]:
+    """A cluster of 3 primaries (`replicas` each) for one test, and a window store on it."""
+    with RedisClusterService(primaries=3, replicas=replicas) as cluster:
+        client = _cluster_client(cluster.url)
+        try:
+            yield cluster, RedisWindowStore(client, WindowPolicy(4, 3600), prefix=prefix)
+        finally:
+            client.close()
 
 
 def test_cluster_url_gives_a_cluster_client(redis_cluster: RedisClusterService) -> None:
@@ -137,9 +152,7 @@ def test_killed_primary_without_replica_fails_calls_until_it_is_back() -> None:
     """No replica: the slots of the killed primary are down. A batch touching them fails with
     a WindowStoreError (the worker retries it) within the client's retries, never hangs; once the
     node is back (same folder: its identity and slots, no data) the same client goes on."""
-    with RedisClusterService(primaries=3, replicas=0) as cluster:
-        client = _cluster_client(cluster.url)
-        store = RedisWindowStore(client, WindowPolicy(4, 3600), prefix="kill:")
+    with _store_on_own_cluster(replicas=0, prefix="kill:") as (cluster, store):
         users = [f"k{k}" for k in range(40)]
         store.append_batch([(u, _record(0, u)) for u in users])
         victim = cluster.primary_of(key_slot(store.key(users[0]).encode()))
@@ -156,14 +169,11 @@ def test_killed_primary_without_replica_fails_calls_until_it_is_back() -> None:
             want = 1 if user in lost else 2
             assert len(result.stored) == want * RECORD_SIZE, user
         assert lost
-        client.close()
 
 
 @pytest.mark.timeout(120)
 def test_killed_primary_with_a_replica_is_replaced_and_the_client_goes_on() -> None:
-    with RedisClusterService(primaries=3, replicas=1) as cluster:
-        client = _cluster_client(cluster.url)
-        store = RedisWindowStore(client, WindowPolicy(4, 3600), prefix="fo:")
+    with _store_on_own_cluster(replicas=1, prefix="fo:") as (cluster, store):
         users = [f"f{k}" for k in range(40)]
         store.append_batch([(u, _record(0, u)) for u in users])
         victim = cluster.primary_of(key_slot(store.key(users[0]).encode()))
@@ -184,7 +194,6 @@ def test_killed_primary_with_a_replica_is_replaced_and_the_client_goes_on() -> N
                 assert time.monotonic() < deadline, "the client never found the new primary"
                 time.sleep(0.2)
         assert [len(r.stored) for r in results] == [2 * RECORD_SIZE] * len(users)
-        client.close()
 
 
 def _user_in_slot(store: RedisWindowStore, slot: int, avoid: set[str]) -> str:
@@ -203,9 +212,7 @@ def test_resharding_ask_and_moved_are_followed() -> None:
     redis-py's cluster pipeline re-sending that slot's call) and nothing is lost or doubled. A
     call whose keys the migration has split between the nodes fails (TRYAGAIN) until the slot
     has moved: retried by the worker, applied once then."""
-    with RedisClusterService(primaries=3, replicas=0) as cluster:
-        client = _cluster_client(cluster.url)
-        store = RedisWindowStore(client, WindowPolicy(4, 3600), prefix="mv:")
+    with _store_on_own_cluster(replicas=0, prefix="mv:") as (cluster, store):
         old = "mover"
         slot = key_slot(store.key(old).encode())
         new = _user_in_slot(store, slot, {old})
@@ -244,4 +251,3 @@ def test_resharding_ask_and_moved_are_followed() -> None:
         assert [len(r.stored) // RECORD_SIZE for r in results] == [2, 3, 3] + [2] * len(others)
         assert not any(r.duplicate for r in results)
         assert all(r.duplicate for r in store.append_batch(batch))  # redelivery: idempotent
-        client.close()
