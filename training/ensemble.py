@@ -2,7 +2,10 @@
 head by a logistic regression fitted on validation windows (`events.trees.Blend`).
 
 Both learn from the same training examples; the blend's three numbers per head come from the
-validation users, like the thresholds, so the test split stays untouched. What ships is
+validation users, like the thresholds, so the test split stays untouched. The two weights are
+held non-negative: a free fit can lean on one scorer's negative (a click head once shipped
+−0.37·model + 0.88·GBDT) and such a sign, right on validation, reverses on another world. What
+ships is
 decided per head on validation too (`choose_blend`): the model alone, the GBDT alone or the
 blend.
 """
@@ -14,10 +17,10 @@ from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
-from sklearn.linear_model import LogisticRegression
+from scipy.optimize import minimize
 from sklearn.metrics import average_precision_score
 
-from events.trees import Blend
+from events.trees import Blend, prob_logit
 
 __all__ = ["MIN_GAIN", "choose_blend", "fit_blend"]
 
@@ -26,10 +29,37 @@ __all__ = ["MIN_GAIN", "choose_blend", "fit_blend"]
 MIN_GAIN: Final = 0.0005
 
 
-def _logit(p: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
-    q = np.clip(np.asarray(p, dtype=np.float64), 1e-7, 1 - 1e-7)
-    out: npt.NDArray[np.float64] = np.log(q) - np.log1p(-q)
-    return out
+def _fit_non_negative(
+    x: npt.NDArray[Any], y: npt.NDArray[Any], weight: npt.NDArray[Any], c: float = 1.0
+) -> tuple[float, float, float]:
+    """A weighted logistic regression with coefficients ≥ 0 (the intercept free): minimises
+    Σ wᵢ·logloss + ‖coef‖² / 2c, sklearn's `LogisticRegression(C=c)` objective, by bounded
+    L-BFGS-B. Where the free optimum is non-negative both agree.
+
+    >>> x = np.array([[-2.0, 1.0], [-1.0, 0.5], [1.0, -0.5], [2.0, -1.0], [0.5, 0.2]])
+    >>> y = np.array([0, 0, 1, 1, 1])
+    >>> a, b, _ = _fit_non_negative(x, y, np.ones(5))
+    >>> a > 0, b == 0.0
+    (True, True)
+    """
+    xs = np.asarray(x, dtype=np.float64)
+    ys = np.asarray(y, dtype=np.float64)
+    ws = np.asarray(weight, dtype=np.float64)
+
+    def loss(theta: npt.NDArray[np.float64]) -> tuple[float, npt.NDArray[np.float64]]:
+        z = xs @ theta[:2] + theta[2]
+        # log(1 + e^z) - y·z, stable for large |z|
+        value = float(np.sum(ws * (np.logaddexp(0.0, z) - ys * z)))
+        value += float(theta[:2] @ theta[:2]) / (2 * c)
+        r = ws * (1.0 / (1.0 + np.exp(-z)) - ys)
+        grad = np.concatenate([xs.T @ r + theta[:2] / c, [r.sum()]])
+        return value, grad
+
+    bounds = [(0.0, None), (0.0, None), (None, None)]
+    res = minimize(loss, np.array([1.0, 1.0, 0.0]), jac=True, method="L-BFGS-B", bounds=bounds,
+                   options={"maxiter": 1000})  # fmt: skip
+    a, b, icpt = (float(v) for v in res.x)
+    return a, b, icpt
 
 
 def fit_blend(
@@ -39,18 +69,17 @@ def fit_blend(
     y: npt.NDArray[Any],
     weight: npt.NDArray[Any],
 ) -> Blend:
-    """Per head, a logistic regression on (logit of the model, log-odds of the GBDT) over the
-    validation windows; a head with one class only keeps the model alone."""
+    """Per head, a logistic regression with non-negative weights on (logit of the model,
+    log-odds of the GBDT) over the validation windows; a head with one class only keeps the
+    model alone."""
     weights: dict[str, tuple[float, float, float]] = {}
     for h, head in enumerate(heads):
         yh = np.asarray(y)[:, h] > 0.5
         if yh.all() or not yh.any():
             weights[head] = (1.0, 0.0, 0.0)
             continue
-        x = np.stack([_logit(model_probs[:, h]), np.asarray(gbdt_raw[:, h], np.float64)], 1)
-        lr = LogisticRegression(C=1.0, max_iter=1000).fit(x, yh, sample_weight=weight)
-        a, b = (float(v) for v in lr.coef_[0])
-        weights[head] = (a, b, float(lr.intercept_[0]))
+        x = np.stack([prob_logit(model_probs[:, h]), np.asarray(gbdt_raw[:, h], np.float64)], 1)
+        weights[head] = _fit_non_negative(x, yh, weight)
     return Blend(weights)
 
 

@@ -13,7 +13,7 @@ import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from events.trees import Blend, TreeModel, tree_models_from_json, tree_models_to_json
-from training.ensemble import choose_blend, fit_blend
+from training.ensemble import _fit_non_negative, choose_blend, fit_blend
 
 
 def _fitted(seed: int = 0) -> tuple[HistGradientBoostingClassifier, np.ndarray]:
@@ -134,3 +134,21 @@ def test_an_ensemble_bundle_serves_the_checkpoints_blended_scores(
     graph.write_bytes(graph.read_bytes() + b"\0")
     with pytest.raises(HashMismatchError):
         load_bundle(tmp_path / "bundle", "cpu")
+
+
+def test_the_blend_weights_are_sklearns_where_positive_and_never_negative() -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(3)
+    y = (rng.random(4000) < 0.2).astype(int)
+    w = rng.uniform(0.5, 2.0, 4000)
+    both = np.stack([3 * y + rng.normal(size=4000), 2 * y + rng.normal(size=4000)], 1)
+    free = LogisticRegression(C=1.0, max_iter=10_000, tol=1e-12).fit(both, y, sample_weight=w)
+    a, b, c = _fit_non_negative(both, y, w)
+    assert np.allclose([a, b, c], [*free.coef_[0], free.intercept_[0]], atol=1e-3)
+    # A second scorer that ranks backwards: sklearn leans on its negative, ours drops it.
+    backwards = np.stack([both[:, 0], -both[:, 1]], 1)
+    assert LogisticRegression(C=1.0).fit(backwards, y, sample_weight=w).coef_[0][1] < -0.5
+    a, b, _ = _fit_non_negative(backwards, y, w)
+    assert a > 1.0
+    assert b == 0.0
