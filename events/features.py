@@ -48,6 +48,9 @@ CHANNELS: Final[tuple[str, ...]] = (
     "country_novelty",
     "payment_novelty",
     "item_novelty",
+    # 0 no category, 1 no categorised event earlier in the window, 2 the same category as the
+    # last one, 3 another: an ad click off the page's topic inside real browsing shows here
+    "category_context",
 )
 _NOVELTY: Final = (
     ("device_novelty", "device"),
@@ -91,6 +94,7 @@ def channel_vocab_sizes(spec: EncodingSpec) -> dict[str, int]:
         "hour": 24,
     }
     raw.update({name: 4 for name, _ in _NOVELTY})
+    raw["category_context"] = 4
     return {name: raw[name] + CODE_SHIFT for name in CHANNELS}
 
 
@@ -114,6 +118,26 @@ def _first_occurrence(keys: npt.NDArray[np.uint64]) -> npt.NDArray[np.bool_]:
     return first
 
 
+def _category_context(
+    category: npt.NDArray[np.int64], starts: npt.NDArray[np.int64], row: npt.NDArray[np.int64]
+) -> npt.NDArray[np.int64]:
+    """Per record (windows concatenated, `starts` of each window, `row` of each record): the
+    `category_context` code, from the last categorised record before it in its window.
+
+    >>> _category_context(np.array([5, 0, 5, 7, 7]), np.array([0, 3]), np.array([0, 0, 0, 1, 1]))
+    array([1, 0, 2, 1, 2])
+    """
+    n = len(category)
+    seen = np.where(category != 0, np.arange(n), -1)
+    last = np.full(n, -1, dtype=np.int64)
+    last[1:] = np.maximum.accumulate(seen)[:-1]
+    earlier = last >= starts[row]
+    same = earlier & (category[np.maximum(last, 0)] == category)
+    code = np.where(same, 2, np.where(earlier, 3, 1))
+    out: npt.NDArray[np.int64] = np.where(category == 0, 0, code)
+    return out
+
+
 def windows_to_inputs(
     windows: Sequence[Records], spec: EncodingSpec, pad_to: int | None = None
 ) -> ModelInputs:
@@ -129,7 +153,7 @@ def windows_to_inputs(
     ...                   "click", device_id="d1"), spec) for i in range(3)), RECORD_DTYPE)
     >>> x = windows_to_inputs([w, w[:1]], spec)
     >>> x.features.shape, x.lengths.tolist()
-    ((2, 3, 14), [3, 1])
+    ((2, 3, 15), [3, 1])
     >>> x.features[0, :, CHANNELS.index("device_novelty")].tolist()  # first, then seen
     [3, 4, 4]
     """
@@ -169,6 +193,7 @@ def windows_to_inputs(
         first = _first_occurrence(row_key | value)
         code = np.where(pos == 0, 1, np.where(first, 3, 2))
         cols[channel] = np.where(value == 0, 0, code)
+    cols["category_context"] = _category_context(cols["category"], ends - lengths, row)
 
     for c, name in enumerate(CHANNELS):
         features[row, pos, c] = cols[name] + CODE_SHIFT

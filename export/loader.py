@@ -16,6 +16,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from events import (
+    CHANNELS,
     ENCODING_VERSION,
     EncodingSpec,
     IncompatibleSpec,
@@ -341,4 +342,12 @@ def _check_io(session: ort.InferenceSession, model: Path) -> None:
         raise CorruptBundleError(
             f"{model}: inputs {inputs} and outputs {outputs}, expected {INPUT_NAMES} → "
             f"{OUTPUT_NAMES}"
+        )
+    shape = session.get_inputs()[0].shape  # [batch, events, channels]
+    channels = shape[-1] if shape else None
+    if channels != len(CHANNELS):
+        raise IncompatibleBundleError(
+            f"{model}: the graph takes {channels} input channels, this code encodes "
+            f"{len(CHANNELS)} ({', '.join(CHANNELS)}): export the bundle again from a model "
+            "trained with this version"
         )

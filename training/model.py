@@ -66,7 +66,13 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        """Load a saved config."""
+        """Load a saved config; one built for other input channels is refused."""
+        sizes = data.get("vocab_sizes", ())
+        if isinstance(sizes, list | tuple) and len(sizes) != len(CHANNELS):
+            raise TrainingError(
+                f"model config: vocab_sizes has {len(sizes)} channels, this code encodes "
+                f"{len(CHANNELS)} ({', '.join(CHANNELS)}): retrain the model"
+            )
         try:
             return cls(
                 **{

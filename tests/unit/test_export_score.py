@@ -180,14 +180,16 @@ def test_bench_times_every_engine_and_batch(
 def test_int8_quantises_a_fused_graph_too(tiny_model: Path, tmp_path: Path) -> None:
     # The export keeps ONNX Runtime's fusions when they measure faster; the quantiser must
     # then cope with com.microsoft ops (it once failed on their missing shape types).
-    from events import ModelInputs
+    from events import CHANNELS, ModelInputs
     from export import graphs
     from export.loader import make_session, run_session
     from training.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(tiny_model)
     rng = np.random.default_rng(0)
-    x = ModelInputs(rng.integers(2, 5, (4, 16, 14)).astype(np.int64), np.ones((4, 16), np.int64))
+    x = ModelInputs(
+        rng.integers(2, 5, (4, 16, len(CHANNELS))).astype(np.int64), np.ones((4, 16), np.int64)
+    )
     graphs.export_fp32(ckpt.model, x, tmp_path / "m.onnx")
     fused = graphs.fuse_transformer(
         tmp_path / "m.onnx", tmp_path / "f.onnx", ckpt.model_config.heads, ckpt.model_config.hidden

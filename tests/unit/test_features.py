@@ -52,6 +52,23 @@ def test_derived_channels() -> None:
     assert _col(f, "hour") == [shift, shift, 1 + shift, 1 + shift]
 
 
+def test_category_context_compares_with_the_last_categorised_event() -> None:
+    books = [Event(f"b{i}", "u", T0 + 1000 * i, "page_view", category="books") for i in range(2)]
+    login = Event("l", "u", T0 + 5000, "login")
+    ad = Event("ad", "u", T0 + 6000, "click", category="toys")
+    w = _window([*books, login, ad, books[1]])
+    shift = 2
+    f = windows_to_inputs([w, _window([ad]), _window([login])], SPEC).features
+    # first categorised: 1; same as the last: 2; none: 0; another: 3 (the ad), and again 3
+    assert _col(f[0], "category_context") == [1 + shift, 2 + shift, shift, 3 + shift, 3 + shift]
+    assert _col(f[1], "category_context")[0] == 1 + shift  # nothing earlier in its own window
+    assert _col(f[2], "category_context")[0] == shift
+    assert (
+        int(f[..., CHANNELS.index("category_context")].max())
+        < channel_vocab_sizes(SPEC)["category_context"]
+    )
+
+
 def test_padding_mask_and_vocab_bounds() -> None:
     rng = np.random.default_rng(0)
     windows = []
