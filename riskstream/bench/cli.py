@@ -191,6 +191,14 @@ def quality_cmd(
         list[float] | None,
         typer.Option("--label-share", min=0.01, max=1.0, help="Efficiency table (repeatable)."),
     ] = None,
+    pretrain_users: Annotated[
+        int,
+        typer.Option(
+            "--pretrain-users",
+            min=0,
+            help="Users of the unlabeled world the efficiency table pretrains on (0: 10 × users).",
+        ),
+    ] = 0,
 ) -> None:
     """Shipped model vs the GBDT on the same aggregates and data, judged on a separately
     simulated world: mean ± spread over seeds, per world kind (finished runs are reused)."""
@@ -207,6 +215,7 @@ def quality_cmd(
             preset=preset,
             attack_share=attack_share,
             label_shares=tuple(label_share or ()),
+            pretrain_users=pretrain_users,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -179,10 +179,18 @@ def efficiency(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def bench_quality(
-    plan: QualityPlan, pretrain: Callable[[Path, Path], None] | None = None
-) -> BenchResult:
-    """Run the plan (resuming finished runs), write quality.json / quality.md, return the table."""
+def _pretrain(plan: QualityPlan, events: Path, out: Path) -> None:
+    from training.config import TrainConfig
+    from training.train import pretrain_corpus
+
+    cfg = TrainConfig.for_preset(plan.preset, seed=0, **plan.settings)
+    pretrain_corpus(events, out, cfg, progress=False)
+
+
+def bench_quality(plan: QualityPlan) -> BenchResult:
+    """Run the plan (resuming finished runs), write quality.json / quality.md, return the table.
+    With label shares, each world kind also gets a model pretrained (`riskstream pretrain`) on
+    an unlabeled world of `pretrain_users` (10 × users by default) for the efficiency table."""
     plan.out.mkdir(parents=True, exist_ok=True)
     runs: list[dict[str, Any]] = []
     for kind in plan.worlds:
@@ -191,23 +199,18 @@ def bench_quality(
             runs.append(_run_one(plan, kind, seed, 1.0, None))
     if plan.label_shares:
         for kind in plan.worlds:
-            init = None
-            if pretrain is not None:
-                users = plan.pretrain_users or 10 * plan.users
-                corpus = _world(
-                    plan.out / "worlds", kind, users, plan.days, 3000, plan.attack_share
-                )
-                init = plan.out / "pretrained" / kind
-                if not (init / "config.json").is_file():
-                    log.info("quality: pretraining on %s users (%s world)", f"{users:,}", kind)
-                    pretrain(corpus / "events.jsonl", init)
+            users = plan.pretrain_users or 10 * plan.users
+            corpus = _world(plan.out / "worlds", kind, users, plan.days, 3000, plan.attack_share)
+            init = plan.out / "pretrained" / kind
+            if not (init / "config.json").is_file():
+                log.info("quality: pretraining on %s users (%s world)", f"{users:,}", kind)
+                _pretrain(plan, corpus / "events.jsonl", init)
             for share in plan.label_shares:
                 for seed in plan.seeds:
                     log.info("quality: %s world, %g of labels, seed %d", kind, share, seed)
                     if share != 1.0:
                         runs.append(_run_one(plan, kind, seed, share, None))
-                    if init is not None:
-                        runs.append(_run_one(plan, kind, seed, share, init))
+                    runs.append(_run_one(plan, kind, seed, share, init))
     table = summarise(runs)
     eff = efficiency(runs) if plan.label_shares else []
     (plan.out / "quality.json").write_text(

@@ -81,3 +81,34 @@ def test_the_pipeline_runs_on_tiny_worlds_and_resumes(tmp_path: Path) -> None:
     before = model.stat().st_mtime_ns
     bench_quality(plan)
     assert model.stat().st_mtime_ns == before
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_the_efficiency_table_pretrains_and_starts_from_it(tmp_path: Path) -> None:
+    plan = QualityPlan(
+        out=tmp_path,
+        seeds=(0,),
+        worlds=("default",),
+        users=500,
+        days=0.5,
+        preset="tiny",
+        attack_share=0.12,
+        label_shares=(0.5,),
+        pretrain_users=700,
+        settings={"pretrain_windows": 300, "finetune_epochs": 1},
+    )
+    bench_quality(plan)
+    data = json.loads((tmp_path / "quality.json").read_text())
+    assert (tmp_path / "pretrained" / "default" / "config.json").is_file()
+    runs = {(r["labelled_share"], r["pretrained_init"]) for r in data["runs"]}
+    assert runs == {(1.0, False), (0.5, False), (0.5, True)}
+    rows = {(r["labelled share"], r["head"]): r for r in data["efficiency"]}
+    assert set(rows) == {(s, h) for s in (0.5, 1.0) for h in LABELS}
+    for head in LABELS:  # half the labels: each column from its own single run
+        row = rows[0.5, head]
+        for column in ("gbdt", "model", "model, pretrained init"):
+            assert row[column] is None or row[column].endswith("(1)")
+        if row["model"] is not None:  # where the model was scored, so was the pretrained one
+            assert row["model, pretrained init"] is not None
+        assert rows[1.0, head]["model, pretrained init"] is None  # 1.0 was not asked for
