@@ -22,7 +22,7 @@ import orjson
 import pytest
 import redis
 
-from events import parse_event
+from events import CHANNELS, parse_event
 from export import load_bundle, read_manifest
 from export.manifest import sha256_file
 from riskstream.localstack import TansuBroker
@@ -95,7 +95,9 @@ def _fixed_batch_graph(path: Path) -> Path:
         nodes,
         "fixed-batch",
         [
-            helper.make_tensor_value_info("features", TensorProto.INT64, ["batch", "events", 14]),
+            helper.make_tensor_value_info(
+                "features", TensorProto.INT64, ["batch", "events", len(CHANNELS)]
+            ),
             helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "events"]),
         ],
         [
