@@ -19,6 +19,7 @@ from riskstream.dev.cli import dev_app
 from riskstream.review.cli import labels_app, review_app
 from riskstream.supervisor import Supervisor, default_processes
 from riskstream.tools.cli import alerts_app, replay
+from riskstream.tools.common import bootstrap_servers, check_broker
 from stream.cli import flags_env, load_settings
 from stream.cli import worker as stream_worker
 from stream.settings import ENV_PREFIX
@@ -62,12 +63,14 @@ def worker(
              "REDIS_URL_FILE": kwargs.get("redis_url_file")}  # fmt: skip
     given = {f"{ENV_PREFIX}{k}": str(v) for k, v in flags.items() if v is not None}
     os.environ.update(dev_stack_defaults(given))
+    os.environ.update(flags_env(kwargs))
+    settings = load_settings()  # a bad setting: one error here, not one per process
+    # Faust would log an unreachable broker as a page of tracebacks: one line instead.
+    check_broker(bootstrap_servers(settings.broker_url))
     processes = processes or default_processes()
     if processes == 1:
         stream_worker(**kwargs)
         return
-    os.environ.update(flags_env(kwargs))
-    settings = load_settings()  # a bad setting: one error here, not one per process
     base = settings.metrics_port
 
     def env(i: int) -> dict[str, str]:

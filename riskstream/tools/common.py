@@ -14,6 +14,7 @@ from riskstream.tools.exceptions import ToolError
 __all__ = [
     "CONNECT_TIMEOUT_S",
     "bootstrap_servers",
+    "check_broker",
     "kafka_security",
     "partition_count",
     "quiet_kafka",
@@ -99,6 +100,38 @@ def resolve_bootstrap(broker: str | None, state_path: Path | None = None) -> str
     return bootstrap_servers(found[0])
 
 
+def _admin(bootstrap: str, timeout_s: float, security: dict[str, Any] | None) -> Any:
+    """A connected kafka-python admin client; `ToolError` in one line when no broker answers."""
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    budget_ms = int(timeout_s * 1000)
+    try:
+        return KafkaAdminClient(
+            bootstrap_servers=bootstrap.split(","),
+            client_id="riskstream-tools",
+            bootstrap_timeout_ms=budget_ms,
+            request_timeout_ms=budget_ms,
+            **(kafka_security() if security is None else security),
+        )
+    except (KafkaError, OSError) as exc:
+        raise ToolError(f"cannot reach the broker at {bootstrap} ({exc})") from None
+
+
+def check_broker(
+    bootstrap: str, timeout_s: float = CONNECT_TIMEOUT_S, security: dict[str, Any] | None = None
+) -> None:
+    """`ToolError` in one line unless a broker at `bootstrap` answers within `timeout_s`: what a
+    command checks before it starts a client that would retry and log at length instead."""
+    kafka_log = logging.getLogger("kafka")
+    level = kafka_log.level
+    kafka_log.setLevel(logging.CRITICAL)  # its retries would log each refused connection
+    try:
+        _admin(bootstrap, timeout_s, security).close()
+    finally:
+        kafka_log.setLevel(level)
+
+
 def partition_count(
     bootstrap: str,
     topic: str,
@@ -114,20 +147,9 @@ def partition_count(
     for an unknown topic makes Tansu (and brokers with auto-create on) create it with the
     default partition count, behind the worker's back.
     """
-    from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
 
-    budget_ms = int(timeout_s * 1000)
-    try:
-        admin = KafkaAdminClient(
-            bootstrap_servers=bootstrap.split(","),
-            client_id="riskstream-tools",
-            bootstrap_timeout_ms=budget_ms,
-            request_timeout_ms=budget_ms,
-            **(kafka_security() if security is None else security),
-        )
-    except (KafkaError, OSError) as exc:
-        raise ToolError(f"cannot reach the broker at {bootstrap} ({exc})") from None
+    admin = _admin(bootstrap, timeout_s, security)
     try:
         described: list[dict[str, Any]] = admin.describe_topics([topic])
     except (KafkaError, OSError) as exc:

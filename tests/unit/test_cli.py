@@ -144,3 +144,38 @@ def test_train_force_goes_on_with_a_warning(caplog: pytest.LogCaptureFixture) ->
     assert "abnormal_click has 1 positive events" in caplog.text
     assert "--force" in caplog.text
     _check_positives(train_ex, train_ex, force=False)  # positives everywhere: no complaint
+
+
+def test_worker_with_no_broker_answering_says_so_in_one_line(tmp_path: Path) -> None:
+    import os
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on once closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "manifest.json").write_text("{}")  # the broker check comes before the bundle's
+    env = {**os.environ, "RISKSTREAM_REDIS_URL": "redis://127.0.0.1:1/0"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "riskstream",
+            "worker",
+            "--processes",
+            "1",
+            "--bundle",
+            str(bundle),
+            "--broker",
+            f"kafka://127.0.0.1:{port}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.startswith(f"error: cannot reach the broker at 127.0.0.1:{port}")
+    assert proc.stderr.count("\n") == 1, proc.stderr
