@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 CLUSTER_SCHEME: Final = "redis+cluster"
 _SLOTS: Final = 16384
 _POLL_S: Final = 0.1
+#: Starts of one node when another process took its port first (a race no check can close).
+_BIND_ATTEMPTS: Final = 3
 
 
 def _cmd(client: redis.Redis, *args: Any) -> Any:
@@ -104,8 +106,8 @@ class RedisClusterService(LocalService):
             total = self.primaries * (1 + self.replicas)
             for i in range(total):
                 self.nodes.append(self._spawn(binary, primary=i < self.primaries))
-            for node in self.nodes:
-                self._wait_ping(node, deadline)
+            for i, node in enumerate(self.nodes):
+                self.nodes[i] = node = self._started(binary, node, deadline)
                 node.node_id = self._on(node, "CLUSTER MYID").decode()
             self._assign()
             self.wait_ok(max(1.0, deadline - time.monotonic()))
@@ -119,11 +121,33 @@ class RedisClusterService(LocalService):
 
     def _spawn(self, binary: Path, *, primary: bool) -> LocalNode:
         assert self._data_dir is not None
-        port = find_free_port(self.host)
+        port = self._fresh_port()
         folder = self._data_dir / str(port)
         folder.mkdir()
-        return self._launch(binary, LocalNode(port, find_free_port(self.host), None, folder,
-                                                primary))  # fmt: skip
+        return self._launch(binary, LocalNode(port, self._fresh_port(), None, folder, primary))
+
+    def _fresh_port(self) -> int:
+        """A free port that no node of this cluster holds or was given."""
+        taken = {p for n in self.nodes for p in (n.port, n.bus_port)}
+        while (port := find_free_port(self.host)) in taken:
+            pass
+        return port
+
+    def _started(self, binary: Path, node: LocalNode, deadline: float) -> LocalNode:
+        """`node` once it answers; one that lost a port to another process between the port
+        check and its bind (it exits: "Address already in use") is spawned again on others."""
+        for attempt in range(_BIND_ATTEMPTS):
+            try:
+                self._wait_ping(node, deadline)
+                return node
+            except RedisStartError as exc:
+                if "Address already in use" not in str(exc) or attempt == _BIND_ATTEMPTS - 1:
+                    raise
+                log.info("cluster node on port %s lost a port to another process: again", node.port)
+                if node.process is not None:
+                    node.process.wait()  # it has exited: reap it
+                node = self._spawn(binary, primary=node.primary)
+        raise AssertionError("unreachable")
 
     def _launch(self, binary: Path, node: LocalNode) -> LocalNode:
         port, bus_port, folder = node.port, node.bus_port, node.folder

@@ -8,6 +8,7 @@ with a primary killed mid-stream is in test_faults.py.
 
 from __future__ import annotations
 
+import socket
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -145,6 +146,36 @@ def test_a_primary_that_lost_the_script_gets_it_again(
     results = store.append_batch([(u, _record(1, u)) for u in users])
     assert [len(r.stored) for r in results] == [2 * RECORD_SIZE] * len(users)
     assert not any(r.duplicate for r in results)  # nothing was applied twice
+
+
+def test_a_node_whose_port_another_process_took_starts_on_other_ports(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Between the free-port check and Valkey's bind another process may take the port (seen in
+    a full test run): the node exits, and the cluster starts it again on other ports."""
+    import riskstream.localstack.redis_cluster as module
+
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        taken = blocker.getsockname()[1]
+        picks = iter([None, taken])  # the first node's bus port: the one `blocker` holds
+        real = module.find_free_port
+
+        def pick(host: str) -> int:
+            port = next(picks, None)
+            return real(host) if port is None else port
+
+        monkeypatch.setattr(module, "find_free_port", pick)
+        with RedisClusterService(primaries=1) as cluster:
+            assert all(taken not in (n.port, n.bus_port) for n in cluster.nodes)
+            assert len(cluster.nodes) == 1
+            client = _cluster_client(cluster.url)
+            try:
+                assert client.set("k", "v")
+                assert client.get("k") == b"v"
+            finally:
+                client.close()
 
 
 @pytest.mark.timeout(120)
