@@ -5,9 +5,8 @@ Both learn from the same training examples; the blend's three numbers per head c
 validation users, like the thresholds, so the test split stays untouched. The two weights are
 held non-negative: a free fit can lean on one scorer's negative (a click head once shipped
 −0.37·model + 0.88·GBDT) and such a sign, right on validation, reverses on another world. What
-ships is
-decided per head on validation too (`choose_blend`): the model alone, the GBDT alone or the
-blend.
+ships is decided per head on validation too (`choose_blend`): the model alone, the GBDT alone or
+the blend.
 """
 
 from __future__ import annotations

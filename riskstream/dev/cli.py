@@ -110,8 +110,8 @@ def up_cmd(
     topics = ", ".join(f"{name} ({n})" for name, n in st.topics.items())
     out.print(f"topics: {topics}", soft_wrap=True)
     out.print(
-        f"worker: riskstream worker --bundle {_DEFAULT_BUNDLE} --broker {_where(st, 'broker')} "
-        f"--redis {_where(st, 'redis')}",
+        "worker: riskstream worker --bundle BUNDLE  (it finds this stack; "
+        f"{_DEFAULT_BUNDLE} once `riskstream demo` has run)",
         soft_wrap=True,
     )
     out.print("then:   riskstream replay --events FILE; riskstream alerts tail --follow")
