@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every benchmark behind docs/benchmarks.md, each writing its JSON (and markdown) under
 # docs/bench/<name>/, the artefacts the docs cite. Speeds: run it on a quiet machine.
-# About 1 hour on 2 cores without the quality and pipeline runs at the end (each ~1 hour more).
+# About 10 minutes on a quiet 2-core machine without the quality and pipeline runs at the end
+# (each about an hour more).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rs=.venv/bin/riskstream
