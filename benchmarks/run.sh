@@ -10,6 +10,7 @@ $rs bench parse --limit 300000 --out docs/bench/parse
 $rs bench simulate --users 20000 --days 2 --out docs/bench/simulate
 $rs bench train --preset tiny --users 2000 --days 1 --out docs/bench/train
 $rs bench train --preset small --users 20000 --days 2 --out docs/bench/train
+$rs bench train --preset tiny --users 20000 --days 2 --out docs/bench/train/20k
 # The bundle and Redis windows: on the demo's bundle (the demo runs first when it is missing).
 [ -f out/demo/bundle/manifest.json ] || $rs demo
 $rs bench bundle out/demo/bundle --quiet --out docs/bench/bundle

@@ -16,7 +16,7 @@
 #   RISKSTREAM_TRAIN_USERS    simulate --users                        20000
 #   RISKSTREAM_TRAIN_DAYS     simulate --days                         2
 #   RISKSTREAM_TRAIN_SEED     simulate and train --seed               7
-#   RISKSTREAM_TRAIN_PRESET   train --preset: tiny, small or base     small
+#   RISKSTREAM_TRAIN_PRESET   train --preset: tiny, small or base     tiny
 #   RISKSTREAM_TRAIN_FP16     1: also export an FP16 graph (GPUs)     1
 #   RISKSTREAM_TRAIN_FORCE    1: retrain even if a bundle is there    0
 set -euo pipefail
@@ -27,7 +27,7 @@ workdir="${RISKSTREAM_TRAIN_WORKDIR:-/work}"
 users="${RISKSTREAM_TRAIN_USERS:-20000}"
 days="${RISKSTREAM_TRAIN_DAYS:-2}"
 seed="${RISKSTREAM_TRAIN_SEED:-7}"
-preset="${RISKSTREAM_TRAIN_PRESET:-small}"
+preset="${RISKSTREAM_TRAIN_PRESET:-tiny}"
 fp16="${RISKSTREAM_TRAIN_FP16:-1}"
 force="${RISKSTREAM_TRAIN_FORCE:-0}"
 

@@ -237,7 +237,7 @@ class Device(StrEnum):
     cuda = "cuda"
 
 
-PresetOpt = Annotated[Preset | None, typer.Option("--preset", help="Model size (default: small).")]
+PresetOpt = Annotated[Preset | None, typer.Option("--preset", help="Model size (default: tiny).")]
 TrainSeedOpt = Annotated[
     int | None, typer.Option("--seed", help="Random seed: same data and settings, same model.")
 ]

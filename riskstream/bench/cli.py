@@ -11,6 +11,7 @@ from riskstream.bench.contract import bench_parse
 from riskstream.bench.core import BenchResult
 from riskstream.bench.training import bench_train
 from riskstream.bench.world import bench_simulate
+from training.config import DEFAULT_PRESET
 
 __all__ = ["bench_app"]
 
@@ -185,7 +186,7 @@ def quality_cmd(
     eval_users: Annotated[
         int | None, typer.Option("--eval-users", min=100, help="Default: --users.")
     ] = None,
-    preset: Annotated[str, typer.Option("--preset", help="tiny, small or base.")] = "small",
+    preset: Annotated[str, typer.Option("--preset", help="tiny, small or base.")] = DEFAULT_PRESET,
     attack_share: Annotated[float, typer.Option("--attack-share", min=0.0, max=0.5)] = 0.02,
     label_share: Annotated[
         list[float] | None,

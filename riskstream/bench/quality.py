@@ -24,6 +24,7 @@ from typing import Any, Final
 
 from events import LABELS
 from riskstream.bench.core import BenchResult
+from training.config import DEFAULT_PRESET
 from training.simulator import ATTACK_KINDS, HARD_KINDS, WorldConfig, simulate_world
 
 __all__ = ["QualityPlan", "bench_quality", "summarise"]
@@ -54,7 +55,7 @@ class QualityPlan:
     days: float = 2.0
     eval_users: int | None = None  # default: `users`
     attack_share: float = 0.02
-    preset: str = "small"
+    preset: str = DEFAULT_PRESET
     label_shares: Sequence[float] = ()  # e.g. (0.1, 0.3, 1.0); empty: no efficiency table
     pretrain_users: int = 0  # unlabeled world for the efficiency table; 0: 10 × users
     settings: dict[str, Any] = field(default_factory=dict)  # TrainConfig overrides

@@ -20,7 +20,7 @@ from riskstream.cli import main
 from tests.conftest import TINY_MODEL_SCHEDULE
 from training.baseline import fit_baseline
 from training.checkpoint import load_checkpoint
-from training.config import TrainConfig
+from training.config import DEFAULT_PRESET, TrainConfig
 from training.data import load_corpus
 from training.evaluate import aggregates
 from training.examples import build_examples, split_users
@@ -54,6 +54,13 @@ def test_config_file_then_set_then_flags_reach_every_field(tmp_path: Path) -> No
     assert TrainConfig.from_sources("tiny", sets=["target_precision=null"]).target_precision is None
     # an int given to a float field is a float; 1e-3 parses
     assert TrainConfig.from_sources(None, sets=["finetune_lr=1e-3"]).finetune_lr == 1e-3
+
+
+def test_no_preset_named_gives_the_default_presets_settings() -> None:
+    cfg = TrainConfig.from_sources(None)
+    assert cfg == TrainConfig.for_preset(DEFAULT_PRESET)
+    assert (cfg.preset, cfg.max_events) == ("tiny", 32)  # its window, not the bare fields' 64
+    assert TrainConfig.from_sources("small").max_events == 64
 
 
 @pytest.mark.parametrize(
