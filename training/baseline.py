@@ -50,7 +50,8 @@ class Baseline:
     def raw(self, X: npt.NDArray[Any]) -> _FloatArray:  # noqa: N803
         """Log-odds [B, n_heads]: what the blend reads (equal to `trees()`' `predict_raw`)."""
         cols = [
-            np.full(len(X), np.log(m.p / (1 - m.p)))
+            # A one-class head's p is 0 or 1: the served constant's clipped log-odds, not ±inf.
+            np.full(len(X), TreeModel.constant(m.p).baseline)
             if isinstance(m, _Constant)
             else np.asarray(m.decision_function(X), dtype=np.float64)
             for m in self.models

@@ -194,6 +194,19 @@ def test_stored_baseline_reproduces_the_fitted_scores() -> None:
     one_class = fit_baseline(x[:200], np.zeros((200, 1)), np.ones(200), seed=0)
     (again,) = _round_trip(one_class.trees())
     np.testing.assert_allclose(again.predict(test), one_class.predict(test)[:, 0], atol=1e-12)
+    # …whose log-odds are finite and the served ones (they were -inf: with 10 % of the labels a
+    # head had no positive, and the blend's choice on validation crashed on it)
+    raw = one_class.raw(test)[:, 0]
+    assert np.isfinite(raw).all()
+    np.testing.assert_array_equal(raw, again.predict_raw(test))
+    from training.ensemble import choose_blend, fit_blend
+
+    y_val = np.zeros((1000, 1))
+    y_val[:50] = 1.0  # validation has positives the training labels lacked
+    probs = rng.random((1000, 1))
+    blend = fit_blend(["h"], probs, one_class.raw(test), y_val, np.ones(1000))
+    _, figures = choose_blend("auto", blend, probs, one_class.raw(test), y_val, np.ones(1000))
+    assert np.isfinite(list(figures["h"]["validation_pr_auc"].values())).all()
 
 
 # --- resume ------------------------------------------------------------------------------
