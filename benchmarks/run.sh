@@ -20,6 +20,10 @@ $rs bench bundle out/demo/bundle --quiet --out docs/bench/bundle
 # bundle (preset small) on the demo's world, 1 and 2 processes (docs/benchmarks.md says why).
 $rs bench quality --out docs/bench/quality --seeds 3 --users 2000 --days 2 --preset tiny \
     --attack-share 0.05
+# The label-efficiency table (its worlds and runs kept out of git under out/efficiency).
+$rs bench quality --out out/efficiency --seeds 3 --world hard --users 2000 --days 2 \
+    --attack-share 0.05 --label-share 0.1 --label-share 0.3 --label-share 1.0 --pretrain-users 20000
+mkdir -p docs/bench/efficiency && cp out/efficiency/quality.{json,md} docs/bench/efficiency/
 $rs simulate --users 2000 --days 1 --seed 7 --out out/b17/world
 $rs train --events out/b17/world/events.jsonl --labels out/b17/world/labels.jsonl \
     --feedback out/b17/world/feedback.jsonl --out out/b17/model1 --seed 1
