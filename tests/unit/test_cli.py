@@ -148,11 +148,10 @@ def test_train_force_goes_on_with_a_warning(caplog: pytest.LogCaptureFixture) ->
 
 def test_worker_with_no_broker_answering_says_so_in_one_line(tmp_path: Path) -> None:
     import os
-    import socket
 
-    with socket.socket() as s:  # a port nobody listens on once closed
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    from riskstream.localstack import find_free_port
+
+    port = find_free_port()  # nobody listens on it
     bundle = tmp_path / "bundle"
     bundle.mkdir()
     (bundle / "manifest.json").write_text("{}")  # the broker check comes before the bundle's

@@ -22,6 +22,7 @@ from training.baseline import fit_baseline
 from training.checkpoint import load_checkpoint
 from training.config import DEFAULT_PRESET, TrainConfig
 from training.data import load_corpus
+from training.ensemble import choose_blend, fit_blend
 from training.evaluate import aggregates
 from training.examples import build_examples, split_users
 from training.exceptions import TrainingError
@@ -199,8 +200,6 @@ def test_stored_baseline_reproduces_the_fitted_scores() -> None:
     raw = one_class.raw(test)[:, 0]
     assert np.isfinite(raw).all()
     np.testing.assert_array_equal(raw, again.predict_raw(test))
-    from training.ensemble import choose_blend, fit_blend
-
     y_val = np.zeros((1000, 1))
     y_val[:50] = 1.0  # validation has positives the training labels lacked
     probs = rng.random((1000, 1))
