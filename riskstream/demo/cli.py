@@ -15,7 +15,7 @@ __all__ = ["demo"]
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Working directory.")] = Path("out/demo"),
     users: UsersOpt = 2000,
-    days: DaysOpt = 1.0,
+    days: DaysOpt = 2.0,
     seed: SeedOpt = 7,
     review: Annotated[
         bool, typer.Option("--review", help="Then serve the review console on the alerts.")

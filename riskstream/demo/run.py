@@ -35,9 +35,9 @@ __all__ = ["DemoError", "DemoResult", "expectations", "render", "run_demo", "ste
 _out = Console()
 STEPS: Final = 8
 _WORKER_WAIT_S: Final = 240.0
-#: Measured on the default demo (2,000 users, 1 day, seed 7; see README): what a normal run shows.
-EXPECTED_CAUGHT: Final = "about 18 of 27, promo abuse, learnt from no episode, mostly missed"
-EXPECTED_FALSE: Final = "0 of 759 in that run"
+#: Measured on the default demo (2,000 users, 2 days, seed 7; see README): what a normal run shows.
+EXPECTED_CAUGHT: Final = "about 25 of 27, every kind at least once"
+EXPECTED_FALSE: Final = "7 of 1,113 in that run"
 
 
 @dataclass
@@ -92,7 +92,7 @@ def run_demo(
     out: Path,
     *,
     users: int = 2000,
-    days: float = 1.0,
+    days: float = 2.0,
     seed: int = 7,
     attack_share: float = 0.02,
     quick: bool = False,
@@ -270,10 +270,10 @@ def expectations(result: DemoResult) -> str:
     caught, total = card.episodes
     share = caught / total if total else 0.0
     lines = [
-        "What to expect: the demo trains the tiny model for about a minute on half a day of a "
-        "small world, a smoke test of the whole path rather than a measure of quality. A normal "
-        f"run of the default demo catches more than half the attack episodes ({EXPECTED_CAUGHT}) "
-        f"and alerts a handful of normal users at most ({EXPECTED_FALSE}).",
+        "What to expect: the demo trains the tiny model for about 20 seconds on the first day "
+        "of a small world, a smoke test of the whole path rather than a measure of quality. A "
+        f"normal run of the default demo catches most attack episodes ({EXPECTED_CAUGHT}) "
+        f"and alerts under 1 % of the normal users ({EXPECTED_FALSE}).",
         f"A kind with fewer than {FEW_TO_LEARN} episodes before the test cut (the part the "
         "model learns from) is too rare to learn here and may be missed"
         + (f": in this run {', '.join(rare)}." if rare else "; this run has none."),
