@@ -14,6 +14,7 @@ world (`riskstream pretrain`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import statistics
@@ -180,11 +181,15 @@ def efficiency(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def _pretrain(plan: QualityPlan, events: Path, out: Path) -> None:
+def _pretrain(plan: QualityPlan, events: Path, out: Path, users: int) -> None:
+    """Pretrain on the unlabeled world with a budget that grows with it: the labelled runs'
+    masked windows per user, times its users (a fixed budget used a tenth of a 10 × corpus)."""
     from training.config import TrainConfig
     from training.train import pretrain_corpus
 
-    cfg = TrainConfig.for_preset(plan.preset, seed=0, **plan.settings)
+    base = TrainConfig.for_preset(plan.preset, seed=0, **plan.settings)
+    windows = max(base.pretrain_windows, round(base.pretrain_windows * users / plan.users))
+    cfg = dataclasses.replace(base, pretrain_windows=windows)
     pretrain_corpus(events, out, cfg, progress=False)
 
 
@@ -205,7 +210,7 @@ def bench_quality(plan: QualityPlan) -> BenchResult:
             init = plan.out / "pretrained" / kind
             if not (init / "config.json").is_file():
                 log.info("quality: pretraining on %s users (%s world)", f"{users:,}", kind)
-                _pretrain(plan, corpus / "events.jsonl", init)
+                _pretrain(plan, corpus / "events.jsonl", init, users)
             for share in plan.label_shares:
                 for seed in plan.seeds:
                     log.info("quality: %s world, %g of labels, seed %d", kind, share, seed)

@@ -100,7 +100,8 @@ def test_the_efficiency_table_pretrains_and_starts_from_it(tmp_path: Path) -> No
     )
     bench_quality(plan)
     data = json.loads((tmp_path / "quality.json").read_text())
-    assert (tmp_path / "pretrained" / "default" / "config.json").is_file()
+    pretrained = json.loads((tmp_path / "pretrained" / "default" / "config.json").read_text())
+    assert pretrained["train"]["pretrain_windows"] == 420  # 300 per 500 users, on 700 users
     runs = {(r["labelled_share"], r["pretrained_init"]) for r in data["runs"]}
     assert runs == {(1.0, False), (0.5, False), (0.5, True)}
     rows = {(r["labelled share"], r["head"]): r for r in data["efficiency"]}
