@@ -23,6 +23,11 @@ $rs bench quality
 $rs bench quality --out out/efficiency --seeds 3 --world hard --users 2000 --days 2 \
     --attack-share 0.05 --label-share 0.1 --label-share 0.3 --label-share 1.0 --pretrain-users 20000
 mkdir -p docs/bench/efficiency && cp out/efficiency/quality.{json,md} docs/bench/efficiency/
+# The same with ten times the pretraining budget (its own pretrained encoder and runs).
+$rs bench quality --out out/efficiency --seeds 3 --world hard --users 2000 --days 2 \
+    --attack-share 0.05 --label-share 0.1 --label-share 0.3 --label-share 1.0 --pretrain-users 20000 \
+    --pretrain-windows 60000
+mkdir -p docs/bench/efficiency-60k && cp out/efficiency/quality.{json,md} docs/bench/efficiency-60k/
 $rs simulate --users 2000 --days 1 --seed 7 --out out/b17/world
 $rs train --events out/b17/world/events.jsonl --labels out/b17/world/labels.jsonl \
     --feedback out/b17/world/feedback.jsonl --out out/b17/model1 --seed 1

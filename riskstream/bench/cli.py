@@ -200,6 +200,14 @@ def quality_cmd(
             help="Users of the unlabeled world the efficiency table pretrains on (0: 10 × users).",
         ),
     ] = 0,
+    pretrain_windows: Annotated[
+        int,
+        typer.Option(
+            "--pretrain-windows",
+            min=0,
+            help="Masked windows the efficiency table pretrains on (0: the preset's).",
+        ),
+    ] = 0,
 ) -> None:
     """Shipped model vs the GBDT on the same aggregates and data, judged on a separately
     simulated world: mean ± spread over seeds, per world kind (finished runs are reused)."""
@@ -217,6 +225,7 @@ def quality_cmd(
             attack_share=attack_share,
             label_shares=tuple(label_share or ()),
             pretrain_users=pretrain_users,
+            pretrain_windows=pretrain_windows,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None

@@ -59,6 +59,7 @@ class QualityPlan:
     preset: str = DEFAULT_PRESET
     label_shares: Sequence[float] = ()  # e.g. (0.1, 0.3, 1.0); empty: no efficiency table
     pretrain_users: int = 0  # unlabeled world for the efficiency table; 0: 10 × users
+    pretrain_windows: int = 0  # its pretraining budget; 0: the preset's (or `settings`')
     settings: dict[str, Any] = field(default_factory=dict)  # TrainConfig overrides
 
     def __post_init__(self) -> None:
@@ -93,7 +94,8 @@ def _run_one(
     attack = plan.attack_share
     train_world = _world(worlds, kind, plan.users, plan.days, 1000 + seed, attack)
     eval_world = _world(worlds, kind, plan.eval_users or plan.users, plan.days, 2000 + seed, attack)
-    tag = f"{kind}-s{seed}-l{share:g}" + ("-init" if init else "")
+    # "-init", plus the pretraining budget where one was asked for ("-init-w60000")
+    tag = f"{kind}-s{seed}-l{share:g}" + ("-init" + init.name.removeprefix(kind) if init else "")
     run = plan.out / "runs" / tag
     if not (run / "eval" / "report.json").is_file():
         cfg = TrainConfig.for_preset(plan.preset, seed=seed, labelled_share=share, **plan.settings)
@@ -181,15 +183,13 @@ def efficiency(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def _pretrain(plan: QualityPlan, events: Path, out: Path, users: int) -> None:
-    """Pretrain on the unlabeled world with a budget that grows with it: the labelled runs'
-    masked windows per user, times its users (a fixed budget used a tenth of a 10 × corpus)."""
+def _pretrain(plan: QualityPlan, events: Path, out: Path) -> None:
     from training.config import TrainConfig
     from training.train import pretrain_corpus
 
-    base = TrainConfig.for_preset(plan.preset, seed=0, **plan.settings)
-    windows = max(base.pretrain_windows, round(base.pretrain_windows * users / plan.users))
-    cfg = dataclasses.replace(base, pretrain_windows=windows)
+    cfg = TrainConfig.for_preset(plan.preset, seed=0, **plan.settings)
+    if plan.pretrain_windows:
+        cfg = dataclasses.replace(cfg, pretrain_windows=plan.pretrain_windows)
     pretrain_corpus(events, out, cfg, progress=False)
 
 
@@ -207,10 +207,12 @@ def bench_quality(plan: QualityPlan) -> BenchResult:
         for kind in plan.worlds:
             users = plan.pretrain_users or 10 * plan.users
             corpus = _world(plan.out / "worlds", kind, users, plan.days, 3000, plan.attack_share)
-            init = plan.out / "pretrained" / kind
+            # the budget in the name: a run resumed with another one does not reuse this one
+            budget = f"-w{plan.pretrain_windows}" if plan.pretrain_windows else ""
+            init = plan.out / "pretrained" / f"{kind}{budget}"
             if not (init / "config.json").is_file():
                 log.info("quality: pretraining on %s users (%s world)", f"{users:,}", kind)
-                _pretrain(plan, corpus / "events.jsonl", init, users)
+                _pretrain(plan, corpus / "events.jsonl", init)
             for share in plan.label_shares:
                 for seed in plan.seeds:
                     log.info("quality: %s world, %g of labels, seed %d", kind, share, seed)

@@ -96,12 +96,13 @@ def test_the_efficiency_table_pretrains_and_starts_from_it(tmp_path: Path) -> No
         attack_share=0.12,
         label_shares=(0.5,),
         pretrain_users=700,
+        pretrain_windows=420,
         settings={"pretrain_windows": 300, "finetune_epochs": 1},
     )
     bench_quality(plan)
     data = json.loads((tmp_path / "quality.json").read_text())
-    pretrained = json.loads((tmp_path / "pretrained" / "default" / "config.json").read_text())
-    assert pretrained["train"]["pretrain_windows"] == 420  # 300 per 500 users, on 700 users
+    pretrained = json.loads((tmp_path / "pretrained" / "default-w420" / "config.json").read_text())
+    assert pretrained["train"]["pretrain_windows"] == 420  # its own budget, not the runs' 300
     runs = {(r["labelled_share"], r["pretrained_init"]) for r in data["runs"]}
     assert runs == {(1.0, False), (0.5, False), (0.5, True)}
     rows = {(r["labelled share"], r["head"]): r for r in data["efficiency"]}
