@@ -62,6 +62,12 @@ class QualityPlan:
     pretrain_windows: int = 0  # its pretraining budget; 0: the preset's (or `settings`')
     settings: dict[str, Any] = field(default_factory=dict)  # TrainConfig overrides
 
+    @property
+    def budget_tag(self) -> str:
+        """Names the pretrained encoder and its runs by their budget ("-w60000"; "" for the
+        preset's), so that a run resumed with another budget does not reuse them."""
+        return f"-w{self.pretrain_windows}" if self.pretrain_windows else ""
+
     def __post_init__(self) -> None:
         unknown = sorted(set(self.worlds) - set(WORLD_KINDS))
         if unknown:
@@ -94,8 +100,7 @@ def _run_one(
     attack = plan.attack_share
     train_world = _world(worlds, kind, plan.users, plan.days, 1000 + seed, attack)
     eval_world = _world(worlds, kind, plan.eval_users or plan.users, plan.days, 2000 + seed, attack)
-    # "-init", plus the pretraining budget where one was asked for ("-init-w60000")
-    tag = f"{kind}-s{seed}-l{share:g}" + ("-init" + init.name.removeprefix(kind) if init else "")
+    tag = f"{kind}-s{seed}-l{share:g}" + (f"-init{plan.budget_tag}" if init else "")
     run = plan.out / "runs" / tag
     if not (run / "eval" / "report.json").is_file():
         cfg = TrainConfig.for_preset(plan.preset, seed=seed, labelled_share=share, **plan.settings)
@@ -207,9 +212,7 @@ def bench_quality(plan: QualityPlan) -> BenchResult:
         for kind in plan.worlds:
             users = plan.pretrain_users or 10 * plan.users
             corpus = _world(plan.out / "worlds", kind, users, plan.days, 3000, plan.attack_share)
-            # the budget in the name: a run resumed with another one does not reuse this one
-            budget = f"-w{plan.pretrain_windows}" if plan.pretrain_windows else ""
-            init = plan.out / "pretrained" / f"{kind}{budget}"
+            init = plan.out / "pretrained" / f"{kind}{plan.budget_tag}"
             if not (init / "config.json").is_file():
                 log.info("quality: pretraining on %s users (%s world)", f"{users:,}", kind)
                 _pretrain(plan, corpus / "events.jsonl", init)
