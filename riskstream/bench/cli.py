@@ -119,6 +119,10 @@ def pipeline_cmd(
     device: Annotated[
         str, typer.Option("--device", help="cpu or cuda (the workers and the model ceiling).")
     ] = "cpu",
+    profile: Annotated[
+        bool,
+        typer.Option("--profile", help="py-spy on every worker process: each drain and load."),
+    ] = False,
 ) -> None:
     """Ceilings (model, transport, Redis, parse), the worker with 1 and N processes at 25–125 %
     load, cost vs N and batch, quality vs speed: JSON, markdown and PNGs under --out."""
@@ -136,6 +140,7 @@ def pipeline_cmd(
         window_sizes=_ints(window_sizes, "--window-sizes"),
         batch_sizes=_ints(batch_sizes, "--batch-sizes"), compare=tuple(compare or ()),
         redis_url=redis_url, rules=rules, processes=tuple(sorted(set(counts))), device=device,
+        profile=profile,
     )  # fmt: skip
     result = run_pipeline_bench(opts)
     typer.echo(render_markdown(result))

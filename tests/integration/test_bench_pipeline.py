@@ -2,13 +2,15 @@
 
 Figures at this scale mean nothing; what is tested is that every part runs and reports what
 it measured: each ceiling, the drained capacity, every load level (offered, sustained, caught
-up, lag samples), cost vs N and batch, quality per variant, and the files.
+up, lag samples), py-spy's profile of every worker process, cost vs N and batch, quality per
+variant, and the files.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,13 +28,13 @@ def test_bench_pipeline_measures_every_part(
     opts = PipelineOptions(
         bundle=tiny_bundle, events=tiny_world / "events.jsonl", out=tmp_path / "out",
         loads_pct=(50, 100), duration_s=2.0, drain_events=3_000, window_sizes=(16,),
-        batch_sizes=(64,), partitions=4, rules=RULES, processes=(1, 2),
+        batch_sizes=(64,), partitions=4, rules=RULES, processes=(1, 2), profile=True,
     )  # fmt: skip
     result = run_pipeline_bench(opts)
 
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert names == ["cost.png", "lag.png", "latency_cdf.png", "pipeline.json", "pipeline.md",
-                     "throughput_vs_load.png"]  # fmt: skip
+                     "profiles", "throughput_vs_load.png"]  # fmt: skip
     assert (
         json.loads((tmp_path / "out" / "pipeline.json").read_text())["events"] == result["events"]
     )
@@ -66,6 +68,11 @@ def test_bench_pipeline_measures_every_part(
             assert lv["lag"]
             assert lv["lag_buckets"][-1][1] == lv["sent"]  # every event's lag, every process
             assert sorted(k for k in lv["cpu"] if k.startswith("worker")) == workers
+        for span in (run["pipeline"], *run["levels"]):
+            _assert_profiled(span["profile"], workers, tmp_path / "out" / "profiles")
+        scored = [lv["profile"]["processes"][w]["busy"]["batch"] for lv in run["levels"]
+                  for w in workers]  # fmt: skip
+        assert max(scored) > 0  # the batch thread was seen at work under load
     assert result["pipeline"] == result["runs"][0]["pipeline"]
 
     assert [c["n"] for c in result["cost_vs_n"]] == [16]
@@ -74,4 +81,19 @@ def test_bench_pipeline_measures_every_part(
     variants = [q["variant"] for q in result["quality"]]
     assert sorted(variants) == ["fp32", "int8"]
     assert all(q["events_per_s"] > 0 and q["fraud_pr_auc"] for q in result["quality"])
-    assert "## Targets" in (tmp_path / "out" / "pipeline.md").read_text()
+    report = (tmp_path / "out" / "pipeline.md").read_text()
+    assert "## Targets" in report
+    assert "## Where the time goes (py-spy" in report
+
+
+def _assert_profiled(profile: dict[str, Any], workers: list[str], folder: Path) -> None:
+    """py-spy sampled each worker and charged every busy sample to one part."""
+    assert sorted(profile["processes"]) == workers
+    for summary in profile["processes"].values():
+        assert summary["ticks"] > 0
+        assert sum(summary["parts"].values()) == pytest.approx(
+            sum(summary["busy"].values()), abs=1e-3
+        )
+        assert 0 <= summary["busy"]["event loop"] <= 1  # one thread: at most the whole span
+        assert (folder / summary["file"]).stat().st_size > 0
+    assert profile["py_spy_cores"] >= 0

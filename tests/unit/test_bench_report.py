@@ -124,3 +124,22 @@ def test_report_files_hold_the_tables_and_plots(tmp_path: Path) -> None:
     assert "| parse + encode only (the worker's per-event path) | 20,000 |" in text
     assert "| tiny | int8 | 3,600 | 0.9500 | 0.9900 |" in text
     assert "0.50 0.40 0.30 / 1.50 1.40 1.30" in text
+
+
+def test_profiled_spans_get_the_time_table_and_the_top_frames() -> None:
+    r = _result(6_000, 9_000, 12_000, 200)
+    assert "Where the time goes" not in render_markdown(r)  # not profiled: no section
+    summary = {"ticks": 1_000, "file": "2p-75pct-worker0.folded",
+               "busy": {"event loop": 0.97, "consumer": 0.31, "batch": 0.42, "other": 0.01},
+               "parts": {"transport": 0.8, "asyncio": 0.2, "processing": 0.1,
+                         "parse + encode": 0.05, "redis": 0.04, "model": 0.51, "other": 0.01},
+               "top": [["b (faust/events.py:2)", "transport", 0.25]]}  # fmt: skip
+    r["runs"][1]["levels"][1]["profile"] = {"processes": {"worker 0": summary},
+                                            "py_spy_cores": 0.04}  # fmt: skip
+    text = render_markdown(r)
+    assert (
+        "| 2 | 75 % load | worker 0 | 0.50 | 0.97 / 0.31 / 0.42 | 0.80 | 0.20 | 0.10 | 0.05 | "
+        "0.04 | 0.51 | 0.01 | 0.04 |" in text
+    )
+    assert "2 processes, 75 % load, worker 0" in text
+    assert "| `b (faust/events.py:2)` | transport | 0.25 |" in text

@@ -9,6 +9,7 @@ from typing import Any, Final
 
 import numpy as np
 
+from riskstream.bench.pipeline.profile import PARTS, ROLES
 from stream.prometheus import bucket_quantile
 
 __all__ = ["ceiling_of", "host_run", "quantile_ms", "render_markdown", "targets", "write_report"]
@@ -108,6 +109,51 @@ def _parse_rows(r: dict[str, Any]) -> list[str]:
     ]  # fmt: skip
 
 
+def _profile_spans(r: dict[str, Any]) -> list[tuple[int, str, dict[str, Any]]]:
+    """(processes, span, its drain or level) for every span py-spy sampled."""
+    spans = []
+    for run in r["runs"]:
+        if run["pipeline"].get("profile"):
+            spans.append((run["processes"], "drain", run["pipeline"]))
+        spans += [(run["processes"], f"{lv['percent']} % load", lv)
+                  for lv in run["levels"] if lv.get("profile")]  # fmt: skip
+    return spans
+
+
+def _profile_section(r: dict[str, Any]) -> list[str]:
+    """How busy each worker's threads were and on what (py-spy), beside the process's CPU."""
+    spans = _profile_spans(r)
+    if not spans:
+        return []
+    parts = [p for p in PARTS if p != "idle"]
+    roles = [x for x in ROLES if x != "other"]
+    out = ["", "## Where the time goes (py-spy, `--profile`)", "",
+           "Shares of wall time from py-spy's samples of every thread (1.00 = one thread busy "
+           "the whole span): how busy the event loop (Faust's stream path), Faust's consumer "
+           "thread (aiokafka's fetches) and the batch thread (parse, Redis, the model) were, and "
+           "what the busy samples were doing. A thread waiting for a core or the interpreter "
+           "lock is sampled where it waits: busy threads adding up to more than the process's "
+           "CPU means waiting. Folded stacks: `profiles/`.", "",
+           "| processes | span | process | CPU (cores) | busy: " + " / ".join(roles) + " | "
+           + " | ".join(parts) + " | py-spy (cores) |",
+           "|---:|---|---|---:|---:|" + "---:|" * len(parts) + "---:|"]  # fmt: skip
+    for processes, span, item in spans:
+        prof = item["profile"]
+        for name, summary in prof["processes"].items():
+            busy, shares = summary["busy"], summary["parts"]
+            out.append(_row([processes, span, name, _n(item.get("cpu", {}).get(name), 2),
+                             " / ".join(f"{busy[x]:.2f}" for x in roles),
+                             *(f"{shares[p]:.2f}" for p in parts),
+                             _n(prof.get("py_spy_cores"), 2)]))  # fmt: skip
+    most = max(s[0] for s in spans)
+    processes, span, item = [s for s in spans if s[0] == most][-1]  # its last load level
+    for name, summary in item["profile"]["processes"].items():
+        out += ["", f"Innermost frames with the most samples, {processes} processes, {span}, "
+                f"{name}:", "", "| frame | part | share |", "|---|---|---:|"]  # fmt: skip
+        out += [_row([f"`{frame}`", part, f"{share:.2f}"]) for frame, part, share in summary["top"]]
+    return out
+
+
 def render_markdown(r: dict[str, Any]) -> str:
     """The human report: targets, ceilings, open-loop levels, cost and quality tables."""
     m, b = r["machine"], r["bundle"]
@@ -178,6 +224,7 @@ def render_markdown(r: dict[str, Any]) -> str:
                              _n(lv["sustained_per_s"]), _n(lag), caught, len(lat), qs,
                              f"≤ {_ms(bucket_quantile(lv['lag_buckets'], 0.99))} ms",
                              _cpu(lv.get("cpu", {}))]))  # fmt: skip
+    out += _profile_section(r)
     out += ["", "## Cost vs window size N (full windows; model FP32, untrained, same shape)", "",
             "| N | model windows/s | model ms/batch | Redis events/s | Redis ms/batch |",
             "|---:|---:|---:|---:|---:|"]  # fmt: skip

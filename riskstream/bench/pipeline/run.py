@@ -33,6 +33,7 @@ from riskstream.bench.core import machine_info
 from riskstream.bench.pipeline import ceilings, hosts, load
 from riskstream.bench.pipeline.cpu import CpuMeter
 from riskstream.bench.pipeline.exceptions import PipelineBenchError
+from riskstream.bench.pipeline.profile import Sampler
 from riskstream.bench.pipeline.report import write_report
 from riskstream.bench.pipeline.stack import BenchStack, Topics, WorkerProcess
 
@@ -64,6 +65,7 @@ class PipelineOptions:
     days: float = 1.0
     processes: tuple[int, ...] = (1,)  # the CLI passes 1 and the host's cores
     device: str = "cpu"  # the workers' and the model ceiling's (cuda: benchmarks/gpu.sh)
+    profile: bool = False  # py-spy on every worker process: each drain and load level
 
 
 def _events(opts: PipelineOptions, workdir: Path) -> Path:
@@ -100,13 +102,22 @@ class _Bench:
             worker.stop()
 
     def meter(self, worker: WorkerProcess) -> CpuMeter:
-        pids = {f"worker {i}": pid for i, pid in enumerate(worker.worker_pids())}
-        return CpuMeter({**pids, **self.stack.service_pids()})
+        return CpuMeter({**_worker_pids(worker), **self.stack.service_pids()})
 
-    def drain(self, bundle: Path, processes: int = 1, **settings: Any) -> dict[str, Any]:
+    def sampler(self, worker: WorkerProcess, label: str | None) -> Sampler | None:
+        """py-spy on the worker's processes (--profile), its files under `out/profiles/`."""
+        if not self.opts.profile or label is None:
+            return None
+        return Sampler(_worker_pids(worker), self.opts.out / "profiles", label)
+
+    def drain(
+        self, bundle: Path, processes: int = 1, profile: str | None = None, **settings: Any
+    ) -> dict[str, Any]:
         count = min(self.opts.drain_events, len(self.data.lines))
         with self.worker(bundle, count, processes=processes, **settings) as (_, worker):
-            return dataclasses.asdict(load.drain_backlog(worker, count, self.meter(worker)))
+            drained = load.drain_backlog(worker, count, self.meter(worker),
+                                         sampler=self.sampler(worker, profile))  # fmt: skip
+            return dataclasses.asdict(drained)
 
     def open_loop(self, capacity: float, processes: int) -> list[dict[str, Any]]:
         o, d = self.opts, self.data
@@ -130,7 +141,8 @@ class _Bench:
                         )
                     sl = slice(offset, offset + n)
                     load.offer_load(self.stack.broker.bootstrap, topics, worker, clock,
-                                    d.lines[sl], d.keys[sl], d.ids[sl], level, meter)  # fmt: skip
+                                    d.lines[sl], d.keys[sl], d.ids[sl], level, meter,
+                                    self.sampler(worker, f"{processes}p-{pct}pct"))  # fmt: skip
                     offset += n
                     levels.append(dataclasses.asdict(level))
             finally:
@@ -141,7 +153,7 @@ class _Bench:
         """Transport-only ceiling, drained capacity and open-loop load with `processes`."""
         o = self.opts
         transport = self.drain(o.bundle, processes, transport_only=True, batch_max=o.batch)
-        pipeline = self.drain(o.bundle, processes, batch_max=o.batch)
+        pipeline = self.drain(o.bundle, processes, f"{processes}p-drain", batch_max=o.batch)
         levels = self.open_loop(pipeline["events_per_s"], processes)
         return {"processes": processes, "transport": transport, "pipeline": pipeline,
                 "levels": levels}  # fmt: skip
@@ -256,6 +268,10 @@ def _quality(
                 "abnormal_click_pr_auc": heads.get("abnormal_click", {}).get("pr_auc"),
             })  # fmt: skip
     return rows
+
+
+def _worker_pids(worker: WorkerProcess) -> dict[str, int]:
+    return {f"worker {i}": pid for i, pid in enumerate(worker.worker_pids())}
 
 
 def _describe(bundle: Any) -> dict[str, Any]:
