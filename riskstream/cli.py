@@ -6,6 +6,7 @@ import inspect
 import logging
 import os
 import sys
+from functools import partial
 from typing import Annotated, Any
 
 import typer
@@ -71,16 +72,33 @@ def worker(
     if processes == 1:
         stream_worker(**kwargs)
         return
-    base = settings.metrics_port
-
-    def env(i: int) -> dict[str, str]:
-        return {**os.environ, f"{ENV_PREFIX}METRICS_PORT": str(base + i if base else 0)}
-
     log_level = str(kwargs.get("log_level", "info"))
     command = [sys.executable, "-m", "riskstream", "worker", "--processes", "1"]
+    port = settings.metrics_port
+    env = partial(child_env, dict(os.environ), processes=processes, metrics_port=port)
     code = Supervisor(processes, lambda _i: [*command, "--log-level", log_level], env).run()
     if code:
         raise typer.Exit(code)
+
+
+def child_env(
+    base: dict[str, str], index: int, *, processes: int, metrics_port: int
+) -> dict[str, str]:
+    """Worker process `index`'s environment: its own metrics port (0 stays 0: none), and
+    ONNX Runtime's threads shared out (cores // processes each) unless set.
+
+    >>> env = child_env({}, 1, processes=2, metrics_port=9100)
+    >>> env["RISKSTREAM_METRICS_PORT"]
+    '9101'
+    >>> child_env({"RISKSTREAM_INFERENCE_THREADS": "3"}, 0, processes=2, metrics_port=0)
+    {'RISKSTREAM_INFERENCE_THREADS': '3', 'RISKSTREAM_METRICS_PORT': '0'}
+    """
+    threads = str(max(1, default_processes() // processes))
+    return {
+        f"{ENV_PREFIX}INFERENCE_THREADS": threads,
+        **base,
+        f"{ENV_PREFIX}METRICS_PORT": str(metrics_port + index if metrics_port else 0),
+    }
 
 
 # typer reads the signature: `--processes`, then every option of the stream's own worker.

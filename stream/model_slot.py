@@ -74,8 +74,10 @@ class ModelSlot:
         max_events: int | None = None,
         max_age_s: int | None = None,
         spin: bool = True,
+        threads: int | None = None,
     ) -> None:
         self.path = path
+        self.threads = threads
         self.device: Device = device
         self.variant = variant
         self.spin = spin
@@ -90,7 +92,9 @@ class ModelSlot:
         self._refused_stamp: _Stamp | None = None
 
     def _load(self) -> Bundle:
-        bundle = load_bundle(self.path, self.device, variant=self.variant, spin=self.spin)
+        bundle = load_bundle(
+            self.path, self.device, variant=self.variant, threads=self.threads, spin=self.spin
+        )
         _probe(bundle)
         return bundle
 

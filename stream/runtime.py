@@ -96,6 +96,7 @@ class Runtime:
             max_events=settings.window_max_events,
             max_age_s=settings.window_max_age_s,
             spin=settings.inference_spin,
+            threads=settings.inference_threads,
         )
         self.serving = self.model.current
         self.rules = RulesFile(settings.rules, self.serving.bundle.spec)

@@ -2,8 +2,8 @@
 
 One worker process is bound by its interpreter lock; `riskstream worker --processes N` runs N.
 The model's and Redis's ceilings are measured the same way: N processes, each loading the bundle
-(ONNX Runtime with its default threads, as a worker does) and timing its own share after a
-common start, their rates summed.
+(ONNX Runtime with cores // N threads, as `worker --processes N` gives each) and timing its own
+share after a common start, their rates summed.
 """
 
 from __future__ import annotations
@@ -16,17 +16,18 @@ from typing import Any
 
 from events import Event
 from events.window import Records
+from riskstream.supervisor import default_processes
 
 __all__ = ["model_ceiling_host", "redis_ceiling_host"]
 
 
 def _model_job(
-    bundle: str, windows: list[Records], batch: int, device: str, start: Any
+    bundle: str, windows: list[Records], batch: int, device: str, threads: int, start: Any
 ) -> dict[str, float]:
     from export.loader import load_bundle
     from riskstream.bench.pipeline import ceilings
 
-    loaded = load_bundle(Path(bundle), device, spin=False)  # type: ignore[arg-type]
+    loaded = load_bundle(Path(bundle), device, threads=threads, spin=False)  # type: ignore[arg-type]
     loaded.score_windows(windows[:batch], max_batch=batch)  # warm
     start.wait()
     return ceilings.model_ceiling(loaded, windows, batch)
@@ -63,7 +64,8 @@ def model_ceiling_host(
 ) -> dict[str, Any]:
     """Windows/s of `processes` model-only processes at once (each on its slice of windows)."""
     share = len(windows) // processes
-    args = [(str(bundle), windows[i * share : (i + 1) * share], batch, device)
+    threads = max(1, default_processes() // processes)  # as `riskstream worker` shares them
+    args = [(str(bundle), windows[i * share : (i + 1) * share], batch, device, threads)
             for i in range(processes)]  # fmt: skip
     out = _in_processes(processes, _model_job, args)
     out["windows_per_s"] = sum(r["windows_per_s"] for r in out["each"])
