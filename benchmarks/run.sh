@@ -38,3 +38,8 @@ $rs bench pipeline --bundle out/b17/bundle --processes 1,2 --loads 25,50,75,100 
 # folder: py-spy takes ~0.1 core of the two, so the figures above come from a run without it).
 $rs bench pipeline --bundle out/b17/bundle --processes 1,2 --loads 25,50,75,100 \
     --window-sizes 16 --batch-sizes 1024 --profile --out docs/bench/pipeline-profile
+# The same 2-process run with ONNX Runtime's threads as before issue 17 (two per process).
+RISKSTREAM_INFERENCE_THREADS=2 $rs bench pipeline --bundle out/b17/bundle --processes 2 \
+    --loads 25,50,75 --window-sizes 16 --batch-sizes 1024 --out docs/bench/pipeline-threads2
+# What the broker pays per fetch and per produce request (its CPU under open load).
+.venv/bin/python benchmarks/tansu_cpu.py --out docs/bench/tansu

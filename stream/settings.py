@@ -137,8 +137,8 @@ class WorkerSettings(KafkaSecurity):
     inference_spin: bool = False
     # ONNX Runtime's intra-op threads per process (None: one per core). `riskstream worker
     # --processes N` gives each process cores // N: N processes × all cores oversubscribe the
-    # host (measured on 2 cores, two processes at once: 8,077 windows/s with 1 thread each,
-    # 7,604 with 2).
+    # host (2 cores, two processes at once: 11,286 windows/s per host with one thread each,
+    # 10,265 with two; docs/bench/pipeline and pipeline-d6eab27).
     inference_threads: int | None = Field(default=None, ge=1, le=1024)
 
     # Processing

@@ -132,7 +132,7 @@ def test_profiled_spans_get_the_time_table_and_the_top_frames() -> None:
     summary = {"ticks": 1_000, "file": "2p-75pct-worker0.folded",
                "busy": {"event loop": 0.97, "consumer": 0.31, "batch": 0.42, "other": 0.01},
                "parts": {"transport": 0.8, "asyncio": 0.2, "processing": 0.1,
-                         "parse + encode": 0.05, "redis": 0.04, "model": 0.51, "other": 0.01},
+                         "events/": 0.05, "redis": 0.04, "model": 0.51, "other": 0.01},
                "top": [["b (faust/events.py:2)", "transport", 0.25]]}  # fmt: skip
     r["runs"][1]["levels"][1]["profile"] = {"processes": {"worker 0": summary},
                                             "py_spy_cores": 0.04}  # fmt: skip

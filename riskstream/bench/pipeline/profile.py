@@ -32,7 +32,7 @@ __all__ = ["PARTS", "ROLES", "Sampler", "part_of", "summarize"]
 
 #: The parts a sample is charged to, in the order reports show them.
 PARTS: Final = (
-    "idle", "transport", "asyncio", "processing", "parse + encode", "redis", "model", "other",
+    "idle", "transport", "asyncio", "processing", "events/", "redis", "model", "other",
 )  # fmt: skip
 #: A worker's threads by role: its event loop (Faust's stream path), Faust's consumer thread
 #: (aiokafka's fetches, on a loop of its own), the batch threads (`asyncio.to_thread`: parse,
@@ -43,7 +43,7 @@ ROLES: Final = ("event loop", "consumer", "batch", "other")
 _MODULES: Final = {
     "onnxruntime": "model",
     "redis": "redis",
-    "events": "parse + encode",
+    "events": "events/",  # parsing, encoding, window aggregates, model inputs
     "stream": "processing",
     "export": "processing",
     "faust": "transport",

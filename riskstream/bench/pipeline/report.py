@@ -131,7 +131,8 @@ def _profile_section(r: dict[str, Any]) -> list[str]:
            "Shares of wall time from py-spy's samples of every thread (1.00 = one thread busy "
            "the whole span): how busy the event loop (Faust's stream path), Faust's consumer "
            "thread (aiokafka's fetches) and the batch thread (parse, Redis, the model) were, and "
-           "what the busy samples were doing. A thread waiting for a core or the interpreter "
+           "what the busy samples were doing (`events/`: parsing, encoding, window aggregates "
+           "and model inputs). A thread waiting for a core or the interpreter "
            "lock is sampled where it waits: busy threads adding up to more than the process's "
            "CPU means waiting. Folded stacks: `profiles/`.", "",
            "| processes | span | process | CPU (cores) | busy: " + " / ".join(roles) + " | "
