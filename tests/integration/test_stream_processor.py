@@ -304,14 +304,10 @@ def test_rules_fire_and_reload(
     assert not any(r.get("rule_id") for _, a in out.alerts for r in a["reasons"])
 
 
-def test_the_slot_opens_its_sessions_with_the_threads_it_is_given(
-    tiny_bundle: Path, tmp_path: Path
-) -> None:
-    live = tmp_path / "live"
-    shutil.copytree(tiny_bundle, live)
+def test_the_slot_opens_its_sessions_with_the_threads_it_is_given(tiny_bundle: Path) -> None:
     client = redis.Redis()  # never connected: the stores are only built here
     for threads in (1, 2):  # `worker --processes N` gives each process cores // N
-        slot = ModelSlot(live, lambda p: RedisWindowStore(client, p), "cpu", threads=threads)
+        slot = ModelSlot(tiny_bundle, lambda p: RedisWindowStore(client, p), "cpu", threads=threads)
         options = slot.current.bundle.session.get_session_options()
         assert options.intra_op_num_threads == threads
 
