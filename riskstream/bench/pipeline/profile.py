@@ -52,9 +52,10 @@ _MODULES: Final = {
     "kafka": "transport",
     "asyncio": "asyncio",
 }
-# The innermost frame of a thread that waits: for I/O or a timer, or for work in a pool's queue.
+# The innermost frame of a thread that waits: for I/O or a timer, or for work in a pool's queue
+# (a pool thread at work is deeper, in its work item's frames).
 _WAITING: Final = re.compile(
-    r"^\S*select \(selectors\.py|^_worker \(concurrent/futures/thread\.py:81\)"
+    r"^\S*select \(selectors\.py|^_worker \(concurrent/futures/thread\.py:"
     r"|\((threading|queue)\.py:"
 )
 _FRAME: Final = re.compile(r"^(?P<func>.*) \((?P<path>[^()]*?)(?::\d+)?\)$")
