@@ -43,3 +43,6 @@ RISKSTREAM_INFERENCE_THREADS=2 $rs bench pipeline --bundle out/b17/bundle --proc
     --loads 25,50,75 --window-sizes 16 --batch-sizes 1024 --out docs/bench/pipeline-threads2
 # What the broker pays per fetch and per produce request (its CPU under open load).
 .venv/bin/python benchmarks/tansu_cpu.py --out docs/bench/tansu
+# The same 2-process run with the worker's fetch wait at 100 ms (Tansu's CPU per consumer).
+RISKSTREAM_FETCH_MAX_WAIT_MS=100 $rs bench pipeline --bundle out/b17/bundle --processes 2 \
+    --loads 25,50,75 --window-sizes 16 --batch-sizes 1024 --out docs/bench/pipeline-fetch100
