@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import psutil  # type: ignore[import-untyped]
 import redis
 
 from events import Event, InMemoryWindowStore, encode_event, parse_event
@@ -165,19 +167,34 @@ class Stack:
 
 @dataclass
 class Worker:
-    """A `riskstream worker` process and its /metrics port."""
+    """A `riskstream worker` process and its /metrics port (a supervisor's children: one port
+    each, from `metrics_port` up)."""
 
     name: str
     proc: subprocess.Popen[bytes]
     metrics_port: int
     log: Path
+    processes: int = 1
 
     def metric(self, name: str) -> float | None:
-        """A metric's total from /metrics; None while the endpoint does not answer."""
-        try:
-            return metric_total(scrape(self.metrics_port, timeout_s=1.0), name)
-        except (urllib.error.URLError, OSError):
-            return None
+        """A metric's total from /metrics, summed over the processes; None while an endpoint
+        does not answer."""
+        each = self.metric_each(name)
+        return None if None in each else sum(v for v in each if v is not None)
+
+    def metric_each(self, name: str) -> list[float | None]:
+        """A metric's total per process (None: that endpoint does not answer)."""
+        out: list[float | None] = []
+        for port in range(self.metrics_port, self.metrics_port + self.processes):
+            try:
+                out.append(metric_total(scrape(port, timeout_s=1.0), name))
+            except (urllib.error.URLError, OSError):
+                out.append(None)
+        return out
+
+    def children(self) -> list[int]:
+        """The supervisor's worker processes (pids)."""
+        return [c.pid for c in psutil.Process(self.proc.pid).children()]
 
     def events(self) -> float:
         return self.metric("events_total") or 0.0
@@ -188,13 +205,32 @@ class Worker:
         self.proc.wait(timeout=10)
 
 
+def _free_ports(count: int) -> int:
+    """The first of `count` consecutive free ports (a supervisor's children use port + i)."""
+    for _ in range(50):
+        first = find_free_port()
+        if all(_is_free(first + i) for i in range(1, count)):
+            return first
+    raise RuntimeError(f"no {count} consecutive free ports")
+
+
+def _is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 @contextlib.contextmanager
-def workers() -> Iterator[Callable[[Stack, str], Worker]]:
-    """A `spawn(stack, name)` whose workers are stopped at the end (logs printed on failure)."""
+def workers() -> Iterator[Callable[..., Worker]]:
+    """A `spawn(stack, name, processes=1)` whose workers are stopped at the end (logs printed on
+    failure)."""
     started: list[Worker] = []
 
-    def spawn(stack: Stack, name: str) -> Worker:
-        port = find_free_port()
+    def spawn(stack: Stack, name: str, processes: int = 1) -> Worker:
+        port = _free_ports(processes)
         env = {
             **os.environ,
             "RISKSTREAM_EVENTS_TOPIC": stack.topics["events"],
@@ -216,11 +252,12 @@ def workers() -> Iterator[Callable[[Stack, str], Worker]]:
         log = stack.tmp / f"{name}.log"
         with log.open("wb") as sink:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "riskstream", "worker", "--processes", "1", *args],
+                [sys.executable, "-m", "riskstream", "worker", "--processes", str(processes),
+                 *args],
                 cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=sink,
                 stderr=subprocess.STDOUT,
             )  # fmt: skip
-        started.append(Worker(name, proc, port, log))
+        started.append(Worker(name, proc, port, log, processes))
         return started[-1]
 
     try:

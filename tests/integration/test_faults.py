@@ -383,6 +383,58 @@ def test_two_workers_one_killed_the_other_takes_over(
     assert all(len({x["alert_id"] for x in alerts}) == 1 for alerts in pairs.values())
 
 
+@pytest.mark.timeout(240)
+def test_a_supervised_process_killed_is_restarted_and_nothing_is_lost(
+    kafka_broker: TansuBroker,
+    make_topics: MakeTopics,
+    redis_url: str,
+    redis_client: redis.Redis,
+    key_prefix: str,
+    tiny_bundle: Path,
+    tmp_path: Path,
+) -> None:
+    """`riskstream worker --processes 2`: one of its two processes is SIGKILLed mid-stream; the
+    supervisor starts another in its place, the group hands the partitions out again, and
+    nothing is lost or counted twice (the windows equal the in-memory reference, one alert id
+    per (user, type))."""
+    world = make_world(tmp_path / "world", users=360, seed=31, limit=16_000)
+    topics = make_topics({**TOPICS, "events": 8})
+    stack = Stack(kafka_broker.url, redis_url, topics, key_prefix, tiny_bundle, _group(), tmp_path)
+    offsets = Offsets(kafka_broker.bootstrap, stack.group, topics["events"], 8)
+    counts: Counter[int] = Counter()
+    sent = 0
+    try:
+        with workers() as spawn:
+            w = spawn(stack, "supervised", processes=2)
+            # A trickle until both processes have partitions (and events): the group settled.
+            while not all(n for n in w.metric_each("events_total")):
+                assert sent < 4000, "a process never got a partition"
+                assert w.proc.poll() is None, f"the supervisor exited with {w.proc.returncode}"
+                batch = slice(sent, sent + 200)
+                counts += produce(kafka_broker.bootstrap, topics["events"], world.lines[batch],
+                                  world.events[batch])  # fmt: skip
+                sent += 200
+                time.sleep(0.5)
+            counts += produce(kafka_broker.bootstrap, topics["events"], world.lines[sent:],
+                              world.events[sent:])  # fmt: skip
+            total = len(world.lines)
+            wait_until("40 % consumed", lambda: (w.metric("events_total") or 0) >= 0.4 * total,
+                       120, [w])  # fmt: skip
+            victim = w.children()[0]
+            os.kill(victim, signal.SIGKILL)
+            restarted_s = wait_until(
+                "another process in its place",
+                lambda: victim not in (kids := w.children()) and len(kids) == 2, 60, [w]
+            )  # fmt: skip
+            wait_until("every offset committed", lambda: offsets.caught_up(counts), 180, [w])
+    finally:
+        offsets.close()
+    _say(f"supervised: a process killed, another started {restarted_s:.1f} s later")
+    assert_windows_equal(redis_client, key_prefix, world, load_bundle(tiny_bundle, "cpu"))
+    pairs = alerts_by_pair(read_all(kafka_broker.bootstrap, topics["alerts"], TOPICS["alerts"]))
+    assert all(len({x["alert_id"] for x in alerts}) == 1 for alerts in pairs.values())
+
+
 # -- e. a Redis Cluster primary killed mid-stream -----------------------------------------------
 
 
