@@ -6,7 +6,12 @@ Nothing here imports pytest; the test fixtures in `tests/conftest.py` wrap these
 
 from __future__ import annotations
 
-from riskstream.localstack.broker import DEFAULT_STORAGE_URL, TansuBroker, find_free_port
+from riskstream.localstack.broker import (
+    DEFAULT_STORAGE_URL,
+    TansuBroker,
+    find_free_port,
+    find_free_ports,
+)
 from riskstream.localstack.exceptions import (
     BrokerStartError,
     LocalStackError,
@@ -35,5 +40,6 @@ __all__ = [
     "create_topics",
     "describe_partition_counts",
     "find_free_port",
+    "find_free_ports",
     "ping_redis",
 ]

@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from riskstream.localstack.exceptions import BrokerStartError
+from riskstream.localstack.exceptions import BrokerStartError, LocalStackError
 from riskstream.localstack.service import LocalService
 
 __all__ = [
@@ -80,6 +80,17 @@ def find_free_port(host: str = "127.0.0.1") -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def find_free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """`count` consecutive TCP ports on `host` free right now (`worker --processes N` gives its
+    process i the metrics port `port + i`); the same race as `find_free_port`."""
+    for _ in range(50):
+        first = find_free_port(host)
+        ports = list(range(first, first + count))
+        if all(port_is_bindable(host, p) for p in ports[1:]):
+            return ports
+    raise LocalStackError(f"no {count} consecutive free ports on {host}")
 
 
 def port_is_bindable(host: str, port: int) -> bool:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ import redis
 
 from events import Event, InMemoryWindowStore, encode_event, parse_event
 from export import Bundle
-from riskstream.localstack import find_free_port
+from riskstream.localstack import find_free_port, find_free_ports
 from riskstream.localstack.broker import read_log_tail
 from stream.keys import window_key
 from stream.prometheus import metric_total, scrape
@@ -205,24 +204,6 @@ class Worker:
         self.proc.wait(timeout=10)
 
 
-def _free_ports(count: int) -> int:
-    """The first of `count` consecutive free ports (a supervisor's children use port + i)."""
-    for _ in range(50):
-        first = find_free_port()
-        if all(_is_free(first + i) for i in range(1, count)):
-            return first
-    raise RuntimeError(f"no {count} consecutive free ports")
-
-
-def _is_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 @contextlib.contextmanager
 def workers() -> Iterator[Callable[..., Worker]]:
     """A `spawn(stack, name, processes=1)` whose workers are stopped at the end (logs printed on
@@ -230,7 +211,7 @@ def workers() -> Iterator[Callable[..., Worker]]:
     started: list[Worker] = []
 
     def spawn(stack: Stack, name: str, processes: int = 1) -> Worker:
-        port = _free_ports(processes)
+        port = find_free_ports(processes)[0]
         env = {
             **os.environ,
             "RISKSTREAM_EVENTS_TOPIC": stack.topics["events"],

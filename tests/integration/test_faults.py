@@ -16,6 +16,7 @@ import signal
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,8 @@ from tests.integration.fault_support import (
     Offsets,
     RestartableRedis,
     Stack,
+    Worker,
+    World,
     alerts_by_pair,
     assert_windows_equal,
     check_alerts,
@@ -338,26 +341,12 @@ def test_two_workers_one_killed_the_other_takes_over(
     topics = make_topics({**TOPICS, "events": 8})
     stack = Stack(kafka_broker.url, redis_url, topics, key_prefix, tiny_bundle, _group(), tmp_path)
     offsets = Offsets(kafka_broker.bootstrap, stack.group, topics["events"], 8)
-    counts: Counter[int] = Counter()
-    sent = 0
     try:
         with workers() as spawn:
             a, b = spawn(stack, "a"), spawn(stack, "b")
-            # A trickle until both have partitions (and events): the group has settled.
-            while not (a.events() > 0 and b.events() > 0):
-                assert sent < 4000, "one worker never got a partition"
-                assert a.proc.poll() is None, f"a exited with {a.proc.returncode}"
-                assert b.proc.poll() is None, f"b exited with {b.proc.returncode}"
-                counts += produce(
-                    kafka_broker.bootstrap,
-                    topics["events"],
-                    world.lines[sent : sent + 200],
-                    world.events[sent : sent + 200],
-                )
-                sent += 200
-                time.sleep(0.5)
-            counts += produce(kafka_broker.bootstrap, topics["events"], world.lines[sent:],
-                              world.events[sent:])  # fmt: skip
+            both = lambda: a.events() > 0 and b.events() > 0  # noqa: E731
+            counts = _produce_once_all_consume(kafka_broker.bootstrap, topics["events"], world,
+                                               both, [a, b])  # fmt: skip
             total = len(world.lines)
             wait_until("40 % consumed", lambda: a.events() + b.events() >= 0.4 * total, 120,
                        [a, b])  # fmt: skip
@@ -378,9 +367,7 @@ def test_two_workers_one_killed_the_other_takes_over(
     _say(f"d: a killed after {a_events:,.0f} events; every partition moved again "
          f"{took_over_s:.1f} s later; b processed {b_events:,.0f} ({redelivered:,.0f} "
          f"redelivered)")  # fmt: skip
-    assert_windows_equal(redis_client, key_prefix, world, load_bundle(tiny_bundle, "cpu"))
-    pairs = alerts_by_pair(read_all(kafka_broker.bootstrap, topics["alerts"], TOPICS["alerts"]))
-    assert all(len({x["alert_id"] for x in alerts}) == 1 for alerts in pairs.values())
+    _assert_once(redis_client, key_prefix, world, tiny_bundle, kafka_broker.bootstrap, topics)
 
 
 @pytest.mark.timeout(240)
@@ -401,22 +388,12 @@ def test_a_supervised_process_killed_is_restarted_and_nothing_is_lost(
     topics = make_topics({**TOPICS, "events": 8})
     stack = Stack(kafka_broker.url, redis_url, topics, key_prefix, tiny_bundle, _group(), tmp_path)
     offsets = Offsets(kafka_broker.bootstrap, stack.group, topics["events"], 8)
-    counts: Counter[int] = Counter()
-    sent = 0
     try:
         with workers() as spawn:
             w = spawn(stack, "supervised", processes=2)
-            # A trickle until both processes have partitions (and events): the group settled.
-            while not all(n for n in w.metric_each("events_total")):
-                assert sent < 4000, "a process never got a partition"
-                assert w.proc.poll() is None, f"the supervisor exited with {w.proc.returncode}"
-                batch = slice(sent, sent + 200)
-                counts += produce(kafka_broker.bootstrap, topics["events"], world.lines[batch],
-                                  world.events[batch])  # fmt: skip
-                sent += 200
-                time.sleep(0.5)
-            counts += produce(kafka_broker.bootstrap, topics["events"], world.lines[sent:],
-                              world.events[sent:])  # fmt: skip
+            both = lambda: all(w.metric_each("events_total"))  # noqa: E731
+            counts = _produce_once_all_consume(kafka_broker.bootstrap, topics["events"], world,
+                                               both, [w])  # fmt: skip
             total = len(world.lines)
             wait_until("40 % consumed", lambda: (w.metric("events_total") or 0) >= 0.4 * total,
                        120, [w])  # fmt: skip
@@ -430,8 +407,35 @@ def test_a_supervised_process_killed_is_restarted_and_nothing_is_lost(
     finally:
         offsets.close()
     _say(f"supervised: a process killed, another started {restarted_s:.1f} s later")
-    assert_windows_equal(redis_client, key_prefix, world, load_bundle(tiny_bundle, "cpu"))
-    pairs = alerts_by_pair(read_all(kafka_broker.bootstrap, topics["alerts"], TOPICS["alerts"]))
+    _assert_once(redis_client, key_prefix, world, tiny_bundle, kafka_broker.bootstrap, topics)
+
+
+def _produce_once_all_consume(
+    bootstrap: str, topic: str, world: World, consuming: Callable[[], bool], alive: list[Worker]
+) -> Counter[int]:
+    """200 events every 0.5 s until `consuming()` (every worker process has partitions and
+    events: the group settled), then the rest of `world`; the events sent per partition."""
+    counts: Counter[int] = Counter()
+    sent = 0
+    while not consuming():
+        assert sent < 4000, "a worker process never got a partition"
+        for w in alive:
+            assert w.proc.poll() is None, f"{w.name} exited with {w.proc.returncode}"
+        batch = slice(sent, sent + 200)
+        counts += produce(bootstrap, topic, world.lines[batch], world.events[batch])
+        sent += 200
+        time.sleep(0.5)
+    return counts + produce(bootstrap, topic, world.lines[sent:], world.events[sent:])
+
+
+def _assert_once(
+    client: redis.Redis, prefix: str, world: World, bundle: Path, bootstrap: str,
+    topics: dict[str, str],
+) -> None:  # fmt: skip
+    """Nothing lost, nothing counted twice: the windows equal the in-memory reference, and
+    each (user, type) has one alert id."""
+    assert_windows_equal(client, prefix, world, load_bundle(bundle, "cpu"))
+    pairs = alerts_by_pair(read_all(bootstrap, topics["alerts"], TOPICS["alerts"]))
     assert all(len({x["alert_id"] for x in alerts}) == 1 for alerts in pairs.values())
 
 

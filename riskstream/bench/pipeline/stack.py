@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,7 +14,12 @@ from pathlib import Path
 from typing import Any, Final
 
 from riskstream.bench.pipeline.exceptions import PipelineBenchError
-from riskstream.localstack import RedisService, TansuBroker, create_topics, find_free_port
+from riskstream.localstack import (
+    RedisService,
+    TansuBroker,
+    create_topics,
+    find_free_ports,
+)
 from riskstream.localstack.broker import read_log_tail
 from stream.prometheus import metric_total, scrape
 
@@ -128,25 +132,6 @@ class WorkerProcess:
                 proc.wait(timeout=10)
 
 
-def _free_ports(count: int) -> list[int]:
-    """`count` consecutive free ports (the supervisor gives child i `port + i`)."""
-    for _ in range(50):
-        first = find_free_port()
-        ports = list(range(first, first + count))
-        if all(_bindable(p) for p in ports[1:]):
-            return ports
-    raise PipelineBenchError(f"no {count} consecutive free ports found")
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 class BenchStack:
     """A Tansu broker and a Redis (`redis_url`, else an embedded Valkey) under `workdir`."""
 
@@ -192,7 +177,7 @@ class BenchStack:
     ) -> WorkerProcess:
         """A worker of `processes` processes on `topics`; `settings` are WorkerSettings fields
         (e.g. batch_max=256)."""
-        ports = _free_ports(processes)
+        ports = find_free_ports(processes)
         env = {
             **os.environ,
             "RISKSTREAM_BROKER_URL": self.broker.url,
