@@ -384,7 +384,7 @@ def test_a_supervised_process_killed_is_restarted_and_nothing_is_lost(
     supervisor starts another in its place, the group hands the partitions out again, and
     nothing is lost or counted twice (the windows equal the in-memory reference, one alert id
     per (user, type))."""
-    world = make_world(tmp_path / "world", users=360, seed=31, limit=16_000)
+    world = make_world(tmp_path / "world", users=360, seed=31, limit=6_000)
     topics = make_topics({**TOPICS, "events": 8})
     stack = Stack(kafka_broker.url, redis_url, topics, key_prefix, tiny_bundle, _group(), tmp_path)
     offsets = Offsets(kafka_broker.bootstrap, stack.group, topics["events"], 8)
