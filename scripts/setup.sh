@@ -11,5 +11,17 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet "torch==2.13.0" -e ".[train,review,dev]"
 # The review console's browser tests drive the system's chromium (never a downloaded browser).
-command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium chromium-driver)
+# Without recommends: apt would otherwise add ~150 packages (systemd, cups, avahi) for nothing.
+# Not root: sudo where there is one; otherwise one line saying what to run (the browser test skips).
+APT=(apt-get)
+[ "$(id -u)" -eq 0 ] || APT=(sudo apt-get)
+if ! command -v chromium >/dev/null; then
+  if [ "$(id -u)" -ne 0 ] && ! command -v sudo >/dev/null; then
+    echo "setup.sh: chromium not installed: installing it needs root and there is no sudo; as root run" \
+      "'apt-get install -y --no-install-recommends chromium chromium-driver'" >&2
+  elif ! { "${APT[@]}" update && "${APT[@]}" install -y --no-install-recommends chromium chromium-driver; }; then
+    echo "setup.sh: chromium not installed: '${APT[*]} install' failed (no rights?); the browser test" \
+      "will skip until it is" >&2
+  fi
+fi
 echo "riskstream set up in $(pwd)/.venv"
