@@ -32,8 +32,10 @@ from events.exceptions import (
     InvalidEvent,
     InvalidLabel,
     RiskstreamError,
+    UnwritableOutput,
 )
 from events.features import CHANNELS, ModelInputs, channel_vocab_sizes, windows_to_inputs
+from events.outputs import check_output
 from events.parse import alert_to_dict, dumps_event, event_to_dict, parse_event, parse_label
 from events.review import decision_to_dict, dumps_decision, parse_alert, parse_decision
 from events.schemas import load_schema
@@ -75,11 +77,13 @@ __all__ = [
     "ParseStats",
     "Reason",
     "RiskstreamError",
+    "UnwritableOutput",
     "WindowPolicy",
     "WindowStore",
     "WindowSummary",
     "alert_to_dict",
     "channel_vocab_sizes",
+    "check_output",
     "decision_to_dict",
     "decode_record",
     "dumps_decision",

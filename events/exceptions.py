@@ -9,6 +9,7 @@ __all__ = [
     "InvalidEvent",
     "InvalidLabel",
     "RiskstreamError",
+    "UnwritableOutput",
 ]
 
 
@@ -57,3 +58,8 @@ class InvalidAlert(RiskstreamError):  # noqa: N818
 
 class InvalidDecision(InvalidAlert):
     """A decision message breaks the decision contract (decision.json); `field` names where."""
+
+
+class UnwritableOutput(RiskstreamError):  # noqa: N818
+    """An output path (`--out`) this process cannot write; checked before any work. The CLI
+    exits with 2, like a bad argument."""

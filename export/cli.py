@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from events.outputs import check_output
 from export.exceptions import ExportError
 
 __all__ = ["evaluate", "export", "score"]
@@ -91,6 +92,7 @@ def export(
     from export.build import ExportOptions
     from export.build import export as run_export
 
+    check_output(out, "--out", folder=True)
     options = ExportOptions(
         int8=int8,
         fp16=fp16,
@@ -120,6 +122,7 @@ def score(
     from export.loader import load_bundle
     from export.score import score_file
 
+    check_output(out, "--out")
     if device not in ("auto", "cpu", "cuda"):
         raise ExportError(f"--device: {device!r} is not one of auto, cpu, cuda")
     loaded = load_bundle(bundle, device, variant=variant)  # type: ignore[arg-type]
@@ -155,6 +158,7 @@ def evaluate(
     from training.evaluate import evaluate_model
     from training.exceptions import TrainingError
 
+    check_output(out, "--out")
     if labels is None and feedback is None:
         raise TrainingError("--labels or --feedback: at least one is needed to evaluate")
     scorer = bundle_scorer(model) if (model / "manifest.json").is_file() else None

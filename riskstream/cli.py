@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from events.exceptions import RiskstreamError
+from events.exceptions import RiskstreamError, UnwritableOutput
 from export.cli import evaluate, export, score
 from riskstream.bench.cli import bench_app
 from riskstream.demo.cli import demo
@@ -184,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     except (typer.Abort, KeyboardInterrupt):
         _err.print("aborted", markup=False)
         return 130
+    except UnwritableOutput as exc:  # a bad --out is a bad argument: 2, like argparse
+        _err.print(f"error: {exc}", markup=False, soft_wrap=True)
+        return 2
     except RiskstreamError as exc:
         _err.print(f"error: {exc}", markup=False, soft_wrap=True)
         return 1

@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from events.outputs import check_output
 from training.exceptions import SimulationError
 from training.simulator import (
     ATTACK_KINDS,
@@ -143,6 +144,7 @@ def simulate(
     only_attack: OnlyOpt = None,
 ) -> None:
     """Simulate a labelled e-commerce world: events.jsonl, labels.jsonl, feedback.jsonl."""
+    check_output(out, "--out", folder=True)
     config = _config(users, days, seed, attack_share, no_attack or [], attacks, only_attack)
     summary = simulate_world(config, out, progress=not quiet)
     render_summary(summary, out)
@@ -359,6 +361,7 @@ def train(
     from training.exceptions import TrainingError
     from training.train import train as run_train
 
+    check_output(out, "--out", folder=True)
     if labels is None and feedback is None:
         raise TrainingError("--labels or --feedback: at least one is needed to fine-tune")
     base = _saved_config(out) if resume else None
@@ -422,6 +425,7 @@ def pretrain(
     from the folder it writes and adopts its encoding spec."""
     from training.train import pretrain_corpus
 
+    check_output(out, "--out", folder=True)
     cfg = _train_config(
         preset, config, set_, seed=seed, device=device.value if device is not None else None
     )

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from events.outputs import check_output
 from riskstream.localstack.broker import redact
 from riskstream.localstack.postgres_server import DATABASE_URL_ENV
 from riskstream.review.exceptions import AuthError, ReviewError
@@ -183,6 +184,7 @@ def export_labels(
         write_feedback,
     )
 
+    check_output(out, "--out")
     since_ms, until_ms = _when(since, "--since"), _when(until, "--until")
     if from_topic:
         decisions = decisions_from_topic(_bootstrap(broker), topic, since_ms, until_ms)

@@ -63,8 +63,6 @@ def test_console_script_runs_as_a_module() -> None:
 def test_bad_output_paths_give_one_line_naming_the_path(
     where: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    blocked = tmp_path / "ro"
-    blocked.mkdir()
     afile = tmp_path / "afile"
     afile.write_text("x")
     out = {
@@ -73,12 +71,42 @@ def test_bad_output_paths_give_one_line_naming_the_path(
         "existing_file": afile,
     }[where]
     argv = ["simulate", "--users", "40", "--days", "0.05", "--quiet", "--out", str(out)]
-    assert main(argv) == 1
+    assert main(argv) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ")
+    assert err.startswith(f"error: --out {out}: ")
     assert "Traceback" not in err
     assert err.count("\n") == 1
-    assert str(out) in err or str(out.parent) in err
+
+
+def _writers(tmp: Path) -> dict[str, list[str]]:
+    """Every writing command, with inputs that would fail in their own way had the command
+    started work: refusing `--out` first is what shows the check comes before any reading."""
+    junk = tmp / "junk.jsonl"
+    junk.write_text("not json\n")
+    folder = tmp / "not-a-model"
+    folder.mkdir()
+    return {
+        "simulate": ["simulate", "--users", "40", "--days", "0.05", "--quiet"],
+        "train": ["train", "--events", str(junk), "--labels", str(junk), "--quiet"],
+        "pretrain": ["pretrain", "--events", str(junk), "--quiet"],
+        "evaluate": ["evaluate", "--model", str(folder), "--events", str(junk),
+                     "--labels", str(junk), "--quiet"],
+        "export": ["export", "--model", str(folder), "--quiet"],
+        "score": ["score", "--bundle", str(folder), "--events", str(junk), "--quiet"],
+        "labels export": ["labels", "export", "--from-topic", "--broker", "127.0.0.1:1"],
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "command", ["simulate", "train", "pretrain", "evaluate", "export", "score", "labels export"]
+)
+def test_every_writing_command_checks_its_output_before_any_work(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = "/proc/riskstream-nope/out.jsonl"
+    assert main([*_writers(tmp_path)[command], "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: --out {out}: cannot write in /proc (No such file or directory)\n"
 
 
 def test_noisy_libraries_log_warnings_only_unless_verbose() -> None:
