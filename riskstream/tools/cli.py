@@ -126,7 +126,14 @@ def tail_cmd(
     alert_type: Annotated[
         AlertTypeChoice | None, typer.Option("--type", help="Only this type.")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    as_json: Annotated[
+        bool | None,
+        typer.Option(
+            "--json/--table",
+            help="JSON lines or a table (default: a table on a terminal, JSON lines when piped).",
+            show_default=False,
+        ),
+    ] = None,
     from_beginning: Annotated[
         bool,
         typer.Option("--from-beginning/--from-end", help="Start at the oldest or newest alert."),
@@ -140,13 +147,16 @@ def tail_cmd(
         float | None, typer.Option("--timeout-s", min=0.1, help="Stop after S seconds.")
     ] = None,
 ) -> None:
-    """Print alerts as a table (or JSON lines); without --follow, stop once drained.
+    """Print alerts as a table on a terminal, JSON lines when piped or redirected (a table
+    there would be cut at 80 columns); without --follow, stop once drained.
 
     SSL/SASL: the worker's settings, from the environment (RISKSTREAM_SECURITY_PROTOCOL,
     RISKSTREAM_SASL_USERNAME, RISKSTREAM_SASL_PASSWORD or RISKSTREAM_SASL_PASSWORD_FILE,
     RISKSTREAM_SSL_CAFILE, ...): no secret on the command line."""
     quiet_kafka()
     bootstrap = resolve_bootstrap(broker)
+    if as_json is None:
+        as_json = not sys.stdout.isatty()
     out = Console(highlight=False)
     kind = alert_type.value if alert_type is not None else None
     with AlertReader(bootstrap, topic, alert_type=kind, from_beginning=from_beginning) as reader:

@@ -163,7 +163,7 @@ def test_embedded_stack_up_twice_status_restart_down(
         )
         assert main(["replay", "--events", str(events), "--no-progress"]) == 0
         assert "sent 5 events to events" in capsys.readouterr().out
-        assert main(["alerts", "tail"]) == 0
+        assert main(["alerts", "tail", "--table"]) == 0
         assert "0 alerts" in capsys.readouterr().out
 
         # REDIS_URL cannot replace a running embedded Valkey behind its back.

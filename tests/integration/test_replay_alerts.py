@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 import uuid
@@ -306,6 +307,18 @@ def test_alerts_tail_table_filter_and_json(
     base = ["alerts", "tail", "--broker", kafka_broker.url, "--topic", alerts_topic]
     users = [a["user_id"] for a in ALERTS]
 
+    # Not a terminal (captured): JSON lines unless --table, which the table checks below force.
+    assert main(base) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert sorted(json.loads(line)["alert_id"] for line in lines) == sorted(
+        a["alert_id"] for a in ALERTS
+    )
+    with monkeypatch.context() as m:  # a terminal: the table by default
+        m.setattr(sys.stdout, "isatty", lambda: True)
+        assert main(base) == 0
+    assert "4 alerts (5 records read" in capsys.readouterr().out
+    base_json, base = base, [*base, "--table"]
+
     assert main(base) == 0
     out = capsys.readouterr().out
     for user in users:
@@ -326,23 +339,23 @@ def test_alerts_tail_table_filter_and_json(
     assert "u-click-2" not in out
     assert "u-click-4" not in out
 
-    assert main([*base, "--json"]) == 0
+    assert main([*base_json, "--json"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     parsed = [json.loads(line) for line in lines]
     assert sorted(a["alert_id"] for a in parsed) == sorted(a["alert_id"] for a in ALERTS)
     for alert in parsed:
         jsonschema.validate(alert, SCHEMA, format_checker=jsonschema.FormatChecker())
 
-    assert main([*base, "--json", "--type", "abnormal_click"]) == 0
+    assert main([*base_json, "--json", "--type", "abnormal_click"]) == 0
     parsed = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
     assert sorted(a["user_id"] for a in parsed) == ["u-click-2", "u-click-4"]
 
-    assert main([*base, "--json", "--max", "1"]) == 0
+    assert main([*base_json, "--json", "--max", "1"]) == 0
     assert len(capsys.readouterr().out.strip().splitlines()) == 1
 
     # --follow keeps reading until --timeout-s, printing as alerts come.
     began = time.monotonic()
-    assert main([*base, "--json", "--follow", "--timeout-s", "1.5"]) == 0
+    assert main([*base_json, "--json", "--follow", "--timeout-s", "1.5"]) == 0
     assert time.monotonic() - began >= 1.4
     assert len(capsys.readouterr().out.strip().splitlines()) == 4
 
