@@ -24,6 +24,7 @@ from events import (
     parse_event,
     select_window,
 )
+from events.terminal import bars_wanted
 from events.window import Records
 from export.exceptions import ExportError
 from export.loader import Bundle, load_bundle
@@ -80,8 +81,9 @@ def score_file(
 
     try:
         total = events.stat().st_size
+        bar_on = bars_wanted(progress)  # \r frames only on a terminal, never in a log
         with events.open("rb") as src, out.open("wb") as sink:
-            bar = tqdm(total=total, unit="B", unit_scale=True, desc="score", disable=not progress)
+            bar = tqdm(total=total, unit="B", unit_scale=True, desc="score", disable=not bar_on)
             for line in src:
                 bar.update(len(line))
                 if not line.strip():

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
+from events.terminal import is_terminal
 from stream.exceptions import StreamError
 from stream.settings import ENV_PREFIX, WorkerSettings
 
@@ -113,5 +114,8 @@ def worker(
     from stream.app import create_app
 
     app = create_app(settings)
-    sys.argv = ["riskstream-worker", "worker", "--without-web", "-l", log_level]
+    # Faust's banner and start-up spinner are terminal art (box drawing, escape codes, \r):
+    # left out when stdout is a log file or a pipe; its log lines stay.
+    quiet = [] if is_terminal(sys.stdout) else ["--quiet"]
+    sys.argv = ["riskstream-worker", *quiet, "worker", "--without-web", "-l", log_level]
     app.main()

@@ -14,7 +14,6 @@ running loss and the wall time — and the training loops log one line per epoch
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from collections import deque
 from types import TracebackType
@@ -22,17 +21,13 @@ from typing import Any, Final
 
 from tqdm import tqdm
 
+from events.terminal import bars_wanted
+
 __all__ = ["Progress", "bars_wanted"]
 
 log = logging.getLogger(__name__)
 
 _LOSS_WINDOW: Final = 50  # the running loss is the mean of the last 50 steps
-
-
-def bars_wanted(enabled: bool) -> bool:
-    """Whether to draw a bar: asked for, and stderr is a terminal."""
-    isatty = getattr(sys.stderr, "isatty", None)
-    return enabled and callable(isatty) and bool(isatty())
 
 
 class Progress:

@@ -105,6 +105,7 @@ def review(
         settings.users_file = users_file
     if group is not None:
         settings.group = group
+    settings.proxies()  # a bad RISKSTREAM_REVIEW_TRUSTED_PROXIES: one line now, not at sign-in
     if not settings.users_file.exists():
         raise AuthError(
             f"no users file at {settings.users_file}: add one with "

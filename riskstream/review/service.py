@@ -31,6 +31,7 @@ from riskstream.review.auth import UserStore
 from riskstream.review.exceptions import ReviewError
 from riskstream.review.migrate import migrate
 from riskstream.review.settings import ReviewSettings
+from riskstream.review.throttle import SignInThrottle
 from riskstream.review.web import ConsoleState, ReviewMetrics, create_app
 
 __all__ = ["ReviewService", "dead_letter_headers", "handle_alert"]
@@ -127,13 +128,18 @@ class ReviewService:
             )  # fmt: skip
             await producer.start()
             try:
-                state = ConsoleState(pool, UserStore(s.users_file), self.metrics, self._wake.set)
+                state = ConsoleState(pool, UserStore(s.users_file), self.metrics, self._wake.set,
+                                     throttle=SignInThrottle(s.login_limits()),
+                                     trusted_proxies=s.proxies())  # fmt: skip
                 secret = s.secret or secrets.token_urlsafe(48)
                 app = create_app(
                     state, secret=secret, https_only=s.https_only, max_age_s=s.session_max_age_s
                 )
+                # proxy_headers off: uvicorn would believe X-Forwarded-For from 127.0.0.1 by
+                # default; the console believes it only from RISKSTREAM_REVIEW_TRUSTED_PROXIES.
                 config = uvicorn.Config(app, host=s.host, port=s.port, log_level="warning",
-                                        access_log=False, lifespan="off")  # fmt: skip
+                                        access_log=False, lifespan="off",
+                                        proxy_headers=False)  # fmt: skip
                 server = _server_class()(config)
                 tasks = [
                     asyncio.create_task(server.serve(), name="console"),
@@ -174,8 +180,8 @@ class ReviewService:
             auto_offset_reset="earliest", fetch_max_wait_ms=s.fetch_max_wait_ms,
             session_timeout_ms=10_000, heartbeat_interval_ms=1_000,
         )  # fmt: skip
-        await consumer.start()
         try:
+            await consumer.start()  # inside: a stop during start must still close it
             while True:
                 batches = await consumer.getmany(timeout_ms=500, max_records=500)
                 for tp, records in batches.items():

@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from riskstream.review.exceptions import ReviewError
+from riskstream.review.throttle import LoginLimits, Network, parse_networks
+
 __all__ = ["DEFAULT_PORT", "ENV", "ReviewSettings"]
 
 DEFAULT_PORT: Final = 8470
@@ -17,6 +20,18 @@ ENV: Final = "RISKSTREAM_REVIEW_"
 
 def _env(name: str, default: str) -> str:
     return os.environ.get(f"{ENV}{name}", "").strip() or default
+
+
+def _number(name: str, default: str) -> float:
+    """A non-negative number from `RISKSTREAM_REVIEW_<name>`; a bad one is one line naming it."""
+    raw = _env(name, default)
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise ReviewError(f"{ENV}{name}: {raw!r} is not a number ≥ 0")
+    return value
 
 
 @dataclass
@@ -38,5 +53,32 @@ class ReviewSettings:
     secret: str | None = field(default_factory=lambda: os.environ.get(f"{ENV}SECRET") or None)
     https_only: bool = field(default_factory=lambda: _env("HTTPS_ONLY", "0") in ("1", "true"))
     session_max_age_s: int = 8 * 3600
+    #: Sign-in lockout: this many failures per user name (and per client address) within the
+    #: window lock that name (address) out for `login_lockout_s`; 0: no limit of that kind.
+    login_max_failures: int = field(default_factory=lambda: int(_number("LOGIN_MAX_FAILURES", "5")))
+    login_max_failures_per_address: int = field(
+        default_factory=lambda: int(_number("LOGIN_MAX_FAILURES_PER_ADDRESS", "20"))
+    )
+    login_window_s: float = field(default_factory=lambda: _number("LOGIN_WINDOW_S", "300"))
+    login_lockout_s: float = field(default_factory=lambda: _number("LOGIN_LOCKOUT_S", "900"))
+    #: Proxies (addresses or CIDR blocks, comma-separated) whose X-Forwarded-For is believed;
+    #: none by default: the client address is the connection's peer.
+    trusted_proxies: str = field(default_factory=lambda: _env("TRUSTED_PROXIES", ""))
     consume: bool = True
     fetch_max_wait_ms: int = 100
+
+    def login_limits(self) -> LoginLimits:
+        """The sign-in rate limit and lockout."""
+        return LoginLimits(
+            max_failures=self.login_max_failures,
+            max_failures_per_address=self.login_max_failures_per_address,
+            window_s=self.login_window_s,
+            lockout_s=self.login_lockout_s,
+        )
+
+    def proxies(self) -> tuple[Network, ...]:
+        """The trusted proxies as networks; a bad entry is one line naming the setting."""
+        try:
+            return parse_networks(self.trusted_proxies)
+        except ValueError as exc:
+            raise ReviewError(f"{ENV}TRUSTED_PROXIES: {exc}") from None

@@ -179,13 +179,18 @@ async def queue(
     sql = (
         "SELECT c.case_id, c.user_id, c.status, c.verdict, c.opened_at, c.updated_at,"
         " s.alerts, s.max_rank, s.max_score, s.types, s.model_versions, s.rules,"
-        " s.last_detected, s.threshold"
+        " s.reason_codes, s.last_event, s.last_detected, s.threshold"
         " FROM cases c JOIN LATERAL ("
         "  SELECT count(*) AS alerts, max(severity_rank) AS max_rank, max(score) AS max_score,"
         "   array_agg(DISTINCT type) AS types, array_agg(DISTINCT model_version) AS model_versions,"
         "   (SELECT array_agg(DISTINCT r) FROM alerts a2, unnest(a2.rule_ids) r"
         "     WHERE a2.case_id = c.case_id) AS rules,"
-        "   max(detected_at) AS last_detected, min(threshold) AS threshold"
+        "   (SELECT array_agg(DISTINCT r->>'code' ORDER BY r->>'code')"
+        "     FROM alerts a3, jsonb_array_elements(a3.payload->'reasons') r"
+        "     WHERE a3.case_id = c.case_id AND r->>'code' NOT IN ('rule', 'driving_events'))"
+        "   AS reason_codes,"
+        "   max(event_ts) AS last_event, max(detected_at) AS last_detected,"
+        "   min(threshold) AS threshold"
         "  FROM alerts a WHERE a.case_id = c.case_id) s ON true"
         f"{where} ORDER BY s.max_rank DESC, s.max_score DESC, s.last_detected DESC LIMIT %s"
     )
@@ -195,6 +200,7 @@ async def queue(
     for row in rows:
         row["severity"] = SEVERITIES[int(row.pop("max_rank"))]
         row["rules"] = row["rules"] or []
+        row["reason_codes"] = row["reason_codes"] or []  # the window's facts, beside the rules
     return rows
 
 

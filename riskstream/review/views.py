@@ -98,21 +98,28 @@ def _alert_view(payload: dict[str, Any], verdict: str | None) -> dict[str, Any]:
         timeline.append(
             {"ms": scored, "what": "scored event", "detail": str(payload.get("event_id", ""))}
         )
-    detected = _ms(payload.get("detected_at"))
-    if detected is not None:
-        timeline.append(
-            {
-                "ms": detected,
-                "what": f"alert raised: {payload.get('type')} ({payload.get('severity')})",
-                "detail": f"score {payload.get('score', 0):.3f}, threshold "
-                f"{payload.get('threshold', 0):.3f}",
-            }
-        )
     timeline.sort(key=lambda e: e["ms"])
     t0 = timeline[0]["ms"] if timeline else 0
     for entry in timeline:
         entry["at"] = format_ts_ms(entry["ms"])
         entry["offset"] = human_offset((entry["ms"] - t0) / 1000)
+        entry["clock"] = "event time"
+    # The alert is stamped by the worker's clock, the events by the world's: a replayed day or
+    # a backlog puts them days apart, so the alert goes last with its own label, no offset.
+    detected = _ms(payload.get("detected_at"))
+    if detected is not None:
+        timeline.append(
+            {
+                "ms": detected,
+                "at": format_ts_ms(detected),
+                "offset": "",
+                "clock": "detection time",
+                "what": f"alert raised: {payload.get('type')} ({payload.get('severity')})",
+                "detail": f"score {payload.get('score', 0):.3f}, threshold "
+                f"{payload.get('threshold', 0):.3f}",
+                "alert": True,
+            }
+        )
     return {
         "payload": payload,
         "verdict": verdict,

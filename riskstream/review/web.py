@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import math
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ from events.contract import ALERT_TYPES, SEVERITIES
 from riskstream.review import store
 from riskstream.review.auth import UserStore
 from riskstream.review.exceptions import ReviewError
+from riskstream.review.throttle import LoginLimits, Network, SignInThrottle, client_address
 from riskstream.review.views import case_view
 
 __all__ = ["ConsoleState", "ReviewMetrics", "create_app"]
@@ -112,6 +114,9 @@ class ConsoleState:
     users: UserStore
     metrics: ReviewMetrics = field(default_factory=ReviewMetrics)
     on_decision: Callable[[], None] = lambda: None
+    throttle: SignInThrottle = field(default_factory=lambda: SignInThrottle(LoginLimits()))
+    #: Proxies whose X-Forwarded-For names the client (none: the peer is the client).
+    trusted_proxies: tuple[Network, ...] = ()
 
 
 def _env() -> Environment:
@@ -208,12 +213,32 @@ def create_app(state: ConsoleState, *, secret: str, https_only: bool = False,
         nxt = str(form.get("next", "/"))
         if not nxt.startswith("/") or nxt.startswith("//"):
             nxt = "/"
+        peer = request.client.host if request.client is not None else "unknown"
+        address = client_address(
+            peer, request.headers.get("x-forwarded-for"), state.trusted_proxies
+        )
+        # The typed name is not logged: it may be a password typed into the wrong field.
+        left = state.throttle.locked(name, address)
+        if left is not None:  # refused before scrypt: a locked-out guess costs nothing
+            log.warning("sign-in refused from %s: locked out for %.0f s more (a user name of "
+                        "%d characters)", address, left, len(name))  # fmt: skip
+            wait = f"Too many failed sign-ins: try again in {max(1, math.ceil(left / 60))} min."
+            response = page(request, "login.html", 429, next=nxt, error=wait)
+            response.headers["retry-after"] = str(math.ceil(left))
+            return response
         if not name or not state.users.check(name, password):
-            log.info("sign-in refused for a user name of %d characters", len(name))
+            locked = state.throttle.failed(name, address)
+            log.info("sign-in refused from %s: wrong user name or password (a user name of %d "
+                     "characters)", address, len(name))  # fmt: skip
+            if locked is not None:
+                lockout = state.throttle.limits.lockout_s
+                log.warning("sign-in locked out for %.0f s: too many failures for this %s "
+                            "(from %s)", lockout, locked, address)  # fmt: skip
             return page(request, "login.html", 401, next=nxt, error="Wrong user name or password.")
+        state.throttle.succeeded(name)
         request.session.clear()  # a new session at sign-in: no fixation
         request.session.update(user=name, csrf=secrets.token_urlsafe(32))
-        log.info("%s signed in", name)
+        log.info("%s signed in from %s", name, address)
         return RedirectResponse(nxt, 303)
 
     async def logout(request: Request) -> Response:

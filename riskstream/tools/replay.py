@@ -29,6 +29,7 @@ from typing import Any, Final, Literal
 import orjson
 from tqdm import tqdm
 
+from events.terminal import bars_wanted
 from events.timeutil import parse_ts_ms
 from riskstream.tools.common import (
     CONNECT_TIMEOUT_S,
@@ -277,6 +278,7 @@ def replay_file(
     clock = time.monotonic
     bucket = TokenBucket(rate, clock=clock) if rate is not None else None
     pacer = _TsPacer(speedup, clock) if speedup is not None else None
+    progress = bars_wanted(progress)  # a bar's \r frames only on a terminal, not in logs
     total = _count_lines(path, limit) if progress else None
     attempted = keyless = blank = 0
     try:

@@ -88,9 +88,10 @@ class RunningReview:
 
 @contextlib.contextmanager
 def running_review(
-    database_url: str, bootstrap: str, topics: dict[str, str], tmp_path: Path
+    database_url: str, bootstrap: str, topics: dict[str, str], tmp_path: Path, **more: Any
 ) -> Iterator[RunningReview]:
-    """The review service (consumer, publisher, console) in a thread, until the block ends."""
+    """The review service (consumer, publisher, console) in a thread, until the block ends;
+    `more`: other `ReviewSettings` fields."""
     users = tmp_path / "users"
     set_user(users, USER, PASSWORD)
     settings = ReviewSettings(
@@ -103,6 +104,7 @@ def running_review(
         dlq_topic=topics["dlq"],
         group=f"review-{uuid.uuid4().hex[:8]}",
         secret="test-secret-" + uuid.uuid4().hex,
+        **more,
     )
     service = ReviewService(settings)
     loop = asyncio.new_event_loop()

@@ -6,6 +6,8 @@ signs in, checks CSRF on every POST, records decisions, publishes them on the de
 from __future__ import annotations
 
 import contextlib
+import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,8 @@ from events import load_schema
 from riskstream.localstack import TansuBroker
 from tests.conftest import MakeTopics
 from tests.integration.review_support import (
+    PASSWORD,
+    USER,
     csrf_of,
     make_alert,
     running_review,
@@ -144,6 +148,12 @@ def test_console_signs_in_checks_csrf_and_publishes_decisions(
         queue = client.get("/")
         assert queue.status_code == 200
         assert queue.text.index("u-10") < queue.text.index("u-11")  # critical before medium
+        # Both clocks, labelled; the window's reason codes beside the rules (u-11 has no rule).
+        assert "Last event (event time, UTC)" in queue.text
+        assert "Last alert (detection time, UTC)" in queue.text
+        u11_row = queue.text.split("u-11")[1].split("</tr>")[0]
+        assert "payment_failures" in u11_row
+        assert "card_testing" in queue.text.split("u-10")[1].split("</tr>")[0]
         assert "abnormal_click" not in client.get("/?type=fraud").text.split("<tbody>")[1]
         assert "u-11" not in client.get("/?rule=card_testing").text
         [(case_id,)] = _rows(database_url, "SELECT case_id FROM cases WHERE user_id = 'u-10'")
@@ -151,6 +161,12 @@ def test_console_signs_in_checks_csrf_and_publishes_decisions(
         assert "5 failed payments in 8.5 min" in page.text
         assert "e-7" in page.text
         assert "driving event: payment_failed" in page.text
+        # Events on the event clock with offsets; the alert on the detection clock, without
+        # one (a replayed day would put it days after its events).
+        assert "event time, +8.6 min" in page.text  # the scored event, 515 s after the first
+        raised = page.text.split("alert raised")[0].rsplit("<li", 1)[1]
+        assert "detection time" in raised
+        assert "+" not in raised
         assert "20261102T090000Z-3f9a0c1d2e4b" in page.text
         assert "0.800" in page.text
         # A POST without the session's CSRF token is refused and records nothing.
@@ -300,3 +316,81 @@ def test_fields_from_events_render_as_text(
         assert "&lt;script&gt;alert(&#39;u&#39;)&lt;/script&gt;" in html
     assert "&lt;img src=x onerror=&#34;alert(1)&#34;&gt;" in case.text
     assert "&lt;script&gt;t()&lt;/script&gt;" in case.text
+
+
+def test_sign_in_is_rate_limited_and_locked_out_and_refusals_name_the_address(
+    kafka_broker: TansuBroker,
+    make_topics: MakeTopics,
+    database_url: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """3 failures per user name, 4 per address, within the window lock it out for 2 s (the
+    right password included); X-Forwarded-For counts only from a trusted proxy."""
+    import httpx
+
+    limits = {"login_max_failures": 3, "login_max_failures_per_address": 4,
+              "login_window_s": 60.0, "login_lockout_s": 2.0, "consume": False}  # fmt: skip
+    caplog.set_level(logging.INFO, logger="riskstream.review.web")
+    with (
+        running_review(
+            database_url,
+            kafka_broker.bootstrap,
+            _topics(make_topics),
+            tmp_path,
+            trusted_proxies="127.0.0.1",
+            **limits,
+        ) as review,  # fmt: skip
+        httpx.Client(base_url=review.url, timeout=15) as guest,
+    ):
+
+        def sign_in(user: str, password: str, client_ip: str) -> httpx.Response:
+            token = csrf_of(guest.get("/login").text)  # a sign-in starts a new session
+            form = {"csrf": token, "username": user, "password": password}
+            return guest.post("/login", data=form, headers={"X-Forwarded-For": client_ip})
+
+        # Per address: 4 wrong guesses at 4 names from one address lock the address.
+        for name in ("bob", "carol", "dave", "erin"):
+            assert sign_in(name, "wrong-password", "203.0.113.7").status_code == 401
+        refused = sign_in(USER, PASSWORD, "203.0.113.7")
+        assert refused.status_code == 429
+        assert "Too many failed sign-ins" in refused.text
+        assert 1 <= int(refused.headers["retry-after"]) <= 2
+        assert sign_in(USER, PASSWORD, "203.0.113.8").status_code == 303  # another address
+        # Per user name: 3 failures from 3 addresses lock the name, wherever it comes from.
+        for i in range(3):
+            assert sign_in(USER, "wrong-password", f"198.51.100.{i}").status_code == 401
+        assert sign_in(USER, PASSWORD, "198.51.100.9").status_code == 429
+        time.sleep(2.1)  # the lockout ends
+        assert sign_in(USER, PASSWORD, "198.51.100.9").status_code == 303
+
+    logged = [r.getMessage() for r in caplog.records if r.name == "riskstream.review.web"]
+    assert any("refused from 203.0.113.7: wrong user name" in m for m in logged)
+    assert any("refused from 203.0.113.7: locked out" in m for m in logged)
+    assert any("locked out for 2 s: too many failures for this address" in m for m in logged)
+    assert any("for this user name (from 198.51.100.2)" in m for m in logged)
+    assert not any("wrong-password" in m or "bob" in m for m in logged)  # no typed secrets
+
+
+def test_forwarded_for_is_ignored_without_a_trusted_proxy(
+    kafka_broker: TansuBroker, make_topics: MakeTopics, database_url: str, tmp_path: Path
+) -> None:
+    """A client cannot dodge the per-address limit by writing X-Forwarded-For itself."""
+    import httpx
+
+    limits = {"login_max_failures": 0, "login_max_failures_per_address": 2,
+              "login_lockout_s": 60.0, "consume": False}  # fmt: skip
+    with (
+        running_review(
+            database_url, kafka_broker.bootstrap, _topics(make_topics), tmp_path, **limits
+        ) as review,  # fmt: skip
+        httpx.Client(base_url=review.url, timeout=15) as guest,
+    ):
+        token = csrf_of(guest.get("/login").text)
+        for i in range(2):
+            form = {"csrf": token, "username": USER, "password": "wrong-password"}
+            headers = {"X-Forwarded-For": f"192.0.2.{i}"}
+            assert guest.post("/login", data=form, headers=headers).status_code == 401
+        form = {"csrf": token, "username": USER, "password": PASSWORD}
+        headers = {"X-Forwarded-For": "192.0.2.99"}
+        assert guest.post("/login", data=form, headers=headers).status_code == 429

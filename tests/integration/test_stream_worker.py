@@ -143,6 +143,12 @@ def test_worker_scores_alerts_and_dead_letters(
         for consumer in consumers.values():
             consumer.close()
 
+    # Its log is a file: log lines only, no Faust banner, spinner frames or escape codes.
+    log = (tmp_path / "worker.log").read_text(errors="replace")
+    assert "worker ready" in log
+    for art in ("ƒaµS", "\x1b[", "\r", "-INT-"):
+        assert art not in log, f"{art!r} in the worker's log"
+
     # Parity with offline scoring of the same file.
     reference = tmp_path / "reference.jsonl"
     score_file(load_bundle(tiny_bundle, "cpu", variant="fp32"), events_file, reference,

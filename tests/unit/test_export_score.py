@@ -70,6 +70,19 @@ def test_score_counts_refused_and_redelivered_events(tiny_bundle: Path, tmp_path
     assert [orjson.loads(x)["event_id"] for x in out.read_bytes().splitlines()] == ["e1", "e3"]
 
 
+def test_score_writes_no_bar_frames_when_stderr_is_not_a_terminal(
+    tiny_bundle: Path, tiny_world: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # progress asked for, stderr captured (not a terminal): no \r frames, the summary line only
+    argv = ["score", "--bundle", str(tiny_bundle), "--events", str(tiny_world / "events.jsonl"),
+            "--out", str(tmp_path / "scores.jsonl")]  # fmt: skip
+    assert main(argv) == 0
+    captured = capfd.readouterr()
+    assert "\r" not in captured.err
+    assert "\r" not in captured.out
+    assert "scored " in captured.out
+
+
 _TORCH_FREE = """
 import sys
 from pathlib import Path
