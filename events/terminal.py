@@ -5,12 +5,12 @@ escape codes there; elsewhere each step writes one line when it ends."""
 from __future__ import annotations
 
 import sys
-from typing import TextIO
+from typing import IO, Any
 
 __all__ = ["bars_wanted", "is_terminal"]
 
 
-def is_terminal(stream: TextIO | None) -> bool:
+def is_terminal(stream: IO[Any] | None) -> bool:
     """Whether `stream` is a terminal (False for None, a file, a pipe, a captured stream).
 
     >>> import io

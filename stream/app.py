@@ -28,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from events.terminal import is_terminal
 from stream.messages import Incoming
 from stream.settings import WorkerSettings
 
@@ -116,8 +117,18 @@ def create_app(
                      self.runtime.describe(), conf.batch_max, conf.batch_wait_ms,
                      conf.latency_budget_ms)  # fmt: skip
 
+    class QuietWorker(faust.Worker):
+        """Faust's worker without its start-up spinner when stdout is not a terminal: the
+        spinner writes cursor escapes and backspaces into a log file whatever it is."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            if not is_terminal(self.stdout):
+                self.spinner = None
+
     app = WorkerApp(
         settings.consumer_group,
+        Worker=QuietWorker,
         broker=settings.broker_url,
         broker_credentials=_broker_credentials(settings),
         broker_session_timeout=session_s,
