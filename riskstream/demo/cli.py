@@ -6,7 +6,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
 
+from events.outputs import check_output
 from training.cli import DaysOpt, SeedOpt, UsersOpt
 
 __all__ = ["demo"]
@@ -18,15 +20,34 @@ def demo(
     days: DaysOpt = 2.0,
     seed: SeedOpt = 7,
     review: Annotated[
-        bool, typer.Option("--review", help="Then serve the review console on the alerts.")
+        bool,
+        typer.Option(
+            "--review",
+            help="Then serve the review console on the alerts (a finished run of the same "
+            "demo in --out is reused, not run again).",
+        ),
+    ] = False,
+    rerun: Annotated[
+        bool, typer.Option("--rerun", help="With --review: run every step again anyway.")
     ] = False,
 ) -> None:
     """The end-to-end demo: simulate, train the tiny model, export, stream the held-out part
     through a local broker, Redis and the worker, and score the alerts."""
-    from riskstream.demo.run import run_demo
+    from riskstream.demo.run import reusable_alerts, run_demo
 
-    result = run_demo(out, users=users, days=days, seed=seed)
+    check_output(out, "--out", folder=True)
+    alerts = None
+    if review and not rerun:
+        alerts = reusable_alerts(out, users=users, days=days, seed=seed)
+        if alerts is not None:
+            Console(highlight=False).print(
+                f"reusing the demo in {out} (its bundle and {len(alerts)} alerts; "
+                "--rerun runs it again)",
+                soft_wrap=True,
+            )
+    if alerts is None:
+        alerts = run_demo(out, users=users, days=days, seed=seed).alerts
     if review:
         from riskstream.review.demo import serve_demo_console
 
-        serve_demo_console(out, result.alerts)
+        serve_demo_console(out, alerts)

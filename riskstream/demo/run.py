@@ -30,11 +30,21 @@ from riskstream.demo.timeline import write_timeline
 from riskstream.localstack import find_free_port
 from stream.prometheus import histogram_quantile, metric_total, scrape
 
-__all__ = ["DemoError", "DemoResult", "expectations", "render", "run_demo", "step_header"]
+__all__ = [
+    "DemoError",
+    "DemoResult",
+    "expectations",
+    "render",
+    "reusable_alerts",
+    "run_demo",
+    "step_header",
+]
 
 _out = Console()
 STEPS: Final = 8
 _WORKER_WAIT_S: Final = 240.0
+#: What a finished run was asked for, beside its bundle and alerts (`demo --review` reuses them).
+RUN_FILE: Final = "demo.json"
 #: Measured on the default demo (2,000 users, 2 days, seed 7; see README): what a normal run shows.
 EXPECTED_CAUGHT: Final = "about 25 of 27, every kind at least once"
 EXPECTED_FALSE: Final = "7 of 1,113 in that run"
@@ -88,6 +98,25 @@ def _held_out(world: Path, t_cut_ms: int, out: Path) -> int:
     return len(kept)
 
 
+def reusable_alerts(
+    out: Path, *, users: int, days: float, seed: int, attack_share: float = 0.02
+) -> list[dict[str, Any]] | None:
+    """The alerts of a finished demo run in `out` with these settings whose bundle is still
+    there, or None (no run, another world, a run cut short, a file gone or unreadable)."""
+    try:
+        run = orjson.loads((out / RUN_FILE).read_bytes())
+        wanted = {"users": users, "days": days, "seed": seed, "attack_share": attack_share}
+        if any(run.get(k) != v for k, v in wanted.items()) or run.get("quick"):
+            return None
+        if not (out / "bundle" / "manifest.json").is_file():
+            return None
+        lines = (out / "alerts.jsonl").read_bytes().splitlines()
+        alerts = [orjson.loads(line) for line in lines if line.strip()]
+    except (OSError, orjson.JSONDecodeError, AttributeError):
+        return None
+    return alerts if len(alerts) == run.get("alerts") else None
+
+
 def run_demo(
     out: Path,
     *,
@@ -103,6 +132,7 @@ def run_demo(
     from training.simulator import CLASSIC_KINDS, WorldConfig, simulate_world
 
     world, model, bundle = out / "world", out / "model", out / "bundle"
+    (out / RUN_FILE).unlink(missing_ok=True)  # a run cut short leaves no claim to be whole
     with _step(1, "simulate a labelled world"):
         summary = simulate_world(
             # The classic kinds: the hard ones (session takeover, click injection, …) need
@@ -146,7 +176,7 @@ def run_demo(
     worker: subprocess.Popen[bytes] | None = None
     try:
         with _step(4, "start the local stack (Tansu broker, Redis)"):
-            up = dev_up(state, broker_port=19092, redis_port=16379)
+            up = dev_up(state, broker_port=19092, redis_port=16379, review=False)
             broker, redis_ = up.state.broker, up.state.redis
             if broker is None or redis_ is None:
                 raise DemoError(f"step 4/{STEPS}: the stack did not record a broker and Redis")
@@ -216,6 +246,10 @@ def run_demo(
         card = score_alerts(alerts, held_out, world / "labels.jsonl", t_cut)
         write_timeline(held_out, alerts, world / "labels.jsonl", t_cut, out / "timeline.png")
         (out / "alerts.jsonl").write_bytes(b"".join(orjson.dumps(a) + b"\n" for a in alerts))
+        run = {"users": users, "days": days, "seed": seed, "attack_share": attack_share,
+               "quick": quick, "model_version": manifest.model_version,
+               "alerts": len(alerts)}  # fmt: skip
+        (out / RUN_FILE).write_bytes(orjson.dumps(run) + b"\n")  # written last: a whole run
     result = DemoResult(
         card=card,
         events=count,

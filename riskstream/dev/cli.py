@@ -15,13 +15,16 @@ from riskstream.dev.stack import (
     DEV_STATE_ENV,
     POSTGRES_BASE_PORT,
     REDIS_BASE_PORT,
+    REVIEW_BASE_PORT,
     DevState,
     PartStatus,
     ServiceRecord,
     dev_down,
     dev_status,
     dev_up,
+    load_state,
     resolve_state_path,
+    review_users_file,
 )
 from riskstream.localstack.broker import redact
 from riskstream.tools.common import quiet_kafka
@@ -50,7 +53,8 @@ def _out() -> Console:
 
 
 def _record(state: DevState, part: str) -> ServiceRecord | None:
-    return {"broker": state.broker, "redis": state.redis, "postgres": state.postgres}[part]
+    records = {"broker": state.broker, "redis": state.redis, "postgres": state.postgres}
+    return {**records, "review": state.review}[part]
 
 
 def _where(state: DevState, part: str) -> str:
@@ -75,27 +79,39 @@ def up_cmd(
             "--postgres-port", min=1, max=65535, help="PostgreSQL port (or the next free)."
         ),
     ] = POSTGRES_BASE_PORT,
+    review_port: Annotated[
+        int,
+        typer.Option(
+            "--review-port", min=1, max=65535, help="Review console port (or the next free)."
+        ),
+    ] = REVIEW_BASE_PORT,
+    review: Annotated[
+        bool,
+        typer.Option("--review/--no-review", help="Also run the review service and console."),
+    ] = True,
     timeout_s: Annotated[
         float, typer.Option("--timeout-s", min=1.0, help="Per part, to answer.")
     ] = 60.0,
 ) -> None:
-    """Start the broker, Redis (REDIS_URL if set) and PostgreSQL (RISKSTREAM_DATABASE_URL if
-    set), create the topics; idempotent."""
+    """Start the broker, Redis (REDIS_URL if set), PostgreSQL (RISKSTREAM_DATABASE_URL if set)
+    and the review service, create the topics; idempotent."""
     quiet_kafka()
     result = dev_up(
         state,
         broker_port=broker_port,
         redis_port=redis_port,
         postgres_port=postgres_port,
+        review_port=review_port,
+        review=review,
         timeout_s=timeout_s,
     )
     st = result.state
     table = Table(title=f"riskstream dev stack ({result.state_path})")
     for col in ("part", "what", "listens on", "pid", "now", "log"):
         table.add_column(col, overflow="fold")  # wrap, never cut: paths and URLs are long
-    for part in ("broker", "redis", "postgres"):
+    for part in ("broker", "redis", "postgres", "review"):
         record = _record(st, part)
-        if record is None:  # pragma: no cover - dev_up raises before that
+        if record is None:  # --no-review (the others: dev_up raises before that)
             continue
         table.add_row(
             part,
@@ -115,10 +131,7 @@ def up_cmd(
         soft_wrap=True,
     )
     out.print("then:   riskstream replay --events FILE; riskstream alerts tail --follow")
-    out.print(
-        "review: riskstream review add-user NAME; riskstream review  "
-        "(the console, on this stack's PostgreSQL)"
-    )
+    _print_review(out, st)
     if not result.started_anything:
         out.print("(everything was already running: nothing started)")
 
@@ -137,7 +150,7 @@ def down_cmd(
     if not result.records:
         out.print(f"nothing to stop: no dev stack recorded in {result.state_path}")
         return
-    for part in ("broker", "redis", "postgres"):
+    for part in ("review", "broker", "redis", "postgres"):
         record = result.records.get(part)
         if record is None:
             continue
@@ -145,6 +158,28 @@ def down_cmd(
         pid = f" (pid {record.pid})" if record.pid is not None else ""
         out.print(f"{part}: {record.label} at {redact(record.url)}{pid}: {action}", soft_wrap=True)
     out.print(f"removed {result.state_path}")
+
+
+def _print_review(out: Console, state: DevState) -> None:
+    """The console's URL and, while its users file has nobody, how to add the first user."""
+    if state.review is None:
+        out.print("review: not started (`riskstream dev up` without --no-review starts it)")
+        return
+    from riskstream.review.auth import UserStore
+    from riskstream.review.exceptions import AuthError
+
+    users = review_users_file()
+    try:
+        count = len(UserStore(users).users())  # no file: none
+    except AuthError:
+        count = 0
+    out.print(f"review: {state.review.url}  (alerts → cases; console on this stack's PostgreSQL)",
+              soft_wrap=True)  # fmt: skip
+    if count == 0:
+        out.print("        no user yet: riskstream review add-user NAME  (signs in at once)")
+    else:
+        out.print(f"        {count} user(s) in {users}; riskstream review add-user NAME adds one",
+                  soft_wrap=True)  # fmt: skip
 
 
 def status_table(parts: list[PartStatus], state_path: Path) -> Table:
@@ -181,6 +216,9 @@ def status_cmd(state: StateOpt = None) -> None:
             f"no dev stack recorded in {resolve_state_path(state)} (`riskstream dev up` starts one)"
         )
     out.print(status_table(parts, resolve_state_path(state)))
+    recorded = load_state(state)
+    if recorded is not None:
+        _print_review(out, recorded)
     down = [p.part for p in parts if not p.up]
     if down:
         raise DevStackError(f"not up: {', '.join(down)} (`riskstream dev up` restarts what died)")

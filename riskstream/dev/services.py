@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import signal
+import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -35,6 +36,7 @@ from riskstream.localstack.broker import (
 )
 from riskstream.localstack.exceptions import PostgresStartError, RedisStartError
 from riskstream.localstack.postgres_server import (
+    DATABASE_URL_ENV,
     DB_NAME,
     initdb,
     ping_postgres,
@@ -43,7 +45,14 @@ from riskstream.localstack.postgres_server import (
 )
 from riskstream.localstack.redis_server import ping_redis
 
-__all__ = ["start_postgres", "start_tansu", "start_valkey", "stop_service", "wait_kafka"]
+__all__ = [
+    "start_postgres",
+    "start_review",
+    "start_tansu",
+    "start_valkey",
+    "stop_service",
+    "wait_kafka",
+]
 
 log = logging.getLogger(__name__)
 
@@ -278,6 +287,68 @@ def _wait_postgres(record: ServiceRecord, log_path: Path, offset: int, deadline:
         if time.monotonic() >= deadline:
             raise DevStackError(f"PostgreSQL did not answer on port {record.port} (log {log_path})")
         time.sleep(_POLL_S)
+
+
+# -- the review service ---------------------------------------------------------------------------
+
+
+def start_review(
+    run_dir: Path,
+    port_hint: int,
+    broker_url: str,
+    database_url: str,
+    users_file: Path,
+    timeout_s: float,
+) -> ServiceRecord:
+    """Start `riskstream review` detached (alerts → cases, the console, decisions) on the first
+    free port from `port_hint`; its record once `/health` answers (the database reached)."""
+    log_path = run_dir / "review.log"
+    deadline = time.monotonic() + timeout_s
+    taken: set[int] = set()
+    # The database URL goes by the environment, never argv: an external one may hold a password.
+    env = {**os.environ, DATABASE_URL_ENV: database_url}
+    for attempt in range(1, _START_ATTEMPTS + 1):
+        port = pick_port(port_hint, taken)
+        argv = [sys.executable, "-m", "riskstream", "review", "--broker", broker_url,
+                "--host", HOST, "--port", str(port), "--users-file", str(users_file)]  # fmt: skip
+        try:
+            record = _spawn_and_wait(
+                "review", f"http://{HOST}:{port}/", port, argv, log_path, run_dir, env,
+                _wait_review, deadline, binary=sys.executable,
+            )  # fmt: skip
+        except _PortTakenError:
+            taken.add(port)
+            if attempt == _START_ATTEMPTS or time.monotonic() >= deadline:
+                raise
+            log.warning("port %d was taken while the review service started; trying the next", port)
+            continue
+        log.info("review service on %s (pid %d)", record.url, record.pid)
+        return record
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _wait_review(record: ServiceRecord, log_path: Path, offset: int, deadline: float) -> None:
+    import urllib.error
+    import urllib.request
+
+    while True:
+        if not process_matches(record):
+            tail = read_log_tail(log_path, 4000, offset)
+            if "did not start on" in tail or any(m in tail for m in _BIND_FAILURE_MARKERS):
+                raise _PortTakenError(f"port {record.port} is taken")
+            raise DevStackError(
+                f"the review service exited while starting: {_last_line(tail)} (log {log_path})"
+            )
+        try:
+            with urllib.request.urlopen(f"{record.url}health", timeout=1.0) as answer:
+                if answer.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        if time.monotonic() >= deadline:
+            raise DevStackError(f"the review service did not answer on {record.url} "
+                                f"(log {log_path})")  # fmt: skip
+        time.sleep(_POLL_S * 2)
 
 
 def stop_service(record: ServiceRecord, timeout_s: float) -> str:

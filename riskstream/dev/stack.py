@@ -21,6 +21,7 @@ from riskstream.dev.exceptions import DevStackError
 from riskstream.dev.processes import HOST, accepts_tcp, process_matches
 from riskstream.dev.services import (
     start_postgres,
+    start_review,
     start_tansu,
     start_valkey,
     stop_service,
@@ -48,6 +49,7 @@ __all__ = [
     "HOST",
     "POSTGRES_BASE_PORT",
     "REDIS_BASE_PORT",
+    "REVIEW_BASE_PORT",
     "DevState",
     "DownResult",
     "PartStatus",
@@ -66,10 +68,11 @@ __all__ = [
 BROKER_BASE_PORT: Final = 9092
 REDIS_BASE_PORT: Final = 6379
 POSTGRES_BASE_PORT: Final = 5432
+REVIEW_BASE_PORT: Final = 8470  # riskstream.review.settings.DEFAULT_PORT
 #: The review service's topics (riskstream.review.settings has the same defaults).
 REVIEW_TOPICS: Final = {"decisions": 4, "alerts.dlq": 1}
 
-Part = Literal["broker", "redis", "postgres"]
+Part = Literal["broker", "redis", "postgres", "review"]
 
 
 def dev_topics() -> dict[str, int]:
@@ -111,9 +114,12 @@ def dev_up(
     broker_port: int = BROKER_BASE_PORT,
     redis_port: int = REDIS_BASE_PORT,
     postgres_port: int = POSTGRES_BASE_PORT,
+    review_port: int = REVIEW_BASE_PORT,
+    review: bool = True,
     timeout_s: float = 60.0,
 ) -> UpResult:
-    """Start what is not running (broker, Redis, PostgreSQL), record it, create the topics.
+    """Start what is not running (broker, Redis, PostgreSQL, then the review service unless
+    `review` is False), record it, create the topics.
 
     Idempotent: parts alive as recorded are reused; a recorded part that died is restarted
     (on its old port when that is still free). With `$REDIS_URL` set, that Redis is used
@@ -150,7 +156,33 @@ def dev_up(
         create_topics(broker.bootstrap, topics, timeout_s=timeout_s)
         state.topics = topics
         save_state(path, state)
+        if review:  # last: it needs the broker, the database and the topics
+            actions["review"] = _up_review(state, run_dir, review_port, timeout_s)
+            save_state(path, state)
     return UpResult(state, actions, path)
+
+
+def review_users_file() -> Path:
+    """The users file `riskstream review add-user` writes by default (absolute)."""
+    from riskstream.review.settings import ReviewSettings
+
+    return ReviewSettings(database_url="", bootstrap="").users_file.absolute()
+
+
+def _up_review(state: DevState, run_dir: Path, port: int, timeout_s: float) -> str:
+    from riskstream.review.auth import ensure_users_file
+
+    prev = state.review
+    if prev is not None and process_matches(prev):
+        return "running"
+    broker, postgres = state.broker, state.postgres
+    if broker is None or postgres is None:  # pragma: no cover - started just before
+        raise DevStackError("the review service needs the broker and PostgreSQL")
+    users = review_users_file()
+    ensure_users_file(users)  # may hold no user yet: `review add-user` adds one, read at once
+    hint = prev.port if prev is not None and prev.port else port
+    state.review = start_review(run_dir, hint, broker.url, postgres.url, users, timeout_s)
+    return "restarted" if prev is not None else "started"
 
 
 def _up_redis(state: DevState, run_dir: Path, redis_port: int, timeout_s: float) -> str:
@@ -222,7 +254,8 @@ def dev_down(
             return DownResult({}, path, {})
         actions: dict[str, str] = {}
         records: dict[str, ServiceRecord] = {}
-        parts = (("postgres", state.postgres), ("redis", state.redis), ("broker", state.broker))
+        parts = (("review", state.review), ("postgres", state.postgres), ("redis", state.redis),
+                 ("broker", state.broker))  # fmt: skip
         for part, record in parts:
             if record is None:
                 continue
@@ -266,6 +299,8 @@ def dev_status(state_path: str | os.PathLike[str] | None = None) -> list[PartSta
         ("redis", state.redis),
         ("postgres", state.postgres),
     )
+    if state.review is not None:  # absent: a stack started with --no-review (or before it)
+        parts += (("review", state.review),)
     for part, record in parts:
         if record is None:
             out.append(PartStatus(part, None, False, False))

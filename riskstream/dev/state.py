@@ -38,7 +38,7 @@ DEV_STATE_ENV: Final = "RISKSTREAM_DEV_STATE"
 DEFAULT_STATE: Final = Path(".riskstream") / "dev.json"
 STATE_VERSION: Final = 1
 
-Kind = Literal["tansu", "valkey", "postgres", "external"]
+Kind = Literal["tansu", "valkey", "postgres", "review", "external"]
 
 
 @dataclass
@@ -46,7 +46,7 @@ class ServiceRecord:
     """One part of the stack as the state file remembers it."""
 
     kind: Kind
-    url: str  # kafka://host:port, redis://host:port/db, or postgresql://user@host:port/db
+    url: str  # kafka://, redis://, postgresql://user@host:port/db, or the console's http://
     host: str | None = None
     port: int | None = None
     pid: int | None = None  # None: not ours (external Redis)
@@ -70,6 +70,7 @@ class ServiceRecord:
             "tansu": "Tansu (Kafka API, memory)",
             "valkey": "Valkey (embedded)",
             "postgres": "PostgreSQL (embedded)",
+            "review": "review service + console",
             "external": "Redis (REDIS_URL)",
         }[self.kind]
 
@@ -86,6 +87,7 @@ class DevState:
     broker: ServiceRecord | None = None
     redis: ServiceRecord | None = None
     postgres: ServiceRecord | None = None
+    review: ServiceRecord | None = None
     topics: dict[str, int] = field(default_factory=dict)
     run_dir: str = ""
     version: int = STATE_VERSION
@@ -99,16 +101,19 @@ class DevState:
             "broker": asdict(self.broker) if self.broker else None,
             "redis": asdict(self.redis) if self.redis else None,
             "postgres": asdict(self.postgres) if self.postgres else None,
+            "review": asdict(self.review) if self.review else None,
             "topics": dict(self.topics),
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> DevState:
         broker, redis_, pg = data.get("broker"), data.get("redis"), data.get("postgres")
+        review = data.get("review")
         return cls(
             broker=ServiceRecord.from_json(broker) if broker else None,
             redis=ServiceRecord.from_json(redis_) if redis_ else None,
             postgres=ServiceRecord.from_json(pg) if pg else None,
+            review=ServiceRecord.from_json(review) if review else None,
             topics={str(k): int(v) for k, v in (data.get("topics") or {}).items()},
             run_dir=str(data.get("run_dir") or ""),
             version=int(data.get("version", STATE_VERSION)),

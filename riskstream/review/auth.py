@@ -25,6 +25,7 @@ from riskstream.review.exceptions import AuthError
 __all__ = [
     "USERS_FILE_ENV",
     "UserStore",
+    "ensure_users_file",
     "hash_password",
     "set_user",
     "valid_username",
@@ -37,6 +38,7 @@ _R: Final = 8
 _P: Final = 1
 _USERNAME: Final = re.compile(r"^[A-Za-z0-9._@-]{1,64}$")
 MIN_PASSWORD: Final = 8
+_HEADER: Final = "# riskstream review users: name:scrypt hash (riskstream review add-user)\n"
 # Checked when the user is unknown, so that a wrong name costs what a wrong password does.
 _DUMMY: Final = (
     "scrypt$16384$8$1$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
@@ -123,6 +125,17 @@ class UserStore:
         return ok and stored is not None
 
 
+def ensure_users_file(path: Path) -> int:
+    """Create an empty users file (mode 0600) where there is none; the number of users in it.
+    The console runs with none: every sign-in is refused until `review add-user` adds one."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(_HEADER)
+    return len(_read(path))
+
+
 def set_user(path: Path, name: str, password: str) -> bool:
     """Add `name` (or replace their password) in the users file (mode 0600); True when new."""
     if not valid_username(name):
@@ -137,7 +150,7 @@ def set_user(path: Path, name: str, password: str) -> bool:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write("# riskstream review users: name:scrypt hash (riskstream review add-user)\n")
+            fh.write(_HEADER)
             for user, stored in sorted(users.items()):
                 fh.write(f"{user}:{stored}\n")
         os.replace(tmp, path)

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -68,8 +69,9 @@ def dev_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, list
     monkeypatch.setenv("COLUMNS", "200")
     # Port hints from the OS, not 9092/6379: a developer's own stack may be running.
     args = ["--broker-port", str(find_free_port()), "--redis-port", str(find_free_port())]
-    args += ["--postgres-port", str(find_free_port())]
+    args += ["--postgres-port", str(find_free_port()), "--review-port", str(find_free_port())]
     monkeypatch.delenv("RISKSTREAM_DATABASE_URL", raising=False)
+    monkeypatch.setenv("RISKSTREAM_REVIEW_USERS_FILE", str(tmp_path / "review-users"))
     return state, ["--state", str(state), *args]
 
 
@@ -114,7 +116,19 @@ def test_embedded_stack_up_twice_status_restart_down(
             "decisions": 4,
             "alerts.dlq": 1,
         }
+        # The fourth: the review service, its console answering, the first-user hint printed.
+        review = first.review
+        assert review is not None
+        assert review.kind == "review"
+        assert review.pid is not None
+        pids.add(review.pid)
+        assert _ppid_and_sid(review.pid)[1] == review.pid
+        with urllib.request.urlopen(f"{review.url}health", timeout=5) as health:
+            assert health.status == 200
         out = capsys.readouterr().out
+        assert f"review: {review.url}" in out
+        assert "no user yet: riskstream review add-user NAME" in out
+        assert (tmp_path / "review-users").exists()  # empty: the console refuses every sign-in
         assert first.broker.url in out
         hint = next(line for line in out.splitlines() if line.startswith("worker:"))
         assert "riskstream worker --bundle" in hint
@@ -137,8 +151,11 @@ def test_embedded_stack_up_twice_status_restart_down(
         assert "nothing started" in out
         assert first.broker.url in out
 
+        assert second.review == first.review
         assert main(status_args) == 0
-        assert "alive" in capsys.readouterr().out
+        out = capsys.readouterr().out
+        assert "alive" in out
+        assert f"review: {review.url}" in out
         assert dev_addresses() == (first.broker.url, first.redis.url)
         # `riskstream worker` given no broker or Redis uses the stack's; a flag still wins.
         from riskstream.cli import dev_stack_defaults
@@ -214,12 +231,14 @@ def test_external_redis_is_used_and_never_stopped(
 ) -> None:
     monkeypatch.setenv("REDIS_URL", redis_url)
     state_path, up_args = dev_env
+    up_args = [*up_args, "--no-review"]  # the broker and Redis are what this test is about
     broker_pid = None
     try:
         assert main(["dev", "up", *up_args]) == 0
         state = _state(state_path)
         assert state.broker is not None
         assert state.redis is not None
+        assert state.review is None
         broker_pid = state.broker.pid
         assert state.redis.kind == "external"
         assert state.redis.pid is None
@@ -229,6 +248,7 @@ def test_external_redis_is_used_and_never_stopped(
         assert _state(state_path).broker == state.broker
         assert "nothing started" in capsys.readouterr().out
         assert main(["dev", "status", "--state", str(state_path)]) == 0
+        assert "review: not started" in capsys.readouterr().out
         assert dev_addresses() == (state.broker.url, redis_url)
     finally:
         assert main(["dev", "down", "--state", str(state_path)]) == 0

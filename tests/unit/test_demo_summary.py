@@ -61,3 +61,44 @@ def test_the_timeline_is_written_for_a_small_summary(tmp_path: Path) -> None:
     data = out.read_bytes()
     assert data.startswith(b"\x89PNG\r\n\x1a\n")
     assert len(data) > 10_000
+
+
+def _finished_run(out: Path, seed: int = 7) -> list[dict[str, object]]:
+    """What a finished `riskstream demo` leaves: its settings, bundle manifest and alerts."""
+    alerts: list[dict[str, object]] = [{"alert_id": "a1", "user_id": "u1"}, {"alert_id": "a2"}]
+    (out / "bundle").mkdir(parents=True)
+    (out / "bundle" / "manifest.json").write_text("{}")
+    (out / "alerts.jsonl").write_bytes(b"".join(orjson.dumps(a) + b"\n" for a in alerts))
+    run = {"users": 2000, "days": 2.0, "seed": seed, "attack_share": 0.02, "quick": False,
+           "model_version": "m1", "alerts": 2}  # fmt: skip
+    (out / "demo.json").write_bytes(orjson.dumps(run))
+    return alerts
+
+
+def test_demo_review_reuses_a_finished_run_instead_of_training_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from riskstream.cli import main
+    from riskstream.demo import run as demo_run
+    from riskstream.demo.exceptions import DemoError
+    from riskstream.review import demo as review_demo
+
+    def no_run(*_args: object, **_kwargs: object) -> None:
+        raise DemoError("the demo ran again")
+
+    served: list[list[dict[str, object]]] = []
+    monkeypatch.setattr(demo_run, "run_demo", no_run)
+    monkeypatch.setattr(review_demo, "serve_demo_console", lambda _out, a: served.append(a))
+    alerts = _finished_run(tmp_path / "demo")
+    assert main(["demo", "--review", "--out", str(tmp_path / "demo")]) == 0
+    assert served == [alerts]
+    assert "reusing the demo" in capsys.readouterr().out
+    # Another world, --rerun, a missing bundle or a run cut short: it runs again.
+    for argv in (["--seed", "8"], ["--rerun"]):
+        assert main(["demo", "--review", "--out", str(tmp_path / "demo"), *argv]) == 1
+        assert "the demo ran again" in capsys.readouterr().err
+    (tmp_path / "demo" / "bundle" / "manifest.json").unlink()
+    assert demo_run.reusable_alerts(tmp_path / "demo", users=2000, days=2.0, seed=7) is None
+    _finished_run(tmp_path / "short")
+    (tmp_path / "short" / "alerts.jsonl").write_bytes(b'{"alert_id": "a1"}\n')
+    assert demo_run.reusable_alerts(tmp_path / "short", users=2000, days=2.0, seed=7) is None
