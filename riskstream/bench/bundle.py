@@ -16,6 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from events import ModelInputs, windows_to_inputs
+from events.terminal import bars_wanted
 from events.window import Records
 from export.loader import Bundle, cuda_present, load_bundle
 from riskstream.bench.core import BenchResult
@@ -109,7 +110,9 @@ def bench_bundle(path: Path, progress: bool = True, users: int = 1500) -> BenchR
                 gpu = load_bundle(path, "cuda", variant=name)
                 engines.append((f"ORT {name.upper()} ({gpu.provider})", gpu.predict))
     rows: list[dict[str, Any]] = []
-    bar = tqdm(total=len(engines) * len(BATCH_SIZES), desc="bench", disable=not progress)
+    bar = tqdm(
+        total=len(engines) * len(BATCH_SIZES), desc="bench", disable=not bars_wanted(progress)
+    )
     for batch_size in BATCH_SIZES:
         count = max(8, min(len(windows) // batch_size, 400))
         batches = [

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from events.outputs import check_output
 from riskstream.bench.contract import bench_parse
 from riskstream.bench.core import BenchResult
 from riskstream.bench.training import bench_train
@@ -38,6 +39,7 @@ def parse_cmd(
     out: OutOpt = Path("benchmarks/results"),
 ) -> None:
     """Parse + validate throughput on one core."""
+    check_output(out, "--out", folder=True)
     _show(bench_parse(events, limit, repeats), out)
 
 
@@ -49,6 +51,7 @@ def simulate_cmd(
     out: OutOpt = Path("benchmarks/results"),
 ) -> None:
     """Simulator throughput on a 20k-user world."""
+    check_output(out, "--out", folder=True)
     _show(bench_simulate(users, days, seed), out)
 
 
@@ -61,6 +64,7 @@ def train_cmd(
     out: OutOpt = Path("benchmarks/results"),
 ) -> None:
     """Training time per phase and samples/s for a preset on a simulated world."""
+    check_output(out, "--out", folder=True)
     _show(bench_train(preset, users, days, seed), out)
 
 
@@ -126,6 +130,7 @@ def pipeline_cmd(
 ) -> None:
     """Ceilings (model, transport, Redis, parse), the worker with 1 and N processes at 25–125 %
     load, cost vs N and batch, quality vs speed: JSON, markdown and PNGs under --out."""
+    check_output(out, "--out", folder=True)
     from riskstream.bench.pipeline import PipelineOptions, run_pipeline_bench
     from riskstream.bench.pipeline.report import render_markdown
     from riskstream.supervisor import default_processes
@@ -155,6 +160,7 @@ def gpu_cmd(
 ) -> None:
     """The model on CUDA per preset: provider verified, FP16 parity, windows/s at batch 256,
     1,024 and 4,096 (one line and exit 1 where there is no CUDA device)."""
+    check_output(out, "--out", folder=True)
     from riskstream.bench.gpu import bench_gpu
 
     names = tuple(p.strip() for p in presets.split(",") if p.strip())
@@ -172,6 +178,8 @@ def bundle_cmd(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
 ) -> None:
     """Windows/s and latency of a bundle: torch eager vs ORT FP32/INT8 (and CUDA when here)."""
+    if out is not None:
+        check_output(out, "--out", folder=True)
     from riskstream.bench.bundle import bench_bundle, render_bench
 
     render_bench(bench_bundle(bundle, progress=not quiet), out)
@@ -216,6 +224,7 @@ def quality_cmd(
 ) -> None:
     """Shipped model vs the GBDT on the same aggregates and data, judged on a separately
     simulated world: mean ± spread over seeds, per world kind (finished runs are reused)."""
+    check_output(out, "--out", folder=True)
     from riskstream.bench.quality import QualityPlan, bench_quality
 
     try:

@@ -9,6 +9,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from events import EncodingSpec, encode_event, parse_event
+from events.terminal import bars_wanted
 from riskstream.bench.core import BenchResult, pin_to_one_core
 from training.simulator import WorldConfig, simulate_world
 
@@ -18,7 +19,7 @@ __all__ = ["bench_parse"]
 def _best_rate(fn: object, lines: list[bytes], repeats: int) -> float:
     assert callable(fn)
     best = 0.0
-    for _ in tqdm(range(repeats), desc="  repeats", leave=False):
+    for _ in tqdm(range(repeats), desc="  repeats", leave=False, disable=not bars_wanted(True)):
         start = time.perf_counter()
         for line in lines:
             fn(line)

@@ -94,11 +94,19 @@ def _writers(tmp: Path) -> dict[str, list[str]]:
         "export": ["export", "--model", str(folder), "--quiet"],
         "score": ["score", "--bundle", str(folder), "--events", str(junk), "--quiet"],
         "labels export": ["labels", "export", "--from-topic", "--broker", "127.0.0.1:1"],
+        "demo": ["demo", "--users", "40"],
+        "bench parse": ["bench", "parse", "--events", str(junk)],
     }  # fmt: skip
 
 
 @pytest.mark.parametrize(
-    "command", ["simulate", "train", "pretrain", "evaluate", "export", "score", "labels export"]
+    "command",
+    [
+        *["simulate", "train", "pretrain", "evaluate", "export", "score"],
+        "labels export",
+        "demo",
+        "bench parse",
+    ],
 )
 def test_every_writing_command_checks_its_output_before_any_work(
     command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -206,3 +214,12 @@ def test_worker_with_no_broker_answering_says_so_in_one_line(tmp_path: Path) -> 
     assert proc.returncode == 1
     assert proc.stderr.startswith(f"error: cannot reach the broker at 127.0.0.1:{port}")
     assert proc.stderr.count("\n") == 1, proc.stderr
+
+
+def test_progress_bars_stay_out_of_logs(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    # Progress asked for (no --quiet), stderr not a terminal: no bar frames, the summary stays.
+    argv = ["simulate", "--users", "40", "--days", "0.05", "--out", str(tmp_path / "w")]
+    assert main(argv) == 0
+    captured = capfd.readouterr()
+    assert "\r" not in captured.err + captured.out
+    assert "events" in captured.out

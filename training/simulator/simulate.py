@@ -12,6 +12,7 @@ from typing import Final
 
 from tqdm import tqdm
 
+from events.terminal import bars_wanted
 from training.exceptions import SimulationError
 from training.simulator.abnormal import click_bot, click_farm, scraper
 from training.simulator.config import ATTACK_KINDS, WorldConfig, WorldSummary
@@ -75,7 +76,9 @@ def simulate_world(config: WorldConfig, out_dir: Path, progress: bool = True) ->
     seed, stats = config.seed, Stats()
     with tempfile.TemporaryDirectory(prefix=".simulate-", dir=out) as tmp:
         sink = EventSink(Path(tmp))
-        with tqdm(total=config.users, desc="simulate", unit="user", disable=not progress) as bar:
+        with tqdm(
+            total=config.users, desc="simulate", unit="user", disable=not bars_wanted(progress)
+        ) as bar:
             for i in range(world.n_normal):
                 profile = world.profiles[i]
                 actor = actor_for(world, profile, sink.lines, stats)

@@ -16,6 +16,7 @@ from typing import Final
 import orjson
 from tqdm import tqdm
 
+from events.terminal import bars_wanted
 from training.simulator.core import DAY_MS, KEY_CHARS, Episode, rng_for, utc_text
 
 __all__ = ["EventSink", "write_feedback", "write_labels"]
@@ -53,7 +54,11 @@ class EventSink:
         part = path.with_name(path.name + ".part")
         with (
             tqdm(
-                total=total, desc="write events", unit="ev", unit_scale=True, disable=not progress
+                total=total,
+                desc="write events",
+                unit="ev",
+                unit_scale=True,
+                disable=not bars_wanted(progress),
             ) as bar,
             part.open("wb") as out,
         ):

@@ -27,6 +27,7 @@ from typing import Any, Final
 import redis
 from tqdm import tqdm
 
+from events.terminal import bars_wanted
 from export.loader import load_bundle
 from export.manifest import read_manifest
 from riskstream.bench.core import machine_info
@@ -131,7 +132,7 @@ class _Bench:
                 worker.wait_done(_WARM_UP, 120)  # the group has joined, the model is warm
                 offset = _WARM_UP
                 for pct in tqdm(o.loads_pct, desc=f"open-loop load, {processes} proc.",
-                                unit="level"):  # fmt: skip
+                                unit="level", disable=not bars_wanted(True)):  # fmt: skip
                     level = load.Level(pct, capacity * pct / 100, o.duration_s)
                     n = int(level.offered_per_s * level.duration_s)
                     if offset + n > len(d.lines):
@@ -169,7 +170,8 @@ def run_pipeline_bench(opts: PipelineOptions) -> dict[str, Any]:
         # As the worker opens it (WorkerSettings.inference_spin off): ONNX Runtime's threads
         # busy-waiting between operators starve everything else on a shared host.
         bundle = load_bundle(opts.bundle, opts.device, spin=False)  # type: ignore[arg-type]
-        steps = tqdm(total=6 + len(opts.processes), desc="bench pipeline", unit="step")
+        steps = tqdm(total=6 + len(opts.processes), desc="bench pipeline", unit="step",
+                     disable=not bars_wanted(True))  # fmt: skip
         most = max(opts.processes)
         result: dict[str, Any] = {
             "machine": machine_info(),
