@@ -10,6 +10,7 @@ record here is byte-for-byte what the stream worker appends to its window.
 from __future__ import annotations
 
 import logging
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from itertools import chain, repeat
@@ -112,14 +113,18 @@ class Corpus:
 
 
 class _Builder:
-    """Per-user accumulators while reading: record bytes, event ids, category codes."""
+    """Per-user accumulators while reading: record bytes, event ids, category codes.
+
+    Records go into one `bytearray` per user and category codes into an `array`: compact
+    buffers, not a Python object (~50 B) per event.
+    """
 
     def __init__(self) -> None:
         self.slots: dict[str, int] = {}
         self.user_ids: list[str] = []
-        self.records: list[list[bytes]] = []
+        self.records: list[bytearray] = []
         self.event_ids: list[list[str]] = []
-        self.categories: list[list[int]] = []  # index into cat_names (0 = absent)
+        self.categories: list[array[int]] = []  # index into cat_names (0 = absent)
         self.orders: list[list[tuple[int, str]]] = []  # (file-order position, order_id)
         self.cat_index: dict[str | None, int] = {None: 0}
         self.cat_names: list[str | None] = [None]
@@ -130,9 +135,9 @@ class _Builder:
         if slot is None:
             slot = self.slots[user_id] = len(self.user_ids)
             self.user_ids.append(user_id)
-            self.records.append([])
+            self.records.append(bytearray())
             self.event_ids.append([])
-            self.categories.append([])
+            self.categories.append(array("I"))
             self.orders.append([])
         return slot
 
@@ -197,7 +202,7 @@ def _read_events(
             if event.order_id is not None and event.type == "purchase":
                 builder.orders[slot].append((len(ids), event.order_id))
             ids.append(eid)
-            builder.records[slot].append(encode_event(event, enc_spec))
+            builder.records[slot] += encode_event(event, enc_spec)
             if spec is None:
                 builder.categories[slot].append(builder.category(event.category))
     if stats.refused > _LOG_FIRST:
@@ -212,11 +217,11 @@ def _build_users(
     gap_ms = gap_s * 1000
     users: list[UserHistory] = []
     for slot in sorted(range(len(b.user_ids)), key=b.user_ids.__getitem__):
-        raw = np.frombuffer(b"".join(b.records[slot]), dtype=RECORD_DTYPE)
+        raw = np.frombuffer(b.records[slot], dtype=RECORD_DTYPE)
         order = np.argsort(records_ts_ms(raw), kind="stable")  # ties keep file order
         records = raw[order]  # a writable copy
         if fix_categories:
-            records["category"] = lut[np.asarray(b.categories[slot], dtype=np.intp)[order]]
+            records["category"] = lut[np.frombuffer(b.categories[slot], dtype=np.uint32)[order]]
         ids = b.event_ids[slot]
         in_order = bool((order == np.arange(len(order))).all())
         event_ids = ids if in_order else [ids[i] for i in order.tolist()]
@@ -231,7 +236,7 @@ def _build_users(
                 order_ids.setdefault(oid, pos)
         users.append(UserHistory(b.user_ids[slot], records, event_ids, ts, session, order_ids))
         # Drop the per-event objects as we go: keeps the peak near one copy of the data.
-        b.records[slot], b.categories[slot] = [], []
+        b.records[slot], b.categories[slot] = bytearray(), array("I")
     return users
 
 
