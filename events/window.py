@@ -1,8 +1,10 @@
 """A user's rolling window: the last N events within T seconds, up to and including an event.
 
-Stores keep records in arrival order (the order of the user's Kafka partition, or of the file
-offline), capped at N, idempotent by event id. The time bound T is applied when the window is
-read (`select_window`), by the same code offline and online.
+Stores keep records in time order (an event that arrives after a newer one of its user is
+placed by its time), capped at N, idempotent by event id. The time bound T is applied when the
+window is read (`select_window`), by the same code offline and online. An event older than the
+user's newest record by more than the store's allowed lateness (if it has one) changes nothing
+and is reported `late`: the stream dead-letters it rather than rewrite history.
 
 Idempotence reaches further back than the N stored ids: a full window also ignores an event
 older than its oldest record. Redelivering a long history (a crash with many uncommitted
@@ -145,10 +147,12 @@ def window_slices(ts_ms: npt.NDArray[np.int64], policy: WindowPolicy) -> Iterato
 
 @dataclass(frozen=True, slots=True)
 class AppendResult:
-    """What a store holds for the user after an append, and whether the event was new."""
+    """What a store holds for the user after an append, whether the event was already there
+    (`duplicate`), and whether it was refused as later than the allowed lateness (`late`)."""
 
     stored: bytes
     duplicate: bool
+    late: bool = False
 
 
 @runtime_checkable
@@ -161,9 +165,10 @@ class WindowStore(Protocol):
         ...
 
     def append(self, user_id: str, record: bytes) -> AppendResult:
-        """Append a record, unless its event id is already stored or the window is full and
-        the record is older than its oldest one (an evicted event redelivered, or one too late
-        to belong): then change nothing and say `duplicate`."""
+        """Place a record by its time, unless its event id is already stored or the window is
+        full and the record is older than its oldest one (an evicted event redelivered, or one
+        too late to belong): then change nothing and say `duplicate`; or it is older than the
+        newest record by more than the store's allowed lateness: change nothing, say `late`."""
         ...
 
     def get(self, user_id: str) -> bytes:
@@ -185,8 +190,11 @@ class InMemoryWindowStore:
     2
     """
 
-    def __init__(self, policy: WindowPolicy) -> None:
+    def __init__(self, policy: WindowPolicy, *, lateness_s: float = 0.0) -> None:
+        if lateness_s < 0:
+            raise ValueError(f"lateness_s: must be >= 0 (0: no bound), got {lateness_s!r}")
         self._policy = policy
+        self._lateness_ms = int(lateness_s * 1000)
         self._users: dict[str, bytes] = {}
 
     @property
@@ -202,9 +210,19 @@ class InMemoryWindowStore:
             if stored[offset + EID_SLICE.start : offset + EID_SLICE.stop] == eid:
                 return AppendResult(stored, duplicate=True)
         keep = self._policy.max_events * RECORD_SIZE
-        if len(stored) >= keep and record_ts_ms(record) < record_ts_ms(stored):
+        t = record_ts_ms(record)
+        if len(stored) >= keep and t < record_ts_ms(stored):
             return AppendResult(stored, duplicate=True)  # evicted redelivery, or too late
-        stored = (stored + record)[-keep:]
+        if (
+            self._lateness_ms
+            and stored
+            and t < record_ts_ms(stored[-RECORD_SIZE:]) - (self._lateness_ms)
+        ):
+            return AppendResult(stored, duplicate=False, late=True)
+        at = len(stored)  # after every record not newer than it (as the Redis script does)
+        while at > 0 and record_ts_ms(stored[at - RECORD_SIZE : at]) > t:
+            at -= RECORD_SIZE
+        stored = (stored[:at] + record + stored[at:])[-keep:]
         self._users[user_id] = stored
         return AppendResult(stored, duplicate=False)
 

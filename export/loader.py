@@ -54,6 +54,7 @@ __all__ = [
     "cuda_present",
     "load_bundle",
     "make_session",
+    "read_spec_and_policy",
     "read_verified",
     "run_session",
     "score_windows",
@@ -256,6 +257,24 @@ def _choose(manifest: Manifest, device: Device, variant: str | None) -> tuple[st
     return variant, _CUDA if cuda else _CPU
 
 
+def read_spec_and_policy(path: Path, manifest: Manifest) -> tuple[EncodingSpec, WindowPolicy]:
+    """A verified bundle's encoding spec and window policy (each file hashed as it is read)."""
+    try:
+        spec_text = read_verified(path, manifest, FILES["spec"]).decode("utf-8")
+        spec = EncodingSpec.from_json(spec_text)
+        policy_bytes = read_verified(path, manifest, FILES["policy"])
+        policy = WindowPolicy.from_dict(_json_object(policy_bytes, path / FILES["policy"]))
+    except UnicodeDecodeError as exc:
+        raise CorruptBundleError(f"{path / FILES['spec']}: not UTF-8 ({exc})") from exc
+    except IncompatibleSpec as exc:
+        raise IncompatibleBundleError(f"{path}: {exc}") from exc
+    if spec.spec_hash != manifest.encoding_spec_hash:
+        raise CorruptBundleError(
+            f"{path / FILES['spec']}: its hash is not the manifest's spec hash"
+        )
+    return spec, policy
+
+
 def load_bundle(
     path: str | Path,
     device: Device = "auto",
@@ -272,19 +291,7 @@ def load_bundle(
     """
     path = Path(path)
     manifest = verify_bundle(path)
-    try:
-        spec_text = read_verified(path, manifest, FILES["spec"]).decode("utf-8")
-        spec = EncodingSpec.from_json(spec_text)
-        policy_bytes = read_verified(path, manifest, FILES["policy"])
-        policy = WindowPolicy.from_dict(_json_object(policy_bytes, path / FILES["policy"]))
-    except UnicodeDecodeError as exc:
-        raise CorruptBundleError(f"{path / FILES['spec']}: not UTF-8 ({exc})") from exc
-    except IncompatibleSpec as exc:
-        raise IncompatibleBundleError(f"{path}: {exc}") from exc
-    if spec.spec_hash != manifest.encoding_spec_hash:
-        raise CorruptBundleError(
-            f"{path / FILES['spec']}: its hash is not the manifest's spec hash"
-        )
+    spec, policy = read_spec_and_policy(path, manifest)
     name, provider = _choose(manifest, device, variant)
     if not manifest.variants[name].verified:
         log.warning(

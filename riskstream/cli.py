@@ -23,6 +23,7 @@ from riskstream.tools.cli import alerts_app, replay
 from riskstream.tools.common import bootstrap_servers, check_broker
 from stream.cli import flags_env, load_settings
 from stream.cli import worker as stream_worker
+from stream.preflight import preflight
 from stream.settings import ENV_PREFIX
 from training.cli import pretrain, simulate, train
 
@@ -68,6 +69,7 @@ def worker(
     settings = load_settings()  # a bad setting: one error here, not one per process
     # Faust would log an unreachable broker as a page of tracebacks: one line instead.
     check_broker(bootstrap_servers(settings.broker_url))
+    preflight(settings)  # bundle, rules, Redis: one line each, before any process starts
     processes = processes or default_processes()
     if processes == 1:
         stream_worker(**kwargs)

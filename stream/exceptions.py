@@ -4,6 +4,7 @@ from events.exceptions import RiskstreamError
 
 __all__ = [
     "CooldownStoreError",
+    "PreflightError",
     "RedisStateError",
     "RulesError",
     "SettingsError",
@@ -36,3 +37,7 @@ class RulesError(StreamError):
 class SettingsError(StreamError):
     """A setting that cannot be used (e.g. a secret file that is missing); the message names
     the setting and the file, never a secret."""
+
+
+class PreflightError(StreamError):
+    """A start-up mistake found before the worker starts (bundle, rules, Redis); one line."""

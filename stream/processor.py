@@ -96,6 +96,19 @@ def _upto(stored: bytes, record: bytes) -> bytes:
     return b""
 
 
+def _key_mismatch(key: bytes | None) -> InvalidEvent:
+    """The refusal of an event not keyed by its user: its window would be updated from two
+    partitions, out of order."""
+    if key is None:
+        return InvalidEvent("key", "is missing: events must be keyed by their user_id")
+    return InvalidEvent("key", "is not the event's user_id (events must be keyed by it)")
+
+
+_LATE = InvalidEvent(
+    "ts", "is older than the user's newest event by more than allowed_lateness_s (late)"
+)
+
+
 @dataclass
 class _Candidate:
     index: int  # into the batch's scored events
@@ -116,6 +129,7 @@ class Processor:
         occlusion_top: int = 3,
         debug_scores: bool = False,
         dlq_max_bytes: int = MAX_EVENT_BYTES,
+        require_user_key: bool = True,
     ) -> None:
         self.rules = rules
         self.cooldowns = cooldowns
@@ -123,6 +137,7 @@ class Processor:
         self.debug_scores = debug_scores
         self.names = RecentEventIds()
         self.dlq_max_bytes = dlq_max_bytes
+        self.require_user_key = require_user_key
         self.dead_letter_log = DeadLetterLog()
         self._calibration: tuple[str, dict[str, HeadCalibration]] = ("", {})
 
@@ -155,7 +170,10 @@ class Processor:
             try:
                 if msg.value is None:
                     raise InvalidEvent("message", "is empty (a tombstone)")
-                good.append((msg, parse_event(msg.value, now_ms=now_ms)))
+                ev = parse_event(msg.value, now_ms=now_ms)
+                if self.require_user_key and msg.key != ev.user_id.encode():
+                    raise _key_mismatch(msg.key)
+                good.append((msg, ev))
             except InvalidEvent as exc:
                 self.dead_letter_log.report(msg, exc)
                 out.dead_letters.append(dead_letter(msg, exc, self.dlq_max_bytes))
@@ -189,6 +207,11 @@ class Processor:
         )
         out.redis_s = time.perf_counter() - began
         out.duplicates = sum(r.duplicate for r in results)
+        for (msg, _ev), result in zip(good, results, strict=True):
+            if result.late:  # nothing was written: it goes where refused events go
+                self.dead_letter_log.report(msg, _LATE)
+                out.dead_letters.append(dead_letter(msg, _LATE, self.dlq_max_bytes))
+        out.processed -= sum(r.late for r in results)
         # A redelivered event is scored again on the window as it was at that event: after a
         # crash between the window update and the alerts' publication, its alert is not lost
         # (the cooldown, set only after publication, keeps a re-sent one from alerting twice).
@@ -201,7 +224,10 @@ class Processor:
         policy = serving.policy
         full = policy.max_events * RECORD_SIZE
         for i, (result, rec) in enumerate(zip(results, records, strict=True)):
-            stored = result.stored if not result.duplicate else _upto(result.stored, rec)
+            if result.late:
+                continue
+            newest = result.stored[-RECORD_SIZE:] == rec
+            stored = result.stored if newest and not result.duplicate else _upto(result.stored, rec)
             if result.duplicate and len(result.stored) >= full and stored != result.stored:
                 stored = b""
             if stored:

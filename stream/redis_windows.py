@@ -1,7 +1,8 @@
 """Users' windows in Redis: one string of records per user, one script call per batch.
 
-`RedisWindowStore` keeps exactly what `events.InMemoryWindowStore` keeps (records in arrival
-order, the last N, idempotent by event id), as a plain Redis string per user: 64 records of
+`RedisWindowStore` keeps exactly what `events.InMemoryWindowStore` keeps (records in time
+order, the last N, idempotent by event id, events later than the allowed lateness refused), as
+a plain Redis string per user: 64 records of
 27 bytes cost under 2 KB of Redis memory with the key. `append_batch` sends a whole batch of
 events (many users, a user any number of times) as one EVALSHA of `lua/window_append.lua`,
 which applies the items in order, so the results equal appending them one by one.
@@ -72,10 +73,13 @@ class RedisWindowStore:
         *,
         prefix: str = DEFAULT_PREFIX,
         ttl_s: int | None = None,
+        lateness_s: float = 0.0,
     ) -> None:
         ttl = policy.max_age_s if ttl_s is None else ttl_s
         if type(ttl) is not int or ttl <= 0:
             raise ValueError(f"ttl_s: must be a positive integer, got {ttl_s!r}")
+        if lateness_s < 0:
+            raise ValueError(f"lateness_s: must be >= 0 (0: no bound), got {lateness_s!r}")
         if client.get_connection_kwargs().get("decode_responses"):
             raise ValueError("client: must not decode responses (windows are binary records)")
         self._client = client
@@ -89,6 +93,7 @@ class RedisWindowStore:
             ttl,
             EID_SLICE.start,
             EID_SLICE.stop - EID_SLICE.start,
+            int(lateness_s * 1000),
         )
         self._cluster = isinstance(client, RedisCluster)
 
@@ -230,12 +235,12 @@ class RedisWindowStore:
 
     @staticmethod
     def _parse(reply: Any, count: int) -> list[AppendResult]:
-        """The script's flat reply ``[stored, duplicate, ...]`` as results."""
+        """The script's flat reply ``[stored, flag, ...]`` as results."""
         if not isinstance(reply, list) or len(reply) != 2 * count:
             raise WindowStoreError(
                 f"the append script answered {type(reply).__name__}, expected {2 * count} items"
             )
         return [
-            AppendResult(bytes(reply[j]), duplicate=reply[j + 1] == 1)
+            AppendResult(bytes(reply[j]), duplicate=reply[j + 1] == 1, late=reply[j + 1] == 2)
             for j in range(0, len(reply), 2)
         ]

@@ -180,8 +180,11 @@ def parse_rules(text: str | bytes, spec: EncodingSpec, source: str = "rules") ->
     """Parse and check a rules file; errors name the rule and the key."""
     try:
         data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise RulesError(f"{source}: not valid YAML ({exc})") from exc
+    except yaml.YAMLError as exc:  # one line: where, and the parser's problem
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise RulesError(f"{source}: not valid YAML{at} ({problem})") from exc
     if not isinstance(data, dict) or not isinstance(data.get("rules", []), list):
         raise RulesError(f"{source}: must be a mapping with a 'rules' list")
     rules: list[Rule] = []

@@ -90,7 +90,9 @@ class Runtime:
         prefix = settings.redis_prefix
         self.model = ModelSlot(
             settings.bundle,
-            lambda policy: RedisWindowStore(self.client, policy, prefix=prefix),
+            lambda policy: RedisWindowStore(
+                self.client, policy, prefix=prefix, lateness_s=settings.allowed_lateness_s
+            ),
             settings.device,
             variant=settings.variant,
             max_events=settings.window_max_events,
@@ -107,6 +109,7 @@ class Runtime:
             occlusion_top=settings.occlusion_top,
             debug_scores=settings.debug_scores,
             dlq_max_bytes=settings.dlq_max_bytes,
+            require_user_key=settings.require_user_key,
         )
         self._last_poll = time.monotonic()
         self._refused_seen = 0

@@ -151,6 +151,12 @@ class WorkerSettings(KafkaSecurity):
     # to batch_max only under backlog (stream/latency.py); 0: always cut at batch_max.
     latency_budget_ms: int = Field(default=200, ge=0, le=600_000)
     cooldown_s: int = Field(default=600, ge=0)
+    # An event older than its user's newest by more than this is dead-lettered (`late`), not
+    # written into the past of the window; within it, it is placed by its time. 0: no bound.
+    allowed_lateness_s: float = Field(default=3600.0, ge=0)
+    # Events keyed by anything but their user_id (or not keyed) are dead-lettered: a window
+    # is only in order when all of a user's events share one partition.
+    require_user_key: bool = True
     occlusion_top: int = Field(default=3, ge=0, le=16)
     debug_scores: bool = False
     retry_max_backoff_s: float = Field(default=5.0, gt=0)

@@ -6,12 +6,16 @@
 -- ARGV[3]      the TTL in seconds, set on every window this call changes
 -- ARGV[4]      where the event id hash starts inside a record (0-based)
 -- ARGV[5]      the length of the event id hash
--- ARGV[5 + i]  the record of item i
+-- ARGV[6]      the allowed lateness in ms (0: none): how much older than the user's newest
+--              record an event may be and still be placed in the window
+-- ARGV[6 + i]  the record of item i
 --
--- Returns {stored_1, duplicate_1, stored_2, duplicate_2, ...}: the window after each item
--- (oldest record first) and 1 when nothing changed: the item's event id was already stored, or
--- the window is full and the item is older than its oldest record (a redelivered event that
--- was evicted since, or one too late to belong in the window).
+-- Returns {stored_1, flag_1, stored_2, flag_2, ...}: the window after each item (oldest record
+-- first, in time order: a late item within the bound is placed among the records by its time)
+-- and a flag: 0 appended; 1 nothing changed as the item's event id was already stored, or the
+-- window is full and the item is older than its oldest record (a redelivered event that was
+-- evicted since, or one too late to belong in the window); 2 nothing changed as the item is
+-- older than the newest record by more than the allowed lateness.
 -- Records start with the time: epoch seconds (u32 LE), then ms in the low 10 bits of a u16 LE.
 -- A window is a plain string of records: the smallest thing Redis can hold them in.
 
@@ -20,6 +24,7 @@ local size = tonumber(ARGV[2])
 local ttl = tonumber(ARGV[3])
 local eid_start = tonumber(ARGV[4])
 local eid_len = tonumber(ARGV[5])
+local lateness = tonumber(ARGV[6])
 local keep = max_events * size
 
 -- Each key is read once and written once, however often it appears in the batch.
@@ -49,19 +54,27 @@ end
 
 local out = {}
 for i, key in ipairs(KEYS) do
-    local record = ARGV[5 + i]
+    local record = ARGV[6 + i]
     local stored = windows[key]
     if stored == nil then
         stored = redis.call('GET', key) or ''
         windows[key] = stored
     end
     local eid = string.sub(record, eid_start + 1, eid_start + eid_len)
-    if has_event_id(stored, eid)
-        or (#stored >= keep and time_ms(record, 1) < time_ms(stored, 1)) then
+    local t = time_ms(record, 1)
+    if has_event_id(stored, eid) or (#stored >= keep and t < time_ms(stored, 1)) then
         out[#out + 1] = stored
         out[#out + 1] = 1
+    elseif lateness > 0 and #stored > 0 and t < time_ms(stored, #stored - size + 1) - lateness then
+        out[#out + 1] = stored
+        out[#out + 1] = 2
     else
-        stored = stored .. record
+        -- after every record not newer than it: arrival order for events in time order
+        local at = #stored
+        while at > 0 and time_ms(stored, at - size + 1) > t do
+            at = at - size
+        end
+        stored = string.sub(stored, 1, at) .. record .. string.sub(stored, at + 1)
         if #stored > keep then
             stored = string.sub(stored, #stored - keep + 1)
         end

@@ -12,7 +12,14 @@ import jsonschema
 import pytest
 import redis
 
-from events import InMemoryWindowStore, encode_event, load_schema, parse_event, parse_ts_ms
+from events import (
+    RECORD_SIZE,
+    InMemoryWindowStore,
+    encode_event,
+    load_schema,
+    parse_event,
+    parse_ts_ms,
+)
 from stream.cooldowns import CooldownStore
 from stream.messages import Incoming
 from stream.model_slot import ModelSlot, Serving
@@ -56,12 +63,20 @@ def _processor(
     return _Rig(bundle, client, prefix, rules, cooldown_s, debug_scores=debug_scores)
 
 
+def _key(value: bytes) -> bytes | None:
+    """The key a producer gives an event: its user_id (None for what is not an event)."""
+    try:
+        return str(json.loads(value)["user_id"]).encode()
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 def _replay(proc: _Rig, lines: list[bytes], batch: int = 256, first_offset: int = 0) -> Outcome:
     """Every line through `proc` in batches; one Outcome with everything."""
     total = Outcome()
     for start in range(0, len(lines), batch):
         msgs = [
-            Incoming(v, None, "events", 0, first_offset + start + i, NOW_MS - 1000)
+            Incoming(v, _key(v), "events", 0, first_offset + start + i, NOW_MS - 1000)
             for i, v in enumerate(lines[start : start + batch])
         ]
         out = proc.process(msgs, now_ms=NOW_MS)
@@ -206,7 +221,7 @@ def test_bad_messages_go_to_the_dead_letter_list_and_good_ones_are_processed(
     }
     lines = good[:20] + list(bad) + good[20:]
     proc = _processor(tiny_bundle, redis_client, key_prefix)
-    msgs = [Incoming(v, b"k", "events", 3, 100 + i) for i, v in enumerate(lines)]
+    msgs = [Incoming(v, _key(v), "events", 3, 100 + i) for i, v in enumerate(lines)]
     msgs.append(Incoming(None, b"k", "events", 3, 999))  # a tombstone
     out = proc.process(msgs, now_ms=NOW_MS)
     assert out.processed == len(good)
@@ -284,7 +299,7 @@ def test_rules_fire_and_reload(
         return json.dumps({"event_id": f"c{i}", "user_id": "r1", "ts": NOW_MS - 60_000 + i,
                            "type": "click"}).encode()  # fmt: skip
 
-    out = proc.process([Incoming(click(i), None, "events", 0, i) for i in range(4)], now_ms=NOW_MS)
+    out = proc.process([Incoming(click(i), b"r1", "events", 0, i) for i in range(4)], now_ms=NOW_MS)
     fired = [
         a for _, a in out.alerts if any(r.get("rule_id") == "three_clicks" for r in a["reasons"])
     ]
@@ -298,7 +313,7 @@ def test_rules_fire_and_reload(
     rules.write_text("rules:\n  - id: never\n    alert: fraud\n    all:\n"
                      "      - {types: [purchase], at_least: 1000}\n")  # fmt: skip
     out = proc.process(
-        [Incoming(click(i), None, "events", 0, i) for i in range(4, 8)], now_ms=NOW_MS
+        [Incoming(click(i), b"r1", "events", 0, i) for i in range(4, 8)], now_ms=NOW_MS
     )
     assert proc.rules.current().rules[0].rule_id == "never"
     assert not any(r.get("rule_id") for _, a in out.alerts for r in a["reasons"])
@@ -365,7 +380,7 @@ def test_runtime_reloads_between_batches_and_counts_refusals(
 
     def batch(offset: int) -> list[Incoming]:
         return [
-            Incoming(v, None, "events", 0, offset + i)
+            Incoming(v, _key(v), "events", 0, offset + i)
             for i, v in enumerate(world_lines[offset : offset + 50])
         ]
 
@@ -402,7 +417,7 @@ def test_an_alert_lost_to_a_crash_before_publication_comes_back_on_redelivery(
     upto = next(i for i, v in enumerate(lines) if parse_event(v, now_ms=NOW_MS).event_id
                 == alert["event_id"]) + 1  # fmt: skip
     proc = _processor(tiny_bundle, redis_client, key_prefix)
-    msgs = [Incoming(v, None, "events", 0, i) for i, v in enumerate(lines[:upto])]
+    msgs = [Incoming(v, _key(v), "events", 0, i) for i, v in enumerate(lines[:upto])]
     crashed = proc.process(msgs, now_ms=NOW_MS)  # windows updated; then the worker dies
     assert any(a["event_id"] == alert["event_id"] for _, a in crashed.alerts)
     redelivered = proc.process(msgs, now_ms=NOW_MS)  # uncommitted: Kafka delivers it again
@@ -461,7 +476,7 @@ def test_calibration_gates_short_windows_and_sets_severity(
     assert severity == {"fraud": "critical", "abnormal_click": "medium"}
     # windows of 1 and 2 events, both users, both heads: over the threshold, not alerted
     second = _processor(bundle, redis_client, key_prefix + "again:")
-    msgs = [Incoming(v, None, "events", 0, i, NOW_MS - 1000) for i, v in enumerate(lines)]
+    msgs = [Incoming(v, _key(v), "events", 0, i, NOW_MS - 1000) for i, v in enumerate(lines)]
     assert second.process(msgs, NOW_MS).short_windows == {"fraud": 4, "abnormal_click": 4}
 
     # A bundle exported before calibration: every window alerts, severity from the margin
@@ -475,3 +490,43 @@ def test_calibration_gates_short_windows_and_sets_severity(
     assert first.short_windows == {}
     assert all(a["severity"] in ("critical", "high", "medium") for _, a in first.alerts)
     assert caplog.text.count("has no severity calibration") == 1
+
+
+def test_events_not_keyed_by_their_user_and_events_too_late_are_dead_lettered(
+    tiny_bundle: Path, redis_client: redis.Redis, key_prefix: str
+) -> None:
+    slot = ModelSlot(
+        tiny_bundle,
+        lambda p: RedisWindowStore(redis_client, p, prefix=key_prefix, lateness_s=3600),
+        "cpu",
+        variant="fp32",
+    )
+    proc = Processor(RulesFile(None, slot.current.bundle.spec), CooldownStore(redis_client, 600))
+
+    def event(i: int, ts_ms: int, user: str = "k1") -> bytes:
+        return json.dumps({"event_id": f"e{i}", "user_id": user, "ts": ts_ms,
+                           "type": "click"}).encode()  # fmt: skip
+
+    t = NOW_MS - 86_400_000
+    msgs = [
+        Incoming(event(1, t), b"k1", "events", 0, 1),
+        Incoming(event(2, t + 1000), None, "events", 0, 2),  # no key
+        Incoming(event(3, t + 2000), b"someone-else", "events", 0, 3),  # another user's key
+        Incoming(event(4, t + 7_200_000), b"k1", "events", 0, 4),
+        Incoming(event(5, t + 4_000_000), b"k1", "events", 0, 5),  # 53 min late: placed
+        Incoming(event(6, t + 7_200_000 - 3_600_001), b"k1", "events", 0, 6),  # past the bound
+    ]
+    out = proc.process(msgs, slot.current, now_ms=NOW_MS)
+    assert [d.field for d in out.dead_letters] == ["key", "key", "ts"]
+    reasons = [d.reason for d in out.dead_letters]
+    assert "missing" in reasons[0]
+    assert "not the event's user_id" in reasons[1]
+    assert "late" in reasons[2]
+    assert [d.value for d in out.dead_letters] == [msgs[1].value, msgs[2].value, msgs[5].value]
+    assert out.processed == 3
+    stored = slot.current.store.get("k1")
+    spec = slot.current.bundle.spec
+    ids = [stored[i + 6 : i + 12] for i in range(0, len(stored), RECORD_SIZE)]
+    expected = [encode_event(parse_event(m.value or b"", now_ms=NOW_MS), spec)[6:12]
+                for m in (msgs[0], msgs[4], msgs[3])]  # fmt: skip
+    assert ids == expected  # in time order; nothing of the refused ones

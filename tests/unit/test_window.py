@@ -41,7 +41,7 @@ def _record(i: int, ts_ms: int, user: str = "u") -> bytes:
 
 
 @pytest.fixture(params=STORES)
-def make_store(request: pytest.FixtureRequest) -> Callable[[WindowPolicy], WindowStore]:
+def make_store(request: pytest.FixtureRequest) -> Callable[..., WindowStore]:
     if request.param == "memory":
         return InMemoryWindowStore
     from stream.redis_windows import RedisWindowStore
@@ -50,7 +50,7 @@ def make_store(request: pytest.FixtureRequest) -> Callable[[WindowPolicy], Windo
     fixture = "redis_cluster_client" if request.param == "redis-cluster" else "redis_client"
     client = request.getfixturevalue(fixture)
     prefix = request.getfixturevalue("key_prefix")
-    return lambda policy: RedisWindowStore(client, policy, prefix=prefix)
+    return lambda policy, **kw: RedisWindowStore(client, policy, prefix=prefix, **kw)
 
 
 @pytest.mark.parametrize("policy", POLICIES, ids=str)
@@ -146,3 +146,28 @@ def test_full_window_ignores_an_older_event(
     assert store.append("u", late).duplicate is True
     newer = _record(1000, T0 + 10_000_000)
     assert store.append("u", newer).duplicate is False
+
+
+def test_store_places_a_late_event_by_its_time_and_refuses_one_later_than_the_bound(
+    make_store: Callable[..., WindowStore],
+) -> None:
+    store = make_store(WindowPolicy(5, 86400), lateness_s=60)
+    a, b, c = _record(1, T0), _record(2, T0 + 20_000), _record(3, T0 + 40_000)
+    for rec in (a, c):
+        store.append("u", rec)
+    placed = store.append("u", b)  # 20 s late: between a and c
+    assert (placed.duplicate, placed.late) == (False, False)
+    assert store.get("u") == a + b + c
+    same_ms = _record(4, T0 + 40_000)  # ties keep arrival order
+    store.append("u", same_ms)
+    assert store.get("u") == a + b + c + same_ms
+    late = store.append("u", _record(5, T0 + 40_000 - 60_001))  # 1 ms past the bound
+    assert (late.duplicate, late.late) == (False, True)
+    assert late.stored == store.get("u") == a + b + c + same_ms
+    store.append("u", _record(6, T0 + 50_000))  # the window is full now
+    full = store.append("u", _record(7, T0 - 1))  # within the bound, older than the oldest
+    assert (full.duplicate, full.late) == (True, False)
+    unbounded = make_store(WindowPolicy(4, 86400))  # lateness 0: no bound
+    unbounded.append("v", _record(8, T0 + 86_400_000, "v"))
+    assert not unbounded.append("v", _record(9, T0, "v")).late
+    assert len(unbounded.get("v")) == 2 * RECORD_SIZE
