@@ -45,10 +45,15 @@ from tests.integration.fault_support import (
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
 
-# One events partition: keyless records go to any partition, and a user's window is in arrival
-# order, so the reference (file order) holds only where all of a user's records share one.
+# One events partition: a user's window is in arrival order, so the reference (file order)
+# holds only where all of a user's records share one.
 TOPICS = {"events": 1, "alerts": 2, "dlq": 1, "scores": 1}
 PER_USER = 30  # a user's first events only: a few hundred events a codec
+
+
+def _keyless(i: int) -> bool:
+    """Every fifth record is sent without a key: the worker must dead-letter it (field key)."""
+    return i % 5 == 4
 
 
 def _lines_of(tiny_world: Path, attackers: int, normal: int) -> list[bytes]:
@@ -104,7 +109,8 @@ def test_confluent_producers_with_every_codec_give_the_uncompressed_windows_and_
     """The same events five times, once per codec (none, gzip, snappy, lz4, zstd), each copy
     under its own users, from idempotent librdkafka producers, with headers, every fifth
     record without a key, and one malformed record per copy. Every copy must be windowed as
-    the reference is, and alert on the same (user, type, event) as the uncompressed copy."""
+    the reference of its keyed records is, alert on the same (user, type, event) as the
+    uncompressed copy, and dead-letter the malformed and the keyless records."""
     topics = make_topics(TOPICS)
     base_lines = _lines_of(tiny_world, attackers=6, normal=4)
     copies: dict[str, list[bytes]] = {c: [_copy(x, c) for x in base_lines] for c in CODECS}
@@ -112,7 +118,7 @@ def test_confluent_producers_with_every_codec_give_the_uncompressed_windows_and_
     for codec, lines in copies.items():
         records = []
         for i, line in enumerate(lines):
-            key = None if i % 5 == 4 else orjson.loads(line)["user_id"].encode()
+            key = None if _keyless(i) else orjson.loads(line)["user_id"].encode()
             headers = [("producer", b"confluent-kafka"), ("codec", codec.encode()),
                        ("seq", str(i).encode())]  # fmt: skip
             records.append((key, line, headers))
@@ -136,9 +142,9 @@ def test_confluent_producers_with_every_codec_give_the_uncompressed_windows_and_
     finally:
         offsets.close()
 
-    # Windows: every event of every copy, in order, once.
+    # Windows: every keyed event of every copy, in order, once.
     bundle = load_bundle(tiny_bundle, "cpu", variant="fp32")
-    all_lines = [x for c in CODECS for x in copies[c]]
+    all_lines = [x for c in CODECS for i, x in enumerate(copies[c]) if not _keyless(i)]
     events = [parse_event(x, now_ms=FAR_FUTURE_MS) for x in all_lines]
     assert_windows_equal(redis_client, key_prefix, World(tmp_path, all_lines, events, []), bundle)
 
@@ -167,16 +173,21 @@ def test_confluent_producers_with_every_codec_give_the_uncompressed_windows_and_
     again, _ = read_in_group(kafka_broker.bootstrap, topics["alerts"], group, set(), timeout_s=3)
     assert again == [], "the group's committed offsets were not honoured"
 
-    # Dead letters, read the same way: the malformed record of each copy, with its source.
+    # Dead letters, read the same way: the malformed and the keyless records of each copy,
+    # with their source; a keyless one names the field `key`.
     dlq_records = read_all(kafka_broker.bootstrap, topics["dlq"], 1)
     expect = {(r.partition, r.offset) for r in dlq_records}
     group = f"dlq-reader-{uuid.uuid4().hex[:8]}"
     dead, committed = read_in_group(kafka_broker.bootstrap, topics["dlq"], group, expect)
-    assert sorted(r.value for r in dead) == sorted(b"{not json " + c.encode() for c in CODECS)
+    keyless = [x for c in CODECS for i, x in enumerate(copies[c]) if _keyless(i)]
+    malformed = [b"{not json " + c.encode() for c in CODECS]
+    assert sorted(r.value for r in dead) == sorted(malformed + keyless)
     assert committed == {0: max(o for _, o in expect) + 1}
     for r in dead:
         assert r.headers["source_topic"] == topics["events"].encode()
         assert r.headers["reason"]
+        if r.value in keyless:
+            assert r.headers.get("field") == b"key", r.headers
 
 
 def test_an_undecodable_batch_is_dead_lettered_and_skipped(
