@@ -16,7 +16,7 @@ from export.exceptions import ExportError
 from training.checkpoint import Checkpoint
 from training.config import TrainConfig
 from training.data import Corpus, load_corpus
-from training.examples import batch_windows, build_examples, split_users
+from training.examples import batch_windows, build_examples, split_time
 
 __all__ = ["VerificationSet", "pr_auc_per_head", "verification_set"]
 
@@ -39,26 +39,26 @@ class VerificationSet:
 def _train_config(meta: dict[str, Any]) -> TrainConfig:
     saved = dict(meta.get("train", {}))
     known = {f.name for f in fields(TrainConfig)}
-    if "split_fractions" in saved:
-        saved["split_fractions"] = tuple(saved["split_fractions"])
     return TrainConfig(**{k: v for k, v in saved.items() if k in known})
 
 
-def _validation_users(
+def _validation_events(
     ckpt: Checkpoint, corpus: Corpus, cfg: TrainConfig
-) -> tuple[npt.NDArray[np.int32], int]:
-    """The checkpoint's validation users in `corpus` and its cut: as recorded by training
-    (`split`), or, for checkpoints from before that, the split its config draws again."""
+) -> tuple[npt.NDArray[np.int32], int | None, int | None]:
+    """The users and [from, to) times of the checkpoint's validation events in `corpus`: the
+    choose users from the validation period on (training.examples.split_time, drawn again
+    with the recorded settings), or, for checkpoints from before it, the recorded
+    validation users before the recorded cut."""
     saved = ckpt.meta.get("split")
     if isinstance(saved, dict) and "val_user_ids" in saved:
         index = corpus.user_index()
         ids = [index[u] for u in saved["val_user_ids"] if u in index]
-        return np.asarray(sorted(ids), dtype=np.int32), int(saved["t_cut_ms"])
-    split = split_users(
-        corpus, seed=cfg.seed, fractions=cfg.split_fractions,
-        test_after_quantile=cfg.test_after_quantile,
+        return np.asarray(sorted(ids), dtype=np.int32), None, int(saved["t_cut_ms"])
+    split = split_time(
+        corpus, seed=cfg.seed, val_after_quantile=cfg.val_after_quantile,
+        check_share=cfg.check_share,
     )  # fmt: skip
-    return split.val_users, split.t_cut_ms
+    return split.choose_users, split.t_val_ms, None
 
 
 def verification_set(
@@ -82,15 +82,16 @@ def verification_set(
         session_gap_s=ckpt.session_gap_s,
         progress=progress,
     )
-    val_users, t_cut_ms = _validation_users(ckpt, corpus, cfg)
+    val_users, t_from_ms, t_to_ms = _validation_events(ckpt, corpus, cfg)
     # Parity on windows drawn from every validation event; PR-AUC on all positives and a
     # weighted share of negatives (as early stopping does), to keep the export quick.
-    every = build_examples(corpus, val_users, ckpt.policy, t_to_ms=t_cut_ms)
+    every = build_examples(corpus, val_users, ckpt.policy, t_from_ms=t_from_ms, t_to_ms=t_to_ms)
     val = build_examples(
         corpus,
         val_users,
         ckpt.policy,
-        t_to_ms=t_cut_ms,
+        t_from_ms=t_from_ms,
+        t_to_ms=t_to_ms,
         neg_keep=cfg.eval_neg_keep,
         seed=cfg.seed,
     )

@@ -213,18 +213,19 @@ def render_metrics(report: dict[str, Any], title: str) -> None:
     table = Table(title=title)
     table.add_column("metric", overflow="fold")
     heads = list(report["heads"])
-    stored = report.get("stored_baseline") or {}
+    cross = report.get("baseline_cross_fitted") or {}
+    base_name = report.get("baseline_name") or "baseline"
     for head in heads:
         table.add_column(f"{head}\nmodel", justify="right", overflow="fold")
-        table.add_column("\nbaseline", justify="right", overflow="fold")
-        if head in stored:
-            table.add_column("\nstored baseline", justify="right", overflow="fold")
+        table.add_column(f"\n{base_name}", justify="right", overflow="fold")
+        if head in cross:
+            table.add_column("\ncross-fitted on this set", justify="right", overflow="fold")
     for name, label in _METRICS.items():
         row = [label]
         for head in heads:
             row += [_fmt(report["heads"][head].get(name)), _fmt(report["baseline"][head].get(name))]
-            if head in stored:
-                row.append(_fmt(stored[head].get(name)))
+            if head in cross:
+                row.append(_fmt(cross[head].get(name)))
         table.add_row(*row)
     _out.print(table)
     for head in heads:

@@ -6,47 +6,46 @@ import json
 import types
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Final, Union, get_args, get_origin, get_type_hints
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from training.exceptions import TrainingError
+from training.presets import DEFAULT_PRESET, PRESETS
 
-__all__ = ["DEFAULT_PRESET", "PRESET_TRAINING", "TrainConfig"]
-
-
-#: `train`'s preset when none is named: `tiny` scores ~5× as many windows a second as `small` on
-#: a CPU and was as good on the default 20k-user world (docs/training.md, Presets).
-DEFAULT_PRESET: Final = "tiny"
+__all__ = ["DEFAULT_PRESET", "TrainConfig"]
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How to train; saved in the checkpoint beside the model config."""
+    """How to train; saved in the checkpoint beside the model config. The bare defaults are
+    DEFAULT_PRESET's (training/presets.py)."""
 
-    preset: str = "small"  # the bare fields below are `small`'s; the CLI's default: DEFAULT_PRESET
+    preset: str = DEFAULT_PRESET
     seed: int = 0
     # Window and sessions (saved with the model; the stream uses the same N and T).
-    max_events: int = 64
+    max_events: int = 32
     max_age_s: int = 7 * 24 * 3600
     session_gap_s: int = 1800
-    # Split by user, and by time for the test set.
-    split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
-    test_after_quantile: float = 0.5
+    # Out of time (training.examples.split_time): choices are made on the events at or after
+    # this quantile of time, by half the users there (`check_share` of them are the report's);
+    # then the shipped model (and its GBDT) learns from every event with those choices.
+    val_after_quantile: float = 0.8
+    check_share: float = 0.5
     # Self-supervised masked-event pretraining.
-    pretrain_windows: int = 60_000
+    pretrain_windows: int = 6_000
     pretrain_epochs: int = 1
     mask_prob: float = 0.15
-    pretrain_lr: float = 1e-3
+    pretrain_lr: float = 2e-3
     # Fine-tuning.
-    labelled_share: float = 1.0  # share of the training users whose labels are used
-    neg_keep: float = 0.1  # share of all-negative examples kept (weights undo it)
+    labelled_share: float = 1.0  # share of the users whose labels are used
+    neg_keep: float = 0.2  # share of all-negative examples kept (weights undo it)
     finetune_epochs: int = 3
-    finetune_lr: float = 5e-4
+    finetune_lr: float = 2e-3
     patience: int = 1
     eval_neg_keep: float = 0.25  # negatives scored for early stopping (weights undo it)
     # Known negatives (analysts' false positives, from --feedback): always kept, this weight.
     # The default is what a kept negative weighs at neg_keep 0.1.
     known_negative_weight: float = 10.0
-    batch_size: int = 128
+    batch_size: int = 64
     weight_decay: float = 0.01
     warmup_share: float = 0.06
     # Thresholds, chosen on validation: by default at most this many normal users alerted
@@ -57,10 +56,10 @@ class TrainConfig:
     # The stacked ensemble (training.ensemble): "auto" ships the model blended with the GBDT
     # when that wins on validation, "on" always, "off" never.
     ensemble: str = "auto"
-    # After model selection on train/validation, fine-tune again (and refit the GBDT) on train
-    # + validation users' events before the cut for the selected epochs (iterations); the
-    # thresholds stay those of the selection run's validation.
-    refit: bool = False
+    # After the choices, fine-tune again from the pretrained weights (and refit the GBDT) on
+    # every event for the selected epochs (iterations): the shipped model has seen the whole
+    # history. False ships the selection run's model (it never saw the validation period).
+    refit: bool = True
     # Where to compute: auto (CUDA when present) | cpu | cuda; mixed precision on CUDA only:
     # auto (bf16 where supported, else fp16 with a grad scaler) | bf16 | fp16 | off.
     device: str = "auto"
@@ -69,8 +68,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.target_precision is not None and self.target_fpr is not None:
             raise TrainingError("target_precision, target_fpr: give at most one")
-        if self.preset not in PRESET_TRAINING:
-            raise TrainingError(f"preset: must be one of {', '.join(PRESET_TRAINING)}")
+        if self.preset not in PRESETS:
+            raise TrainingError(f"preset: must be one of {', '.join(PRESETS)}")
+        for name in ("val_after_quantile", "check_share"):
+            if not 0 < getattr(self, name) < 1:
+                raise TrainingError(f"{name}: must be in (0, 1)")
         for name in ("neg_keep", "eval_neg_keep", "labelled_share"):
             if not 0 < getattr(self, name) <= 1:
                 raise TrainingError(f"{name}: must be in (0, 1]")
@@ -91,13 +93,13 @@ class TrainConfig:
     @classmethod
     def for_preset(cls, preset: str, **overrides: Any) -> TrainConfig:
         """The preset's defaults, then `overrides`."""
-        if preset not in PRESET_TRAINING:
-            raise TrainingError(f"--preset: must be one of {', '.join(PRESET_TRAINING)}")
+        if preset not in PRESETS:
+            raise TrainingError(f"--preset: must be one of {', '.join(PRESETS)}")
         known = {f.name for f in fields(cls)}
         unknown = set(overrides) - known
         if unknown:
             raise TrainingError(f"{sorted(unknown)[0]}: unknown training setting")
-        return replace(cls(preset=preset, **PRESET_TRAINING[preset]), **overrides)
+        return replace(cls(preset=preset, **PRESETS[preset].training), **overrides)
 
     @classmethod
     def from_sources(
@@ -134,27 +136,7 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able form."""
-        out = asdict(self)
-        out["split_fractions"] = list(self.split_fractions)
-        return out
-
-
-#: Training defaults per model preset (model sizes are in training.model.PRESETS).
-PRESET_TRAINING: dict[str, dict[str, Any]] = {
-    "tiny": {
-        "max_events": 32,
-        "pretrain_windows": 6_000,
-        "neg_keep": 0.2,
-        "finetune_epochs": 3,
-        "batch_size": 64,
-        "pretrain_lr": 2e-3,
-        "finetune_lr": 2e-3,
-    },
-    # Validation PR-AUC was still climbing after 3 epochs (at 5e-4 and at 1e-3); 5 epochs at
-    # 1e-3 lifted test fraud PR-AUC 0.9803 → 0.9848 on the default world (docs/benchmarks.md).
-    "small": {"finetune_lr": 1e-3, "finetune_epochs": 5},
-    "base": {"pretrain_windows": 200_000, "finetune_epochs": 4, "batch_size": 256},
-}
+        return asdict(self)
 
 
 _HINTS: dict[str, Any] = get_type_hints(TrainConfig)

@@ -1,5 +1,5 @@
 """Examples for fine-tuning: one per scored event, its window bounds and its labels per head;
-user/time splits; batches of windows grouped by length.
+the out-of-time split; batches of windows grouped by length.
 
 A window is `corpus.users[u].records[start:end]`, bounds from `events.window.window_slices` (the
 offline twin of the stream's store), so the trainer scores exactly what the worker would.
@@ -25,7 +25,7 @@ __all__ = [
     "build_examples",
     "cut_time",
     "length_buckets",
-    "split_users",
+    "split_time",
 ]
 
 logger = logging.getLogger(__name__)
@@ -78,21 +78,24 @@ class ExampleSet:
 
 @dataclass(frozen=True, eq=False)
 class Split:
-    """Users in three disjoint sets; train/val examples before `t_cut_ms`, test at or after."""
+    """Out of time: selection fits on events before `t_val_ms`; the validation period (events at
+    or after it, every user's) is halved by user into the users the choices are made on
+    (`choose_users`: early stopping, blend, thresholds, calibration) and those the report is
+    judged on (`check_users`), so the report's alert rates are not the ones the thresholds
+    were chosen to hit. The shipped model then learns from every event."""
 
-    train_users: I32
-    val_users: I32
-    test_users: I32
-    t_cut_ms: int
+    t_val_ms: int
+    choose_users: I32
+    check_users: I32
 
     def __eq__(self, other: object) -> bool:
         # By value: the generated __eq__ would compare arrays elementwise and raise.
         if not isinstance(other, Split):
             return NotImplemented
-        mine = (self.train_users, self.val_users, self.test_users)
-        theirs = (other.train_users, other.val_users, other.test_users)
-        return self.t_cut_ms == other.t_cut_ms and all(
-            np.array_equal(a, b) for a, b in zip(mine, theirs, strict=True)
+        return (
+            self.t_val_ms == other.t_val_ms
+            and np.array_equal(self.choose_users, other.choose_users)
+            and np.array_equal(self.check_users, other.check_users)
         )
 
     __hash__ = None  # type: ignore[assignment]  # mutable arrays inside: not hashable
@@ -100,11 +103,10 @@ class Split:
     def to_dict(self) -> dict[str, object]:
         """Sizes and the cut, for the report."""
         return {
-            "train_users": len(self.train_users),
-            "val_users": len(self.val_users),
-            "test_users": len(self.test_users),
-            "t_cut_ms": self.t_cut_ms,
-            "t_cut": format_ts_ms(self.t_cut_ms),
+            "validation_from_ms": self.t_val_ms,
+            "validation_from": format_ts_ms(self.t_val_ms),
+            "choose_users": len(self.choose_users),
+            "check_users": len(self.check_users),
         }
 
 
@@ -115,36 +117,32 @@ def _episodes_by_user(corpus: Corpus) -> dict[str, list[int]]:
     return by_user
 
 
-def cut_time(corpus: Corpus, test_after_quantile: float = 0.5) -> int:
-    """The split's cut: the `test_after_quantile` quantile of every event's time."""
+def cut_time(corpus: Corpus, quantile: float) -> int:
+    """The `quantile` quantile of every event's time."""
     if not corpus.users:
         raise DataError("corpus: has no users to split")
     all_ts = np.concatenate([u.ts_ms for u in corpus.users])
-    return int(np.quantile(all_ts, test_after_quantile, method="lower"))
+    return int(np.quantile(all_ts, quantile, method="lower"))
 
 
-def split_users(
-    corpus: Corpus,
-    *,
-    seed: int,
-    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
-    test_after_quantile: float = 0.5,
+def split_time(
+    corpus: Corpus, *, seed: int, val_after_quantile: float = 0.8, check_share: float = 0.5
 ) -> Split:
-    """Assign users to train/val/test by a seeded, stratified draw; cut time at a quantile.
+    """The validation period starts at the `val_after_quantile` quantile of event times; its
+    users (those with an event in it) go to `check_users` with share `check_share`, the rest
+    to `choose_users`, by a seeded draw stratified on which heads a user has episodes for
+    before and after the cut.
 
-    Strata are which heads a user has episodes for before and after the cut, so each set gets
-    attacks where it will be scored (train/val before the cut, test after). Users are ordered
-    by stratum (fraud bits most significant: fraud is the rarer head), at random within one,
-    and user i goes to the set where frac(u + i·φ) falls among the cumulative fractions: a
-    low-discrepancy sequence, so every run of similar users, across strata too, is split
-    within a user or two of the fractions.
+    Users are ordered by stratum (fraud bits most significant: fraud is the rarer head), at
+    random within one, and user i goes to check where frac(u + i·φ) < check_share: a
+    low-discrepancy sequence, so every run of similar users is split within a user or two of
+    the share.
     """
-    if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-6:
-        raise DataError(f"fractions: must be three shares >= 0 summing to 1, got {fractions}")
-    if not 0.0 <= test_after_quantile <= 1.0:
-        raise DataError(f"test_after_quantile: must be in [0, 1], got {test_after_quantile}")
-    t_cut = cut_time(corpus, test_after_quantile)
-
+    if not 0.0 < val_after_quantile < 1.0:
+        raise DataError(f"val_after_quantile: must be in (0, 1), got {val_after_quantile}")
+    if not 0.0 < check_share < 1.0:
+        raise DataError(f"check_share: must be in (0, 1), got {check_share}")
+    t_val = cut_time(corpus, val_after_quantile)
     index = corpus.user_index()
     strata = np.zeros(len(corpus.users), dtype=np.int64)
     for ep in corpus.episodes:
@@ -153,19 +151,24 @@ def split_users(
             continue
         # bits, most significant first: fraud before, fraud after, abnormal before, after
         bit = 3 - 2 * LABELS.index(ep.label)
-        if ep.start_ms < t_cut:
+        if ep.start_ms < t_val:
             strata[ui] |= 1 << bit
-        if ep.end_ms >= t_cut:
+        if ep.end_ms >= t_val:
             strata[ui] |= 1 << (bit - 1)
-
+    active = np.asarray(
+        [len(u) > 0 and int(u.ts_ms[-1]) >= t_val for u in corpus.users], dtype=bool
+    )
     # Users are indexed in user_id order, so the draw does not depend on file order.
     rng = np.random.default_rng(seed)
-    order = np.lexsort((rng.random(len(strata)), strata))
+    live = np.flatnonzero(active)
+    order = live[np.lexsort((rng.random(len(live)), strata[live]))]
     q = (rng.random() + np.arange(len(order)) * _PHI) % 1.0
-    assign = np.empty(len(order), dtype=np.int64)
-    assign[order] = np.searchsorted(np.cumsum(fractions)[:2], q, side="right")
-    sets = [np.flatnonzero(assign == s).astype(np.int32) for s in range(3)]
-    split = Split(sets[0], sets[1], sets[2], t_cut)
+    check = order[q < check_share]
+    split = Split(
+        t_val,
+        np.setdiff1d(order, check).astype(np.int32),
+        np.sort(check).astype(np.int32),
+    )
     logger.info("split: %s", split.to_dict())
     return split
 

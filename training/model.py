@@ -24,7 +24,7 @@ from training.exceptions import TrainingError
 if TYPE_CHECKING:
     from training.collator import MaskedBatch
 
-__all__ = ["PRESETS", "EventBert", "ModelConfig", "copy_init_weights"]
+__all__ = ["EventBert", "ModelConfig", "copy_init_weights"]
 
 
 @dataclass(frozen=True)
@@ -105,14 +105,8 @@ class ModelConfig:
 BAG_CHANNELS: tuple[str, ...] = tuple(c for c in CHANNELS if c != "category")
 _ORDINAL = ("price", "amount", "quantity", "gap", "age")  # bucketed magnitudes
 
+
 #: Model sizes and bag counting. tiny: tests and the demo; small: the default; base: for GPUs.
-PRESETS: dict[str, dict[str, int | bool]] = {
-    "tiny": {"hidden": 64, "layers": 2, "heads": 2, "intermediate": 128, "bag_cumulative": True},
-    "small": {"hidden": 128, "layers": 2, "heads": 4, "intermediate": 256, "bag_cumulative": False},
-    "base": {"hidden": 256, "layers": 4, "heads": 4, "intermediate": 1024, "bag_cumulative": False},
-}
-
-
 class EventBert(nn.Module):
     """features [B, L, C] int64 + attention_mask [B, L] → probabilities [B, 2]."""
 

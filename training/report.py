@@ -146,15 +146,17 @@ def _markdown(report: Mapping[str, Any]) -> str:
     lines = ["# riskstream evaluation", "", "## Verdict", ""]
     lines += [f"- {verdict(h, heads[h], base.get(h) if base else None)}" for h in heads]
     lines += ["", "PR curves: `pr_curves.png`.", ""]
-    stored: Mapping[str, Any] = report.get("stored_baseline") or {}
+    name = str(report.get("baseline_name") or "baseline")
+    lines.insert(4, f"Baseline: {name}.\n")
+    cross: Mapping[str, Any] = report.get("baseline_cross_fitted") or {}
     for head, model in heads.items():
         other: Mapping[str, Any] = base.get(head) or {}
         lines += [f"## {head}", ""]
         rows = [[k, _fmt(model.get(k)), _fmt(other.get(k))] for k in _scalar_keys(model, other)]
-        header = ["metric", "model", "baseline"]
-        if stored.get(head):  # evaluate: the checkpoint's own GBDT beside the cross-fitted one
-            header.append("stored baseline")
-            rows = [[*r, _fmt(stored[head].get(r[0]))] for r in rows]
+        header = ["metric", "model", name]
+        if cross.get(head):  # evaluate: a GBDT fitted on the evaluated set itself, as an extra
+            header.append("GBDT cross-fitted on this set")
+            rows = [[*r, _fmt(cross[head].get(r[0]))] for r in rows]
         lines += _table(header, rows)
         lines += _by_kind(model, other)
         lines += _classification("model", model.get("classification_report"))

@@ -1,5 +1,13 @@
-"""`riskstream train`: load → split → pretrain → fine-tune → thresholds → (refit) → test report;
-and `riskstream pretrain`: masked-event pretraining alone, on any unlabeled corpus."""
+"""`riskstream train`, read top to bottom as its phases, and `riskstream pretrain`.
+
+The data protocol (training.examples.split_time): every choice — early stopping, the GBDT's
+boosting rounds, the blend, the thresholds, the calibration — is made out of time, on the last
+part of the period (`val_after_quantile`), by half of the users active there; the report is
+judged on the other half. Then the model is fine-tuned again from its pretrained weights, and
+the GBDT refitted, on every event of every labelled user with those choices: what ships has
+learnt from all the history it was given. The report's baseline is the GBDT a risk team would
+fit on the same history ("GBDT on all history"), made the same way.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +15,18 @@ import copy
 import hashlib
 import logging
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from sklearn.metrics import average_precision_score
 
 from events import LABELS, WindowPolicy, format_ts_ms
-from training.baseline import fit_baseline
+from events.trees import Blend
+from training.baseline import Baseline, fit_baseline
 from training.calibration import calibrate
 from training.checkpoint import (
     Pretrained,
@@ -29,16 +39,19 @@ from training.config import TrainConfig
 from training.data import Corpus, load_corpus
 from training.ensemble import choose_blend, fit_blend
 from training.evaluate import aggregates, eval_input, finish_report
-from training.examples import ExampleSet, Split, build_examples, cut_time, split_users
+from training.examples import ExampleSet, Split, build_examples, split_time
 from training.exceptions import TrainingError
-from training.loops import Runtime, finetune, pretrain, resolve_device, score
+from training.loops import PhaseStats, Runtime, finetune, pretrain, resolve_device, score
 from training.metrics import EvalInput, choose_threshold, evaluate
-from training.model import PRESETS, EventBert, ModelConfig, config_from_init, copy_init_weights
+from training.model import EventBert, ModelConfig, config_from_init, copy_init_weights
+from training.presets import PRESETS
 from training.resume import ResumeStore
 
-__all__ = ["pretrain_corpus", "train"]
+__all__ = ["gbdt_on_all_history", "pretrain_corpus", "train"]
 
 log = logging.getLogger(__name__)
+
+F32 = npt.NDArray[np.float32]
 
 
 def _seed_everything(seed: int) -> None:
@@ -68,30 +81,6 @@ def _thresholds(inp: EvalInput, cfg: TrainConfig) -> dict[str, float]:
     }
 
 
-def _check_positives(train_ex: ExampleSet, val_ex: ExampleSet, force: bool) -> None:
-    """Refuse (or, with `force`, warn) before training when a head has no positive example
-    in the training or validation split: it could neither learn nor get a threshold."""
-    tr, va = train_ex.positives(), val_ex.positives()
-    empty = [
-        f"{head} has {int(tr[h]):,} positive events in the training split and "
-        f"{int(va[h]):,} in validation"
-        for h, head in enumerate(LABELS)
-        if tr[h] == 0 or va[h] == 0
-    ]
-    if not empty:
-        return
-    what = "; ".join(empty)
-    if not force:
-        raise TrainingError(
-            f"{what}: too few labelled episodes to train and judge it (a larger world: more "
-            "--users or --attack-share; or --force to train anyway)"
-        )
-    log.warning(
-        "%s: training anyway (--force); that head's threshold, severity and scores may mean little",
-        what,
-    )
-
-
 def _sample(pool: ExampleSet, budget: int, seed: int) -> ExampleSet:
     """`budget` windows drawn from `pool` without replacement (seeded), in pool order."""
     rng = np.random.default_rng(seed)
@@ -118,7 +107,8 @@ def _model_for(
         return model, {"path": str(pre.path), "kind": "riskstream-pretrained"} | (
             model.load_encoder(pre.state)
         )
-    model_cfg = ModelConfig.for_spec(corpus.spec, **PRESETS[cfg.preset], max_len=cfg.max_events)
+    sizes = PRESETS[cfg.preset].model
+    model_cfg = ModelConfig.for_spec(corpus.spec, **sizes, max_len=cfg.max_events)
     if init is None:
         return EventBert(model_cfg), {}
     model = EventBert(config_from_init(init, model_cfg))
@@ -139,27 +129,297 @@ def _check_pretrained(pre: Pretrained, cfg: TrainConfig) -> None:
         )
 
 
-def _describe(split: Split, corpus: Corpus, cfg: TrainConfig, refit: bool) -> dict[str, str]:
-    """Which users and which time range each number of the report comes from."""
-    cut = format_ts_ms(split.t_cut_ms)
-    n_tr, n_val, n_test = len(split.train_users), len(split.val_users), len(split.test_users)
-    fit_users = (
-        f"train + validation users ({n_tr + n_val:,})" if refit else f"train users ({n_tr:,})"
+# --- the phases' results -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Examples:
+    """The windows each phase reads; `t` below is the validation period's start."""
+
+    fit: ExampleSet  # labelled users' events before t, negatives subsampled: selection fit
+    stop: ExampleSet  # choose users' events from t, negatives subsampled: early stopping
+    choose: ExampleSet  # choose users' events from t, every one: rounds, blend, thresholds
+    check: ExampleSet  # check users' events from t, every one: the report
+    pretrain: ExampleSet  # every user's events, at most the budget: masked-event pretraining
+    final: ExampleSet  # labelled users' every event, negatives subsampled: the shipped refit
+    labelled_users: int
+
+    def sizes(self) -> dict[str, int]:
+        """Windows per phase, for the report."""
+        return {
+            "fit_examples": len(self.fit),
+            "early_stopping_examples": len(self.stop),
+            "choose_examples": len(self.choose),
+            "check_examples": len(self.check),
+            "pretrain_windows": len(self.pretrain),
+            "final_examples": len(self.final),
+            "labelled_users": self.labelled_users,
+        }
+
+
+@dataclass(frozen=True)
+class ModelRun:
+    """The sequence model's selection run: pretraining, then fine-tuning before t."""
+
+    pretrain: PhaseStats
+    finetune: PhaseStats
+    untrained_pr_auc: float
+    pretrained_state: dict[str, torch.Tensor] | None  # for the refit
+
+
+@dataclass(frozen=True)
+class GbdtRun:
+    """The GBDT on all history before t, its rounds and thresholds chosen like the model's."""
+
+    model: Baseline
+    x_choose: F32
+    x_check: F32
+    thresholds: dict[str, float]
+    wall_s: float
+
+
+@dataclass(frozen=True)
+class Choices:
+    """What the choose users decided, and the selection run's scores on the check users."""
+
+    blend: Blend | None
+    fitted: Blend
+    figures: dict[str, Any]
+    thresholds: dict[str, float]  # the shipped scorer's
+    model_thresholds: dict[str, float]  # the sequence model alone's
+    calibration: dict[str, Any]
+    check: EvalInput  # the shipped scorer, selection run, check users
+    model_alone: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Shipped:
+    """What goes in the checkpoint besides the model's weights."""
+
+    gbdt: Baseline
+    refit: PhaseStats | None
+
+
+# --- the phases ----------------------------------------------------------------------------
+
+
+def make_examples(
+    corpus: Corpus, split: Split, policy: WindowPolicy, cfg: TrainConfig, *, model: bool = True
+) -> Examples:
+    """Each phase's windows (see `Examples`). The selection fit learns only the decisions
+    known before t (training.data.Corpus.known_before); judging uses every label. Without
+    `model` (the GBDT alone), no pretraining windows and no early-stopping sample."""
+    t = split.t_val_ms
+    labelled = np.arange(len(corpus.users), dtype=np.int32)
+    if cfg.labelled_share < 1.0:
+        keep = max(1, round(len(labelled) * cfg.labelled_share))
+        pick = np.random.default_rng(cfg.seed + 1).choice(len(labelled), keep, replace=False)
+        labelled = labelled[np.sort(pick)]
+    subsampled: dict[str, Any] = {
+        "neg_keep": cfg.neg_keep,
+        "seed": cfg.seed,
+        "known_negative_weight": cfg.known_negative_weight,
+    }
+    everyone = np.arange(len(corpus.users), dtype=np.int32)
+    fit = build_examples(corpus.known_before(t), labelled, policy, t_to_ms=t, **subsampled)
+    none = fit.subset(np.zeros(0, dtype=np.int64))
+    return Examples(
+        fit=fit,
+        stop=build_examples(
+            corpus,
+            split.choose_users,
+            policy,
+            t_from_ms=t,
+            neg_keep=cfg.eval_neg_keep,
+            seed=cfg.seed,
+        )
+        if model
+        else none,
+        choose=build_examples(corpus, split.choose_users, policy, t_from_ms=t),
+        check=build_examples(corpus, split.check_users, policy, t_from_ms=t),
+        pretrain=_sample(build_examples(corpus, everyone, policy), cfg.pretrain_windows, cfg.seed)
+        if model
+        else none,
+        final=build_examples(corpus, labelled, policy, **subsampled) if cfg.refit else fit,
+        labelled_users=len(labelled),
     )
+
+
+def check_positives(ex: Examples, force: bool) -> None:
+    """Refuse (or, with `force`, warn) before training when a head has no positive example
+    to learn from or to choose its threshold on."""
+    fit, choose = ex.fit.positives(), ex.choose.positives()
+    empty = [
+        f"{head} has {int(fit[h]):,} positive events to fit on and {int(choose[h]):,} to "
+        "choose its threshold on"
+        for h, head in enumerate(LABELS)
+        if fit[h] == 0 or choose[h] == 0
+    ]
+    if not empty:
+        return
+    what = "; ".join(empty)
+    if not force:
+        raise TrainingError(
+            f"{what}: too few labelled episodes to train and judge it (a larger world: more "
+            "--users, --days or --attack-share; or --force to train anyway)"
+        )
+    log.warning(
+        "%s: training anyway (--force); that head's threshold, severity and scores may mean little",
+        what,
+    )
+
+
+def select_model(
+    model: EventBert, corpus: Corpus, ex: Examples, cfg: TrainConfig, rt: Runtime, progress: bool
+) -> ModelRun:
+    """Pretrain on every event (labels unused), then fine-tune on the events before t with
+    early stopping on the choose users' validation events."""
+    untrained = score(model, corpus, ex.stop, progress=progress, desc="untrained")
+    pre_stats = pretrain(model, corpus, ex.pretrain, cfg, rt)
+    pretrained_state = copy.deepcopy(model.state_dict()) if cfg.refit else None
+
+    def validate(m: EventBert) -> float:
+        scores = score(m, corpus, ex.stop, progress=progress, desc="validate")
+        return _mean_pr_auc(ex.stop.y, scores, ex.stop.weight)
+
+    fine_stats = finetune(model, corpus, ex.fit, cfg, validate, rt)
+    return ModelRun(
+        pre_stats,
+        fine_stats,
+        _mean_pr_auc(ex.stop.y, untrained, ex.stop.weight),
+        pretrained_state,
+    )
+
+
+def select_gbdt(
+    corpus: Corpus, ex: Examples, choose_inp: EvalInput, cfg: TrainConfig, progress: bool
+) -> GbdtRun:
+    """The GBDT on the 88 window aggregates of the same events before t, boosting rounds
+    chosen by early stopping on the choose users, thresholds there the same way."""
+    began = time.perf_counter()
+    x_fit = aggregates(corpus, ex.fit, progress)
+    x_choose = aggregates(corpus, ex.choose, progress)
+    model = fit_baseline(
+        x_fit, ex.fit.y, ex.fit.weight, seed=cfg.seed, X_val=x_choose, y_val=ex.choose.y
+    )
+    del x_fit
+    scores = model.predict(x_choose).astype(np.float64)
+    thresholds = _thresholds(replace(choose_inp, scores=scores), cfg)
+    x_check = aggregates(corpus, ex.check, progress)
+    return GbdtRun(model, x_choose, x_check, thresholds, time.perf_counter() - began)
+
+
+def choose(
+    model: EventBert,
+    corpus: Corpus,
+    ex: Examples,
+    choose_inp: EvalInput,
+    gbdt: GbdtRun,
+    cfg: TrainConfig,
+    progress: bool,
+) -> Choices:
+    """On the choose users: the blend of model and GBDT (shipped if it wins there), the
+    thresholds and the calibration of what ships. On the check users: its scores."""
+    probs = score(model, corpus, ex.choose, progress=progress)
+    inp = replace(choose_inp, scores=probs.astype(np.float64))
+    check = eval_input(corpus, ex.check, score(model, corpus, ex.check, progress=progress))
+    model_thresholds = _thresholds(inp, cfg)
+    raw = gbdt.model.raw(gbdt.x_choose)
+    fitted = fit_blend(LABELS, inp.scores, raw, ex.choose.y, ex.choose.weight)
+    blend, figures = choose_blend(
+        cfg.ensemble, fitted, inp.scores, raw, ex.choose.y, ex.choose.weight
+    )
+    model_alone = evaluate(check, model_thresholds)
+    thresholds, shipped = model_thresholds, inp.scores
+    if blend is not None:
+        shipped = blend.combine(inp.scores, raw)
+        thresholds = _thresholds(replace(inp, scores=shipped), cfg)
+        check = replace(check, scores=blend.combine(check.scores, gbdt.model.raw(gbdt.x_check)))
+    log.info(
+        "ensemble: %s",
+        ", ".join(f"{h} ships {f['ships']}" for h, f in figures.items()) or "model alone",
+    )
+    # What a shipped score means, measured with the shipped scorer: severity cuts and the
+    # shortest window allowed to alert (events/calibration.py).
+    calibration = {
+        head: c.to_dict()
+        for head, c in calibrate(inp, shipped, ex.choose.lengths, thresholds).items()
+    }
+    return Choices(
+        blend, fitted, figures, thresholds, model_thresholds, calibration, check, model_alone
+    )
+
+
+def refit(
+    model: EventBert,
+    corpus: Corpus,
+    ex: Examples,
+    run: ModelRun,
+    gbdt: GbdtRun,
+    cfg: TrainConfig,
+    rt: Runtime,
+    progress: bool,
+) -> Shipped:
+    """The shipped model and GBDT: fitted again on every event, with the selected epochs
+    and boosting rounds (`refit` off: the selection run's, which never saw t onwards)."""
+    if not cfg.refit:
+        return Shipped(gbdt.model, None)
+    assert run.pretrained_state is not None
+    model.load_state_dict(run.pretrained_state)
+    epochs = max(1, run.finetune.best_epoch)
+    stats = finetune(model, corpus, ex.final, cfg, None, rt, epochs=epochs, phase="refit")
+    x_final = aggregates(corpus, ex.final, progress)
+    trees = fit_baseline(
+        x_final, ex.final.y, ex.final.weight, seed=cfg.seed, iterations=gbdt.model.iterations
+    )
+    return Shipped(trees, stats)
+
+
+def gbdt_on_all_history(
+    corpus: Corpus, cfg: TrainConfig, progress: bool = False
+) -> tuple[Baseline, dict[str, float], WindowPolicy]:
+    """The yardstick a risk team would build, made as `train` makes its own: the GBDT on the
+    window aggregates (window `cfg.max_events`), rounds and thresholds chosen out of time,
+    then refitted on every event (with `cfg.refit`). Returns it, its thresholds, its window."""
+    policy = WindowPolicy(max_events=cfg.max_events, max_age_s=cfg.max_age_s)
+    split = split_time(
+        corpus, seed=cfg.seed, val_after_quantile=cfg.val_after_quantile,
+        check_share=cfg.check_share,
+    )  # fmt: skip
+    ex = make_examples(corpus, split, policy, cfg, model=False)
+    choose_inp = eval_input(corpus, ex.choose, np.zeros((len(ex.choose), len(LABELS))))
+    gbdt = select_gbdt(corpus, ex, choose_inp, cfg, progress)
+    if not cfg.refit:
+        return gbdt.model, gbdt.thresholds, policy
+    x_final = aggregates(corpus, ex.final, progress)
+    trees = fit_baseline(
+        x_final, ex.final.y, ex.final.weight, seed=cfg.seed, iterations=gbdt.model.iterations
+    )
+    return trees, gbdt.thresholds, policy
+
+
+def _describe(corpus: Corpus, split: Split, ex: Examples, cfg: TrainConfig) -> dict[str, str]:
+    """Which events each phase learnt from or was judged on."""
+    t = format_ts_ms(split.t_val_ms)
+    n_choose, n_check = len(split.choose_users), len(split.check_users)
+    labelled = f"every labelled user ({ex.labelled_users:,})"
     return {
-        "pretraining": f"all users ({len(corpus.users):,}), events before {cut}, "
-        f"at most {cfg.pretrain_windows:,} windows; labels unused",
-        "selection": f"fine-tuned on train users ({n_tr:,}) before {cut}, "
-        f"{cfg.neg_keep:.0%} of negatives; early stopping on validation users ({n_val:,}) "
-        f"before {cut}, {cfg.eval_neg_keep:.0%} of negatives",
-        "model": f"refit on {fit_users} before {cut} for the selected epochs"
-        if refit
-        else "the selection run's best epoch",
-        "thresholds": f"validation users ({n_val:,}), every event before {cut}, scored by "
-        "the selection run's model and baseline",
-        "test_metrics": f"test users ({n_test:,}), every event at or after {cut}",
-        "baseline": f"GBDT fitted on {fit_users} before {cut}"
-        + (" for the selection fit's iterations" if refit else ", early stopping on validation"),
+        "pretraining": f"every user ({len(corpus.users):,}), every event, at most "
+        f"{cfg.pretrain_windows:,} windows; labels unused",
+        "selection": f"fine-tuned on {labelled}, events before {t}, {cfg.neg_keep:.0%} of "
+        f"negatives, decisions known before {t}; early stopping on {n_choose:,} users' "
+        f"events from {t} ({cfg.eval_neg_keep:.0%} of negatives)",
+        "choices": f"GBDT rounds, blend, thresholds and calibration on those {n_choose:,} "
+        f"users' events from {t}, every event",
+        "report": f"the selection run (model and GBDT fitted before {t}) on the other "
+        f"{n_check:,} users' events from {t}: nothing was fitted or chosen on them",
+        "model": f"refit from the pretrained weights on {labelled}, every event, "
+        f"{cfg.neg_keep:.0%} of negatives, for the selected epochs"
+        if cfg.refit
+        else f"the selection run's best epoch (refit off: it never saw events from {t})",
+        "baseline": "GBDT on all history: HistGradientBoosting on the 88 window aggregates "
+        "of the same events as the model, rounds and thresholds chosen the same way"
+        + ("; the shipped one refitted on every event" if cfg.refit else ""),
     }
 
 
@@ -175,11 +435,11 @@ def train(
     resume: bool = False,
     force: bool = False,
 ) -> dict[str, Any]:
-    """Train a model on a data set and write the checkpoint and its test report to `out`.
+    """Train a model on a data set and write the checkpoint and its report to `out`.
 
     `init`: a `riskstream pretrain` folder (its spec is adopted) or a local Hugging Face
     BERT. `resume`: continue the interrupted run in `out/resume/` (training/resume.py).
-    A head without positives in the training or validation split is refused before any
+    A head without positives to fit on or to choose a threshold on is refused before any
     training (`TrainingError`); `force` goes on with a warning instead.
     """
     began = time.perf_counter()
@@ -198,206 +458,53 @@ def train(
     )
     fingerprint = _fingerprint(corpus)  # of the data as read (a resumed run reads it again)
     policy = WindowPolicy(max_events=cfg.max_events, max_age_s=cfg.max_age_s)
-    # Analysts' decisions known only after the cut would leak the future: left out up front.
-    corpus = corpus.known_before(cut_time(corpus, cfg.test_after_quantile))
-    split = split_users(
+    split = split_time(
         corpus,
         seed=cfg.seed,
-        fractions=cfg.split_fractions,
-        test_after_quantile=cfg.test_after_quantile,
+        val_after_quantile=cfg.val_after_quantile,
+        check_share=cfg.check_share,
     )
-    t_cut = split.t_cut_ms
-    labelled = split.train_users  # pretraining still reads every training user
-    if cfg.labelled_share < 1.0:
-        keep = max(1, round(len(labelled) * cfg.labelled_share))
-        pick = np.random.default_rng(cfg.seed + 1).choice(len(labelled), keep, replace=False)
-        labelled = labelled[np.sort(pick)]
-    train_ex = build_examples(
-        corpus,
-        labelled,
-        policy,
-        t_to_ms=t_cut,
-        neg_keep=cfg.neg_keep,
-        seed=cfg.seed,
-        known_negative_weight=cfg.known_negative_weight,
-    )
-    val_ex = build_examples(corpus, split.val_users, policy, t_to_ms=t_cut)
-    _check_positives(train_ex, val_ex, force)
+    ex = make_examples(corpus, split, policy, cfg)
+    check_positives(ex, force)
+    log.info("examples: %s", ", ".join(f"{k} {v:,}" for k, v in ex.sizes().items()))
     # Only now anything is written to `out`: a refused run leaves nothing behind.
     run = {"config": cfg.to_dict(), "data": fingerprint, "init": str(init)}
     store = ResumeStore.resume(out, run) if resume else ResumeStore.fresh(out, run)
     rt = Runtime(device, cfg.amp, progress, store)
-    test_ex = build_examples(corpus, split.test_users, policy, t_from_ms=t_cut)
-    # Early stopping and the untrained reference need ranking quality only: score all
-    # positives and a weighted share of negatives. Thresholds and the report use every event.
-    stop_ex = build_examples(
-        corpus, split.val_users, policy, t_to_ms=t_cut, neg_keep=cfg.eval_neg_keep, seed=cfg.seed
-    )
-    untrained_ex = build_examples(
-        corpus,
-        split.test_users,
-        policy,
-        t_from_ms=t_cut,
-        neg_keep=cfg.eval_neg_keep,
-        seed=cfg.seed,
-    )
-    # Pretraining uses every event it may: all users' history before the test cut (labels
-    # unused; the test users' events after the cut never), the same budget of windows.
-    everyone = np.arange(len(corpus.users), dtype=np.int32)
-    pretrain_ex = _sample(
-        build_examples(corpus, everyone, policy, t_to_ms=t_cut), cfg.pretrain_windows, cfg.seed
-    )
-    log.info(
-        "examples: train %d (negatives kept %.0f%%), validation %d, test %d, pretrain %d",
-        len(train_ex),
-        cfg.neg_keep * 100,
-        len(val_ex),
-        len(test_ex),
-        len(pretrain_ex),
-    )
-
     model, init_info = _model_for(corpus, cfg, init, pre)
     model.to(rt.device)
-    untrained_scores = score(model, corpus, untrained_ex, progress=progress, desc="untrained")
-    pre_stats = pretrain(model, corpus, pretrain_ex, cfg, rt)
-    pretrained_state = copy.deepcopy(model.state_dict()) if cfg.refit else None
 
-    def validate(m: EventBert) -> float:
-        scores = score(m, corpus, stop_ex, progress=progress, desc="validate")
-        return _mean_pr_auc(stop_ex.y, scores, stop_ex.weight)
+    choose_inp = eval_input(corpus, ex.choose, np.zeros((len(ex.choose), len(LABELS))))
+    model_run = select_model(model, corpus, ex, cfg, rt, progress)
+    gbdt = select_gbdt(corpus, ex, choose_inp, cfg, progress)
+    choices = choose(model, corpus, ex, choose_inp, gbdt, cfg, progress)
+    shipped = refit(model, corpus, ex, model_run, gbdt, cfg, rt, progress)
 
-    fine_stats = finetune(model, corpus, train_ex, cfg, validate, rt)
-
-    val_inp = eval_input(corpus, val_ex, score(model, corpus, val_ex, progress=progress))
-    thresholds = _thresholds(val_inp, cfg)
-
-    refit_ex: ExampleSet | None = None
-    refit_stats = None
-    if cfg.refit:
-        assert pretrained_state is not None
-        fit_users = np.sort(np.concatenate([split.train_users, split.val_users]))
-        refit_ex = build_examples(
-            corpus, fit_users, policy, t_to_ms=t_cut, neg_keep=cfg.neg_keep, seed=cfg.seed
-        )
-        model.load_state_dict(pretrained_state)
-        epochs = max(1, fine_stats.best_epoch)
-        refit_stats = finetune(model, corpus, refit_ex, cfg, None, rt, epochs=epochs, phase="refit")
-    test_inp = eval_input(corpus, test_ex, score(model, corpus, test_ex, progress=progress))
-
-    # The baseline: same split, same windows, its own thresholds chosen the same way; with
-    # refit, refitted on the same train + validation examples as the model.
-    base_began = time.perf_counter()
-    x_val = aggregates(corpus, val_ex, progress)
-    x_test = aggregates(corpus, test_ex, progress)
-    x_train = aggregates(corpus, train_ex, progress)
-    baseline = fit_baseline(
-        x_train, train_ex.y, train_ex.weight, seed=cfg.seed, X_val=x_val, y_val=val_ex.y
+    extra = _report_extra(corpus, split, ex, cfg, rt, model, model_run, gbdt, choices, shipped)
+    extra["training"] |= {"init": init_info, "wall_s": round(time.perf_counter() - began, 1)}
+    report = finish_report(
+        out,
+        choices.check,
+        gbdt.model.predict(gbdt.x_check),
+        choices.thresholds,
+        gbdt.thresholds,
+        extra,
     )
-    base_val = replace(val_inp, scores=baseline.predict(x_val))
-    base_thresholds = _thresholds(base_val, cfg)
-    selection_baseline = baseline  # what the blend is fitted with, on validation
-    selected_iterations = baseline.iterations
-    if refit_ex is not None:
-        baseline = fit_baseline(
-            aggregates(corpus, refit_ex, progress),
-            refit_ex.y,
-            refit_ex.weight,
-            seed=cfg.seed,
-            iterations=selected_iterations,
-        )
-    base_test = baseline.predict(x_test)
-    base_wall = time.perf_counter() - base_began
-
-    # The stacked ensemble: model and GBDT blended on validation; shipped if it wins there.
-    val_raw = selection_baseline.raw(x_val)
-    fitted = fit_blend(LABELS, val_inp.scores, val_raw, val_ex.y, val_ex.weight)
-    blend, blend_figures = choose_blend(
-        cfg.ensemble, fitted, val_inp.scores, val_raw, val_ex.y, val_ex.weight
-    )
-    ship_blend = blend is not None
-    model_thresholds = thresholds
-    model_alone = evaluate(test_inp, thresholds)
-    if blend is not None:
-        thresholds = _thresholds(
-            replace(val_inp, scores=blend.combine(val_inp.scores, val_raw)), cfg
-        )
-        test_inp = replace(test_inp, scores=blend.combine(test_inp.scores, baseline.raw(x_test)))
-    log.info(
-        "ensemble: %s",
-        ", ".join(f"{h} ships {f['ships']}" for h, f in blend_figures.items()) or "model alone",
-    )
-    # What a shipped score means, measured on validation with the shipped scorer: severity
-    # cuts and the shortest window allowed to alert (events/calibration.py).
-    shipped_val = blend.combine(val_inp.scores, val_raw) if blend is not None else val_inp.scores
-    calibration = {
-        head: c.to_dict()
-        for head, c in calibrate(val_inp, shipped_val, val_ex.lengths, thresholds).items()
-    }
-
-    untrained = _mean_pr_auc(untrained_ex.y, untrained_scores, untrained_ex.weight)
-    extra = {
-        "split": {
-            **split.to_dict(),
-            "train_examples": len(train_ex),
-            "labelled_train_users": len(labelled),
-            "validation_examples": len(val_ex),
-            "test_examples": len(test_ex),
-            "pretrain_windows": len(pretrain_ex),
-            "early_stopping_examples": len(stop_ex),
-            **({"refit_examples": len(refit_ex)} if refit_ex is not None else {}),
-        },
-        "data": {
-            "events": corpus.n_events,
-            "users": len(corpus.users),
-            "episodes": len(corpus.episodes),
-            "known_negatives": len(corpus.negatives),
-            "refused": corpus.refused,
-            "duplicates": corpus.duplicates,
-            "sources": _describe(split, corpus, cfg, cfg.refit),
-        },
-        "training": {
-            "preset": cfg.preset,
-            "seed": cfg.seed,
-            "device": str(rt.device),
-            "amp": str(rt.amp_dtype).removeprefix("torch.") if rt.amp_dtype else "off",
-            "model": model.config.to_dict()
-            | {"parameters": sum(p.numel() for p in model.parameters())},
-            "pretrain": pre_stats.to_dict(),
-            "finetune": fine_stats.to_dict(),
-            **({"refit": refit_stats.to_dict()} if refit_stats is not None else {}),
-            "baseline_iterations": selected_iterations,
-            "baseline_wall_s": round(base_wall, 2),
-            "untrained_test_pr_auc_mean": round(untrained, 5),
-            "init": init_info,
-            "wall_s": round(time.perf_counter() - began, 1),
-            "torch_threads": torch.get_num_threads(),
-        },
-        "ensemble": {
-            "shipped": ship_blend,
-            "mode": cfg.ensemble,
-            "blend": (blend or fitted).to_dict(),
-            "per_head": blend_figures,
-            "note": "heads = the shipped scorer; model_alone = the sequence model without the "
-            "GBDT, at its own validation thresholds; baseline = the GBDT alone. Blend weights, "
-            "thresholds and the choice come from the validation users.",
-            "model_alone": model_alone,
-        },
-        "calibration": calibration,
-    }
-    report = finish_report(out, test_inp, base_test, thresholds, base_thresholds, extra)
     meta = {
         "train": cfg.to_dict(),
-        "step": pre_stats.steps + fine_stats.steps + (refit_stats.steps if refit_stats else 0),
+        "step": model_run.pretrain.steps
+        + model_run.finetune.steps
+        + (shipped.refit.steps if shipped.refit else 0),
         "session_gap_s": cfg.session_gap_s,
-        "baseline_thresholds": base_thresholds,
-        "calibration": calibration,
-        # The split, so that nothing downstream has to draw it again.
+        "baseline_thresholds": gbdt.thresholds,
+        "calibration": choices.calibration,
+        # The split, so that nothing downstream has to guess it (export's verification set).
         "split": {
+            "protocol": "out-of-time",
             "seed": cfg.seed,
-            "fractions": list(cfg.split_fractions),
-            "test_after_quantile": cfg.test_after_quantile,
-            "t_cut_ms": t_cut,
-            "val_user_ids": [corpus.users[u].user_id for u in split.val_users.tolist()],
+            "val_after_quantile": cfg.val_after_quantile,
+            "check_share": cfg.check_share,
+            "t_val_ms": split.t_val_ms,
         },
         "source": {
             "events": str(events),
@@ -410,15 +517,69 @@ def train(
         model,
         corpus.spec,
         policy,
-        thresholds,
+        choices.thresholds,
         meta,
-        trees=dict(zip(LABELS, baseline.trees(), strict=True)),
-        blend=blend,
-        model_thresholds=model_thresholds,
+        trees=dict(zip(LABELS, shipped.gbdt.trees(), strict=True)),
+        blend=choices.blend,
+        model_thresholds=choices.model_thresholds,
     )
     store.clear()
     log.info("checkpoint and report written to %s", out)
     return report
+
+
+def _report_extra(
+    corpus: Corpus,
+    split: Split,
+    ex: Examples,
+    cfg: TrainConfig,
+    rt: Runtime,
+    model: EventBert,
+    model_run: ModelRun,
+    gbdt: GbdtRun,
+    choices: Choices,
+    shipped: Shipped,
+) -> dict[str, Any]:
+    """The report's sections besides the heads' and the baseline's figures."""
+    return {
+        "split": split.to_dict() | ex.sizes(),
+        "data": {
+            "events": corpus.n_events,
+            "users": len(corpus.users),
+            "episodes": len(corpus.episodes),
+            "known_negatives": len(corpus.negatives),
+            "refused": corpus.refused,
+            "duplicates": corpus.duplicates,
+            "sources": _describe(corpus, split, ex, cfg),
+        },
+        "baseline_name": "GBDT on all history",
+        "training": {
+            "preset": cfg.preset,
+            "seed": cfg.seed,
+            "device": str(rt.device),
+            "amp": str(rt.amp_dtype).removeprefix("torch.") if rt.amp_dtype else "off",
+            "model": model.config.to_dict()
+            | {"parameters": sum(p.numel() for p in model.parameters())},
+            "pretrain": model_run.pretrain.to_dict(),
+            "finetune": model_run.finetune.to_dict(),
+            **({"refit": shipped.refit.to_dict()} if shipped.refit is not None else {}),
+            "baseline_iterations": gbdt.model.iterations,
+            "baseline_wall_s": round(gbdt.wall_s, 2),
+            "untrained_validation_pr_auc_mean": round(model_run.untrained_pr_auc, 5),
+            "torch_threads": torch.get_num_threads(),
+        },
+        "ensemble": {
+            "shipped": choices.blend is not None,
+            "mode": cfg.ensemble,
+            "blend": (choices.blend or choices.fitted).to_dict(),
+            "per_head": choices.figures,
+            "note": "heads = the shipped scorer; model_alone = the sequence model without the "
+            "GBDT, at its own thresholds; baseline = the GBDT on all history alone. Blend "
+            "weights, thresholds and the choice come from the choose users.",
+            "model_alone": choices.model_alone,
+        },
+        "calibration": choices.calibration,
+    }
 
 
 def pretrain_corpus(

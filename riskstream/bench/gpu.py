@@ -93,7 +93,8 @@ def bench_gpu(
     import torch
 
     from export.graphs import export_fp32, to_fp16
-    from training.model import PRESETS, EventBert, ModelConfig
+    from training.model import EventBert, ModelConfig
+    from training.presets import PRESETS
 
     spec, policy = EncodingSpec(), WindowPolicy()
     rows: list[dict[str, Any]] = []
@@ -103,7 +104,7 @@ def bench_gpu(
         windows: list[Records] = []
         for preset in presets:
             torch.manual_seed(0)
-            config = ModelConfig.for_spec(spec, **PRESETS[preset], max_len=policy.max_events)
+            config = ModelConfig.for_spec(spec, **PRESETS[preset].model, max_len=policy.max_events)
             model = EventBert(config).eval()
             fp32, fp16 = work / f"{preset}-fp32.onnx", work / f"{preset}-fp16.onnx"
             if not windows:

@@ -22,17 +22,20 @@ def _run(world: str, seed: int, model: float, gbdt: float, **kw: object) -> dict
 
     return {"world": world, "seed": seed, "labelled_share": kw.get("share", 1.0),
             "pretrained_init": kw.get("init", False), "model": scored(model),
-            "model_alone": scored(model), "gbdt": scored(gbdt)}  # fmt: skip
+            "model_alone": scored(model), "gbdt": scored(gbdt),
+            "gbdt_64": scored(float(kw.get("ref", gbdt)))}  # type: ignore[arg-type]  # fmt: skip
 
 
 def test_summary_gives_mean_spread_and_difference_per_world_and_head() -> None:
-    runs = [_run("hard", 0, 0.9, 0.8), _run("hard", 1, 0.7, 0.8), _run("default", 0, 1.0, 1.0)]
+    runs = [_run("hard", 0, 0.9, 0.8, ref=0.95), _run("hard", 1, 0.7, 0.8, ref=0.95),
+            _run("default", 0, 1.0, 1.0)]  # fmt: skip
     rows = {(r["world"], r["head"], r["figure"]): r for r in summarise(runs)}
     hard = rows[("hard", "fraud", "pr_auc")]
     assert hard["seeds"] == 2
     assert hard["model"] == "0.8000 ± 0.1414"
     assert hard["gbdt"] == "0.8000 ± 0.0000"
     assert hard["model − gbdt"] == 0.0
+    assert hard["model − gbdt_64"] == -0.15  # the GBDT over 64-event windows: the yardstick
     assert rows[("hard", "fraud", "episode_recall")]["model"] is None  # no figure: no row value
     assert rows[("default", "abnormal_click", "pr_auc")]["seeds"] == 1
 

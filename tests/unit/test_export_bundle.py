@@ -54,12 +54,11 @@ def held_out(tiny_model: Path, tiny_world: Path) -> HeldOut:
     from export.graphs import torch_probs
     from training.checkpoint import load_checkpoint
     from training.data import load_corpus
-    from training.examples import batch_windows, build_examples, split_users
+    from training.examples import batch_windows, build_examples, split_time
 
     ckpt = load_checkpoint(tiny_model)
     corpus = load_corpus(tiny_world / "events.jsonl", tiny_world / "labels.jsonl", progress=False)
-    split = split_users(corpus, seed=0)
-    examples = build_examples(corpus, split.test_users, ckpt.policy)
+    examples = build_examples(corpus, split_time(corpus, seed=0).check_users, ckpt.policy)
     windows = batch_windows(corpus, examples, np.arange(len(examples)))
     assert {1, ckpt.policy.max_events} <= {len(w) for w in windows}
     chunks = [

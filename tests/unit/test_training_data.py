@@ -28,9 +28,9 @@ from training.examples import (
     batch_windows,
     build_examples,
     length_buckets,
-    split_users,
+    split_time,
 )
-from training.exceptions import TrainingError
+from training.exceptions import DataError, TrainingError
 from training.simulator import WorldConfig, simulate_world
 
 T0 = 1_793_577_600_000  # 2026-11-02T00:00:00Z
@@ -200,26 +200,36 @@ def test_bad_feedback_line_names_file_and_line(tmp_path: Path) -> None:
 # --- splits and examples ---------------------------------------------------------------------
 
 
-def test_split_is_disjoint_deterministic_and_every_set_has_positives(corpus: Corpus) -> None:
-    split = split_users(corpus, seed=11)
-    sets = [split.train_users, split.val_users, split.test_users]
-    joined = np.concatenate(sets)
-    assert len(joined) == len(set(joined.tolist())) == len(corpus.users)
-    assert split_users(corpus, seed=11) == split
-    assert not np.array_equal(split_users(corpus, seed=12).train_users, split.train_users)
-    assert split.to_dict()["train_users"] == len(split.train_users)
+def test_split_is_out_of_time_disjoint_deterministic_and_both_halves_have_positives(
+    corpus: Corpus,
+) -> None:
+    split = split_time(corpus, seed=11)
+    joined = np.concatenate([split.choose_users, split.check_users])
+    assert len(joined) == len(set(joined.tolist()))
+    assert split_time(corpus, seed=11) == split
+    assert not np.array_equal(split_time(corpus, seed=12).check_users, split.check_users)
+    assert split.to_dict()["check_users"] == len(split.check_users)
+    t = split.t_val_ms
+    all_ts = np.concatenate([u.ts_ms for u in corpus.users])
+    assert abs(float(np.mean(all_ts >= t)) - 0.2) < 0.02  # the last fifth of the period
+    # every user active in the validation period is in one half, and only those
+    active = {i for i, u in enumerate(corpus.users) if len(u) and u.ts_ms[-1] >= t}
+    assert set(joined.tolist()) == active
+    assert abs(len(split.check_users) - len(active) / 2) <= 2
 
-    cut = split.t_cut_ms
-    train = build_examples(corpus, split.train_users, POLICY, t_to_ms=cut)
-    val = build_examples(corpus, split.val_users, POLICY, t_to_ms=cut)
-    test = build_examples(corpus, split.test_users, POLICY, t_from_ms=cut)
-    assert (train.ts_ms < cut).all()
-    assert (val.ts_ms < cut).all()
-    assert (test.ts_ms >= cut).all()
-    for part in (train, val, test):
+    users = np.arange(len(corpus.users), dtype=np.int32)
+    fit = build_examples(corpus, users, POLICY, t_to_ms=t)
+    choose = build_examples(corpus, split.choose_users, POLICY, t_from_ms=t)
+    check = build_examples(corpus, split.check_users, POLICY, t_from_ms=t)
+    assert (fit.ts_ms < t).all()
+    assert (choose.ts_ms >= t).all()
+    assert (check.ts_ms >= t).all()
+    for part in (fit, choose, check):
         assert (part.positives() > 0).all(), part.positives()
-    # test windows still reach back before the cut for context
-    assert (test.start < test.end - 1).any()
+    # validation windows still reach back before the cut for context
+    assert (check.start < check.end - 1).any()
+    with pytest.raises(DataError, match="val_after_quantile"):
+        split_time(corpus, seed=1, val_after_quantile=1.0)
 
 
 def test_split_does_not_depend_on_file_order(world: Path, corpus: Corpus, tmp_path: Path) -> None:
@@ -229,9 +239,9 @@ def test_split_does_not_depend_on_file_order(world: Path, corpus: Corpus, tmp_pa
     shuffled = load_corpus(
         tmp_path / "events.jsonl", world / "labels.jsonl", world / "feedback.jsonl", progress=False
     )
-    a, b = split_users(corpus, seed=3), split_users(shuffled, seed=3)
+    a, b = split_time(corpus, seed=3), split_time(shuffled, seed=3)
     assert a == b
-    assert a != split_users(corpus, seed=4)
+    assert a != split_time(corpus, seed=4)
 
 
 def test_negative_subsampling_keeps_positives_and_weights_negatives(corpus: Corpus) -> None:

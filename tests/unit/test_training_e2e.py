@@ -67,7 +67,7 @@ def test_tiny_world_trains_beyond_the_floor_and_the_untrained_model(
     out, report = trained
     learned = _mean_pr_auc(report["heads"])
     assert learned >= PR_AUC_FLOOR
-    assert learned > report["training"]["untrained_test_pr_auc_mean"] + 0.2
+    assert learned > report["training"]["untrained_validation_pr_auc_mean"] + 0.2
     for head in LABELS:
         assert set(report["heads"][head]) >= HEAD_KEYS
         assert set(report["baseline"][head]) >= HEAD_KEYS
@@ -85,10 +85,12 @@ def test_tiny_world_trains_beyond_the_floor_and_the_untrained_model(
         assert (out / name).is_file(), name
     assert (out / "pr_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     split = report["split"]
-    assert split["test_examples"] > 0
-    assert (
-        split["train_users"] + split["val_users"] + split["test_users"] <= report["data"]["users"]
-    )
+    assert split["check_examples"] > 0
+    assert split["choose_examples"] > 0
+    assert split["choose_users"] + split["check_users"] <= report["data"]["users"]
+    # the shipped model learnt from every event: more windows than the selection fit's
+    assert split["final_examples"] > split["fit_examples"]
+    assert report["baseline_name"] == "GBDT on all history"
 
 
 def test_checkpoint_reloads_and_scores_as_trained(
@@ -138,10 +140,12 @@ def test_evaluate_on_a_second_world_writes_every_key(
         assert set(on_disk["heads"][head]) >= HEAD_KEYS
         assert set(on_disk["baseline"][head]) >= HEAD_KEYS
     assert "caught_before_purchase" in on_disk["heads"]["fraud"]
-    # the checkpoint's own GBDT (fitted with the model) beside the cross-fitted one
+    # the headline: the checkpoint's own GBDT on all history; the one fitted on this set beside
+    assert on_disk["baseline_name"] == "GBDT on all history"
     for head in LABELS:
-        assert set(on_disk["stored_baseline"][head]) >= HEAD_KEYS
-    assert "stored baseline" in (target.parent / "report.md").read_text()
+        assert set(on_disk["baseline_cross_fitted"][head]) >= HEAD_KEYS
+        assert on_disk["baseline_cross_fitted"][head] != on_disk["baseline"][head]
+    assert "GBDT cross-fitted on this set" in (target.parent / "report.md").read_text()
     assert (target.parent / "report.md").is_file()
     assert (target.parent / "pr_curves.png").is_file()
     assert _mean_pr_auc(report["heads"]) >= PR_AUC_FLOOR - 0.1

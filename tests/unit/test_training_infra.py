@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 import torch
 
-from events import LABELS
+from events import LABELS, format_ts_ms, parse_ts_ms
 from events.aggregates import AGGREGATE_NAMES, LAST_TYPE
 from events.trees import TreeModel, tree_models_from_json, tree_models_to_json
 from riskstream.cli import main
@@ -24,7 +25,7 @@ from training.config import DEFAULT_PRESET, TrainConfig
 from training.data import load_corpus
 from training.ensemble import choose_blend, fit_blend
 from training.evaluate import aggregates
-from training.examples import build_examples, split_users
+from training.examples import build_examples, split_time
 from training.exceptions import TrainingError
 from training.loops import Runtime, resolve_device
 from training.progress import Progress
@@ -43,14 +44,14 @@ def test_config_file_then_set_then_flags_reach_every_field(tmp_path: Path) -> No
     cfg = TrainConfig.from_sources(
         None,
         config_file=path,
-        sets=["finetune_epochs=2", "refit=true", "split_fractions=0.6,0.2,0.2", "amp=off"],
+        sets=["finetune_epochs=2", "refit=false", "val_after_quantile=0.7", "amp=off"],
         seed=4,
         target_fpr=None,
     )
     assert cfg.preset == "tiny"
     assert cfg.max_events == 32  # the tiny preset's default survives
-    assert (cfg.neg_keep, cfg.finetune_epochs, cfg.refit, cfg.seed) == (0.5, 2, True, 4)
-    assert cfg.split_fractions == (0.6, 0.2, 0.2)
+    assert (cfg.neg_keep, cfg.finetune_epochs, cfg.refit, cfg.seed) == (0.5, 2, False, 4)
+    assert cfg.val_after_quantile == 0.7
     assert cfg.amp == "off"
     assert TrainConfig.from_sources("tiny", sets=["target_precision=null"]).target_precision is None
     # an int given to a float field is a float; 1e-3 parses
@@ -60,8 +61,16 @@ def test_config_file_then_set_then_flags_reach_every_field(tmp_path: Path) -> No
 def test_no_preset_named_gives_the_default_presets_settings() -> None:
     cfg = TrainConfig.from_sources(None)
     assert cfg == TrainConfig.for_preset(DEFAULT_PRESET)
-    assert (cfg.preset, cfg.max_events) == ("tiny", 32)  # its window, not the bare fields' 64
+    assert (cfg.preset, cfg.max_events) == ("tiny", 32)
+    assert TrainConfig() == cfg  # one default: the dataclass's bare fields are the preset's
     assert TrainConfig.from_sources("small").max_events == 64
+
+
+def test_the_cli_offers_exactly_the_preset_table() -> None:
+    from training.cli import Preset
+    from training.presets import PRESETS
+
+    assert [p.value for p in Preset] == list(PRESETS)
 
 
 @pytest.mark.parametrize(
@@ -71,7 +80,7 @@ def test_no_preset_named_gives_the_default_presets_settings() -> None:
         ("neg_keep=abc", "neg_keep: must be float"),
         ("finetune_epochs=2.5", "finetune_epochs: must be int"),
         ("refit=maybe", "refit: must be bool"),
-        ("split_fractions=0.5,0.5", "split_fractions: must be 3 numbers"),
+        ("val_after_quantile=1.5", "val_after_quantile: must be in"),
         ("device=tpu", "device: must be auto, cpu or cuda"),
         ("neg_keep", "--set neg_keep: expected key=value"),
     ],
@@ -292,7 +301,8 @@ def test_pretrain_then_init_with_refit(
         )  # fmt: skip
 
     out = tmp_path / "m"
-    cfg = TrainConfig.for_preset("tiny", pretrain_windows=600, finetune_epochs=1, refit=True)
+    cfg = TrainConfig.for_preset("tiny", pretrain_windows=600, finetune_epochs=1)
+    assert cfg.refit  # the default: what ships learns from every event
     report = train(
         tiny_world / "events.jsonl", tiny_world / "labels.jsonl", out, cfg, init=enc,
         progress=False,
@@ -302,27 +312,69 @@ def test_pretrain_then_init_with_refit(
     assert t["init"]["copied"] > 10
     assert t["refit"]["best_epoch"] == t["finetune"]["best_epoch"]  # epochs: the selection's
     per_epoch = t["finetune"]["samples"] / len(t["finetune"]["val_metric"])
-    assert t["refit"]["samples"] / t["refit"]["best_epoch"] > per_epoch  # + validation users
-    assert report["split"]["refit_examples"] > report["split"]["train_examples"]
-    assert "train + validation users" in report["data"]["sources"]["model"]
-    assert "train + validation users" in report["data"]["sources"]["baseline"]
-    assert "selection run" in report["data"]["sources"]["thresholds"]
+    assert t["refit"]["samples"] / t["refit"]["best_epoch"] > per_epoch  # + the last fifth
+    assert report["split"]["final_examples"] > report["split"]["fit_examples"]
+    sources = report["data"]["sources"]
+    assert "refit from the pretrained weights" in sources["model"]
+    assert sources["baseline"].startswith("GBDT on all history")
+    assert "nothing was fitted or chosen on them" in sources["report"]
     assert np.mean([report["heads"][h]["pr_auc"] for h in LABELS]) >= 0.7
 
     ckpt = load_checkpoint(out)  # the pretrained encoder's spec is adopted
     assert (out / "encoding_spec.json").read_text() == (enc / "encoding_spec.json").read_text()
-    # the split is stored: the validation users are split_users' own
+    # the split is stored: export's verification draws the same one again
     corpus = load_corpus(
         tiny_world / "events.jsonl", tiny_world / "labels.jsonl", spec=ckpt.spec, progress=False
     )
-    split = split_users(corpus, seed=cfg.seed, fractions=cfg.split_fractions)
+    split = split_time(corpus, seed=cfg.seed)
     saved = ckpt.meta["split"]
-    assert saved["val_user_ids"] == [corpus.users[u].user_id for u in split.val_users.tolist()]
-    assert saved["t_cut_ms"] == split.t_cut_ms
-    # the stored (refitted) GBDT scores the test windows as the report's baseline did
+    assert saved["protocol"] == "out-of-time"
+    assert saved["t_val_ms"] == split.t_val_ms
+    # the stored (refitted) GBDT scores the check users' windows
     assert ckpt.trees is not None
-    test_ex = build_examples(corpus, split.test_users, ckpt.policy, t_from_ms=split.t_cut_ms)
-    x = aggregates(corpus, test_ex, progress=False)
+    check_ex = build_examples(corpus, split.check_users, ckpt.policy, t_from_ms=split.t_val_ms)
+    x = aggregates(corpus, check_ex, progress=False)
     scores = np.stack([ckpt.trees[h].predict(x) for h in LABELS], axis=1)
-    assert scores.shape == (len(test_ex), len(LABELS))
+    assert scores.shape == (len(check_ex), len(LABELS))
     assert ((scores >= 0) & (scores <= 1)).all()
+
+
+# --- the data protocol: which events each phase learns from -------------------------------
+
+
+def test_what_ships_learns_from_every_event_and_every_choice_is_made_out_of_time(
+    tiny_world: Path, tmp_path: Path
+) -> None:
+    from events import WindowPolicy
+    from training.train import make_examples
+
+    # A user whose every event falls in the validation period: a late copy of a user's day.
+    lines = (tiny_world / "events.jsonl").read_bytes().splitlines()
+    first = orjson.loads(lines[0])["user_id"]
+    late = []
+    for line in lines:
+        ev = orjson.loads(line)
+        if ev["user_id"] == first:
+            ev["user_id"], ev["event_id"] = "late-user", ev["event_id"] + "-late"
+            late.append(ev)
+    newest_line = max(parse_ts_ms(orjson.loads(x)["ts"]) for x in lines)
+    for i, ev in enumerate(late):  # one a second, ending with the data's newest event
+        ev["ts"] = format_ts_ms(newest_line - (len(late) - i) * 1000)
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(b"\n".join([*lines, *(orjson.dumps(e) for e in late)]) + b"\n")
+    corpus = load_corpus(events, tiny_world / "labels.jsonl", progress=False)
+    split = split_time(corpus, seed=0)
+    cfg = TrainConfig.for_preset("tiny", neg_keep=1.0, pretrain_windows=100)
+    ex = make_examples(corpus, split, WindowPolicy(cfg.max_events, cfg.max_age_s), cfg)
+
+    t, newest = split.t_val_ms, max(int(u.ts_ms[-1]) for u in corpus.users)
+    assert (ex.fit.ts_ms < t).all()  # the selection fit never sees the validation period
+    for part in (ex.stop, ex.choose, ex.check):
+        assert (part.ts_ms >= t).all()
+    assert not set(ex.choose.user_index.tolist()) & set(ex.check.user_index.tolist())
+    # the shipped refit: every event, the last hour and the late user included
+    assert len(ex.final) == corpus.n_events
+    assert (ex.final.ts_ms > newest - 3_600_000).sum() > 0
+    late_user = corpus.user_index()["late-user"]
+    assert (ex.final.user_index == late_user).sum() == len(late)
+    assert (ex.fit.user_index == late_user).sum() == 0
