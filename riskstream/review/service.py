@@ -33,8 +33,9 @@ from riskstream.review.migrate import migrate
 from riskstream.review.settings import ReviewSettings
 from riskstream.review.throttle import SignInThrottle
 from riskstream.review.web import ConsoleState, ReviewMetrics, create_app
+from stream.dlq import DeadLetter, dead_letter_of
 
-__all__ = ["ReviewService", "dead_letter_headers", "handle_alert"]
+__all__ = ["ReviewService", "alert_dead_letter", "handle_alert"]
 
 log = logging.getLogger(__name__)
 
@@ -55,17 +56,19 @@ def _server_class() -> type[Any]:
     return Server
 
 
-def dead_letter_headers(
-    reason: str, field_name: str, topic: str, partition: int, offset: int
-) -> list[tuple[str, bytes]]:
-    """The DLQ headers, as the worker's `events.dlq` has them (see docs/alerts.md)."""
-    return [
-        ("reason", reason.encode()[:1000]),
-        ("field", field_name.encode()[:200]),
-        ("source_topic", topic.encode()),
-        ("source_partition", str(partition).encode()),
-        ("source_offset", str(offset).encode()),
-    ]
+def alert_dead_letter(
+    exc: InvalidAlert,
+    key: bytes | None,
+    value: bytes | None,
+    topic: str,
+    partition: int,
+    offset: int,
+) -> DeadLetter:
+    """The dead letter of an alert that breaks the contract: built by `stream.dlq` (the one
+    builder of dead-letter headers), so `alerts.dlq` carries the headers the worker's
+    `events.dlq` has (docs/alerts.md, "Dead letters")."""
+    return dead_letter_of(key, value, field=exc.field, reason=str(exc), topic=topic,
+                          partition=partition, offset=offset, max_bytes=_DLQ_MAX_BYTES)  # fmt: skip
 
 
 async def handle_alert(
@@ -200,14 +203,9 @@ class ReviewService:
         outcome = await handle_alert(pool, value, partition, offset)
         if isinstance(outcome, InvalidAlert):
             s = self.settings
-            headers = dead_letter_headers(str(outcome), outcome.field, s.alerts_topic, partition,
-                                          offset)  # fmt: skip
-            body = value or b""
-            if len(body) > _DLQ_MAX_BYTES:
-                headers.append(("truncated", b"1"))
-                headers.append(("original_bytes", str(len(body)).encode()))
-                body = body[:_DLQ_MAX_BYTES]
-            await producer.send_and_wait(s.dlq_topic, body, key=key, headers=headers)
+            dead = alert_dead_letter(outcome, key, value, s.alerts_topic, partition, offset)
+            await producer.send_and_wait(s.dlq_topic, dead.value, key=dead.key,
+                                         headers=list(dead.headers))  # fmt: skip
             self.metrics.dead_letters.labels(outcome.field).inc()
             log.warning("alert at %s:%d:%d dead-lettered: %s", s.alerts_topic, partition, offset,
                         outcome)  # fmt: skip
