@@ -92,11 +92,12 @@ def dead_letter_of(
     partition: int,
     offset: int,
     max_bytes: int,
+    extra: Headers | None = None,
 ) -> DeadLetter:
     """The dead letter of the message at `topic[partition]@offset`, refused for `reason` (at
     `field`): the one place its headers are built, for the worker's `events.dlq` and the review
     service's `alerts.dlq` alike. The value is cut to `max_bytes`, the key to
-    `DLQ_MAX_KEY_BYTES`, and the headers say so.
+    `DLQ_MAX_KEY_BYTES`, and the headers say so. `extra` headers follow the source's.
 
     >>> d = dead_letter_of(b"u1", b"{}", field="ts", reason="missing", topic="events",
     ...                    partition=3, offset=7, max_bytes=1)
@@ -112,6 +113,7 @@ def dead_letter_of(
         ("source_topic", topic.encode()),
         ("source_partition", str(partition).encode()),
         ("source_offset", str(offset).encode()),
+        *(extra or ()),
     ]
     if len(value) > max_bytes:
         headers += truncation_headers(value)
