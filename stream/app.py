@@ -80,9 +80,9 @@ def _broker_credentials(settings: WorkerSettings) -> Any:
 
 
 def _default_runtime(settings: WorkerSettings) -> BatchHandler:
-    from stream.runtime import Runtime
+    from stream.runtime import WorkerRuntime
 
-    return Runtime(settings)
+    return WorkerRuntime(settings)
 
 
 def create_app(
@@ -91,7 +91,7 @@ def create_app(
 ) -> faust.App:
     """Build the worker app (Faust is imported here: the module itself stays light).
 
-    `runtime_factory` (default: `Runtime`) builds what handles each batch; the benchmark's
+    `runtime_factory` (default: `WorkerRuntime`) builds what handles each batch; the benchmark's
     transport-only worker passes one that does no work.
     """
     import faust

@@ -1,9 +1,10 @@
 """The worker's moving parts, built from the settings, and one batch with retries.
 
-`Runtime.handle(batch, send)` runs the processor (in a thread: ONNX Runtime and the Redis client
-block), retrying the whole batch with backoff on Redis errors (window appends are idempotent), then
-publishes dead letters, alerts and debug scores and waits until the broker has them. Only then
-does it return, and only then may the caller acknowledge the batch's offsets.
+`WorkerRuntime.handle(batch, send)` runs the processor (in a thread: ONNX Runtime and the Redis
+client block), retrying the whole batch with backoff on Redis errors (window appends are
+idempotent), then publishes dead letters, alerts and debug scores and waits until the broker has
+them (`stream.publish`). Only then does it return, and only then may the caller acknowledge the
+batch's offsets. (Named apart from `training.loops.Runtime`, where and how a training run computes.)
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from stream.redis_windows import RedisWindowStore
 from stream.rules import RulesFile
 from stream.settings import WorkerSettings
 
-__all__ = ["BatchHandler", "Runtime"]
+__all__ = ["BatchHandler", "WorkerRuntime"]
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ _R = TypeVar("_R")
 
 
 class BatchHandler(Protocol):
-    """What the app hands each batch to: `Runtime`, or the benchmark's transport-only one."""
+    """What the app hands each batch to: `WorkerRuntime`, or the benchmark's transport-only one."""
 
     metrics: Metrics
     health: Health
@@ -65,7 +66,7 @@ def redis_client(settings: WorkerSettings) -> redis.Redis | RedisCluster:
     )
 
 
-class Runtime:
+class WorkerRuntime:
     """Model slot, rules, Redis store, processor, metrics: what a worker process holds."""
 
     def __init__(

@@ -19,7 +19,7 @@ from stream.dlq import DLQ_MAX_KEY_BYTES, DeadLetterLog, dead_letter, dead_lette
 from stream.messages import Incoming
 from stream.processor import Outcome, Processor
 from stream.prometheus import Metrics
-from stream.runtime import Runtime
+from stream.runtime import WorkerRuntime
 from stream.settings import WorkerSettings
 
 TOO_BIG = InvalidEvent("message", "is 3145728 bytes, over the 65536 limit")
@@ -112,9 +112,9 @@ def test_too_large_is_found_through_the_wrappers() -> None:
     assert not is_too_large(KafkaTimeoutError())
 
 
-def _runtime() -> Runtime:
-    """A Runtime with only what `_publish` reads (no model, no Redis)."""
-    rt = Runtime.__new__(Runtime)
+def _runtime() -> WorkerRuntime:
+    """A WorkerRuntime with only what `_publish` reads (no model, no Redis)."""
+    rt = WorkerRuntime.__new__(WorkerRuntime)
     rt.settings = WorkerSettings(dlq_topic="dlq", retry_max_backoff_s=0.01)
     rt.metrics = Metrics()
     return rt
