@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from events.terminal import is_terminal
+from stream.kafka_clients import faust_credentials
 from stream.messages import Incoming
 from stream.settings import WorkerSettings
 
@@ -60,23 +61,6 @@ def private_datadir(configured: Path | None) -> Path:
             f"owner {st.st_uid}); set RISKSTREAM_FAUST_DATADIR"
         )
     return path
-
-
-def _broker_credentials(settings: WorkerSettings) -> Any:
-    import faust
-
-    if settings.security_protocol == "PLAINTEXT":
-        return None
-    ssl_context = settings.kafka_ssl_context()
-    if settings.security_protocol.startswith("SASL"):
-        password = settings.sasl_password.get_secret_value() if settings.sasl_password else ""
-        return faust.SASLCredentials(
-            username=settings.sasl_username or "",
-            password=password,
-            mechanism=settings.sasl_mechanism,
-            ssl_context=ssl_context,
-        )
-    return faust.SSLCredentials(ssl_context)
 
 
 def _default_runtime(settings: WorkerSettings) -> BatchHandler:
@@ -130,7 +114,7 @@ def create_app(
         settings.consumer_group,
         Worker=QuietWorker,
         broker=settings.broker_url,
-        broker_credentials=_broker_credentials(settings),
+        broker_credentials=faust_credentials(settings),  # stream.kafka_clients
         broker_session_timeout=session_s,
         broker_heartbeat_interval=max(0.5, session_s / 6),
         broker_rebalance_timeout=max(10.0, session_s * 2),

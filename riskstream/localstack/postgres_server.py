@@ -25,7 +25,8 @@ import time
 from pathlib import Path
 from typing import Final
 
-from riskstream.localstack.broker import find_free_port, read_log_tail, redact
+from events.redaction import redact
+from riskstream.localstack.broker import find_free_port, read_log_tail
 from riskstream.localstack.exceptions import LocalStackError, PostgresStartError
 from riskstream.localstack.service import LocalService
 

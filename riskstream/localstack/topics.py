@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from riskstream.localstack.exceptions import TopicSetupError
+from stream.kafka_clients import kafka_config, plaintext
 
 __all__ = ["TOPIC_ALREADY_EXISTS", "create_topics", "describe_partition_counts"]
 
@@ -49,11 +50,9 @@ def create_topics(
     budget_ms = max(1000, int(timeout_s * 1000))
     try:
         admin = KafkaAdminClient(
-            bootstrap_servers=bootstrap,
-            client_id="riskstream-localstack-topics",
-            request_timeout_ms=budget_ms,
-            bootstrap_timeout_ms=budget_ms,
-        )
+            **kafka_config(bootstrap, plaintext(), client_id="riskstream-localstack-topics",
+                           request_timeout_ms=budget_ms, bootstrap_timeout_ms=budget_ms)
+        )  # fmt: skip
     except (KafkaError, OSError) as exc:
         raise TopicSetupError(f"cannot reach the broker at {bootstrap}: {exc!r}") from exc
     try:
@@ -86,9 +85,8 @@ def describe_partition_counts(bootstrap: str, names: list[str]) -> dict[str, int
     from kafka.errors import KafkaError
 
     try:
-        with KafkaAdminClient(
-            bootstrap_servers=bootstrap, client_id="riskstream-localstack-topics"
-        ) as admin:
+        config = kafka_config(bootstrap, plaintext(), client_id="riskstream-localstack-topics")
+        with KafkaAdminClient(**config) as admin:
             return {
                 name: len(info.get("partitions") or [])
                 for name, info in _describe(admin, names).items()

@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 
 from events.outputs import check_output
-from riskstream.localstack.broker import redact
+from events.redaction import redact
 from riskstream.localstack.postgres_server import DATABASE_URL_ENV
 from riskstream.review.exceptions import AuthError, ReviewError
 from riskstream.review.settings import DEFAULT_PORT, ReviewSettings

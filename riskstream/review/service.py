@@ -1,5 +1,8 @@
 """`riskstream review`: one process with three tasks.
 
+Its Kafka clients are built by `stream.kafka_clients`, with the broker's SSL/SASL settings (the
+worker's `RISKSTREAM_SECURITY_PROTOCOL`, `RISKSTREAM_SASL_*`, `RISKSTREAM_SSL_*`).
+
 - the **alert consumer** (aiokafka, consumer group `riskstream-review`): each alert is validated
   against the alert contract and stored (idempotent on `alert_id`); a message that breaks the
   contract goes to the dead-letter topic (`alerts.dlq`) with its reason in the headers. Offsets
@@ -25,7 +28,7 @@ import orjson
 from psycopg_pool import AsyncConnectionPool
 
 from events import InvalidAlert, parse_alert
-from riskstream.localstack.broker import redact
+from events.redaction import redact
 from riskstream.review import store
 from riskstream.review.auth import UserStore
 from riskstream.review.exceptions import ReviewError
@@ -34,6 +37,7 @@ from riskstream.review.settings import ReviewSettings
 from riskstream.review.throttle import SignInThrottle
 from riskstream.review.web import ConsoleState, ReviewMetrics, create_app
 from stream.dlq import DeadLetter, dead_letter_of
+from stream.kafka_clients import kafka_config
 
 __all__ = ["ReviewService", "alert_dead_letter", "handle_alert"]
 
@@ -100,6 +104,24 @@ class ReviewService:
     def stop(self) -> None:
         self._stopping.set()
 
+    def producer_config(self) -> dict[str, Any]:
+        """The decision and dead-letter producer's settings: built by `stream.kafka_clients`,
+        with the broker's SSL/SASL (`settings.kafka`) as the worker has them."""
+        return kafka_config(
+            self.settings.bootstrap, self.settings.kafka, "aiokafka",
+            client_id="riskstream-review", acks="all", enable_idempotence=False, linger_ms=5,
+        )  # fmt: skip
+
+    def consumer_config(self) -> dict[str, Any]:
+        """The alert consumer's settings (`stream.kafka_clients`, as `producer_config`)."""
+        s = self.settings
+        return kafka_config(
+            s.bootstrap, s.kafka, "aiokafka",
+            group_id=s.group, client_id="riskstream-review", enable_auto_commit=False,
+            auto_offset_reset="earliest", fetch_max_wait_ms=s.fetch_max_wait_ms,
+            session_timeout_ms=10_000, heartbeat_interval_ms=1_000,
+        )  # fmt: skip
+
     @contextlib.asynccontextmanager
     async def _pool(self) -> AsyncIterator[AsyncConnectionPool[Any]]:
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
@@ -125,10 +147,7 @@ class ReviewService:
         from aiokafka import AIOKafkaProducer
 
         async with self._pool() as pool:
-            producer = AIOKafkaProducer(
-                bootstrap_servers=s.bootstrap, client_id="riskstream-review", acks="all",
-                enable_idempotence=False, linger_ms=5,
-            )  # fmt: skip
+            producer = AIOKafkaProducer(**self.producer_config())
             await producer.start()
             try:
                 state = ConsoleState(pool, UserStore(s.users_file), self.metrics, self._wake.set,
@@ -177,12 +196,7 @@ class ReviewService:
         from aiokafka import AIOKafkaConsumer
 
         s = self.settings
-        consumer = AIOKafkaConsumer(
-            s.alerts_topic, bootstrap_servers=s.bootstrap, group_id=s.group,
-            client_id="riskstream-review", enable_auto_commit=False,
-            auto_offset_reset="earliest", fetch_max_wait_ms=s.fetch_max_wait_ms,
-            session_timeout_ms=10_000, heartbeat_interval_ms=1_000,
-        )  # fmt: skip
+        consumer = AIOKafkaConsumer(s.alerts_topic, **self.consumer_config())
         try:
             await consumer.start()  # inside: a stop during start must still close it
             while True:
