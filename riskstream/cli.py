@@ -40,7 +40,7 @@ def dev_stack_defaults(given: dict[str, str]) -> dict[str, str]:
         wanted = [k for k in wanted if k != "REDIS_URL"]
     if not wanted:
         return {}
-    from riskstream.dev import dev_addresses
+    from riskstream.stackstate import dev_addresses
 
     found = dev_addresses()
     if found is None:

@@ -28,7 +28,6 @@ from riskstream.dev.processes import (
     spawn_detached,
     stop_process,
 )
-from riskstream.dev.state import Kind, ServiceRecord, utc_now
 from riskstream.localstack.broker import DEFAULT_STORAGE_URL, read_log_tail, resolve_tansu_binary
 from riskstream.localstack.exceptions import PostgresStartError, RedisStartError
 from riskstream.localstack.postgres_server import (
@@ -40,6 +39,7 @@ from riskstream.localstack.postgres_server import (
     run_as,
 )
 from riskstream.localstack.redis_server import ping_redis
+from riskstream.stackstate import Kind, ServiceRecord, utc_now
 from stream.kafka_clients import kafka_config, plaintext
 
 __all__ = [

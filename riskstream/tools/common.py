@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 from typing import Any, Final
 
+from riskstream.stackstate import dev_addresses, resolve_state_path
 from riskstream.tools.exceptions import ToolError
 from stream import kafka_clients
 from stream.exceptions import StreamError
@@ -60,8 +61,6 @@ def resolve_bootstrap(broker: str | None, state_path: Path | None = None) -> str
     """The bootstrap servers of `--broker`, else of the running dev stack, else an error."""
     if broker:
         return bootstrap_servers(broker)
-    from riskstream.dev.stack import dev_addresses, resolve_state_path
-
     found = dev_addresses(state_path)
     if found is None:
         raise ToolError(
