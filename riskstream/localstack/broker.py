@@ -35,7 +35,6 @@ from typing import IO, Any
 from events.redaction import redact
 from riskstream.localstack.exceptions import BrokerStartError, LocalStackError
 from riskstream.localstack.service import LocalService
-from stream.kafka_clients import kafka_config, plaintext
 
 __all__ = [
     "DEFAULT_STORAGE_URL",
@@ -384,6 +383,8 @@ def _metadata_probe(bootstrap: str, deadline: float) -> list[str]:
     """One Metadata request through kafka-python's admin client; returns the topic names."""
     # Imported here: kafka-python is heavy to import and only needed once a broker runs.
     from kafka import KafkaAdminClient
+
+    from stream.kafka_clients import kafka_config, plaintext
 
     budget_ms = max(500, int((deadline - time.monotonic()) * 1000))
     admin = KafkaAdminClient(

@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from riskstream.localstack.exceptions import TopicSetupError
-from stream.kafka_clients import kafka_config, plaintext
 
 __all__ = ["TOPIC_ALREADY_EXISTS", "create_topics", "describe_partition_counts"]
 
@@ -45,6 +44,8 @@ def create_topics(
     # Imported here: kafka-python is heavy to import and only needed once a broker runs.
     from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
+
+    from stream.kafka_clients import kafka_config, plaintext
 
     deadline = time.monotonic() + timeout_s
     budget_ms = max(1000, int(timeout_s * 1000))
@@ -83,6 +84,8 @@ def describe_partition_counts(bootstrap: str, names: list[str]) -> dict[str, int
     """`{topic: partition count}` for the named topics that exist (a missing one is absent)."""
     from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
+
+    from stream.kafka_clients import kafka_config, plaintext
 
     try:
         config = kafka_config(bootstrap, plaintext(), client_id="riskstream-localstack-topics")
