@@ -27,6 +27,7 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from riskstream.bench.core import machine_info
 from riskstream.localstack.broker import TansuBroker
 from riskstream.tools.replay import TokenBucket
+from stream.kafka_clients import kafka_config, plaintext
 
 PARTITIONS = 8  # as the bench's events topic
 
@@ -38,8 +39,8 @@ def _cores(proc: Any, work: Callable[[], None]) -> float:
 
 
 def _idle_consumer(bootstrap: str, topic: str, wait_ms: int, proc: Any) -> float:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, fetch_max_wait_ms=wait_ms,
-                             enable_auto_commit=False)  # fmt: skip
+    consumer = KafkaConsumer(**kafka_config(bootstrap, plaintext(), fetch_max_wait_ms=wait_ms,
+                                            enable_auto_commit=False))  # fmt: skip
     consumer.assign([TopicPartition(topic, p) for p in range(PARTITIONS)])
     stop = threading.Event()
 
@@ -58,8 +59,9 @@ def _idle_consumer(bootstrap: str, topic: str, wait_ms: int, proc: Any) -> float
 
 
 def _producer(bootstrap: str, topic: str, rate: int, linger_ms: int, proc: Any) -> float:
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": linger_ms,
-                         "partitioner": "murmur2_random"})  # fmt: skip
+    producer = Producer(kafka_config(bootstrap, plaintext(), "confluent",
+                                     **{"acks": "all", "linger.ms": linger_ms,
+                                        "partitioner": "murmur2_random"}))  # fmt: skip
     value = b"x" * 300  # about a simulated event's size
 
     def offer() -> None:
@@ -82,7 +84,7 @@ def main() -> None:
         if broker.pid is None:
             raise SystemExit("tansu_cpu: the broker did not start")
         proc = psutil.Process(broker.pid)
-        admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+        admin = KafkaAdminClient(**kafka_config(broker.bootstrap, plaintext()))
         admin.create_topics([NewTopic("events", PARTITIONS, 1)])
         admin.close()
         for wait in (20, 100, 500):

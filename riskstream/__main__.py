@@ -2,6 +2,6 @@
 
 import sys
 
-from riskstream.cli import main
+from riskstream.command import main
 
 sys.exit(main())

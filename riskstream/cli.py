@@ -1,4 +1,7 @@
-"""The `riskstream` command. Each package contributes its own subcommands."""
+"""The product's commands (train, export, worker, replay, alerts, review, ...) and `main`. Each
+package contributes its own subcommands. The workshop's (`dev`, `demo`, `bench`) are added above
+the product, by `riskstream.command` (the installed `riskstream`): the product never imports the
+workshop."""
 
 from __future__ import annotations
 
@@ -14,9 +17,6 @@ from rich.console import Console
 
 from events.exceptions import RiskstreamError, UnwritableOutput
 from export.cli import evaluate, export, score
-from riskstream.bench.cli import bench_app
-from riskstream.demo.cli import demo
-from riskstream.dev.cli import dev_app
 from riskstream.review.cli import labels_app, review_app
 from riskstream.supervisor import Supervisor, default_processes
 from riskstream.tools.cli import alerts_app, replay
@@ -40,7 +40,7 @@ def dev_stack_defaults(given: dict[str, str]) -> dict[str, str]:
         wanted = [k for k in wanted if k != "REDIS_URL"]
     if not wanted:
         return {}
-    from riskstream.dev import dev_addresses
+    from riskstream.stackstate import dev_addresses
 
     found = dev_addresses()
     if found is None:
@@ -130,9 +130,6 @@ app.command("evaluate")(evaluate)
 app.command("export")(export)
 app.command("score")(score)
 app.command("worker")(worker)
-app.command("demo")(demo)
-app.add_typer(bench_app, name="bench")
-app.add_typer(dev_app, name="dev")
 app.command("replay")(replay)
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(review_app, name="review")

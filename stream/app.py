@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from events.terminal import is_terminal
+from stream.kafka_clients import faust_credentials
 from stream.messages import Incoming
 from stream.settings import WorkerSettings
 
@@ -62,27 +63,10 @@ def private_datadir(configured: Path | None) -> Path:
     return path
 
 
-def _broker_credentials(settings: WorkerSettings) -> Any:
-    import faust
-
-    if settings.security_protocol == "PLAINTEXT":
-        return None
-    ssl_context = settings.kafka_ssl_context()
-    if settings.security_protocol.startswith("SASL"):
-        password = settings.sasl_password.get_secret_value() if settings.sasl_password else ""
-        return faust.SASLCredentials(
-            username=settings.sasl_username or "",
-            password=password,
-            mechanism=settings.sasl_mechanism,
-            ssl_context=ssl_context,
-        )
-    return faust.SSLCredentials(ssl_context)
-
-
 def _default_runtime(settings: WorkerSettings) -> BatchHandler:
-    from stream.runtime import Runtime
+    from stream.runtime import WorkerRuntime
 
-    return Runtime(settings)
+    return WorkerRuntime(settings)
 
 
 def create_app(
@@ -91,7 +75,7 @@ def create_app(
 ) -> faust.App:
     """Build the worker app (Faust is imported here: the module itself stays light).
 
-    `runtime_factory` (default: `Runtime`) builds what handles each batch; the benchmark's
+    `runtime_factory` (default: `WorkerRuntime`) builds what handles each batch; the benchmark's
     transport-only worker passes one that does no work.
     """
     import faust
@@ -130,7 +114,7 @@ def create_app(
         settings.consumer_group,
         Worker=QuietWorker,
         broker=settings.broker_url,
-        broker_credentials=_broker_credentials(settings),
+        broker_credentials=faust_credentials(settings),  # stream.kafka_clients
         broker_session_timeout=session_s,
         broker_heartbeat_interval=max(0.5, session_s / 6),
         broker_rebalance_timeout=max(10.0, session_s * 2),

@@ -27,13 +27,13 @@ its offsets are unknown) still raises: there is nothing to skip to.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from stream.dlq import truncation_headers
+from stream.dlq import dead_letter_of
+from stream.publish import Record, Send, publish_all
 
 if TYPE_CHECKING:
     from stream.prometheus import Metrics
@@ -58,9 +58,6 @@ MARKER_HEADER: Final = "x-riskstream-undecodable"
 _FIRST_OFFSET: Final = "x-riskstream-first-offset"
 _CODEC: Final = "x-riskstream-codec"
 _LOG_OVERHEAD: Final = 12  # BaseOffset (int64) + Length (int32) before every batch
-_FIRST_BACKOFF_S: Final = 0.1
-
-Send = Callable[[str, bytes | None, bytes, list[tuple[str, bytes]] | None], Awaitable[Any]]
 
 
 def missing_codecs() -> list[str]:
@@ -229,21 +226,15 @@ class UndecodableBatch:
 
     def dead_letter(self, max_bytes: int) -> tuple[bytes | None, bytes, list[tuple[str, bytes]]]:
         """(key, value, headers) of its dead letter: the raw batch, cut to `max_bytes`."""
-        headers = [
-            ("reason", self.reason.encode()),
-            ("field", b"batch"),
-            ("source_topic", self.topic.encode()),
-            ("source_partition", str(self.partition).encode()),
-            ("source_offset", str(self.first_offset).encode()),
+        extra = [
             ("source_last_offset", str(self.last_offset).encode()),
             ("codec", self.codec.encode()),
             ("records", str(self.last_offset - self.first_offset + 1).encode()),
         ]
-        value = self.raw
-        if len(value) > max_bytes:
-            headers += truncation_headers(value)
-            value = value[:max_bytes]
-        return None, value, headers
+        d = dead_letter_of(None, self.raw, field="batch", reason=self.reason, topic=self.topic,
+                           partition=self.partition, offset=self.first_offset,
+                           max_bytes=max_bytes, extra=extra)  # fmt: skip
+        return d.key, d.value, list(d.headers)
 
 
 def _headers(message: Any) -> Mapping[str, Any]:
@@ -295,21 +286,13 @@ async def dead_letter_undecodable(
     (retrying with backoff, as the runtime does for every other dead letter)."""
     for batch in batches:
         log.error("skipped %s; dead-lettered to %s", batch.describe(), settings.dlq_topic)
-    pending = [batch.dead_letter(settings.dlq_max_bytes) for batch in batches]
-    backoff = _FIRST_BACKOFF_S
-    while pending:
-        results = await asyncio.gather(
-            *(send(settings.dlq_topic, k, v, h) for k, v, h in pending), return_exceptions=True
-        )
-        failed = [p for p, r in zip(pending, results, strict=True) if isinstance(r, BaseException)]
-        if not failed:
-            break
-        metrics.retries.labels("broker").inc()
-        log.warning("%d dead letters of undecodable batches not published; retrying in %.1f s",
-                    len(failed), backoff)  # fmt: skip
-        pending = failed
-        await asyncio.sleep(backoff)
-        backoff = min(backoff * 2, settings.retry_max_backoff_s)
+    records: list[Record] = [
+        (settings.dlq_topic, *batch.dead_letter(settings.dlq_max_bytes)) for batch in batches
+    ]
+    await publish_all(
+        send, records, max_backoff_s=settings.retry_max_backoff_s, dlq_topic=settings.dlq_topic,
+        on_retry=metrics.retries.labels("broker").inc, what="dead letters of undecodable batches",
+    )  # fmt: skip
     for batch in batches:
         metrics.undecodable_batches.labels(batch.codec).inc()
         metrics.dlq.labels("batch").inc()

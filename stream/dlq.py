@@ -1,4 +1,5 @@
-"""Dead letters: what a refused message becomes on the dead-letter topic, bounded in size.
+"""Dead letters: what a refused message becomes on a dead-letter topic, bounded in size (the
+worker's `events.dlq` and the review service's `alerts.dlq` alike: `dead_letter_of`).
 
 A dead letter carries the original bytes, so that it can be fixed and replayed, but never more
 than `dlq_max_bytes` of them (a setting, default 64 KiB: the contract's own limit, so every
@@ -31,6 +32,7 @@ __all__ = [
     "DeadLetter",
     "DeadLetterLog",
     "dead_letter",
+    "dead_letter_of",
     "is_too_large",
     "truncation_headers",
     "without_value",
@@ -40,6 +42,9 @@ log = logging.getLogger("stream.processor")  # where dead letters were always lo
 
 #: A dead letter keeps at most this much of the original key.
 DLQ_MAX_KEY_BYTES: Final = 1024
+#: The `reason` and `field` headers keep at most this much (a reason may quote the input).
+_MAX_REASON_BYTES: Final = 1000
+_MAX_FIELD_BYTES: Final = 200
 
 Headers = list[tuple[str, bytes]]
 
@@ -71,14 +76,44 @@ def truncation_headers(value: bytes) -> Headers:
 
 def dead_letter(msg: Incoming, exc: InvalidEvent, max_bytes: int) -> DeadLetter:
     """The dead letter of `msg`, refused for `exc`, its value cut to `max_bytes`."""
-    value = msg.value or b""
-    key = msg.key
+    return dead_letter_of(
+        msg.key, msg.value, field=exc.field, reason=exc.reason, topic=msg.topic,
+        partition=msg.partition, offset=msg.offset, max_bytes=max_bytes,
+    )  # fmt: skip
+
+
+def dead_letter_of(
+    key: bytes | None,
+    value: bytes | None,
+    *,
+    field: str,
+    reason: str,
+    topic: str,
+    partition: int,
+    offset: int,
+    max_bytes: int,
+    extra: Headers | None = None,
+) -> DeadLetter:
+    """The dead letter of the message at `topic[partition]@offset`, refused for `reason` (at
+    `field`): the one place its headers are built, for the worker's `events.dlq` and the review
+    service's `alerts.dlq` alike. The value is cut to `max_bytes`, the key to
+    `DLQ_MAX_KEY_BYTES`, and the headers say so. `extra` headers follow the source's.
+
+    >>> d = dead_letter_of(b"u1", b"{}", field="ts", reason="missing", topic="events",
+    ...                    partition=3, offset=7, max_bytes=1)
+    >>> [name for name, _ in d.headers][:6]
+    ['reason', 'field', 'source_topic', 'source_partition', 'source_offset', 'truncated']
+    >>> d.value
+    b'{'
+    """
+    value = value or b""
     headers: Headers = [
-        ("reason", exc.reason.encode()),
-        ("field", exc.field.encode()),
-        ("source_topic", msg.topic.encode()),
-        ("source_partition", str(msg.partition).encode()),
-        ("source_offset", str(msg.offset).encode()),
+        ("reason", reason.encode()[:_MAX_REASON_BYTES]),
+        ("field", field.encode()[:_MAX_FIELD_BYTES]),
+        ("source_topic", topic.encode()),
+        ("source_partition", str(partition).encode()),
+        ("source_offset", str(offset).encode()),
+        *(extra or ()),
     ]
     if len(value) > max_bytes:
         headers += truncation_headers(value)
@@ -86,7 +121,7 @@ def dead_letter(msg: Incoming, exc: InvalidEvent, max_bytes: int) -> DeadLetter:
     if key is not None and len(key) > DLQ_MAX_KEY_BYTES:
         headers += [("key_truncated", b"1"), ("original_key_bytes", str(len(key)).encode())]
         key = key[:DLQ_MAX_KEY_BYTES]
-    return DeadLetter(key, value, exc.field, exc.reason, tuple(headers))
+    return DeadLetter(key, value, field, reason, tuple(headers))
 
 
 def without_value(value: bytes, headers: Headers | None) -> Headers:

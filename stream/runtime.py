@@ -1,9 +1,10 @@
 """The worker's moving parts, built from the settings, and one batch with retries.
 
-`Runtime.handle(batch, send)` runs the processor (in a thread: ONNX Runtime and the Redis client
-block), retrying the whole batch with backoff on Redis errors (window appends are idempotent), then
-publishes dead letters, alerts and debug scores and waits until the broker has them. Only then
-does it return, and only then may the caller acknowledge the batch's offsets.
+`WorkerRuntime.handle(batch, send)` runs the processor (in a thread: ONNX Runtime and the Redis
+client block), retrying the whole batch with backoff on Redis errors (window appends are
+idempotent), then publishes dead letters, alerts and debug scores and waits until the broker has
+them (`stream.publish`). Only then does it return, and only then may the caller acknowledge the
+batch's offsets. (Named apart from `training.loops.Runtime`, where and how a training run computes.)
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, Final, Protocol, TypeVar
 
 import orjson
@@ -21,39 +22,27 @@ from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 
 from stream.cooldowns import CooldownStore
-from stream.dlq import is_too_large, without_value
 from stream.exceptions import RedisStateError
 from stream.messages import Incoming
 from stream.model_slot import ModelSlot, Serving
 from stream.processor import Outcome, Processor
 from stream.prometheus import Health, Metrics
+from stream.publish import Record, Send, publish_all
 from stream.redis_connect import redis_client as connect
 from stream.redis_windows import RedisWindowStore
 from stream.rules import RulesFile
 from stream.settings import WorkerSettings
 
-__all__ = ["BatchHandler", "Runtime", "Send"]
+__all__ = ["BatchHandler", "WorkerRuntime"]
 
 log = logging.getLogger(__name__)
 
-#: (topic name, key, value, headers) → awaitable that completes when the broker has it.
-Send = Callable[[str, bytes | None, bytes, list[tuple[str, bytes]] | None], Awaitable[Any]]
-
 _FIRST_BACKOFF_S: Final = 0.1
-_Pending = tuple[str, bytes | None, bytes, list[tuple[str, bytes]] | None]
 _R = TypeVar("_R")
 
 
-def _headers_only(p: _Pending) -> _Pending:
-    """A dead letter the broker (or the producer) refused as too large, without its value: one
-    that would be refused on every retry would stall its partition for good (`stream.dlq`)."""
-    log.error("a dead letter of %d bytes was refused as too large: sending its headers only",
-              len(p[2]))  # fmt: skip
-    return (p[0], p[1], b"", without_value(p[2], p[3]))
-
-
 class BatchHandler(Protocol):
-    """What the app hands each batch to: `Runtime`, or the benchmark's transport-only one."""
+    """What the app hands each batch to: `WorkerRuntime`, or the benchmark's transport-only one."""
 
     metrics: Metrics
     health: Health
@@ -77,7 +66,7 @@ def redis_client(settings: WorkerSettings) -> redis.Redis | RedisCluster:
     )
 
 
-class Runtime:
+class WorkerRuntime:
     """Model slot, rules, Redis store, processor, metrics: what a worker process holds."""
 
     def __init__(
@@ -165,28 +154,17 @@ class Runtime:
             backoff = min(backoff * 2, self.settings.retry_max_backoff_s)
 
     async def _publish(self, send: Send, out: Outcome) -> None:
+        """Dead letters, alerts and debug scores, on the broker before this returns
+        (`stream.publish`: retried with backoff; a dead letter too large goes headers-only)."""
         s = self.settings
-        pending: list[_Pending] = []
-        pending += [(s.dlq_topic, d.key, d.value, list(d.headers)) for d in out.dead_letters]
-        pending += [(s.alerts_topic, u.encode(), orjson.dumps(a), None) for u, a in out.alerts]
-        pending += [(s.scores_topic, u.encode(), orjson.dumps(x), None) for u, x in out.scores]
-        backoff = _FIRST_BACKOFF_S
-        while pending:
-            results = await asyncio.gather(*(send(*p) for p in pending), return_exceptions=True)
-            failed = [
-                _headers_only(p) if p[0] == s.dlq_topic and p[2] and is_too_large(r) else p
-                for p, r in zip(pending, results, strict=True)
-                if isinstance(r, BaseException)
-            ]
-            if not failed:
-                return
-            self.metrics.retries.labels("broker").inc()
-            log.warning("%d of %d messages not published (%s); retrying in %.1f s", len(failed),
-                        len(pending), next(r for r in results if isinstance(r, BaseException)),
-                        backoff)  # fmt: skip
-            pending = failed  # a retry may duplicate a message the broker did take: at-least-once
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, self.settings.retry_max_backoff_s)
+        records: list[Record] = []
+        records += [(s.dlq_topic, d.key, d.value, list(d.headers)) for d in out.dead_letters]
+        records += [(s.alerts_topic, u.encode(), orjson.dumps(a), None) for u, a in out.alerts]
+        records += [(s.scores_topic, u.encode(), orjson.dumps(x), None) for u, x in out.scores]
+        await publish_all(
+            send, records, max_backoff_s=s.retry_max_backoff_s, dlq_topic=s.dlq_topic,
+            on_retry=self.metrics.retries.labels("broker").inc,
+        )  # fmt: skip
 
     async def handle(self, batch: list[Incoming], send: Send) -> Outcome:
         """Process and publish one batch; returns when it is safe to commit its offsets.

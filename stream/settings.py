@@ -8,7 +8,7 @@ read too: the same variables reach the same broker from every command.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Self
+from typing import ClassVar, Literal, Self
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -38,6 +38,7 @@ def read_secret_file(path: Path, field: str) -> str:
 
 class KafkaSecurity(BaseSettings):
     """How to reach the broker securely: SSL and SASL (`RISKSTREAM_SECURITY_PROTOCOL`, ...).
+    Every Kafka client gets them through `stream.kafka_clients` (the one factory).
 
     Secrets come from the environment or from files (`*_file`), never from the command line.
     """
@@ -66,36 +67,6 @@ class KafkaSecurity(BaseSettings):
             if path is not None:
                 update[target] = SecretStr(read_secret_file(path, field))
         return self.model_copy(update=update) if update else self
-
-    def kafka_ssl_context(self) -> Any:
-        """An `ssl.SSLContext` for SSL/SASL_SSL (None for plaintext)."""
-        if "SSL" not in self.security_protocol:
-            return None
-        import ssl
-
-        context = ssl.create_default_context(
-            cafile=str(self.ssl_cafile) if self.ssl_cafile else None
-        )
-        if self.ssl_certfile:
-            context.load_cert_chain(
-                str(self.ssl_certfile), str(self.ssl_keyfile) if self.ssl_keyfile else None
-            )
-        return context
-
-    def kafka_python_config(self) -> dict[str, Any]:
-        """The same settings as kafka-python client arguments (the tools' producer, consumer
-        and admin client); empty for plaintext."""
-        if self.security_protocol == "PLAINTEXT":
-            return {}
-        config: dict[str, Any] = {"security_protocol": self.security_protocol}
-        if "SSL" in self.security_protocol:
-            config["ssl_context"] = self.kafka_ssl_context()
-        if self.security_protocol.startswith("SASL"):
-            config["sasl_mechanism"] = self.sasl_mechanism
-            config["sasl_plain_username"] = self.sasl_username or ""
-            password = self.sasl_password
-            config["sasl_plain_password"] = password.get_secret_value() if password else ""
-        return config
 
 
 class WorkerSettings(KafkaSecurity):

@@ -48,6 +48,6 @@ def demo(
     if alerts is None:
         alerts = run_demo(out, users=users, days=days, seed=seed).alerts
     if review:
-        from riskstream.review.demo import serve_demo_console
+        from riskstream.demo.review_console import serve_demo_console
 
         serve_demo_console(out, alerts)

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from events.redaction import redact
 from riskstream.dev.exceptions import DevStackError
 from riskstream.dev.stack import (
     BROKER_BASE_PORT,
@@ -26,7 +27,6 @@ from riskstream.dev.stack import (
     resolve_state_path,
     review_users_file,
 )
-from riskstream.localstack.broker import redact
 from riskstream.tools.common import quiet_kafka
 
 __all__ = ["dev_app", "status_table"]

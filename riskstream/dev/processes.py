@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Final
 
 from riskstream.dev.exceptions import DevStackError
-from riskstream.dev.state import ServiceRecord
 from riskstream.localstack.broker import port_is_bindable
+from riskstream.stackstate import ServiceRecord, proc_stat, process_matches
 
 __all__ = [
     "HOST",
@@ -75,59 +75,6 @@ def spawn_detached(argv: list[str], log_path: Path, cwd: Path, env: Mapping[str,
         lines = done.stderr.decode(errors="replace").strip().splitlines()
         raise DevStackError(f"could not run {argv[0]}: {lines[-1] if lines else out}")
     return int(out)
-
-
-def proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state letter, start time in clock ticks) from /proc, or None when there is no such pid."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    rest = raw[raw.rindex(")") + 2 :].split()  # fields 3.. (comm may hold spaces and parens)
-    return rest[0], int(rest[19])
-
-
-def _same_file(a: str, b: str) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return os.path.realpath(a) == os.path.realpath(b)
-
-
-def process_matches(record: ServiceRecord) -> bool:
-    """True while the recorded pid is alive and still runs the binary we started.
-
-    False for a zombie, a pid now used by another program, or (Linux) a process with another
-    start time than the one recorded.
-    """
-    pid, binary = record.pid, record.binary
-    if pid is None or binary is None:
-        return False
-    if Path("/proc/self/stat").exists():
-        stat = proc_stat(pid)
-        if stat is None or stat[0] in ("Z", "X"):
-            return False
-        if record.start_ticks is not None and stat[1] != record.start_ticks:
-            return False
-        try:
-            exe = os.readlink(f"/proc/{pid}/exe").removesuffix(" (deleted)")
-        except OSError:  # another user's process: not ours
-            return False
-        return _same_file(exe, binary)
-    # Elsewhere (macOS): the pid exists and its command line starts with the binary.
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return False
-    try:
-        command = subprocess.run(
-            ["ps", "-o", "command=", "-p", str(pid)], capture_output=True, timeout=5, check=False
-        ).stdout.decode(errors="replace")
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return command.strip().startswith(binary)
 
 
 def stop_process(

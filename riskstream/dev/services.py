@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Final
 
+from events.redaction import redact
 from riskstream.dev.exceptions import DevStackError
 from riskstream.dev.processes import (
     HOST,
@@ -27,13 +28,7 @@ from riskstream.dev.processes import (
     spawn_detached,
     stop_process,
 )
-from riskstream.dev.state import Kind, ServiceRecord, utc_now
-from riskstream.localstack.broker import (
-    DEFAULT_STORAGE_URL,
-    read_log_tail,
-    redact,
-    resolve_tansu_binary,
-)
+from riskstream.localstack.broker import DEFAULT_STORAGE_URL, read_log_tail, resolve_tansu_binary
 from riskstream.localstack.exceptions import PostgresStartError, RedisStartError
 from riskstream.localstack.postgres_server import (
     DATABASE_URL_ENV,
@@ -44,6 +39,8 @@ from riskstream.localstack.postgres_server import (
     run_as,
 )
 from riskstream.localstack.redis_server import ping_redis
+from riskstream.stackstate import Kind, ServiceRecord, utc_now
+from stream.kafka_clients import kafka_config, plaintext
 
 __all__ = [
     "start_postgres",
@@ -131,12 +128,11 @@ def wait_kafka(record: ServiceRecord, log_path: Path, offset: int, deadline: flo
         check()
         budget_ms = max(500, int((deadline - time.monotonic()) * 1000))
         try:
-            admin = KafkaAdminClient(
-                bootstrap_servers=record.bootstrap,
-                client_id="riskstream-dev-probe",
-                request_timeout_ms=min(budget_ms, 5000),
-                bootstrap_timeout_ms=min(budget_ms, 5000),
-            )
+            config = kafka_config(
+                record.bootstrap, plaintext(), client_id="riskstream-dev-probe",
+                request_timeout_ms=min(budget_ms, 5000), bootstrap_timeout_ms=min(budget_ms, 5000),
+            )  # fmt: skip
+            admin = KafkaAdminClient(**config)
             try:
                 admin.list_topics()
             finally:

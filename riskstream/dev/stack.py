@@ -2,7 +2,7 @@
 started them.
 
 `dev_up` starts what is not running (broker, then Redis) and records it in the state file
-(`riskstream.dev.state`), so a later `up` reuses it, `status` checks it and `down` stops exactly
+(`riskstream.stackstate`), so a later `up` reuses it, `status` checks it and `down` stops exactly
 that. The services run detached (`riskstream.dev.processes`); starting and waiting on each one is
 in `riskstream.dev.services`.
 """
@@ -27,10 +27,16 @@ from riskstream.dev.services import (
     stop_service,
     wait_kafka,
 )
-from riskstream.dev.state import (
+from riskstream.localstack.exceptions import PostgresStartError, RedisStartError
+from riskstream.localstack.postgres_server import ping_postgres
+from riskstream.localstack.redis_server import REDIS_URL_ENV, ping_redis
+from riskstream.localstack.topics import create_topics
+from riskstream.stackstate import (
+    DATABASE_URL_ENV,
     DEV_STATE_ENV,
     DevState,
     ServiceRecord,
+    dev_addresses,
     load_state,
     locked,
     resolve_state_path,
@@ -38,10 +44,6 @@ from riskstream.dev.state import (
     save_state,
     utc_now,
 )
-from riskstream.localstack.exceptions import PostgresStartError, RedisStartError
-from riskstream.localstack.postgres_server import DATABASE_URL_ENV, ping_postgres
-from riskstream.localstack.redis_server import REDIS_URL_ENV, ping_redis
-from riskstream.localstack.topics import create_topics
 
 __all__ = [
     "BROKER_BASE_PORT",
@@ -323,20 +325,3 @@ def dev_status(state_path: str | os.PathLike[str] | None = None) -> list[PartSta
             listening = alive and accepts_tcp(record.host, record.port)
             out.append(PartStatus(part, record, alive, listening))
     return out
-
-
-def dev_addresses(
-    state_path: str | os.PathLike[str] | None = None,
-) -> tuple[str, str] | None:
-    """`(broker_url, redis_url)` of the running dev stack, for commands given neither; None
-    when no stack is recorded or a process it started is gone (no network round trip)."""
-    try:
-        state = load_state(state_path)
-    except DevStackError:
-        return None
-    if state is None or state.broker is None or state.redis is None:
-        return None
-    for record in (state.broker, state.redis):
-        if record.started_by_us and not process_matches(record):
-            return None
-    return state.broker.url, state.redis.url

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import socket
 import subprocess
 import tempfile
@@ -33,6 +32,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
+from events.redaction import redact
 from riskstream.localstack.exceptions import BrokerStartError, LocalStackError
 from riskstream.localstack.service import LocalService
 
@@ -57,17 +57,6 @@ _SPAWN_ATTEMPTS = 3  # for an auto-chosen port that another process grabbed in b
 # Tansu does not always exit when its port is taken: it logs this and a worker thread panics,
 # while a broker already on that port would answer our readiness probe.
 _BIND_FAILURE_MARKERS = ("AddrInUse", "Address in use")
-# user:password@ inside URLs (the user may be empty); Tansu echoes storage URLs in errors.
-_URL_PASSWORD = re.compile(r"(://[^:/@\s]*):[^@\s]+@")
-
-
-def redact(text: str) -> str:
-    """`text` with every URL password replaced by ***, for logs, errors and reprs.
-
-    >>> redact("postgres://tansu:s3cret@db:5432/x and redis://:pw@h:6379")
-    'postgres://tansu:***@db:5432/x and redis://:***@h:6379'
-    """
-    return _URL_PASSWORD.sub(r"\1:***@", text)
 
 
 def find_free_port(host: str = "127.0.0.1") -> int:
@@ -395,13 +384,13 @@ def _metadata_probe(bootstrap: str, deadline: float) -> list[str]:
     # Imported here: kafka-python is heavy to import and only needed once a broker runs.
     from kafka import KafkaAdminClient
 
+    from stream.kafka_clients import kafka_config, plaintext
+
     budget_ms = max(500, int((deadline - time.monotonic()) * 1000))
     admin = KafkaAdminClient(
-        bootstrap_servers=bootstrap,
-        client_id="riskstream-localstack-probe",
-        request_timeout_ms=min(budget_ms, 10_000),
-        bootstrap_timeout_ms=budget_ms,
-    )
+        **kafka_config(bootstrap, plaintext(), client_id="riskstream-localstack-probe",
+                       request_timeout_ms=min(budget_ms, 10_000), bootstrap_timeout_ms=budget_ms)
+    )  # fmt: skip
     try:
         topics: list[str] = admin.list_topics()
         return topics

@@ -25,9 +25,11 @@ import time
 from pathlib import Path
 from typing import Final
 
-from riskstream.localstack.broker import find_free_port, read_log_tail, redact
+from events.redaction import redact
+from riskstream.localstack.broker import find_free_port, read_log_tail
 from riskstream.localstack.exceptions import LocalStackError, PostgresStartError
 from riskstream.localstack.service import LocalService
+from riskstream.stackstate import DATABASE_URL_ENV
 
 __all__ = [
     "DATABASE_URL_ENV",
@@ -42,7 +44,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DATABASE_URL_ENV: Final = "RISKSTREAM_DATABASE_URL"
 PG_SYSTEM_USER: Final = "embedded_postgres"
 DB_NAME: Final = "riskstream"
 _POLL_S: Final = 0.1

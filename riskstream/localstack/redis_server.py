@@ -23,7 +23,8 @@ from typing import Any
 
 import redis
 
-from riskstream.localstack.broker import find_free_port, read_log_tail, redact
+from events.redaction import redact
+from riskstream.localstack.broker import find_free_port, read_log_tail
 from riskstream.localstack.exceptions import LocalStackError, RedisStartError
 from riskstream.localstack.service import LocalService
 

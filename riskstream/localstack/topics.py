@@ -45,15 +45,15 @@ def create_topics(
     from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
 
+    from stream.kafka_clients import kafka_config, plaintext
+
     deadline = time.monotonic() + timeout_s
     budget_ms = max(1000, int(timeout_s * 1000))
     try:
         admin = KafkaAdminClient(
-            bootstrap_servers=bootstrap,
-            client_id="riskstream-localstack-topics",
-            request_timeout_ms=budget_ms,
-            bootstrap_timeout_ms=budget_ms,
-        )
+            **kafka_config(bootstrap, plaintext(), client_id="riskstream-localstack-topics",
+                           request_timeout_ms=budget_ms, bootstrap_timeout_ms=budget_ms)
+        )  # fmt: skip
     except (KafkaError, OSError) as exc:
         raise TopicSetupError(f"cannot reach the broker at {bootstrap}: {exc!r}") from exc
     try:
@@ -85,10 +85,11 @@ def describe_partition_counts(bootstrap: str, names: list[str]) -> dict[str, int
     from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
 
+    from stream.kafka_clients import kafka_config, plaintext
+
     try:
-        with KafkaAdminClient(
-            bootstrap_servers=bootstrap, client_id="riskstream-localstack-topics"
-        ) as admin:
+        config = kafka_config(bootstrap, plaintext(), client_id="riskstream-localstack-topics")
+        with KafkaAdminClient(**config) as admin:
             return {
                 name: len(info.get("partitions") or [])
                 for name, info in _describe(admin, names).items()

@@ -13,10 +13,10 @@ import typer
 from rich.console import Console
 
 from events.outputs import check_output
-from riskstream.localstack.broker import redact
-from riskstream.localstack.postgres_server import DATABASE_URL_ENV
+from events.redaction import redact
 from riskstream.review.exceptions import AuthError, ReviewError
 from riskstream.review.settings import DEFAULT_PORT, ReviewSettings
+from riskstream.stackstate import DATABASE_URL_ENV, dev_database_url
 
 __all__ = ["labels_app", "resolve_database_url", "review_app"]
 
@@ -46,13 +46,9 @@ def resolve_database_url() -> str:
     url = os.environ.get(DATABASE_URL_ENV, "").strip()
     if url:
         return url
-    from riskstream.dev import load_state
-    from riskstream.dev.stack import process_matches
-
-    state = load_state()
-    record = state.postgres if state is not None else None
-    if record is not None and process_matches(record):
-        return record.url
+    found = dev_database_url()
+    if found is not None:
+        return found
     raise ReviewError(
         f"no database: set {DATABASE_URL_ENV}=postgresql://... or start the local stack "
         "(`riskstream dev up` runs an embedded PostgreSQL)"

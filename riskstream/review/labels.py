@@ -88,15 +88,14 @@ def decisions_from_topic(
     the same decision published twice counts once."""
     from kafka import KafkaConsumer, TopicPartition
 
-    from riskstream.tools.common import partition_count
+    from riskstream.tools.common import kafka_security, partition_count
+    from stream.kafka_clients import kafka_config
 
-    partitions = partition_count(bootstrap, topic)
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap.split(","),
-        group_id=None,
-        enable_auto_commit=False,
-        client_id="riskstream-labels",
-    )
+    security = kafka_security()  # the worker's SSL/SASL settings
+    partitions = partition_count(bootstrap, topic, security=security)
+    config = kafka_config(bootstrap, security, "kafka-python", group_id=None,
+                          enable_auto_commit=False, client_id="riskstream-labels")  # fmt: skip
+    consumer = KafkaConsumer(**config)
     found: dict[str, Decision] = {}
     try:
         tps = [TopicPartition(topic, p) for p in range(partitions)]

@@ -16,7 +16,7 @@ from typing import Final
 
 import psycopg
 
-from riskstream.localstack.broker import redact
+from events.redaction import redact
 from riskstream.review.exceptions import ReviewError
 
 __all__ = ["Migration", "applied_versions", "available_migrations", "migrate"]

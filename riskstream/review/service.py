@@ -1,5 +1,8 @@
 """`riskstream review`: one process with three tasks.
 
+Its Kafka clients are built by `stream.kafka_clients`, with the broker's SSL/SASL settings (the
+worker's `RISKSTREAM_SECURITY_PROTOCOL`, `RISKSTREAM_SASL_*`, `RISKSTREAM_SSL_*`).
+
 - the **alert consumer** (aiokafka, consumer group `riskstream-review`): each alert is validated
   against the alert contract and stored (idempotent on `alert_id`); a message that breaks the
   contract goes to the dead-letter topic (`alerts.dlq`) with its reason in the headers. Offsets
@@ -25,7 +28,7 @@ import orjson
 from psycopg_pool import AsyncConnectionPool
 
 from events import InvalidAlert, parse_alert
-from riskstream.localstack.broker import redact
+from events.redaction import redact
 from riskstream.review import store
 from riskstream.review.auth import UserStore
 from riskstream.review.exceptions import ReviewError
@@ -33,8 +36,10 @@ from riskstream.review.migrate import migrate
 from riskstream.review.settings import ReviewSettings
 from riskstream.review.throttle import SignInThrottle
 from riskstream.review.web import ConsoleState, ReviewMetrics, create_app
+from stream.dlq import DeadLetter, dead_letter_of
+from stream.kafka_clients import kafka_config
 
-__all__ = ["ReviewService", "dead_letter_headers", "handle_alert"]
+__all__ = ["ReviewService", "alert_dead_letter", "handle_alert"]
 
 log = logging.getLogger(__name__)
 
@@ -55,17 +60,19 @@ def _server_class() -> type[Any]:
     return Server
 
 
-def dead_letter_headers(
-    reason: str, field_name: str, topic: str, partition: int, offset: int
-) -> list[tuple[str, bytes]]:
-    """The DLQ headers, as the worker's `events.dlq` has them (see docs/alerts.md)."""
-    return [
-        ("reason", reason.encode()[:1000]),
-        ("field", field_name.encode()[:200]),
-        ("source_topic", topic.encode()),
-        ("source_partition", str(partition).encode()),
-        ("source_offset", str(offset).encode()),
-    ]
+def alert_dead_letter(
+    exc: InvalidAlert,
+    key: bytes | None,
+    value: bytes | None,
+    topic: str,
+    partition: int,
+    offset: int,
+) -> DeadLetter:
+    """The dead letter of an alert that breaks the contract: built by `stream.dlq` (the one
+    builder of dead-letter headers), so `alerts.dlq` carries the headers the worker's
+    `events.dlq` has (docs/alerts.md, "Dead letters")."""
+    return dead_letter_of(key, value, field=exc.field, reason=str(exc), topic=topic,
+                          partition=partition, offset=offset, max_bytes=_DLQ_MAX_BYTES)  # fmt: skip
 
 
 async def handle_alert(
@@ -97,6 +104,24 @@ class ReviewService:
     def stop(self) -> None:
         self._stopping.set()
 
+    def producer_config(self) -> dict[str, Any]:
+        """The decision and dead-letter producer's settings: built by `stream.kafka_clients`,
+        with the broker's SSL/SASL (`settings.kafka`) as the worker has them."""
+        return kafka_config(
+            self.settings.bootstrap, self.settings.kafka, "aiokafka",
+            client_id="riskstream-review", acks="all", enable_idempotence=False, linger_ms=5,
+        )  # fmt: skip
+
+    def consumer_config(self) -> dict[str, Any]:
+        """The alert consumer's settings (`stream.kafka_clients`, as `producer_config`)."""
+        s = self.settings
+        return kafka_config(
+            s.bootstrap, s.kafka, "aiokafka",
+            group_id=s.group, client_id="riskstream-review", enable_auto_commit=False,
+            auto_offset_reset="earliest", fetch_max_wait_ms=s.fetch_max_wait_ms,
+            session_timeout_ms=10_000, heartbeat_interval_ms=1_000,
+        )  # fmt: skip
+
     @contextlib.asynccontextmanager
     async def _pool(self) -> AsyncIterator[AsyncConnectionPool[Any]]:
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
@@ -122,10 +147,7 @@ class ReviewService:
         from aiokafka import AIOKafkaProducer
 
         async with self._pool() as pool:
-            producer = AIOKafkaProducer(
-                bootstrap_servers=s.bootstrap, client_id="riskstream-review", acks="all",
-                enable_idempotence=False, linger_ms=5,
-            )  # fmt: skip
+            producer = AIOKafkaProducer(**self.producer_config())
             await producer.start()
             try:
                 state = ConsoleState(pool, UserStore(s.users_file), self.metrics, self._wake.set,
@@ -174,12 +196,7 @@ class ReviewService:
         from aiokafka import AIOKafkaConsumer
 
         s = self.settings
-        consumer = AIOKafkaConsumer(
-            s.alerts_topic, bootstrap_servers=s.bootstrap, group_id=s.group,
-            client_id="riskstream-review", enable_auto_commit=False,
-            auto_offset_reset="earliest", fetch_max_wait_ms=s.fetch_max_wait_ms,
-            session_timeout_ms=10_000, heartbeat_interval_ms=1_000,
-        )  # fmt: skip
+        consumer = AIOKafkaConsumer(s.alerts_topic, **self.consumer_config())
         try:
             await consumer.start()  # inside: a stop during start must still close it
             while True:
@@ -200,14 +217,9 @@ class ReviewService:
         outcome = await handle_alert(pool, value, partition, offset)
         if isinstance(outcome, InvalidAlert):
             s = self.settings
-            headers = dead_letter_headers(str(outcome), outcome.field, s.alerts_topic, partition,
-                                          offset)  # fmt: skip
-            body = value or b""
-            if len(body) > _DLQ_MAX_BYTES:
-                headers.append(("truncated", b"1"))
-                headers.append(("original_bytes", str(len(body)).encode()))
-                body = body[:_DLQ_MAX_BYTES]
-            await producer.send_and_wait(s.dlq_topic, body, key=key, headers=headers)
+            dead = alert_dead_letter(outcome, key, value, s.alerts_topic, partition, offset)
+            await producer.send_and_wait(s.dlq_topic, dead.value, key=dead.key,
+                                         headers=list(dead.headers))  # fmt: skip
             self.metrics.dead_letters.labels(outcome.field).inc()
             log.warning("alert at %s:%d:%d dead-lettered: %s", s.alerts_topic, partition, offset,
                         outcome)  # fmt: skip

@@ -11,6 +11,8 @@ from typing import Final
 
 from riskstream.review.exceptions import ReviewError
 from riskstream.review.throttle import LoginLimits, Network, parse_networks
+from stream.exceptions import SettingsError
+from stream.kafka_clients import KafkaSecurity, security_from_env
 
 __all__ = ["DEFAULT_PORT", "ENV", "ReviewSettings"]
 
@@ -20,6 +22,15 @@ ENV: Final = "RISKSTREAM_REVIEW_"
 
 def _env(name: str, default: str) -> str:
     return os.environ.get(f"{ENV}{name}", "").strip() or default
+
+
+def _kafka_security() -> KafkaSecurity:
+    """The broker's SSL/SASL settings: the worker's own `RISKSTREAM_SECURITY_PROTOCOL`,
+    `RISKSTREAM_SASL_*`, `RISKSTREAM_SSL_*` (one line naming a bad one)."""
+    try:
+        return security_from_env()
+    except (SettingsError, OSError) as exc:
+        raise ReviewError(str(exc)) from None
 
 
 def _number(name: str, default: str) -> float:
@@ -66,6 +77,8 @@ class ReviewSettings:
     trusted_proxies: str = field(default_factory=lambda: _env("TRUSTED_PROXIES", ""))
     consume: bool = True
     fetch_max_wait_ms: int = 100
+    #: SSL/SASL for every Kafka client of the service (`stream.kafka_clients`).
+    kafka: KafkaSecurity = field(default_factory=_kafka_security)
 
     def login_limits(self) -> LoginLimits:
         """The sign-in rate limit and lockout."""

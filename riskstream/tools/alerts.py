@@ -27,6 +27,7 @@ from riskstream.tools.common import (
     partition_count,
 )
 from riskstream.tools.exceptions import ToolError
+from stream.kafka_clients import kafka_config
 
 __all__ = [
     "ALERT_TYPES",
@@ -80,16 +81,14 @@ class AlertReader:
         from kafka.errors import KafkaError
 
         try:
-            self._consumer: Any = KafkaConsumer(
-                bootstrap_servers=self.bootstrap.split(","),
-                client_id="riskstream-alerts",
-                group_id=None,
-                enable_auto_commit=False,
+            config = kafka_config(
+                self.bootstrap, security, "kafka-python",
+                client_id="riskstream-alerts", group_id=None, enable_auto_commit=False,
                 auto_offset_reset="earliest" if from_beginning else "latest",
                 fetch_max_wait_ms=200,  # an empty poll comes back quickly
                 bootstrap_timeout_ms=int(CONNECT_TIMEOUT_S * 1000),
-                **security,
-            )
+            )  # fmt: skip
+            self._consumer: Any = KafkaConsumer(**config)
         except (KafkaError, OSError) as exc:
             raise ToolError(f"cannot reach the broker at {self.bootstrap} ({exc})") from None
         try:

@@ -38,6 +38,7 @@ from riskstream.tools.common import (
     partition_count,
 )
 from riskstream.tools.exceptions import ToolError
+from stream.kafka_clients import kafka_config
 
 __all__ = ["COMPRESSIONS", "ReplaySummary", "TokenBucket", "replay_file"]
 
@@ -244,17 +245,13 @@ def replay_file(
     from kafka import KafkaProducer
     from kafka.errors import KafkaError, KafkaTimeoutError
 
-    config: dict[str, Any] = {
-        "bootstrap_servers": servers.split(","),
-        "client_id": "riskstream-replay",
-        "acks": "all",
-        "linger_ms": linger_ms,
-        "bootstrap_timeout_ms": int(CONNECT_TIMEOUT_S * 1000),
-        "max_block_ms": 10_000,
-        "compression_type": None if compression == "none" else compression,
-        **security,
+    config = kafka_config(
+        servers, security, "kafka-python",
+        client_id="riskstream-replay", acks="all", linger_ms=linger_ms,
+        bootstrap_timeout_ms=int(CONNECT_TIMEOUT_S * 1000), max_block_ms=10_000,
+        compression_type=None if compression == "none" else compression,
         **(producer_config or {}),
-    }
+    )  # fmt: skip
     try:
         producer = KafkaProducer(**config)
     except (KafkaError, OSError) as exc:

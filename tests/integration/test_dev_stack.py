@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from riskstream.cli import main
+from riskstream.command import main
 from riskstream.dev import DEV_STATE_ENV, dev_addresses, load_state
 from riskstream.dev.stack import DevState
 from riskstream.localstack import find_free_port

@@ -363,7 +363,7 @@ def test_runtime_reloads_between_batches_and_counts_refusals(
 ) -> None:
     import asyncio
 
-    from stream.runtime import Runtime
+    from stream.runtime import WorkerRuntime
     from stream.settings import WorkerSettings
 
     live = tmp_path / "live"
@@ -372,7 +372,7 @@ def test_runtime_reloads_between_batches_and_counts_refusals(
         bundle=live, redis_url=redis_url, redis_prefix=key_prefix, reload_poll_s=0.01,
         device="cpu", metrics_port=0,
     )  # fmt: skip
-    runtime = Runtime(settings)
+    runtime = WorkerRuntime(settings)
     sent: list[tuple[str, bytes | None, bytes, object]] = []
 
     async def send(topic: str, key: bytes | None, value: bytes, headers: object) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from riskstream.cli import main
+from riskstream.command import main
 
 
 def test_help_lists_the_subcommands(capsys: pytest.CaptureFixture[str]) -> None:

@@ -26,7 +26,7 @@ import typer
 import yaml
 from typer.core import TyperGroup
 
-from riskstream.cli import app
+from riskstream.command import app
 from riskstream.dev.stack import dev_topics
 from riskstream.review.settings import ReviewSettings
 from stream.settings import ENV_PREFIX, WorkerSettings

@@ -15,11 +15,11 @@ import pytest
 from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 
 from events import InvalidEvent
-from stream.dlq import DLQ_MAX_KEY_BYTES, DeadLetterLog, dead_letter, is_too_large
+from stream.dlq import DLQ_MAX_KEY_BYTES, DeadLetterLog, dead_letter, dead_letter_of, is_too_large
 from stream.messages import Incoming
 from stream.processor import Outcome, Processor
 from stream.prometheus import Metrics
-from stream.runtime import Runtime
+from stream.runtime import WorkerRuntime
 from stream.settings import WorkerSettings
 
 TOO_BIG = InvalidEvent("message", "is 3145728 bytes, over the 65536 limit")
@@ -74,6 +74,30 @@ def test_a_huge_key_is_cut_too_and_zero_keeps_headers_only() -> None:
     assert dead_letter(_msg(None, key=None), TOO_BIG, 10).key is None
 
 
+def test_the_review_service_dead_letters_with_the_same_builder() -> None:
+    # alerts.dlq and events.dlq: one builder (stream.dlq), the same headers, the same caps.
+    from events import InvalidAlert
+    from riskstream.review.service import alert_dead_letter
+
+    exc = InvalidAlert("score", "must be a number in [0, 1]")
+    value = b"z" * 70_000
+    d = alert_dead_letter(exc, b"k" * 2000, value, "alerts", 1, 9)
+    same = dead_letter_of(b"k" * 2000, value, field="score", reason=str(exc), topic="alerts",
+                          partition=1, offset=9, max_bytes=65_536)  # fmt: skip
+    assert d == same
+    headers = dict(d.headers)
+    assert (headers["reason"], headers["field"]) == (b"score: must be a number in [0, 1]", b"score")
+    assert (headers["source_topic"], headers["source_partition"], headers["source_offset"]) == (
+        b"alerts", b"1", b"9",
+    )  # fmt: skip
+    assert headers["truncated"] == b"1"
+    assert headers["original_bytes"] == b"70000"
+    assert headers["sha256"] == hashlib.sha256(value).hexdigest().encode()
+    assert headers["key_truncated"] == b"1"
+    assert len(d.key or b"") == DLQ_MAX_KEY_BYTES
+    assert alert_dead_letter(exc, None, None, "alerts", 0, 0).value == b""
+
+
 def test_settings_bound_dlq_max_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
     assert WorkerSettings().dlq_max_bytes == 65_536
     monkeypatch.setenv("RISKSTREAM_DLQ_MAX_BYTES", "2000000")
@@ -88,9 +112,9 @@ def test_too_large_is_found_through_the_wrappers() -> None:
     assert not is_too_large(KafkaTimeoutError())
 
 
-def _runtime() -> Runtime:
-    """A Runtime with only what `_publish` reads (no model, no Redis)."""
-    rt = Runtime.__new__(Runtime)
+def _runtime() -> WorkerRuntime:
+    """A WorkerRuntime with only what `_publish` reads (no model, no Redis)."""
+    rt = WorkerRuntime.__new__(WorkerRuntime)
     rt.settings = WorkerSettings(dlq_topic="dlq", retry_max_backoff_s=0.01)
     rt.metrics = Metrics()
     return rt

@@ -78,10 +78,10 @@ def _finished_run(out: Path, seed: int = 7) -> list[dict[str, object]]:
 def test_demo_review_reuses_a_finished_run_instead_of_training_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from riskstream.cli import main
+    from riskstream.command import main
+    from riskstream.demo import review_console as review_demo
     from riskstream.demo import run as demo_run
     from riskstream.demo.exceptions import DemoError
-    from riskstream.review import demo as review_demo
 
     def no_run(*_args: object, **_kwargs: object) -> None:
         raise DemoError("the demo ran again")

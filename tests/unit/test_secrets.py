@@ -12,6 +12,7 @@ from riskstream.cli import main
 from riskstream.tools.common import kafka_security
 from riskstream.tools.exceptions import ToolError
 from stream.cli import load_settings
+from stream.kafka_clients import kafka_config
 
 
 @pytest.fixture
@@ -87,19 +88,25 @@ def test_tools_read_the_workers_sasl_settings(
 ) -> None:
     password = tmp_path / "sasl"
     password.write_text("s3cret\n", encoding="utf-8")
-    assert kafka_security() == {}  # plaintext by default
+
+    def security_args() -> dict[str, object]:
+        config = kafka_config("kafka://h:1", kafka_security(), "kafka-python")
+        assert config.pop("bootstrap_servers") == ["h:1"]
+        return config
+
+    assert security_args() == {}  # plaintext by default
     monkeypatch.setenv("RISKSTREAM_SECURITY_PROTOCOL", "SASL_PLAINTEXT")
     monkeypatch.setenv("RISKSTREAM_SASL_MECHANISM", "SCRAM-SHA-256")
     monkeypatch.setenv("RISKSTREAM_SASL_USERNAME", "svc")
     monkeypatch.setenv("RISKSTREAM_SASL_PASSWORD_FILE", str(password))
-    assert kafka_security() == {
+    assert security_args() == {
         "security_protocol": "SASL_PLAINTEXT",
         "sasl_mechanism": "SCRAM-SHA-256",
         "sasl_plain_username": "svc",
         "sasl_plain_password": "s3cret",
     }
     monkeypatch.setenv("RISKSTREAM_SECURITY_PROTOCOL", "SASL_SSL")
-    assert kafka_security()["ssl_context"] is not None
+    assert security_args()["ssl_context"] is not None
 
 
 @pytest.mark.parametrize(

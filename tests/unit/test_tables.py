@@ -75,7 +75,7 @@ def test_every_table_column_folds_and_none_refuses_to_wrap() -> None:
 def test_dev_status_shows_long_urls_whole() -> None:
     from riskstream.dev.cli import status_table
     from riskstream.dev.stack import PartStatus
-    from riskstream.dev.state import ServiceRecord
+    from riskstream.stackstate import ServiceRecord
 
     parts = [
         PartStatus(

@@ -29,6 +29,7 @@ from riskstream.bench.pipeline.exceptions import PipelineBenchError
 from riskstream.bench.pipeline.profile import Sampler
 from riskstream.bench.pipeline.stack import Topics, WorkerProcess
 from riskstream.tools.replay import TokenBucket
+from stream.kafka_clients import kafka_config, plaintext
 from stream.prometheus import histogram_buckets, metric_total
 
 __all__ = ["AlertClock", "Drain", "Level", "drain_backlog", "offer_load", "produce"]
@@ -49,10 +50,13 @@ class _Producer:
             ) from exc
         self.topic = topic
         self.failed = 0
-        self._producer = Producer({"bootstrap.servers": bootstrap, "acks": "all",
-                                   "linger.ms": 5, "queue.buffering.max.messages": 500_000,
-                                   # keys to partitions as Java clients and kafka-python do
-                                   "partitioner": "murmur2_random"})  # fmt: skip
+        # The bench's own embedded broker (plaintext); keys to partitions as Java clients and
+        # kafka-python do (murmur2).
+        self._producer = Producer(kafka_config(
+            bootstrap, plaintext(), "confluent",
+            **{"acks": "all", "linger.ms": 5, "queue.buffering.max.messages": 500_000,
+               "partitioner": "murmur2_random"},
+        ))  # fmt: skip
 
     def _delivered(self, err: Any, _msg: Any) -> None:
         if err is not None:
@@ -155,8 +159,8 @@ class AlertClock:
 
         # fetch_max_wait_ms: a broker that holds fetches for the whole wait (Tansu does)
         # would otherwise add up to the default 500 ms to what is measured.
-        self._consumer = KafkaConsumer(bootstrap_servers=bootstrap, fetch_max_wait_ms=10,
-                                       enable_auto_commit=False)  # fmt: skip
+        self._consumer = KafkaConsumer(**kafka_config(bootstrap, plaintext(), fetch_max_wait_ms=10,
+                                                      enable_auto_commit=False))  # fmt: skip
         parts = self._consumer.partitions_for_topic(topic) or {0}
         self._consumer.assign([TopicPartition(topic, p) for p in sorted(parts)])
         self._consumer.seek_to_beginning()

@@ -15,7 +15,7 @@ import orjson
 
 from stream.messages import Incoming
 from stream.prometheus import Health, Metrics
-from stream.runtime import Send
+from stream.publish import Send
 from stream.settings import WorkerSettings
 
 __all__ = ["NullRuntime"]

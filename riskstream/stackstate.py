@@ -1,8 +1,14 @@
-"""The dev stack's state file: what `riskstream dev up` started, and where.
+"""The dev stack's state file: what `riskstream dev up` started, and where; and the addresses
+the product's commands take from it when they are given none (`dev_addresses`,
+`dev_database_url`).
 
 What was started is remembered in a JSON state file (pids, ports, URLs, log paths), so a later
 `up` reuses it, `status` checks it and `down` stops exactly that. `up` and `down` hold a lock
 beside the file, so only one of them runs at a time per state file.
+
+Here, below both, so that the product (`worker`, `review`, `replay`, `alerts`) can find a running
+dev stack without importing the workshop (`riskstream.dev`, which writes the file and starts the
+processes): only reading the file and recognising a recorded process live here.
 """
 
 from __future__ import annotations
@@ -11,23 +17,30 @@ import contextlib
 import fcntl
 import json
 import os
+import subprocess
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from riskstream.dev.exceptions import DevStackError
+from events.exceptions import RiskstreamError
 
 __all__ = [
+    "DATABASE_URL_ENV",
     "DEFAULT_STATE",
     "DEV_STATE_ENV",
     "STATE_VERSION",
     "DevState",
     "Kind",
     "ServiceRecord",
+    "StackStateError",
+    "dev_addresses",
+    "dev_database_url",
     "load_state",
     "locked",
+    "proc_stat",
+    "process_matches",
     "resolve_state_path",
     "run_dir_for",
     "save_state",
@@ -35,10 +48,16 @@ __all__ = [
 ]
 
 DEV_STATE_ENV: Final = "RISKSTREAM_DEV_STATE"
+#: The review service's database (and the dev stack's, when set: it then runs no PostgreSQL).
+DATABASE_URL_ENV: Final = "RISKSTREAM_DATABASE_URL"
 DEFAULT_STATE: Final = Path(".riskstream") / "dev.json"
 STATE_VERSION: Final = 1
 
 Kind = Literal["tansu", "valkey", "postgres", "review", "external"]
+
+
+class StackStateError(RiskstreamError):
+    """The dev stack's state file cannot be read (one line naming it)."""
 
 
 @dataclass
@@ -141,14 +160,14 @@ def load_state(state_path: str | os.PathLike[str] | None = None) -> DevState | N
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise DevStackError(f"cannot read the dev state file {path}: {exc}") from None
+        raise StackStateError(f"cannot read the dev state file {path}: {exc}") from None
     try:
         data = json.loads(text)
         if not isinstance(data, dict):
             raise TypeError("not a JSON object")
         return DevState.from_json(data)
     except (ValueError, TypeError, KeyError) as exc:
-        raise DevStackError(
+        raise StackStateError(
             f"the dev state file {path} is unreadable ({exc}); stop what it started by hand "
             "and remove it"
         ) from None
@@ -182,3 +201,82 @@ def locked(path: Path) -> Iterator[None]:
 def utc_now() -> str:
     """The current UTC time, to the second, as the state file records it."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state letter, start time in clock ticks) from /proc, or None when there is no such pid."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    rest = raw[raw.rindex(")") + 2 :].split()  # fields 3.. (comm may hold spaces and parens)
+    return rest[0], int(rest[19])
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def process_matches(record: ServiceRecord) -> bool:
+    """True while the recorded pid is alive and still runs the binary we started.
+
+    False for a zombie, a pid now used by another program, or (Linux) a process with another
+    start time than the one recorded.
+    """
+    pid, binary = record.pid, record.binary
+    if pid is None or binary is None:
+        return False
+    if Path("/proc/self/stat").exists():
+        stat = proc_stat(pid)
+        if stat is None or stat[0] in ("Z", "X"):
+            return False
+        if record.start_ticks is not None and stat[1] != record.start_ticks:
+            return False
+        try:
+            exe = os.readlink(f"/proc/{pid}/exe").removesuffix(" (deleted)")
+        except OSError:  # another user's process: not ours
+            return False
+        return _same_file(exe, binary)
+    # Elsewhere (macOS): the pid exists and its command line starts with the binary.
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False
+    try:
+        command = subprocess.run(
+            ["ps", "-o", "command=", "-p", str(pid)], capture_output=True, timeout=5, check=False
+        ).stdout.decode(errors="replace")
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return command.strip().startswith(binary)
+
+
+def dev_addresses(
+    state_path: str | os.PathLike[str] | None = None,
+) -> tuple[str, str] | None:
+    """`(broker_url, redis_url)` of the running dev stack, for commands given neither; None
+    when no stack is recorded or a process it started is gone (no network round trip)."""
+    try:
+        state = load_state(state_path)
+    except StackStateError:
+        return None
+    if state is None or state.broker is None or state.redis is None:
+        return None
+    for record in (state.broker, state.redis):
+        if record.started_by_us and not process_matches(record):
+            return None
+    return state.broker.url, state.redis.url
+
+
+def dev_database_url(state_path: str | os.PathLike[str] | None = None) -> str | None:
+    """The running dev stack's PostgreSQL URL, or None (no stack, or its PostgreSQL is gone)."""
+    state = load_state(state_path)
+    record = state.postgres if state is not None else None
+    if record is not None and process_matches(record):
+        return record.url
+    return None

@@ -31,7 +31,10 @@ _out = Console(highlight=False)
 def _publish(bootstrap: str, topic: str, alerts: list[dict[str, Any]]) -> None:
     from kafka import KafkaProducer
 
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    from stream.kafka_clients import kafka_config, plaintext
+
+    # The demo's own embedded broker: plaintext, whatever RISKSTREAM_SECURITY_PROTOCOL says.
+    producer = KafkaProducer(**kafka_config(bootstrap, plaintext(), acks="all", linger_ms=5))
     try:
         for alert in alerts:
             producer.send(topic, key=str(alert["user_id"]).encode(), value=orjson.dumps(alert))
