@@ -162,3 +162,27 @@ def test_children_die_with_a_supervisor_killed_outright(tmp_path: Path) -> None:
     finally:
         if sup.poll() is None:
             sup.kill()
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "code", "named"),
+    [
+        (["--stall-exit-s", "-1"], {}, 2, "--stall-exit-s"),
+        ([], {"RISKSTREAM_BROKER_HEARTBEAT_INTERVAL_S": "5"}, 1, "HEARTBEAT_INTERVAL_S"),
+    ],
+    ids=["negative-stall-exit", "heartbeat-over-a-third-of-the-session"],
+)
+def test_bad_watchdog_and_group_settings_get_one_line(
+    args: list[str], env: dict[str, str], code: int, named: str
+) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "riskstream", "worker", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "RISKSTREAM_BUNDLE": "/nonexistent", **env},
+    )
+    assert proc.returncode == code
+    assert proc.stderr.count("\n") == 1
+    assert proc.stderr.startswith("error: ")
+    assert named in proc.stderr
