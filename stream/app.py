@@ -130,9 +130,8 @@ def create_app(
 
         async def on_stop(self) -> None:
             """Stopping (SIGTERM): once the streams are drained and the producer flushed, commit
-            and leave the group now. Faust closes the Kafka consumer only as its consumer thread
-            winds down after the event loop closed (measured: no LeaveGroup before the session
-            timed out, 10.9 s from SIGTERM to a hand-over)."""
+            and leave the group now, not when Faust's consumer thread winds down after its event
+            loop has closed: the group hands the partitions on while this process exits."""
             await super().on_stop()
             await _leave_group(self)
 
@@ -274,7 +273,7 @@ async def _leave_group(app: Any) -> None:
     """Commit what was acknowledged and close the Kafka consumer, which sends LeaveGroup: the
     group hands the partitions on at once; a member that just vanishes holds them for the
     session timeout. Each step at most `_FINAL_COMMIT_S`; the worker exits whatever happens."""
-    # faust-streaming 0.15 (pinned): the app's consumer, its thread, and that's aiokafka consumer
+    # faust-streaming 0.15 (pinned): the app's consumer, its thread, and the thread's aiokafka consumer
     consumer = app._consumer
     if consumer is None or consumer._thread._consumer is None:  # never started: no group
         return
