@@ -273,7 +273,7 @@ async def _leave_group(app: Any) -> None:
     """Commit what was acknowledged and close the Kafka consumer, which sends LeaveGroup: the
     group hands the partitions on at once; a member that just vanishes holds them for the
     session timeout. Each step at most `_FINAL_COMMIT_S`; the worker exits whatever happens."""
-    # faust-streaming 0.15 (pinned): the app's consumer, its thread, and the thread's aiokafka consumer
+    # faust-streaming 0.15 (pinned): the app's consumer, its thread, that thread's aiokafka one
     consumer = app._consumer
     if consumer is None or consumer._thread._consumer is None:  # never started: no group
         return
