@@ -58,8 +58,14 @@ def worker(
             help="Worker processes on this host, one consumer group (0: one per core).",
         ),
     ] = 0,
+    child: Annotated[
+        bool, typer.Option("--child", hidden=True, help="Run as the supervisor's child.")
+    ] = False,
     **kwargs: Any,
 ) -> None:
+    if child:  # started by the supervisor below: the settings are in the environment, checked
+        stream_worker(**kwargs)
+        return
     # The stream layer knows nothing of the dev stack or of processes: both come from up here.
     flags = {"BROKER_URL": kwargs.get("broker"), "REDIS_URL": kwargs.get("redis_url"),
              "REDIS_URL_FILE": kwargs.get("redis_url_file")}  # fmt: skip
@@ -71,11 +77,10 @@ def worker(
     check_broker(bootstrap_servers(settings.broker_url))
     preflight(settings)  # bundle, rules, Redis: one line each, before any process starts
     processes = processes or default_processes()
-    if processes == 1:
-        stream_worker(**kwargs)
-        return
+    # Supervised with one process too: a worker that ends itself (a stalled partition, a failed
+    # batch) is restarted here, whether or not an orchestrator would.
     log_level = str(kwargs.get("log_level", "info"))
-    command = [sys.executable, "-m", "riskstream", "worker", "--processes", "1"]
+    command = [sys.executable, "-m", "riskstream", "worker", "--child"]
     port = settings.metrics_port
     env = partial(child_env, dict(os.environ), processes=processes, metrics_port=port)
     code = Supervisor(processes, lambda _i: [*command, "--log-level", log_level], env).run()
@@ -108,6 +113,7 @@ _KW = inspect.Parameter.KEYWORD_ONLY
 worker.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
     [
         inspect.signature(worker, eval_str=True).parameters["processes"],
+        inspect.signature(worker, eval_str=True).parameters["child"],
         *(
             p.replace(kind=_KW)
             for p in inspect.signature(stream_worker, eval_str=True).parameters.values()

@@ -38,12 +38,23 @@ if TYPE_CHECKING:
 
     from stream.runtime import BatchHandler
 
-__all__ = ["create_app", "main"]
+__all__ = [
+    "EXIT_BATCH_FAILED",
+    "EXIT_REASONS",
+    "EXIT_STALLED",
+    "EXIT_UNCOMMITTED",
+    "create_app",
+    "main",
+]
 
 log = logging.getLogger(__name__)
 
-_EXIT_UNCOMMITTED: Final = 75  # EX_TEMPFAIL: stopped while a batch could not finish
-_EXIT_BATCH_FAILED: Final = 70  # EX_SOFTWARE: a batch raised what the runtime does not retry
+#: The worker's own exit codes (the supervisor names them in `worker_restarts_total`'s reason).
+EXIT_UNCOMMITTED: Final = 75  # EX_TEMPFAIL: stopped while a batch could not finish
+EXIT_BATCH_FAILED: Final = 70  # EX_SOFTWARE: a batch raised what the runtime does not retry
+EXIT_STALLED: Final = 76  # a partition with lag made no progress for stall_exit_s
+EXIT_REASONS: Final = {EXIT_UNCOMMITTED: "unfinished batch", EXIT_BATCH_FAILED: "batch failed",
+                       EXIT_STALLED: "stalled"}  # fmt: skip
 _FINAL_COMMIT_S: Final = 5.0  # commit what was acked before a failed batch, for at most this
 
 
@@ -101,6 +112,13 @@ def create_app(
                      self.runtime.describe(), conf.batch_max, conf.batch_wait_ms,
                      conf.latency_budget_ms)  # fmt: skip
 
+        async def on_stop(self) -> None:
+            """Stopping (SIGTERM): once the streams are drained and the producer flushed, commit
+            and leave the group now, not when Faust's consumer thread winds down after its event
+            loop has closed: the group hands the partitions on while this process exits."""
+            await super().on_stop()
+            await _leave_group(self)
+
     class QuietWorker(faust.Worker):
         """Faust's worker without its start-up spinner when stdout is not a terminal: the
         spinner writes cursor escapes and backspaces into a log file whatever it is."""
@@ -116,8 +134,8 @@ def create_app(
         broker=settings.broker_url,
         broker_credentials=faust_credentials(settings),  # stream.kafka_clients
         broker_session_timeout=session_s,
-        broker_heartbeat_interval=max(0.5, session_s / 6),
-        broker_rebalance_timeout=max(10.0, session_s * 2),
+        broker_heartbeat_interval=settings.broker_heartbeat_interval_s,
+        broker_rebalance_timeout=settings.broker_rebalance_timeout_s,
         broker_commit_interval=1.0,
         consumer_auto_offset_reset="earliest",
         topic_allow_declare=False,  # topics are created up front (dev up, compose init)
@@ -143,11 +161,23 @@ def create_app(
 
     from stream.watch import ConsumerCheck
 
-    health_check = ConsumerCheck(settings.stall_timeout_s, timeout_s=settings.health_check_s * 2)
+    health_check = ConsumerCheck(settings.stall_timeout_s, timeout_s=settings.health_check_s * 2,
+                                 stall_exit_s=settings.stall_exit_s)  # fmt: skip
 
     @app.timer(settings.health_check_s)  # type: ignore[untyped-decorator]
     async def check_health() -> None:
-        await health_check.run(app.consumer, app.runtime, time.monotonic())
+        if settings.fault_stall_file is not None:
+            _inject_stall(app, settings.fault_stall_file)
+        stalled = await health_check.run(app.consumer, app.runtime, time.monotonic())
+        if stalled:
+            # A consumer that stopped fetching does not come back by itself (faust-streaming
+            # #175, #640): a new process does. Not Faust's clean stop, which waits on the very
+            # streams that hang: the Kafka consumer alone is closed, with a time limit.
+            log.critical("partition %s: lag and no commit for %.0f s while Redis and the broker "
+                         "answer; exiting with code %d (stalled) to be restarted",
+                         ", ".join(stalled), settings.stall_exit_s, EXIT_STALLED)  # fmt: skip
+            await _leave_group(app)
+            os._exit(EXIT_STALLED)
 
     # concurrency=1: a user's events must be windowed in partition order, and Faust can
     # commit past a batch still in flight when agents run concurrently.
@@ -194,7 +224,7 @@ def create_app(
                         "it (it will be redelivered)",
                         len(incoming),
                     )
-                    os._exit(_EXIT_UNCOMMITTED)
+                    os._exit(EXIT_UNCOMMITTED)
                 except Exception:
                     await _end_worker(app, incoming)
                 for event in batch:
@@ -211,6 +241,35 @@ def create_app(
     return app
 
 
+def _inject_stall(app: Any, trigger: Path) -> None:
+    """Tests only: when `trigger` exists, delete it and stop fetching every assigned partition
+    (paused in the consumer: the worker stays up, idle, with lag), like the reported stalls."""
+    try:
+        trigger.unlink()
+    except FileNotFoundError:
+        return
+    tps = app.consumer.assignment()
+    log.warning("fault injected (%s): fetching paused for %d partitions", trigger, len(tps))
+    app.consumer.pause_partitions(tps)
+
+
+async def _leave_group(app: Any) -> None:
+    """Commit what was acknowledged and close the Kafka consumer, which sends LeaveGroup: the
+    group hands the partitions on at once; a member that just vanishes holds them for the
+    session timeout. Each step at most `_FINAL_COMMIT_S`; the worker exits whatever happens."""
+    # faust-streaming 0.15 (pinned): the app's consumer, its thread, that thread's aiokafka one
+    consumer = app._consumer
+    if consumer is None or consumer._thread._consumer is None:  # never started: no group
+        return
+    thread = consumer._thread
+    try:
+        await asyncio.wait_for(consumer.commit(), _FINAL_COMMIT_S)
+        await asyncio.wait_for(thread.call_thread(thread._ensure_consumer().stop), _FINAL_COMMIT_S)
+    except Exception:  # leaving anyway
+        log.warning("leaving the group failed: its partitions wait for the session timeout",
+                    exc_info=True)  # fmt: skip
+
+
 async def _end_worker(app: Any, batch: list[Incoming]) -> None:
     """A batch failed with an error the runtime does not retry: log where, commit what was
     acknowledged before it, and exit non-zero without acknowledging it (it is redelivered)."""
@@ -220,12 +279,12 @@ async def _end_worker(app: Any, batch: list[Incoming]) -> None:
     where = ", ".join(f"{t}[{p}] offsets {min(o)}-{max(o)}" for (t, p), o in spans.items())
     log.critical("a batch of %d messages failed (%s); exiting with code %d without committing "
                  "it: it is redelivered after the rebalance", len(batch), where,
-                 _EXIT_BATCH_FAILED, exc_info=True)  # fmt: skip
+                 EXIT_BATCH_FAILED, exc_info=True)  # fmt: skip
     try:
         await asyncio.wait_for(app.consumer.commit(), _FINAL_COMMIT_S)
     except Exception:  # leaving anyway; the rest is redelivered
         log.warning("the final commit failed", exc_info=True)
-    os._exit(_EXIT_BATCH_FAILED)
+    os._exit(EXIT_BATCH_FAILED)
 
 
 def main() -> None:

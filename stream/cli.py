@@ -31,6 +31,7 @@ _FLAG_SETTINGS = {
     "latency_budget_ms": "latency_budget_ms",
     "cooldown_s": "cooldown_s",
     "metrics_port": "metrics_port",
+    "stall_exit_s": "stall_exit_s",
     "debug_scores": "debug_scores",
 }
 
@@ -53,6 +54,8 @@ def load_settings() -> WorkerSettings:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
+        if not where:  # a check of several settings together: its message names them
+            raise StreamError(str(first["msg"]).removeprefix("Value error, ")) from None
         raise StreamError(f"{ENV_PREFIX}{where.upper()}: {first['msg']}") from None
     if not (settings.bundle / "manifest.json").is_file():
         raise StreamError(f"--bundle {settings.bundle}: no manifest.json (export a model first)")
@@ -99,6 +102,15 @@ def worker(
     ] = None,
     metrics_port: Annotated[
         int | None, typer.Option("--metrics-port", help="/metrics and /health; 0: off.")
+    ] = None,
+    stall_exit_s: Annotated[
+        float | None,
+        typer.Option(
+            "--stall-exit-s",
+            min=0,
+            help="Exit (code 76, restarted) when a partition with lag makes no progress this "
+            "long while Redis and the broker answer (60); 0: never.",
+        ),
     ] = None,
     debug_scores: Annotated[
         bool, typer.Option("--debug-scores", help="Publish every event's scores.")

@@ -88,6 +88,20 @@ class Metrics:
         )  # fmt: skip
         self.retries = Counter("retries", "Batch retries after Redis or broker errors",
                                ["cause"], registry=r)  # fmt: skip
+        self.restarts = Counter(
+            "worker_restarts", "Processes the supervisor started in this worker's place before it "
+            "(a crash, a stall: see worker_last_exit_info)", registry=r,
+        )  # fmt: skip
+        self.last_exit = Gauge(
+            "worker_last_exit_info", "How the process before this one ended (value 1)",
+            ["reason"], registry=r,
+        )  # fmt: skip
+
+    def set_restarts(self, restarts: int, reason: str) -> None:
+        """The supervisor's count of restarts before this process, and the latest reason."""
+        if restarts:
+            self.restarts.inc(restarts)
+            self.last_exit.labels(reason or "unknown").set(1)
 
     def set_model(self, version: str, variant: str, provider: str) -> None:
         """Point `model_info` at the serving model only."""
@@ -122,6 +136,8 @@ class Health:
     stalled: list[str] = field(default_factory=list)
     last_check: float = 0.0  # monotonic, of the latest consumer check
     last_ok: float = 0.0  # wall clock, of the latest batch done
+    restarts: int = 0  # processes the supervisor started before this one, and why the last ended
+    restart_reason: str = ""
 
     def redis_ok(self) -> None:
         """A Redis call succeeded."""
@@ -187,6 +203,8 @@ class Health:
             "stalled_partitions": self.stalled,
             "uptime_s": round(now - self.started, 1),
             "last_ok_s_ago": round(now - self.last_ok, 1) if self.last_ok else None,
+            "restarts": self.restarts,
+            "last_restart_reason": self.restart_reason or None,
         }
         ok = not (not_alive if live else not_ready)
         return (200 if ok else 503), body

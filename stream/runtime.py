@@ -74,7 +74,12 @@ class WorkerRuntime:
     ) -> None:
         self.settings = settings
         self.metrics = Metrics()
-        self.health = Health(stall_timeout_s=settings.stall_timeout_s)
+        self.health = Health(
+            stall_timeout_s=settings.stall_timeout_s,
+            restarts=settings.restarts,
+            restart_reason=settings.restart_reason,
+        )
+        self.metrics.set_restarts(settings.restarts, settings.restart_reason)
         self.client = client if client is not None else redis_client(settings)
         prefix = settings.redis_prefix
         self.model = ModelSlot(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Literal, Self
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from stream.exceptions import SettingsError
@@ -82,7 +82,15 @@ class WorkerSettings(KafkaSecurity):
     scores_topic: str = "scores"
     control_topic: str = "riskstream.control"
     consumer_group: str = "riskstream-worker"
-    broker_session_timeout_s: float = Field(default=30.0, gt=0)
+    # Group membership (docs/operations.md, "Hand-over"): a worker that stops sends LeaveGroup
+    # and the others rebalance at their next heartbeat; one that dies without leaving holds its
+    # partitions until its session times out. 6 s is the least Apache Kafka accepts by default
+    # (group.min.session.timeout.ms); Tansu also waits half the session in every rebalance
+    # (measured: hand-over after LeaveGroup 4 s at 6 s, 6 s at 10 s). The rebalance timeout
+    # bounds how long a rebalance waits for a member still finishing a batch.
+    broker_session_timeout_s: float = Field(default=6.0, gt=0, le=90)
+    broker_heartbeat_interval_s: float = Field(default=1.0, gt=0)  # below session / 3
+    broker_rebalance_timeout_s: float = Field(default=20.0, gt=0)
     fetch_max_wait_ms: int = Field(default=20, ge=1, le=10_000)  # see stream/transport.py
     # (security_protocol, sasl_*, ssl_*: see KafkaSecurity)
 
@@ -145,8 +153,30 @@ class WorkerSettings(KafkaSecurity):
     # answer). Longer than the slowest batch, retries of a broker publish included.
     health_check_s: float = Field(default=2.0, gt=0)
     stall_timeout_s: float = Field(default=60.0, gt=0)
+    # A partition with lag and no commit for this long, counted only while Redis and the broker
+    # answer, ends the worker with exit code 76 (`stream.app.EXIT_STALLED`), and its supervisor
+    # restarts it: faust-streaming's consumer can stop fetching for good after a rebalance
+    # (faust-streaming #175, #640, #523) and only a new consumer resumes it. 0: never.
+    stall_exit_s: float = Field(default=60.0, ge=0)
+    # Tests only: while this file exists, the worker stops fetching (it pauses its partitions)
+    # and deletes the file, a stall as the faust-streaming reports describe it.
+    fault_stall_file: Path | None = None
+    # Set by the supervisor for the process it starts: that slot's restarts so far and why the
+    # previous process ended, exported as `worker_restarts_total` and on /health.
+    restarts: int = Field(default=0, ge=0)
+    restart_reason: str = ""
     # Faust's data folder; default: a private folder per user (see stream.app).
     faust_datadir: Path | None = None
+
+    @model_validator(mode="after")
+    def _heartbeat_within_session(self) -> Self:
+        if self.broker_heartbeat_interval_s * 3 > self.broker_session_timeout_s:
+            raise ValueError(
+                f"{ENV_PREFIX}BROKER_HEARTBEAT_INTERVAL_S ({self.broker_heartbeat_interval_s:g} s) "
+                f"must be at most a third of {ENV_PREFIX}BROKER_SESSION_TIMEOUT_S "
+                f"({self.broker_session_timeout_s:g} s)"
+            )
+        return self
 
     @field_validator("redis_prefix")
     @classmethod

@@ -83,3 +83,27 @@ def test_app_decorators_exist(name: str) -> None:
     from faust import App
 
     assert callable(getattr(App, name))
+
+
+def test_leave_group_and_stall_hooks_exist() -> None:
+    """stream/app.py leaves the group itself (the app's `_consumer`, its `_thread`, that
+    thread's aiokafka `_consumer`, `call_thread`) and pauses partitions for the test-only
+    stall; stream/transport.py patches aiokafka's `_maybe_leave_group`, which must still test
+    `generation > 0` (the patch is moot once it does not)."""
+    from aiokafka.consumer.group_coordinator import GroupCoordinator
+    from faust import App
+    from faust.transport.consumer import Consumer, ThreadDelegateConsumer
+    from faust.transport.drivers import aiokafka as driver
+
+    assert "if self._consumer is not None:" in inspect.getsource(App._stop_consumer)
+    assert "self._thread = self._new_consumer_thread()" in inspect.getsource(ThreadDelegateConsumer)
+    assert "self._consumer = self._create_consumer(" in inspect.getsource(
+        driver.AIOKafkaConsumerThread
+    )
+    assert callable(driver.AIOKafkaConsumerThread.call_thread)
+    assert callable(driver.AIOKafkaConsumerThread._ensure_consumer)
+    assert callable(Consumer.pause_partitions)
+    source = inspect.getsource(GroupCoordinator._maybe_leave_group)
+    assert "self.generation > 0 and self._group_instance_id is None" in source
+    for name in ("_send_req", "reset_generation"):
+        assert callable(getattr(GroupCoordinator, name, None)), f"aiokafka {name} is gone"

@@ -19,7 +19,7 @@ from riskstream.localstack import find_free_port
 from stream.app import private_datadir
 from stream.prometheus import Health, Metrics, serve
 from stream.rules import RulesFile
-from stream.watch import CommitWatch
+from stream.watch import CommitWatch, StallWatchdog
 
 
 def _ready() -> Health:
@@ -155,3 +155,21 @@ def test_a_rules_file_of_any_wrong_kind_is_refused_once_and_the_old_rules_keep_r
     assert rules.failures == 1
     assert len(caplog.records) == 1
     assert "refused" in caplog.text
+
+
+def test_the_watchdog_counts_only_time_while_redis_and_the_broker_answer() -> None:
+    watch = CommitWatch[int](stall_timeout_s=5)
+    dog = StallWatchdog[int](exit_after_s=10)
+
+    def check(now: float, committed: int, end: int, ok: bool = True) -> list[int]:
+        watch.update(now, {0: committed, 1: 7}, {0: end, 1: 7})  # partition 1: no lag
+        return dog.update(now, watch.lagging_for(now), dependencies_ok=ok)
+
+    assert check(0, 5, 9) == []  # lag: the clock starts
+    assert check(6, 5, 9, ok=False) == []  # Redis down: excused
+    assert check(12, 5, 9) == []  # 12 s of lag, but only 6 s since both answered
+    assert check(16, 5, 9) == [0]
+    assert check(17, 9, 9) == []  # committed: caught up
+    assert check(20, 9, 12) == []  # new lag: a new clock
+    assert check(28, 9, 12) == [0]
+    assert StallWatchdog[int](exit_after_s=0).update(99, {0: 99.0}, dependencies_ok=True) == []
