@@ -275,6 +275,7 @@ def test_resumed_run_equals_the_uninterrupted_one(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # pretraining and a training with its refit: minutes when the box is busy
 def test_pretrain_then_init_with_refit(
     tiny_world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
