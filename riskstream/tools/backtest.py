@@ -470,3 +470,25 @@ def _plot(result: BacktestResult, metrics: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def compare(a: BacktestResult, b: BacktestResult) -> dict[str, Any]:
+    """The same history through A and B: per alert type, the alerts raised only by A, only by B
+    and by both (matched by alert id: user, type and triggering event), with the ids."""
+    out: dict[str, Any] = {}
+    for kind in LABELS:
+        ids_a = {x["alert_id"]: x for x in a.alerts if x["type"] == kind}
+        ids_b = {x["alert_id"]: x for x in b.alerts if x["type"] == kind}
+        only_a = sorted(set(ids_a) - set(ids_b))
+        only_b = sorted(set(ids_b) - set(ids_a))
+        both = set(ids_a) & set(ids_b)
+        out[kind] = {
+            "only_a": len(only_a),
+            "only_b": len(only_b),
+            "both": len(both),
+            "users_only_a": len({ids_a[i]["user_id"] for i in only_a}),
+            "users_only_b": len({ids_b[i]["user_id"] for i in only_b}),
+            "only_a_ids": only_a,
+            "only_b_ids": only_b,
+        }
+    return out

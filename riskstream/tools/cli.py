@@ -230,6 +230,18 @@ def backtest(
     variant: Annotated[
         str | None, typer.Option("--variant", help="fp32, int8 or fp16 (default: the worker's).")
     ] = None,
+    compare_bundle: Annotated[
+        Path | None,
+        typer.Option(
+            "--compare", exists=True, file_okay=False, help="Bundle B, replayed beside --bundle."
+        ),
+    ] = None,
+    compare_rules: Annotated[
+        Path | None,
+        typer.Option(
+            "--compare-rules", exists=True, dir_okay=False, help="Rules B, beside --rules."
+        ),
+    ] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "cpu",
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=65536)] = 512,
     progress: Annotated[
@@ -237,13 +249,17 @@ def backtest(
     ] = True,
 ) -> None:
     """Replay history through the worker's own processor, rules and cooldowns (in memory, no
-    broker, no Redis): the alerts it would have raised, measured against the labels."""
+    broker, no Redis): the alerts it would have raised, measured against the labels. With
+    --compare / --compare-rules, B too (under OUT/b) and what differs (OUT/compare.json)."""
     from dataclasses import replace
+
+    import orjson
 
     from events import check_output
     from riskstream.tools.backtest import (
         TABLE_HEADER,
         BacktestOptions,
+        compare,
         measure,
         read_labels,
         run_backtest,
@@ -278,4 +294,30 @@ def backtest(
         table.add_column(name, justify="left" if name == "source" else "right")
     for row in table_rows(metrics):
         table.add_row(*row)
-    Console(highlight=False).print(table)
+    console = Console(highlight=False)
+    console.print(table)
+    if compare_bundle is None and compare_rules is None:
+        return
+    other = run_backtest(
+        compare_bundle or bundle, events, compare_rules or rules, options
+    )  # the same history, the same options: B
+    b_metrics = measure(other, episodes)
+    write_outputs(other, b_metrics, out / "b")
+    diff = compare(result, other)
+    (out / "compare.json").write_bytes(orjson.dumps(diff, option=orjson.OPT_INDENT_2))
+    diff_table = Table(
+        title=f"A: {result.report['model_version']}, rules {rules or '-'} · "
+        f"B: {other.report['model_version']}, rules {compare_rules or rules or '-'}"
+    )
+    for name in ("type", "only A", "only B", "both", "users only A", "users only B"):
+        diff_table.add_column(name, justify="left" if name == "type" else "right")
+    for kind, d in diff.items():
+        diff_table.add_row(
+            kind,
+            f"{d['only_a']:,}",
+            f"{d['only_b']:,}",
+            f"{d['both']:,}",
+            f"{d['users_only_a']:,}",
+            f"{d['users_only_b']:,}",
+        )
+    console.print(diff_table)

@@ -127,6 +127,28 @@ def test_backtest_report_against_labels(
         jsonschema.validate(a, schema)
 
 
+def test_backtest_compare_rules_splits_alerts_into_only_a_only_b_both(
+    tiny_bundle: Path, history: Path, tmp_path: Path
+) -> None:
+    none = tmp_path / "none.yaml"
+    none.write_text("rules: []\n")
+    out = tmp_path / "cmp"
+    code = main([
+        "backtest", "--events", str(history), "--bundle", str(tiny_bundle),
+        "--rules", "config/rules.yaml", "--compare-rules", str(none), "--out", str(out),
+        "--variant", "fp32", "--no-progress",
+    ])  # fmt: skip
+    assert code == 0
+    a = [json.loads(x) for x in (out / "alerts.jsonl").read_text().splitlines()]
+    b = [json.loads(x) for x in (out / "b" / "alerts.jsonl").read_text().splitlines()]
+    diff = json.loads((out / "compare.json").read_text())
+    for kind, d in diff.items():
+        assert d["only_a"] + d["both"] == sum(x["type"] == kind for x in a)
+        assert d["only_b"] + d["both"] == sum(x["type"] == kind for x in b)
+    assert all(not any(r.get("rule_id") for r in x["reasons"]) for x in b)  # B has no rules
+    assert sum(d["both"] for d in diff.values()) > 0  # the model's alerts are in both
+
+
 def test_measure_counts_an_alert_inside_its_episode(tiny_world: Path, history: Path) -> None:
     from riskstream.tools.backtest import BacktestResult
 
