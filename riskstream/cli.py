@@ -19,7 +19,7 @@ from events.exceptions import RiskstreamError, UnwritableOutput
 from export.cli import evaluate, export, score
 from riskstream.review.cli import labels_app, review_app
 from riskstream.supervisor import Supervisor, default_processes
-from riskstream.tools.cli import alerts_app, replay
+from riskstream.tools.cli import alerts_app, backtest, replay
 from riskstream.tools.common import bootstrap_servers, check_broker
 from stream.cli import flags_env, load_settings
 from stream.cli import worker as stream_worker
@@ -137,6 +137,7 @@ app.command("export")(export)
 app.command("score")(score)
 app.command("worker")(worker)
 app.command("replay")(replay)
+app.command("backtest")(backtest)
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(review_app, name="review")
 app.add_typer(labels_app, name="labels")

@@ -17,25 +17,45 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 from events import WindowPolicy
 from events.encoding import RECORD_DTYPE
+from events.window import AppendResult
 from export import Bundle, load_bundle
 from export.loader import Device
 from export.manifest import MANIFEST_FILE
-from stream.redis_windows import RedisWindowStore
 
-__all__ = ["ModelSlot", "Serving", "StoreFactory"]
+__all__ = ["BatchWindowStore", "ModelSlot", "Serving", "StoreFactory"]
 
 log = logging.getLogger(__name__)
 
+
+class BatchWindowStore(Protocol):
+    """What a batch needs of its window store: `stream.redis_windows.RedisWindowStore` in the
+    worker, an in-memory one in the backtest (`riskstream.tools.backtest`)."""
+
+    @property
+    def policy(self) -> WindowPolicy:
+        """The N and T the store keeps."""
+        ...
+
+    def append_batch(self, items: Sequence[tuple[str, bytes]]) -> list[AppendResult]:
+        """Append every `(user_id, record)` in order; one result per item."""
+        ...
+
+    def get(self, user_id: str) -> bytes:
+        """The user's stored records (empty when none)."""
+        ...
+
+
 #: Builds the window store for a policy (the store keeps N and T).
-StoreFactory = Callable[[WindowPolicy], RedisWindowStore]
+StoreFactory = Callable[[WindowPolicy], BatchWindowStore]
 
 _Stamp = tuple[tuple[str, int, int, int], ...]
 
@@ -46,7 +66,7 @@ class Serving:
 
     bundle: Bundle
     policy: WindowPolicy  # the bundle's, with the worker's N/T overrides
-    store: RedisWindowStore  # keeps `policy`
+    store: BatchWindowStore  # keeps `policy`
 
     @property
     def model_version(self) -> str:

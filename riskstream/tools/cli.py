@@ -185,3 +185,139 @@ def tail_cmd(
             what = f" of type {kind}" if kind else ""
             skipped = f", {reader.skipped} records skipped (not JSON)" if reader.skipped else ""
             out.print(f"{shown} alerts{what} ({reader.records} records read{skipped})")
+
+
+def _when(value: str | None, flag: str) -> int | None:
+    """An RFC 3339 time or epoch milliseconds, or a one-line refusal naming the flag."""
+    from events import parse_ts_ms
+
+    if value is None:
+        return None
+    try:
+        return parse_ts_ms(int(value) if value.isdigit() else value)
+    except ValueError as exc:
+        raise ToolError(f"{flag}: {exc}") from None
+
+
+def backtest(
+    events: Annotated[
+        Path,
+        typer.Option("--events", exists=True, dir_okay=False, help="JSON-lines event history."),
+    ],
+    bundle: Annotated[
+        Path, typer.Option("--bundle", exists=True, file_okay=False, help="Model bundle folder.")
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", file_okay=False, help="Folder for the report and alerts.")
+    ],
+    labels: Annotated[
+        Path | None,
+        typer.Option("--labels", exists=True, dir_okay=False, help="Label episodes (JSONL)."),
+    ] = None,
+    rules: Annotated[
+        Path | None,
+        typer.Option("--rules", exists=True, dir_okay=False, help="Rules file (YAML)."),
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="Period start (RFC 3339 or epoch ms).")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option("--until", help="Period end, excluded (RFC 3339 or epoch ms).")
+    ] = None,
+    cooldown_s: Annotated[
+        int | None, typer.Option("--cooldown-s", min=0, help="Default: the worker's.")
+    ] = None,
+    variant: Annotated[
+        str | None, typer.Option("--variant", help="fp32, int8 or fp16 (default: the worker's).")
+    ] = None,
+    compare_bundle: Annotated[
+        Path | None,
+        typer.Option(
+            "--compare", exists=True, file_okay=False, help="Bundle B, replayed beside --bundle."
+        ),
+    ] = None,
+    compare_rules: Annotated[
+        Path | None,
+        typer.Option(
+            "--compare-rules", exists=True, dir_okay=False, help="Rules B, beside --rules."
+        ),
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "cpu",
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=65536)] = 512,
+    progress: Annotated[
+        bool, typer.Option("--progress/--no-progress", help="Progress bar on stderr.")
+    ] = True,
+) -> None:
+    """Replay history through the worker's own processor, rules and cooldowns (in memory, no
+    broker, no Redis): the alerts it would have raised, measured against the labels. With
+    --compare / --compare-rules, B too (under OUT/b) and what differs (OUT/compare.json)."""
+    from dataclasses import replace
+
+    import orjson
+
+    from events import check_output
+    from riskstream.tools.backtest import (
+        TABLE_HEADER,
+        BacktestOptions,
+        compare,
+        measure,
+        read_labels,
+        run_backtest,
+        table_rows,
+        write_outputs,
+    )
+
+    check_output(out, "--out", folder=True)
+    if device not in ("auto", "cpu", "cuda"):
+        raise ToolError(f"--device: {device!r} is not one of auto, cpu, cuda")
+    options = BacktestOptions(
+        since_ms=_when(since, "--since"),
+        until_ms=_when(until, "--until"),
+        batch_size=batch_size,
+        device=device,
+        variant=variant,
+        progress=progress,
+    )
+    if cooldown_s is not None:
+        options = replace(options, cooldown_s=cooldown_s)
+    episodes = read_labels(labels) if labels is not None else None
+    result = run_backtest(bundle, events, rules, options)
+    metrics = measure(result, episodes)
+    written = write_outputs(result, metrics, out)
+    logging.getLogger("riskstream.tools.backtest").info(
+        "backtest: wrote %s", ", ".join(str(p) for p in written)
+    )
+    from rich.table import Table
+
+    table = Table(title=f"Backtest of {result.report['model_version']} → {out}")
+    for name in TABLE_HEADER:
+        table.add_column(name, justify="left" if name == "source" else "right")
+    for row in table_rows(metrics):
+        table.add_row(*row)
+    console = Console(highlight=False)
+    console.print(table)
+    if compare_bundle is None and compare_rules is None:
+        return
+    other = run_backtest(
+        compare_bundle or bundle, events, compare_rules or rules, options
+    )  # the same history, the same options: B
+    b_metrics = measure(other, episodes)
+    write_outputs(other, b_metrics, out / "b")
+    diff = compare(result, other)
+    (out / "compare.json").write_bytes(orjson.dumps(diff, option=orjson.OPT_INDENT_2))
+    diff_table = Table(
+        title=f"A: {result.report['model_version']}, rules {rules or '-'} · "
+        f"B: {other.report['model_version']}, rules {compare_rules or rules or '-'}"
+    )
+    for name in ("type", "only A", "only B", "both", "users only A", "users only B"):
+        diff_table.add_column(name, justify="left" if name == "type" else "right")
+    for kind, d in diff.items():
+        diff_table.add_row(
+            kind,
+            f"{d['only_a']:,}",
+            f"{d['only_b']:,}",
+            f"{d['both']:,}",
+            f"{d['users_only_a']:,}",
+            f"{d['users_only_b']:,}",
+        )
+    console.print(diff_table)

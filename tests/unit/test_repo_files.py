@@ -51,7 +51,8 @@ def test_worker_side_and_cli_start_without_torch() -> None:
     code = (
         "import sys; sys.modules['torch'] = None; "
         "import events, stream, export, riskstream.cli, riskstream.localstack, "
-        "stream.app, stream.runtime, stream.cli, export.loader, export.score; "
+        "stream.app, stream.runtime, stream.cli, export.loader, export.score, "
+        "riskstream.tools.backtest; "
         "stream.app.create_app(stream.WorkerSettings())"
     )
     proc = subprocess.run(
