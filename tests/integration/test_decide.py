@@ -18,7 +18,7 @@ import pytest
 import redis
 import uvicorn
 
-from events import RECORD_SIZE, parse_event
+from events import EID_SLICE, RECORD_SIZE, encode_event, parse_event
 from riskstream.decide import DecidePolicy, Decider, KeyStore, add_key
 from riskstream.decide.web import create_app
 from riskstream.localstack import find_free_port
@@ -144,7 +144,11 @@ def test_decide_equals_the_stream_and_never_counts_twice(
             assert later.duplicates == 1
             assert stream.serving.store.get(user) == window
             assert window == reference.serving.store.get(user)
-            assert len(window) == RECORD_SIZE * min(len(lines), stream.serving.policy.max_events)
+            eid = encode_event(parse_event(last, now_ms=NOW_MS), stream.serving.bundle.spec)[
+                EID_SLICE
+            ]
+            stored = [window[i : i + RECORD_SIZE] for i in range(0, len(window), RECORD_SIZE)]
+            assert sum(r[EID_SLICE] == eid for r in stored) == 1  # the event once, not twice
             # stream first (here: already stored), then the API: same scores, no second append
             again = http.post("/v1/score", content=last, headers=_auth(key)).json()
             assert again["duplicate"] is True
