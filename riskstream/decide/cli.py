@@ -107,6 +107,10 @@ def serve(
     threads: Annotated[
         int | None, typer.Option("--threads", min=1, help="ONNX Runtime threads.")
     ] = 1,
+    max_in_flight: Annotated[
+        int,
+        typer.Option("--max-in-flight", min=1, help="Decisions at once; beyond: fallback at once."),
+    ] = 8,
     occlusion_top: Annotated[
         int, typer.Option("--occlusion-top", min=0, max=16, help="Driving events named per alert.")
     ] = 3,
@@ -135,7 +139,7 @@ def serve(
     keys = KeyStore(_keys_path(keys_file))
     count = len(keys.keys())
     decider = Decider(settings, policy)
-    app = create_app(decider, keys, rate_per_s=rate_limit)
+    app = create_app(decider, keys, rate_per_s=rate_limit, max_in_flight=max_in_flight)
     typer.echo(
         f"riskstream decide: http://{host}:{port}/v1/decide, model "
         f"{decider.slot.current.model_version}, rules {decider.rules.rules.version}, "

@@ -261,5 +261,6 @@ class Decider:
 _FALLBACK_DETAIL: Final = {
     "redis_unavailable": "the user's window could not be read or written (Redis failed)",
     "timeout": "no answer within the deadline (Redis or the model too slow)",
+    "overloaded": "too many decisions in flight: answered at once, not queued",
     "not_scored": "the event was already in a window that has moved on since: not scored",
 }

@@ -161,12 +161,24 @@ def create_app(
     rate_per_s: float = 0.0,
     burst: float = 0.0,
     max_body_bytes: int = MAX_EVENT_BYTES,
+    max_in_flight: int = 8,
 ) -> Starlette:
-    """The ASGI app around `decider`."""
+    """The ASGI app around `decider`. At most `max_in_flight` decisions run at once (a call past
+    its deadline still runs until Redis' own timeout): beyond that a call gets the fallback
+    decision at once (`"fallback": "overloaded"`) instead of queueing behind the others."""
     limiter = RateLimiter(rate_per_s, burst)
     metrics = _Metrics()
     schema = openapi(max_body_bytes)
     deadline = decider.policy.timeout_s
+    in_flight = [0]
+    in_flight_lock = threading.Lock()
+
+    def _run(body: bytes, event: Any, now: int) -> dict[str, Any]:
+        try:
+            return decider.decide(body, event, now)
+        finally:
+            with in_flight_lock:
+                in_flight[0] -= 1
 
     async def _call(request: Request, endpoint: str) -> Response:
         began = time.perf_counter()
@@ -191,12 +203,19 @@ def create_app(
         now = decider.now_ms()
         try:
             event = decider.parse(body, now)
-            try:
-                result = await asyncio.wait_for(
-                    asyncio.to_thread(decider.decide, body, event, now), timeout=deadline
-                )
-            except TimeoutError:
-                result = decider.fallback(event, "timeout", began)
+            with in_flight_lock:
+                busy = in_flight[0] >= max_in_flight
+                if not busy:
+                    in_flight[0] += 1
+            if busy:
+                result = decider.fallback(event, "overloaded", began)
+            else:
+                try:
+                    result = await asyncio.wait_for(
+                        asyncio.to_thread(_run, body, event, now), timeout=deadline
+                    )
+                except TimeoutError:
+                    result = decider.fallback(event, "timeout", began)
         except InvalidEvent as exc:
             metrics.requests.labels(endpoint, "invalid").inc()
             return _error(422, "invalid_event", str(exc), field=exc.field)
