@@ -65,6 +65,7 @@ def _pct(values: list[float], q: float) -> float:
 async def _open_loop(url: str, key: str, bodies: list[bytes], rate: float) -> dict[str, Any]:
     """Send `bodies` at `rate`/s on a fixed schedule; latencies (ms) from the scheduled time."""
     latencies: list[float] = []
+    server: list[float] = []  # the service's own time per call (from its handler's start)
     errors = 0
     fallbacks = 0
     decisions = {"allow": 0, "review": 0, "block": 0}
@@ -83,6 +84,7 @@ async def _open_loop(url: str, key: str, bodies: list[bytes], rate: float) -> di
                 if answer["fallback"]:
                     fallbacks += 1
                 decisions[answer["decision"]] += 1
+                server.append(float(answer["latency_ms"]))
             except httpx.HTTPError:
                 errors += 1
                 return
@@ -106,6 +108,8 @@ async def _open_loop(url: str, key: str, bodies: list[bytes], rate: float) -> di
         "p90_ms": round(_pct(latencies, 90), 2),
         "p99_ms": round(_pct(latencies, 99), 2),
         "max_ms": round(max(latencies), 2) if latencies else float("nan"),
+        "server_p50_ms": round(_pct(server, 50), 2),
+        "server_p99_ms": round(_pct(server, 99), 2),
         "errors": errors,
         "fallbacks": fallbacks,
         "review_or_block": decisions["review"] + decisions["block"],
@@ -206,6 +210,9 @@ def bench_decide(
         f"{ceilings['window_events']} events, {users} users, {seconds:g} s per rate, open loop",
         f"ceilings in the same run: one Redis window GET p50 {ceilings['redis_get_p50_ms']} ms, "
         f"the model alone on one window p50 {ceilings['model_one_window_p50_ms']} ms",
-        "latency: from each request's scheduled send time to its answer (client side, HTTP)",
+        "latency: from each request's scheduled send time to its answer (client side, HTTP); "
+        "server_*: the service's own time from its handler's start (queueing before it excluded)",
+        f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores "
+        "(a shared machine: other sessions' tests ran beside it)",
     ]
     return BenchResult("decide", rows, notes)
