@@ -244,3 +244,28 @@ def quality_cmd(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     bench_quality(plan).print()
+
+
+@bench_app.command("decide")
+def decide_cmd(
+    bundle: Annotated[
+        Path, typer.Option("--bundle", exists=True, file_okay=False, help="Model bundle.")
+    ],
+    rates: Annotated[str, typer.Option("--rates", help="Requests/s, comma-separated.")] = (
+        "50,100,200,300"
+    ),
+    seconds: Annotated[float, typer.Option("--seconds", min=1, help="Per rate.")] = 10.0,
+    users: Annotated[int, typer.Option("--users", min=1)] = 500,
+    out: OutOpt = Path("docs/bench/decide"),
+) -> None:
+    """Latency of `riskstream decide serve` (open loop, real Redis: RISKSTREAM_REDIS_URL)."""
+    import os
+
+    from riskstream.bench.decide import bench_decide
+
+    redis_url = os.environ.get("RISKSTREAM_REDIS_URL", "redis://127.0.0.1:6379/0")
+    check_output(out, "--out", folder=True)
+    result = bench_decide(
+        bundle, redis_url, [float(r) for r in rates.split(",")], seconds=seconds, users=users
+    )
+    _show(result, out)

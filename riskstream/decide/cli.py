@@ -1,0 +1,163 @@
+"""`riskstream decide serve` and `riskstream decide add-key`.
+
+The service reads the worker's own settings (`RISKSTREAM_*`: Redis URL, prefix, bundle, rules,
+window overrides, allowed lateness) so that both see the same windows; a few flags override them.
+The Redis URL (it may carry a password) comes from `RISKSTREAM_REDIS_URL` or a file
+(`--redis-url-file`), never from the command line; API keys are only ever stored hashed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+
+from riskstream.decide.decider import DECISIONS, DecidePolicy, Decider
+from riskstream.decide.exceptions import DecideError
+from riskstream.decide.keys import KEYS_FILE_ENV, KeyStore, add_key
+from stream.exceptions import SettingsError
+from stream.settings import WorkerSettings
+
+__all__ = ["DEFAULT_PORT", "decide_app", "load_decide_settings"]
+
+DEFAULT_PORT = 8480
+_DEFAULT_KEYS = ".riskstream/decide-keys"
+
+decide_app = typer.Typer(
+    help="Synchronous decisions (allow / review / block) on the stream's windows.",
+    no_args_is_help=True,
+)
+
+
+def _keys_path(given: Path | None) -> Path:
+    return given or Path(os.environ.get(KEYS_FILE_ENV, "").strip() or _DEFAULT_KEYS)
+
+
+def load_decide_settings(overrides: dict[str, Any]) -> WorkerSettings:
+    """The worker's settings from the environment, with `overrides` (flags) on top, secret files
+    read; one line naming the setting when one is bad."""
+    try:
+        return WorkerSettings(
+            **{k: v for k, v in overrides.items() if v is not None}
+        ).with_secret_files()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise DecideError(f"setting {where}: {first['msg']}") from None
+    except SettingsError as exc:
+        raise DecideError(str(exc)) from None
+
+
+@decide_app.command("serve")
+def serve(
+    bundle: Annotated[
+        Path | None, typer.Option("--bundle", help="Model bundle (default: RISKSTREAM_BUNDLE).")
+    ] = None,
+    rules: Annotated[
+        Path | None, typer.Option("--rules", help="Rules file (default: RISKSTREAM_RULES).")
+    ] = None,
+    host: Annotated[
+        str, typer.Option("--host", help="Address to bind (only this host by default).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535)] = DEFAULT_PORT,
+    keys_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--keys-file", help=f"API keys (default: ${KEYS_FILE_ENV} or {_DEFAULT_KEYS})."
+        ),
+    ] = None,
+    redis_url_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--redis-url-file", help="A file holding the Redis URL (else RISKSTREAM_REDIS_URL)."
+        ),
+    ] = None,
+    redis_prefix: Annotated[
+        str | None, typer.Option("--redis-prefix", help="The worker's key prefix.")
+    ] = None,
+    timeout_ms: Annotated[
+        int,
+        typer.Option(
+            "--timeout-ms",
+            min=1,
+            max=60_000,
+            help="Deadline of a call (and Redis timeout): past it, the fallback decision.",
+        ),
+    ] = 100,
+    on_redis_down: Annotated[
+        str,
+        typer.Option(
+            "--on-redis-down",
+            help="Decision when Redis fails or is late: allow (open), review, block (closed).",
+        ),
+    ] = "review",
+    block_at: Annotated[
+        str,
+        typer.Option(
+            "--block-at", help="Alert severities that block, comma-separated (others: review)."
+        ),
+    ] = "critical",
+    rate_limit: Annotated[
+        float,
+        typer.Option("--rate-limit", min=0, help="Calls per second per API key (0: no limit)."),
+    ] = 0.0,
+    threads: Annotated[
+        int | None, typer.Option("--threads", min=1, help="ONNX Runtime threads.")
+    ] = 1,
+    max_in_flight: Annotated[
+        int,
+        typer.Option("--max-in-flight", min=1, help="Decisions at once; beyond: fallback at once."),
+    ] = 8,
+    occlusion_top: Annotated[
+        int, typer.Option("--occlusion-top", min=0, max=16, help="Driving events named per alert.")
+    ] = 3,
+) -> None:
+    """Serve POST /v1/decide and /v1/score until Ctrl-C (docs/decide.md)."""
+    import uvicorn
+
+    from riskstream.decide.web import create_app
+
+    if on_redis_down not in DECISIONS:
+        raise DecideError(f"--on-redis-down: must be one of {', '.join(DECISIONS)}")
+    settings = load_decide_settings({
+        "bundle": bundle, "rules": rules, "redis_url_file": redis_url_file,
+        "redis_prefix": redis_prefix, "inference_threads": threads,
+    })  # fmt: skip
+    try:
+        policy = DecidePolicy(
+            block_at=tuple(s.strip() for s in block_at.split(",") if s.strip()),  # type: ignore[misc]
+            on_redis_down=on_redis_down,  # type: ignore[arg-type]
+            timeout_s=timeout_ms / 1000,
+            occlusion_top=occlusion_top,
+            reload_poll_s=settings.reload_poll_s,
+        )
+    except ValueError as exc:
+        raise DecideError(str(exc)) from None
+    keys = KeyStore(_keys_path(keys_file))
+    count = len(keys.keys())
+    decider = Decider(settings, policy)
+    app = create_app(decider, keys, rate_per_s=rate_limit, max_in_flight=max_in_flight)
+    typer.echo(
+        f"riskstream decide: http://{host}:{port}/v1/decide, model "
+        f"{decider.slot.current.model_version}, rules {decider.rules.rules.version}, "
+        f"{count} API key(s) in {keys.path}"
+        + ("" if count else " (every call refused until `riskstream decide add-key`)"),
+        err=True,
+    )
+    uvicorn.run(app, host=host, port=port, log_level="warning", proxy_headers=False)
+
+
+@decide_app.command("add-key")
+def add_key_cmd(
+    name: Annotated[str, typer.Argument(help="Who the key is for (letters, digits, ._@-).")],
+    keys_file: Annotated[Path | None, typer.Option("--keys-file")] = None,
+) -> None:
+    """Make a new API key, store its hash and print the key once (to stdout). Rotate: add a new
+    key, move the callers to it, delete the old line; the service re-reads the file."""
+    path = _keys_path(keys_file)
+    key = add_key(path, name)
+    typer.echo(f"added a key for {name} to {path} (shown once, stored hashed):", err=True)
+    typer.echo(key)

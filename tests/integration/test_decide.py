@@ -1,0 +1,244 @@
+"""The decision service over real HTTP (uvicorn, httpx) against the real Redis and the tiny
+bundle: the same scores as the stream's processor on the same window, idempotency in both
+orders (API first, stream first), bad input, auth and key rotation, rate limit, Redis down."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+import uvicorn
+
+from events import EID_SLICE, RECORD_SIZE, encode_event, parse_event
+from riskstream.decide import DecidePolicy, Decider, KeyStore, add_key
+from riskstream.decide.web import create_app
+from riskstream.localstack import find_free_port
+from stream.cooldowns import CooldownStore
+from stream.messages import Incoming
+from stream.model_slot import ModelSlot
+from stream.processor import Outcome, Processor
+from stream.redis_windows import RedisWindowStore
+from stream.rules import RulesFile
+from stream.settings import WorkerSettings
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+NOW_MS = 1_900_000_000_000  # after the simulated worlds: their events are not in the future
+
+
+class _Stream:
+    """The worker's processor on its own prefix (no cooldowns: every alert is seen)."""
+
+    def __init__(self, bundle: Path, client: redis.Redis, prefix: str) -> None:
+        slot = ModelSlot(
+            bundle, lambda p: RedisWindowStore(client, p, prefix=prefix, lateness_s=3600.0),
+            "cpu", variant="fp32", threads=1,
+        )  # fmt: skip
+        self.serving = slot.current
+        self.proc = Processor(
+            RulesFile(None, self.serving.bundle.spec), CooldownStore(client, 0, prefix=prefix),
+            debug_scores=True,
+        )  # fmt: skip
+
+    def process(self, lines: list[bytes]) -> Outcome:
+        msgs = [
+            Incoming(v, parse_event(v, now_ms=NOW_MS).user_id.encode(), "events", 0, i, None)
+            for i, v in enumerate(lines)
+        ]
+        return self.proc.process(msgs, self.serving, now_ms=NOW_MS)
+
+
+@contextlib.contextmanager
+def _serving(app: Any) -> Iterator[str]:
+    """`app` on uvicorn in a thread; its base URL."""
+    port = find_free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive(), "uvicorn stopped"
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def _decider(bundle: Path, redis_url: str, prefix: str, **policy: Any) -> Decider:
+    settings = WorkerSettings(
+        bundle=bundle, redis_url=redis_url, redis_prefix=prefix, device="cpu", variant="fp32",
+        inference_threads=1,
+    )  # type: ignore[arg-type]  # fmt: skip
+    return Decider(settings, DecidePolicy(**policy), clock=lambda: NOW_MS / 1000)
+
+
+@pytest.fixture(scope="module")
+def user_lines(tiny_world: Path) -> dict[str, list[bytes]]:
+    """The events of 6 labelled users (attackers, most alert) and 3 others, by user."""
+    lines = tiny_world.joinpath("events.jsonl").read_bytes().splitlines()
+    labels = [json.loads(x) for x in tiny_world.joinpath("labels.jsonl").read_text().splitlines()]
+    by_user: dict[str, list[bytes]] = {}
+    for v in lines:
+        by_user.setdefault(parse_event(v, now_ms=NOW_MS).user_id, []).append(v)
+    chosen = [u for u in dict.fromkeys(x["user_id"] for x in labels) if len(by_user[u]) >= 8][:6]
+    chosen += [u for u in by_user if u not in chosen and len(by_user[u]) >= 8][:3]
+    return {u: by_user[u] for u in chosen}
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> tuple[KeyStore, str]:
+    path = tmp_path / "keys"
+    return KeyStore(path), add_key(path, "checkout")
+
+
+def _auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_decide_equals_the_stream_and_never_counts_twice(
+    tiny_bundle: Path, redis_url: str, redis_client: redis.Redis, key_prefix: str,
+    user_lines: dict[str, list[bytes]], keys: tuple[KeyStore, str],
+) -> None:  # fmt: skip
+    store, key = keys
+    api_prefix, ref_prefix = key_prefix + "api:", key_prefix + "ref:"
+    stream = _Stream(tiny_bundle, redis_client, api_prefix)
+    reference = _Stream(tiny_bundle, redis_client, ref_prefix)
+    decider = _decider(tiny_bundle, redis_url, api_prefix, occlusion_top=3)
+    decisions = set()
+    with _serving(create_app(decider, store)) as url, httpx.Client(base_url=url) as http:
+        for user, lines in user_lines.items():
+            head, last = lines[:-1], lines[-1]
+            stream.process(head)
+            reference.process(head)
+            ref = reference.process([last])  # the stream's own score of the last event
+            want = {k: ref.scores[0][1][k] for k in ("fraud", "abnormal_click")}
+            got = http.post("/v1/decide", content=last, headers=_auth(key)).json()
+            assert got["fallback"] is None
+            assert got["duplicate"] is False
+            for head_name, score in want.items():
+                assert abs(got["scores"][head_name] - score) <= 1e-4, (user, head_name)
+            # the decision is the stream's alert: none → allow, else review or block
+            alerted = {a["type"]: a["severity"] for _, a in ref.alerts}
+            assert {h["head"]: h["severity"] for h in got["heads"]} == alerted
+            want_decision = (
+                "block" if "critical" in alerted.values() else "review" if alerted else "allow"
+            )
+            assert got["decision"] == want_decision
+            assert got["model_version"] == reference.serving.model_version
+            decisions.add(got["decision"])
+            # API first, then the stream: the worker sees a duplicate, the window is unchanged
+            window = stream.serving.store.get(user)
+            later = stream.process([last])
+            assert later.duplicates == 1
+            assert stream.serving.store.get(user) == window
+            assert window == reference.serving.store.get(user)
+            eid = encode_event(parse_event(last, now_ms=NOW_MS), stream.serving.bundle.spec)[
+                EID_SLICE
+            ]
+            stored = [window[i : i + RECORD_SIZE] for i in range(0, len(window), RECORD_SIZE)]
+            assert sum(r[EID_SLICE] == eid for r in stored) == 1  # the event once, not twice
+            # stream first (here: already stored), then the API: same scores, no second append
+            again = http.post("/v1/score", content=last, headers=_auth(key)).json()
+            assert again["duplicate"] is True
+            assert again["scores"] == got["scores"]
+            assert stream.serving.store.get(user) == window
+    assert "allow" in decisions, decisions
+    assert decisions - {"allow"}, decisions  # review or block seen too
+
+
+def test_bad_input_is_422_naming_the_field_and_big_bodies_413(
+    tiny_bundle: Path, redis_url: str, key_prefix: str, keys: tuple[KeyStore, str]
+) -> None:
+    store, key = keys
+    decider = _decider(tiny_bundle, redis_url, key_prefix)
+    good = {"event_id": "e1", "user_id": "u1", "ts": NOW_MS - 1000, "type": "login"}
+    with _serving(create_app(decider, store)) as url, httpx.Client(base_url=url) as http:
+        for body, field in (
+            ({k: v for k, v in good.items() if k != "user_id"}, "user_id"),
+            ({**good, "ts": "yesterday"}, "ts"),
+            ({**good, "price": "cheap"}, "price"),
+        ):
+            resp = http.post("/v1/decide", json=body, headers=_auth(key))
+            assert resp.status_code == 422, body
+            assert resp.json()["field"] == field
+            assert resp.json()["error"] == "invalid_event"
+        resp = http.post("/v1/decide", content=b"{not json", headers=_auth(key))
+        assert resp.status_code == 422
+        assert resp.json()["field"]
+        huge = json.dumps({**good, "text": "x" * 70_000}).encode()
+        assert http.post("/v1/decide", content=huge, headers=_auth(key)).status_code == 413
+        assert http.post("/v1/decide", json=good, headers=_auth(key)).status_code == 200
+        assert http.get("/openapi.json").json()["paths"]["/v1/decide"]["post"]
+
+
+def test_auth_refuses_without_a_key_and_rotates_without_restart(
+    tiny_bundle: Path, redis_url: str, key_prefix: str, keys: tuple[KeyStore, str]
+) -> None:
+    store, key = keys
+    decider = _decider(tiny_bundle, redis_url, key_prefix)
+    event = {"event_id": "e1", "user_id": "u1", "ts": NOW_MS - 1000, "type": "login"}
+    with _serving(create_app(decider, store)) as url, httpx.Client(base_url=url) as http:
+        assert http.post("/v1/decide", json=event).status_code == 401
+        assert http.post("/v1/decide", json=event, headers=_auth("wrong")).status_code == 401
+        assert http.post("/v1/decide", json=event, headers={"X-API-Key": key}).status_code == 200
+        assert key not in store.path.read_text()  # stored hashed only
+        new = add_key(store.path, "checkout")  # rotation: a second key, then the old one goes
+        assert http.post("/v1/decide", json=event, headers=_auth(new)).status_code == 200
+        lines = store.path.read_text().splitlines()
+        store.path.write_text("\n".join(lines[:-2] + lines[-1:]) + "\n")
+        assert http.post("/v1/decide", json=event, headers=_auth(key)).status_code == 401
+        assert http.post("/v1/decide", json=event, headers=_auth(new)).status_code == 200
+
+
+def test_rate_limit_per_key(
+    tiny_bundle: Path, redis_url: str, key_prefix: str, keys: tuple[KeyStore, str]
+) -> None:
+    store, key = keys
+    decider = _decider(tiny_bundle, redis_url, key_prefix)
+    event = {"event_id": "e1", "user_id": "u1", "ts": NOW_MS - 1000, "type": "login"}
+    app = create_app(decider, store, rate_per_s=0.5, burst=2)
+    with _serving(app) as url, httpx.Client(base_url=url) as http:
+        codes = [
+            http.post("/v1/decide", json=event, headers=_auth(key)).status_code for _ in range(3)
+        ]
+        assert codes == [200, 200, 429]
+
+
+@pytest.mark.parametrize("mode", ["refused", "silent"])
+def test_redis_down_gives_the_fallback_within_the_timeout(
+    tiny_bundle: Path, keys: tuple[KeyStore, str], mode: str
+) -> None:
+    # refused: nothing listens; silent: a socket that accepts and never answers (a hung Redis)
+    store, key = keys
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        port = silent.getsockname()[1] if mode == "silent" else find_free_port()
+        decider = _decider(
+            tiny_bundle, f"redis://127.0.0.1:{port}/0", "rs:", timeout_s=0.2,
+            on_redis_down="block",
+        )  # fmt: skip
+        event = {"event_id": "e1", "user_id": "u1", "ts": NOW_MS - 1000, "type": "checkout"}
+        with _serving(create_app(decider, store)) as url, httpx.Client(base_url=url) as http:
+            began = time.monotonic()
+            got = http.post("/v1/decide", json=event, headers=_auth(key)).json()
+            took = time.monotonic() - began
+            assert got["decision"] == "block"
+            assert got["fallback"] in ("redis_unavailable", "timeout")
+            assert got["scores"] is None
+            assert took < 1.5, took  # the deadline is 0.2 s; never the worker's 5 s timeout
+            health = http.get("/health")
+            assert health.status_code == 503
+            assert health.json()["redis"] == "down"
