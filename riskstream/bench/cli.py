@@ -260,15 +260,26 @@ def soak_cmd(
         Path | None, typer.Option("--rules", exists=True, dir_okay=False, help="Worker rules.")
     ] = Path("config/rules.yaml"),
     no_faults: Annotated[bool, typer.Option("--no-faults", help="Steady load only.")] = False,
+    storage: Annotated[
+        str,
+        typer.Option(
+            "--storage",
+            help="Broker storage: memory (no broker restart) or s3 (moto; adds the broker "
+            "restart, slow).",
+        ),
+    ] = "memory",
 ) -> None:
     """The real worker (supervised) on Tansu + Valkey for --minutes at --rate (open loop), with
     Redis restart, worker SIGTERM and SIGKILL, broker restart: RSS, lag, p99 per minute,
     commits vs produced, recovery after each fault (JSON, markdown, PNG under --out)."""
     check_output(out, "--out", folder=True)
-    from riskstream.bench.soak import DEFAULT_FAULTS, SoakOptions, render_soak_markdown, run_soak
+    from riskstream.bench.soak import SoakOptions, faults_for, render_soak_markdown, run_soak
 
+    if storage not in ("memory", "s3"):
+        raise typer.BadParameter(f"{storage!r}: memory or s3", param_hint="--storage")
     opts = SoakOptions(bundle=bundle, minutes=minutes, rate=rate, out=out, rules=rules,
-                       faults=() if no_faults else DEFAULT_FAULTS)  # fmt: skip
+                       faults=() if no_faults else faults_for(storage),
+                       storage=storage)  # fmt: skip
     result = run_soak(opts)
     typer.echo(render_soak_markdown(result))
     typer.echo(f"written: {out}/soak.json, soak.md, soak.png")
