@@ -3,6 +3,7 @@ and the report (markdown + PNG) of a made-up run."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from riskstream.bench.soak import (
 )
 
 
-def _bins(values: list[float | None]) -> list[dict[str, Any]]:
+def _bins(values: Sequence[float | None]) -> list[dict[str, Any]]:
     return [{"t_s": 10.0 * i, "p99_s": v} for i, v in enumerate(values)]
 
 
