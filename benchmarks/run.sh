@@ -46,3 +46,8 @@ RISKSTREAM_INFERENCE_THREADS=2 $rs bench pipeline --bundle out/b17/bundle --proc
 # The same 2-process run with the worker's fetch wait at 100 ms (Tansu's CPU per consumer).
 RISKSTREAM_FETCH_MAX_WAIT_MS=100 $rs bench pipeline --bundle out/b17/bundle --processes 2 \
     --loads 25,50,75 --window-sizes 16 --batch-sizes 1024 --out docs/bench/pipeline-fetch100
+# Long run: the supervised worker for 30 minutes at 300 events/s with a Redis restart, a SIGTERM
+# and a SIGKILL of the worker process (Tansu in memory; `--storage s3` adds the broker restart,
+# at the few tens of events/s moto allows). The committed artefact is a 15-minute run of the test
+# suite's tiny bundle (docs/benchmarks.md, "Long runs").
+$rs bench soak --bundle out/b17/bundle --minutes 30 --rate 300 --out docs/bench/soak

@@ -269,3 +269,44 @@ def decide_cmd(
         bundle, redis_url, [float(r) for r in rates.split(",")], seconds=seconds, users=users
     )
     _show(result, out)
+
+
+@bench_app.command("soak")
+def soak_cmd(
+    bundle: Annotated[
+        Path, typer.Option("--bundle", exists=True, file_okay=False, help="Model bundle.")
+    ],
+    minutes: Annotated[float, typer.Option("--minutes", min=0.5, help="Offer this long.")] = 30.0,
+    rate: Annotated[float, typer.Option("--rate", min=1, help="Offered events/s.")] = 400.0,
+    out: Annotated[Path, typer.Option("--out", help="soak.json, .md, .png.")] = Path(
+        "docs/bench/soak"
+    ),
+    rules: Annotated[
+        Path | None, typer.Option("--rules", exists=True, dir_okay=False, help="Worker rules.")
+    ] = Path("config/rules.yaml"),
+    no_faults: Annotated[bool, typer.Option("--no-faults", help="Steady load only.")] = False,
+    storage: Annotated[
+        str,
+        typer.Option(
+            "--storage",
+            help="Broker storage: memory (no broker restart) or s3 (moto; adds the broker "
+            "restart, slow).",
+        ),
+    ] = "memory",
+) -> None:
+    """The real worker (supervised) on Tansu + Valkey for --minutes at --rate (open loop), with
+    Redis restart, worker SIGTERM and SIGKILL, broker restart: RSS, lag, p99 per minute,
+    commits vs produced, recovery after each fault (JSON, markdown, PNG under --out)."""
+    check_output(out, "--out", folder=True)
+    from riskstream.bench.soak import SoakOptions, faults_for, render_soak_markdown, run_soak
+
+    if storage not in ("memory", "s3"):
+        raise typer.BadParameter(f"{storage!r}: memory or s3", param_hint="--storage")
+    opts = SoakOptions(bundle=bundle, minutes=minutes, rate=rate, out=out, rules=rules,
+                       faults=() if no_faults else faults_for(storage),
+                       storage=storage)  # fmt: skip
+    result = run_soak(opts)
+    typer.echo(render_soak_markdown(result))
+    typer.echo(f"written: {out}/soak.json, soak.md, soak.png")
+    if not all(v for k, v in result["targets"].items() if k != "rss_growth_max"):
+        raise typer.Exit(1)
