@@ -87,6 +87,16 @@ def _step(n: int, title: str) -> Iterator[None]:
         raise DemoError(f"step {n}/{STEPS} ({title}) failed: {exc}") from exc
 
 
+def _auc(value: float | None) -> str:
+    """A PR-AUC for the terminal; None where the set had one class only (a small world's
+    check users may hold no attack of a head).
+
+    >>> _auc(0.91234), _auc(None)
+    ('0.912', 'undefined (no attack among the check users)')
+    """
+    return "undefined (no attack among the check users)" if value is None else f"{value:.3f}"
+
+
 def _split_history(world: Path, history: Path, live: Path) -> tuple[int, int]:
     """The world's events before its median time (the history `train` is given) and from it
     on (the live part replayed, never trained on), each in file order: (cut ms, live events)."""
@@ -169,7 +179,7 @@ def run_demo(
                        TrainConfig.for_preset("tiny", **overrides),
                        feedback=world / "feedback.jsonl", force=True)  # fmt: skip
         _out.print("PR-AUC on the check users: " + ", ".join(
-            f"{h} {m['pr_auc']:.3f} (GBDT {report['baseline'][h]['pr_auc']:.3f})"
+            f"{h} {_auc(m['pr_auc'])} (GBDT {_auc(report['baseline'][h]['pr_auc'])})"
             for h, m in report["heads"].items()))  # fmt: skip
     with _step(3, "export a verified ONNX bundle (FP32 + INT8)"):
         from export.build import ExportOptions, export
