@@ -46,8 +46,8 @@ _WORKER_WAIT_S: Final = 240.0
 #: What a finished run was asked for, beside its bundle and alerts (`demo --review` reuses them).
 RUN_FILE: Final = "demo.json"
 #: Measured on the default demo (2,000 users, 2 days, seed 7; see README): what a normal run shows.
-EXPECTED_CAUGHT: Final = "about 25 of 27, every kind at least once"
-EXPECTED_FALSE: Final = "7 of 1,113 in that run"
+EXPECTED_CAUGHT: Final = "about 21 of 27, every kind at least once"
+EXPECTED_FALSE: Final = "3 of 1,113 in that run"
 
 
 @dataclass
@@ -317,7 +317,7 @@ def expectations(result: DemoResult) -> str:
     caught, total = card.episodes
     share = caught / total if total else 0.0
     lines = [
-        "What to expect: the demo trains the tiny model for about 20 seconds on the first day "
+        "What to expect: the demo trains the tiny model for about a minute on the first day "
         "of a small world, a smoke test of the whole path rather than a measure of quality. A "
         f"normal run of the default demo catches most attack episodes ({EXPECTED_CAUGHT}) "
         f"and alerts under 1 % of the normal users ({EXPECTED_FALSE}).",
