@@ -291,7 +291,7 @@ def backtest(
 
     table = Table(title=f"Backtest of {result.report['model_version']} → {out}")
     for name in TABLE_HEADER:
-        table.add_column(name, justify="left" if name == "source" else "right")
+        table.add_column(name, justify="left" if name == "source" else "right", overflow="fold")
     for row in table_rows(metrics):
         table.add_row(*row)
     console = Console(highlight=False)
@@ -310,7 +310,7 @@ def backtest(
         f"B: {other.report['model_version']}, rules {compare_rules or rules or '-'}"
     )
     for name in ("type", "only A", "only B", "both", "users only A", "users only B"):
-        diff_table.add_column(name, justify="left" if name == "type" else "right")
+        diff_table.add_column(name, justify="left" if name == "type" else "right", overflow="fold")
     for kind, d in diff.items():
         diff_table.add_row(
             kind,
