@@ -33,7 +33,7 @@ from stream.redis_windows import RedisWindowStore
 from stream.rules import RulesFile
 from stream.settings import WorkerSettings
 
-__all__ = ["BatchHandler", "WorkerRuntime"]
+__all__ = ["BatchHandler", "WorkerRuntime", "model_slot"]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,22 @@ def redis_client(settings: WorkerSettings) -> redis.Redis | RedisCluster:
     )
 
 
+def model_slot(settings: WorkerSettings, client: redis.Redis | RedisCluster) -> ModelSlot:
+    """The settings' bundle, served over their Redis windows: the worker's and the decision
+    API's, built one way."""
+    prefix, lateness_s = settings.redis_prefix, settings.allowed_lateness_s
+    return ModelSlot(
+        settings.bundle,
+        lambda policy: RedisWindowStore(client, policy, prefix=prefix, lateness_s=lateness_s),
+        settings.device,
+        variant=settings.variant,
+        max_events=settings.window_max_events,
+        max_age_s=settings.window_max_age_s,
+        spin=settings.inference_spin,
+        threads=settings.inference_threads,
+    )
+
+
 class WorkerRuntime:
     """Model slot, rules, Redis store, processor, metrics: what a worker process holds."""
 
@@ -81,22 +97,12 @@ class WorkerRuntime:
         )
         self.metrics.set_restarts(settings.restarts, settings.restart_reason)
         self.client = client if client is not None else redis_client(settings)
-        prefix = settings.redis_prefix
-        self.model = ModelSlot(
-            settings.bundle,
-            lambda policy: RedisWindowStore(
-                self.client, policy, prefix=prefix, lateness_s=settings.allowed_lateness_s
-            ),
-            settings.device,
-            variant=settings.variant,
-            max_events=settings.window_max_events,
-            max_age_s=settings.window_max_age_s,
-            spin=settings.inference_spin,
-            threads=settings.inference_threads,
-        )
+        self.model = model_slot(settings, self.client)
         self.serving = self.model.current
         self.rules = RulesFile(settings.rules, self.serving.bundle.spec)
-        self.cooldowns = CooldownStore(self.client, settings.cooldown_s, prefix=prefix)
+        self.cooldowns = CooldownStore(
+            self.client, settings.cooldown_s, prefix=settings.redis_prefix
+        )
         self.processor = Processor(
             self.rules,
             self.cooldowns,

@@ -36,11 +36,11 @@ from events.contract import SEVERITIES, Severity
 from stream.cooldowns import CooldownStore
 from stream.exceptions import RedisStateError
 from stream.messages import Incoming
-from stream.model_slot import ModelSlot, Serving
+from stream.model_slot import Serving
 from stream.processor import Processor
 from stream.redis_connect import cluster_url
-from stream.redis_windows import RedisWindowStore
 from stream.rules import RulesFile
+from stream.runtime import model_slot
 from stream.settings import WorkerSettings
 
 __all__ = ["DECISIONS", "DecidePolicy", "Decider", "DecisionKind", "decide_client"]
@@ -105,21 +105,9 @@ class Decider:
         self.client = (
             client if client is not None else decide_client(settings, self.policy.timeout_s)
         )
-        prefix = settings.redis_prefix
-        self.slot = ModelSlot(
-            settings.bundle,
-            lambda p: RedisWindowStore(
-                self.client, p, prefix=prefix, lateness_s=settings.allowed_lateness_s
-            ),
-            settings.device,
-            variant=settings.variant,
-            max_events=settings.window_max_events,
-            max_age_s=settings.window_max_age_s,
-            spin=settings.inference_spin,
-            threads=settings.inference_threads,
-        )
+        self.slot = model_slot(settings, self.client)
         self.rules = RulesFile(settings.rules, self.slot.current.bundle.spec)
-        self.cooldowns = CooldownStore(self.client, 0, prefix=prefix)  # 0: never touches Redis
+        self.cooldowns = CooldownStore(self.client, 0, prefix=settings.redis_prefix)  # 0: no Redis
         self._local = threading.local()
         self._poll_lock = threading.Lock()
         self._last_poll = time.monotonic()
