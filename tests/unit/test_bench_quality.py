@@ -65,7 +65,7 @@ def test_the_pipeline_runs_on_tiny_worlds_and_resumes(tmp_path: Path) -> None:
         days=0.5,
         preset="tiny",
         attack_share=0.12,
-        settings={"pretrain_windows": 500, "finetune_epochs": 1},
+        settings={"pretrain_windows": 500, "finetune_epochs": 1, "refit": False},
     )
     result = bench_quality(plan)
     data = json.loads((tmp_path / "quality.json").read_text())
@@ -100,7 +100,7 @@ def test_the_efficiency_table_pretrains_and_starts_from_it(tmp_path: Path) -> No
         label_shares=(0.5,),
         pretrain_users=700,
         pretrain_windows=420,
-        settings={"pretrain_windows": 300, "finetune_epochs": 1},
+        settings={"pretrain_windows": 300, "finetune_epochs": 1, "refit": False},
     )
     bench_quality(plan)
     data = json.loads((tmp_path / "quality.json").read_text())

@@ -195,7 +195,8 @@ def test_train_with_init_and_feedback_labels(world: Path, tmp_path: Path) -> Non
         world / "events.jsonl",
         world / "labels.jsonl",
         tmp_path / "m",
-        TrainConfig.for_preset("tiny"),
+        # the short schedule, no refit: this is about init and feedback, not the preset's reach
+        TrainConfig.for_preset("tiny", **TINY_MODEL_SCHEDULE, refit=False),
         feedback=world / "feedback.jsonl",
         init=source,
         progress=False,
