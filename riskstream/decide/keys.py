@@ -15,13 +15,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
-import os
 import re
 import secrets
 from pathlib import Path
 from typing import Final
 
 from riskstream.decide.exceptions import ApiKeyError
+from stream.files import ReloadingFile, write_private
 
 __all__ = ["KEYS_FILE_ENV", "KeyStore", "add_key", "hash_key", "new_key"]
 
@@ -62,24 +62,15 @@ def _read(path: Path) -> dict[str, str]:
 
 
 class KeyStore:
-    """The keys file, re-read when its mtime or size changes."""
+    """The keys file, re-read when it changes (`stream.files.ReloadingFile`)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._stamp: tuple[int, int] | None = None
-        self._keys: dict[str, str] = {}
+        self._file: ReloadingFile[dict[str, str]] = ReloadingFile(path, _read, missing={})
 
     def keys(self) -> dict[str, str]:
         """{hash: name}, fresh from the file."""
-        try:
-            st = self.path.stat()
-            stamp = (st.st_mtime_ns, st.st_size)
-        except FileNotFoundError:
-            stamp = (0, 0)
-        if stamp != self._stamp:
-            self._keys = _read(self.path)
-            self._stamp = stamp
-        return self._keys
+        return self._file.current()
 
     def check(self, key: str) -> str | None:
         """The name of `key`, or None when it is not a key of the file."""
@@ -101,18 +92,7 @@ def add_key(path: Path, name: str) -> str:
     with contextlib.suppress(FileNotFoundError):
         existing = path.read_text(encoding="utf-8")
     _read(path)  # refuse to append to a file that is already broken
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(existing if existing else _HEADER)
-            if existing and not existing.endswith("\n"):
-                fh.write("\n")
-            fh.write(f"{name}:{hash_key(key)}\n")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
+    if existing and not existing.endswith("\n"):
+        existing += "\n"
+    write_private(path, (existing or _HEADER) + f"{name}:{hash_key(key)}\n")
     return key

@@ -11,7 +11,6 @@ adds or replaces a user, reading the password from a prompt or stdin, never from
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import hmac
 import os
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Final
 
 from riskstream.review.exceptions import AuthError
+from stream.files import ReloadingFile, write_private
 
 __all__ = [
     "USERS_FILE_ENV",
@@ -103,20 +103,11 @@ class UserStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._stamp: tuple[int, int] | None = None
-        self._users: dict[str, str] = {}
+        self._file: ReloadingFile[dict[str, str]] = ReloadingFile(path, _read, missing={})
 
     def users(self) -> dict[str, str]:
         """{name: hash}, fresh from the file."""
-        try:
-            st = self.path.stat()
-            stamp = (st.st_mtime_ns, st.st_size)
-        except FileNotFoundError:
-            stamp = (0, 0)
-        if stamp != self._stamp:
-            self._users = _read(self.path)
-            self._stamp = stamp
-        return self._users
+        return self._file.current()
 
     def check(self, name: str, password: str) -> bool:
         """True when `name` exists and `password` is theirs."""
@@ -145,17 +136,5 @@ def set_user(path: Path, name: str, password: str) -> bool:
     users = _read(path)
     new = name not in users
     users[name] = hash_password(password)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(_HEADER)
-            for user, stored in sorted(users.items()):
-                fh.write(f"{user}:{stored}\n")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
+    write_private(path, _HEADER + "".join(f"{u}:{h}\n" for u, h in sorted(users.items())))
     return new
