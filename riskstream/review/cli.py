@@ -92,15 +92,12 @@ def review(
     logging.getLogger().setLevel(level)
     quiet_kafka()
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
-    settings = ReviewSettings(database_url=resolve_database_url(), bootstrap=_bootstrap(broker))
-    if host is not None:
-        settings.host = host
-    if port is not None:
-        settings.port = port
-    if users_file is not None:
-        settings.users_file = users_file
-    if group is not None:
-        settings.group = group
+    flags = {"host": host, "port": port, "users_file": users_file, "group": group}
+    settings = ReviewSettings(
+        database_url=resolve_database_url(),
+        bootstrap=_bootstrap(broker),
+        **{k: v for k, v in flags.items() if v is not None},
+    )
     settings.proxies()  # a bad RISKSTREAM_REVIEW_TRUSTED_PROXIES: one line now, not at sign-in
     if not settings.users_file.exists():
         raise AuthError(

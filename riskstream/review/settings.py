@@ -1,13 +1,16 @@
 """The review service's settings: flags, else `RISKSTREAM_REVIEW_*` / `RISKSTREAM_DATABASE_URL`
-variables, else the defaults. Secrets (the database URL's password, the session secret) come
-from the environment only, never from flags."""
+variables, else the defaults — pydantic-settings, as the worker's (`stream.settings`). Secrets
+(the database URL's password, the session secret) come from the environment only, never from
+flags, and never show in a repr.
+"""
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from riskstream.review.exceptions import ReviewError
 from riskstream.review.throttle import LoginLimits, Network, parse_networks
@@ -20,10 +23,6 @@ DEFAULT_PORT: Final = 8470
 ENV: Final = "RISKSTREAM_REVIEW_"
 
 
-def _env(name: str, default: str) -> str:
-    return os.environ.get(f"{ENV}{name}", "").strip() or default
-
-
 def _kafka_security() -> KafkaSecurity:
     """The broker's SSL/SASL settings: the worker's own `RISKSTREAM_SECURITY_PROTOCOL`,
     `RISKSTREAM_SASL_*`, `RISKSTREAM_SSL_*` (one line naming a bad one)."""
@@ -33,52 +32,51 @@ def _kafka_security() -> KafkaSecurity:
         raise ReviewError(str(exc)) from None
 
 
-def _number(name: str, default: str) -> float:
-    """A non-negative number from `RISKSTREAM_REVIEW_<name>`; a bad one is one line naming it."""
-    raw = _env(name, default)
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:
-        raise ReviewError(f"{ENV}{name}: {raw!r} is not a number ≥ 0")
-    return value
+def _one_line(exc: ValidationError) -> str:
+    """The first problem, naming the variable (a flag's value is named the same way)."""
+    first = exc.errors()[0]
+    name = f"{ENV}{str(first['loc'][0]).upper()}" if first["loc"] else ENV.rstrip("_")
+    return f"{name}: {first.get('input')!r}: {first['msg']}"
 
 
-@dataclass
-class ReviewSettings:
-    """Where the service listens, what it reads and writes."""
+class ReviewSettings(BaseSettings):
+    """Where the service listens, what it reads and writes. Arguments win over the
+    environment; a bad value is a `ReviewError` of one line naming the variable."""
 
-    database_url: str
+    model_config = SettingsConfigDict(env_prefix=ENV, extra="forbid", validate_assignment=True)
+
+    database_url: str = Field(repr=False)  # may carry a password
     bootstrap: str
-    host: str = field(default_factory=lambda: _env("HOST", "127.0.0.1"))
-    port: int = field(default_factory=lambda: int(_env("PORT", str(DEFAULT_PORT))))
-    users_file: Path = field(
-        default_factory=lambda: Path(_env("USERS_FILE", ".riskstream/review-users"))
-    )
-    alerts_topic: str = field(default_factory=lambda: _env("ALERTS_TOPIC", "alerts"))
-    decisions_topic: str = field(default_factory=lambda: _env("DECISIONS_TOPIC", "decisions"))
-    dlq_topic: str = field(default_factory=lambda: _env("DLQ_TOPIC", "alerts.dlq"))
-    group: str = field(default_factory=lambda: _env("GROUP", "riskstream-review"))
+    host: str = "127.0.0.1"
+    port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
+    users_file: Path = Path(".riskstream/review-users")
+    alerts_topic: str = "alerts"
+    decisions_topic: str = "decisions"
+    dlq_topic: str = "alerts.dlq"
+    group: str = "riskstream-review"
     #: Signs session cookies; a random one per start when unset (sign-ins then end at restart).
-    secret: str | None = field(default_factory=lambda: os.environ.get(f"{ENV}SECRET") or None)
-    https_only: bool = field(default_factory=lambda: _env("HTTPS_ONLY", "0") in ("1", "true"))
-    session_max_age_s: int = 8 * 3600
+    secret: SecretStr | None = None
+    https_only: bool = False
+    session_max_age_s: int = Field(default=8 * 3600, gt=0)
     #: Sign-in lockout: this many failures per user name (and per client address) within the
     #: window lock that name (address) out for `login_lockout_s`; 0: no limit of that kind.
-    login_max_failures: int = field(default_factory=lambda: int(_number("LOGIN_MAX_FAILURES", "5")))
-    login_max_failures_per_address: int = field(
-        default_factory=lambda: int(_number("LOGIN_MAX_FAILURES_PER_ADDRESS", "20"))
-    )
-    login_window_s: float = field(default_factory=lambda: _number("LOGIN_WINDOW_S", "300"))
-    login_lockout_s: float = field(default_factory=lambda: _number("LOGIN_LOCKOUT_S", "900"))
+    login_max_failures: int = Field(default=5, ge=0)
+    login_max_failures_per_address: int = Field(default=20, ge=0)
+    login_window_s: float = Field(default=300.0, ge=0)
+    login_lockout_s: float = Field(default=900.0, ge=0)
     #: Proxies (addresses or CIDR blocks, comma-separated) whose X-Forwarded-For is believed;
     #: none by default: the client address is the connection's peer.
-    trusted_proxies: str = field(default_factory=lambda: _env("TRUSTED_PROXIES", ""))
+    trusted_proxies: str = ""
     consume: bool = True
-    fetch_max_wait_ms: int = 100
+    fetch_max_wait_ms: int = Field(default=100, ge=1)
     #: SSL/SASL for every Kafka client of the service (`stream.kafka_clients`).
-    kafka: KafkaSecurity = field(default_factory=_kafka_security)
+    kafka: KafkaSecurity = Field(default_factory=_kafka_security, exclude=True)
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise ReviewError(_one_line(exc)) from None
 
     def login_limits(self) -> LoginLimits:
         """The sign-in rate limit and lockout."""
