@@ -39,7 +39,9 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import logging
+import threading
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final, Literal, cast
@@ -204,6 +206,10 @@ class RuleSet:
                     fired[r] &= count <= cond.at_most
         return [[self.rules[r] for r in np.flatnonzero(fired[:, w])] for w in range(len(windows))]
 
+
+#: Lists files larger than this (all together; ~13,000 entries) are re-read in a thread beside
+#: the batches, smaller ones within the batch that sees the change.
+BACKGROUND_LOAD_BYTES: Final = 1 << 20
 
 #: Fields a segment may test besides the event's own: facts of the scored event against its
 #: window (true when the event's value was not seen earlier in the window), and the channel.
@@ -507,6 +513,9 @@ class RulesFile:
         self.failures = 0
         self._stamp: tuple[int, int] | None = None
         self._list_stamps: tuple[tuple[int, int] | None, ...] = ()
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self._loading: Future[None] | None = None
         if path is not None:
             self._list_stamps = self._list_stats()  # before reading: a change meanwhile reloads
             self.rules = load_rules(path, spec)  # a bad file at start-up is an error
@@ -538,12 +547,30 @@ class RulesFile:
         if stamps == self._list_stamps or any(s is None for s in stamps):
             return  # a file missing for a moment (being replaced) is read at its return
         self._list_stamps = stamps
+        paths = list_files(self.path, self.rules)
+        if sum(s[1] for s in stamps if s is not None) <= BACKGROUND_LOAD_BYTES:
+            self._lists_loaded(paths)
+            return
+        # A large file (a million entries: seconds to parse) is read beside the batches, which
+        # go on with the old lists; the next batch after it is read gets the new ones.
+        if self._loading is not None and not self._loading.done():
+            self._list_stamps = ()  # still reading the previous change: look again after it
+            return
+        self._loading = self._executor().submit(self._lists_loaded, paths)
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="lists-reload")
+        return self._pool
+
+    def _lists_loaded(self, paths: list[Path]) -> None:
         try:
-            lists = load_lists(list_files(self.path, self.rules))
+            lists = load_lists(paths)
         except Exception as exc:  # any bad file is refused, never fatal to the batch
             self._refused("lists file", exc, f"lists {self.rules.lists.version}")
             return
-        self.rules = replace(self.rules, lists=lists)
+        with self._lock:
+            self.rules = replace(self.rules, lists=lists)
         log.info("lists reloaded: %s (%d entries)", lists.version, lists.entries)
 
     def current(self) -> RuleSet:
@@ -556,7 +583,8 @@ class RulesFile:
             try:
                 rules = load_rules(self.path, self.spec)
                 self._list_stamps = tuple(self._stat(p) for p in list_files(self.path, rules))
-                self.rules = rules
+                with self._lock:
+                    self.rules = rules
                 log.info("rules reloaded from %s: %s (%d rules, %d segments, %d list entries)",
                          self.path, rules.version, len(rules.rules), len(rules.segments),
                          rules.lists.entries)  # fmt: skip

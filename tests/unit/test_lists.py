@@ -278,3 +278,23 @@ def test_lists_hot_reload_refuses_a_bad_file(
     assert kept is second  # the old lists keep serving
     assert rules.failures == 1
     assert f"{path}:12: invalid CIDR '10.0.0.1/8'" in caplog.text
+
+
+def test_a_large_lists_file_is_read_beside_the_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    import stream.rules
+
+    proc = _processor(tmp_path, LISTS)
+    first = proc.rules.current().lists
+    monkeypatch.setattr(stream.rules, "BACKGROUND_LOAD_BYTES", 0)  # every file is "large"
+    path = tmp_path / "lists.txt"
+    edit_lists(path, add=[Entry("deny", "user", "u-new", NEVER_MS, "new")])
+    os.utime(path, ns=(2, 2))
+    deadline = time.monotonic() + 10
+    while proc.rules.current().lists is first:  # the old lists serve meanwhile
+        assert time.monotonic() < deadline, "the new lists never arrived"
+        time.sleep(0.01)
+    assert proc.rules.current().lists.entries == 10
