@@ -311,7 +311,8 @@ def lists_show(
         shown += 1
     _out.print(table)
     _out.print(f"{path}: {lists.entries:,} entries ({lists.version}); {shown:,} shown"
-               f"{' (first ' + str(limit) + ')' if shown > limit else ''}")  # fmt: skip
+               f"{' (first ' + str(limit) + ')' if shown > limit else ''}",
+               soft_wrap=True)  # fmt: skip
     if history:
         import asyncio
 

@@ -75,6 +75,11 @@ class ReviewSettings:
     #: Proxies (addresses or CIDR blocks, comma-separated) whose X-Forwarded-For is believed;
     #: none by default: the client address is the connection's peer.
     trusted_proxies: str = field(default_factory=lambda: _env("TRUSTED_PROXIES", ""))
+    #: The allow / deny lists file the console's list action on a case edits (the one the
+    #: worker's rules file names; docs/lists.md); none: the action is not offered.
+    lists_file: Path | None = field(
+        default_factory=lambda: Path(v) if (v := _env("LISTS_FILE", "")) else None
+    )
     consume: bool = True
     fetch_max_wait_ms: int = 100
     #: SSL/SASL for every Kafka client of the service (`stream.kafka_clients`).
