@@ -88,7 +88,12 @@ def _pick(tiny_bundle: Path, tiny_world: Path, tmp_path: Path) -> dict[str, Any]
 
 
 def _metric(port: int, name: str) -> float:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    """The sum of a metric's samples (0 while the worker's endpoint is not up yet)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+            text = answer.read().decode()
+    except OSError:
+        return 0.0
     total = 0.0
     for line in text.splitlines():
         if line.startswith(name) and not line.startswith("#"):
