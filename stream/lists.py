@@ -18,7 +18,7 @@ holds while `now < expires`. The reason is required. Values hold no whitespace. 
 breaks any of this refuses the whole file, naming the file, the line and the reason.
 
 In memory an entry is a 64-bit hash of its kind and value, its expiry, its line and an index
-into the file's distinct reasons: about 25 bytes an entry in sorted numpy arrays, so a lookup is
+into the file's distinct reasons: 28 bytes an entry in sorted numpy arrays, so a lookup is
 a binary search (docs/benchmarks.md, "Allow and deny lists", has the measured figures). Two
 entries of one action, kind and value keep the later expiry. IP prefixes are kept per prefix
 length: an address is looked up once per length present in the file.
@@ -77,7 +77,7 @@ NEVER_MS: Final = np.iinfo(np.int64).max
 _MAX_VALUE_CHARS: Final = 256
 _MAX_REASON_CHARS: Final = 1000
 
-U64 = npt.NDArray[np.uint64]
+K64 = npt.NDArray[np.int64]
 I64 = npt.NDArray[np.int64]
 I32 = npt.NDArray[np.int32]
 
@@ -85,15 +85,14 @@ I32 = npt.NDArray[np.int32]
 # Keys are Python's own (SipHash, 64-bit) hash of a tuple: the table is built and searched in
 # one process, so the per-process seed does not matter, and it costs ~0.1 µs where blake2b cost
 # ~1 µs. Two values of 10**6 entries share a key with odds of ~3e-8 in all.
-_MASK: Final = (1 << 64) - 1
 
 
 def _hash(kind: str, value: str) -> int:
-    return hash((kind, value)) & _MASK
+    return hash((kind, value))  # a signed 64-bit int: numpy's int64 as it is
 
 
 def _net_hash(version: int, length: int, network: int) -> int:
-    return hash(("ip", version, length, network)) & _MASK
+    return hash(("ip", version, length, network))
 
 
 def parse_expiry(text: str) -> int:
@@ -204,7 +203,7 @@ class Hit:
 class _Columns:
     """Entries being read, column by column (compact while a large file is parsed)."""
 
-    hashes: array[int] = field(default_factory=lambda: array("Q"))
+    hashes: array[int] = field(default_factory=lambda: array("q"))
     expires: array[int] = field(default_factory=lambda: array("q"))
     lines: array[int] = field(default_factory=lambda: array("i"))
     reasons: array[int] = field(default_factory=lambda: array("i"))
@@ -226,7 +225,7 @@ class _Columns:
 class _Table:
     """One action's entries, sorted by hash."""
 
-    hashes: U64
+    hashes: K64
     expires: I64
     lines: I32
     reasons: I32
@@ -236,7 +235,7 @@ class _Table:
 
     @classmethod
     def build(cls, cols: _Columns) -> _Table:
-        hashes = np.frombuffer(cols.hashes, dtype=np.uint64)
+        hashes = np.frombuffer(cols.hashes, dtype=np.int64)
         expires = np.frombuffer(cols.expires, dtype=np.int64)
         order = np.lexsort((expires, hashes))  # by hash, then expiry: the last of a run wins
         hashes, expires = hashes[order], expires[order]
@@ -263,7 +262,7 @@ class _Table:
         """Index of each key's live entry, -1 where none."""
         if not len(self.hashes) or not keys:
             return np.full(len(keys), -1, dtype=np.int64)
-        wanted = np.array(keys, dtype=np.uint64)
+        wanted = np.array(keys, dtype=np.int64)
         pos = np.searchsorted(self.hashes, wanted)
         pos = np.minimum(pos, len(self.hashes) - 1)
         ok = (self.hashes[pos] == wanted) & (self.expires[pos] > now_ms)
