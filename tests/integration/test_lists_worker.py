@@ -66,7 +66,8 @@ def _pick(tiny_bundle: Path, tiny_world: Path, tmp_path: Path) -> dict[str, Any]
         peak = max(scores[e.event_id][h] / thr[h] for e in parsed for h in thr)
         over = [e for e in parsed[3:] if any(scores[e.event_id][h] >= thr[h] for h in thr)]
         devices = {e.device_id for e in parsed}
-        if user not in labelled and peak < 0.8 and len(evs) >= 8 and None not in devices:
+        one_device = len(devices) == 1 and None not in devices  # the segment sees every event
+        if user not in labelled and peak < 0.8 and len(evs) >= 8 and one_device:
             quiet.append(user)
         if user in labelled and len(over) >= 5 and None not in devices:
             loud.append(user)
