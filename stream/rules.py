@@ -447,15 +447,17 @@ def parse_rules(text: str | bytes, spec: EncodingSpec, source: str = "rules") ->
         raise RulesError(f"{source}: lists must be a file name or a list of file names")
     rules: list[Rule] = []
     seen: set[str] = set()
+    rule_lines = _item_lines(text, "rules")
     for i, raw in enumerate(data.get("rules", [])):
-        where = f"{source}: rules[{i}]"
+        at = f"{source}:{rule_lines[i]}" if i < len(rule_lines) else source
+        where = f"{at}: rules[{i}]"
         if not isinstance(raw, dict):
             raise RulesError(f"{where}: must be a mapping")
         rule_id = raw.get("id")
         if not isinstance(rule_id, str) or not rule_id or rule_id in seen:
             raise RulesError(f"{where}.id: must be a unique non-empty string")
         seen.add(rule_id)
-        where = f"{source}: rule {rule_id}"
+        where = f"{at}: rule {rule_id}"
         if raw.get("alert") not in LABELS:
             raise RulesError(f"{where}.alert: must be one of {', '.join(LABELS)}")
         severity = raw.get("severity", "high")

@@ -298,3 +298,12 @@ def test_a_large_lists_file_is_read_beside_the_batches(
         assert time.monotonic() < deadline, "the new lists never arrived"
         time.sleep(0.01)
     assert proc.rules.current().lists.entries == 10
+
+
+def test_a_bad_rule_names_its_line() -> None:
+    text = (
+        "rules:\n  - id: ok\n    alert: fraud\n    all: [{at_least: 1}]\n"
+        "  - id: bad\n    alert: spam\n"
+    )
+    with pytest.raises(RulesError, match=r"^r.yaml:5: rule bad.alert: must be one of"):
+        parse_rules(text, SPEC, "r.yaml")
