@@ -307,3 +307,28 @@ def test_a_bad_rule_names_its_line() -> None:
     )
     with pytest.raises(RulesError, match=r"^r.yaml:5: rule bad.alert: must be one of"):
         parse_rules(text, SPEC, "r.yaml")
+
+
+def test_backtest_report_has_rows_for_deny_lists_and_segments() -> None:
+    from riskstream.tools.backtest import BacktestResult, measure
+
+    def alert(user: str, code: str, detail: str) -> dict[str, object]:
+        reasons = [{"code": code, "detail": detail}]
+        return {"alert_id": user, "type": "fraud", "user_id": user, "event_id": "e",
+                "event_ts": NOW, "reasons": reasons, "score": 0.5}  # fmt: skip
+
+    result = BacktestResult(
+        alerts=[
+            alert("a", "deny_list", "user a is on the deny list (l.txt:2, never expires): x"),
+            alert("b", "segment_threshold", "segment br_new (country in BR): fraud threshold 0.3"),
+            alert("c", "payment_failures", "3 failed payments"),
+        ],
+        sources=["deny_list", "model", "model"],
+        users={"a", "b", "c", "d"},
+        report={"period": {"start_ms": NOW, "days": 1.0}, "users": 4},
+    )
+    rows = measure(result, None)
+    assert rows["deny_list:fraud"]["alerts"] == 1
+    assert rows["segment:br_new"]["alerts"] == 1
+    assert rows["model:fraud"]["alerts"] == 2
+    assert rows["all:fraud"]["alerts"] == 3
