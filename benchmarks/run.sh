@@ -15,6 +15,7 @@ $rs bench train --preset tiny --users 20000 --days 2 --out docs/bench/train/20k
 [ -f out/demo/bundle/manifest.json ] || $rs demo
 $rs bench bundle out/demo/bundle --quiet --out docs/bench/bundle
 .venv/bin/python benchmarks/redis_memory.py --users 20000 --out docs/bench/redis
+.venv/bin/python benchmarks/lists_lookup.py --entries 1000000 --rounds 20 --out docs/bench/lists
 [ "${1:-}" = "--all" ] || exit 0
 # Model vs GBDT on other worlds (docs/benchmarks.md, quality; its defaults, about an hour), then
 # the worker: the default bundle on a demo-sized world, 1 and 2 processes.

@@ -18,7 +18,7 @@ from rich.console import Console
 from events.exceptions import RiskstreamError, UnwritableOutput
 from export.cli import evaluate, export, score
 from riskstream.decide.cli import decide_app
-from riskstream.review.cli import labels_app, review_app
+from riskstream.review.cli import labels_app, lists_app, review_app
 from riskstream.supervisor import Supervisor, default_processes
 from riskstream.tools.cli import alerts_app, backtest, replay
 from riskstream.tools.common import bootstrap_servers, check_broker
@@ -142,6 +142,7 @@ app.command("backtest")(backtest)
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(review_app, name="review")
 app.add_typer(labels_app, name="labels")
+app.add_typer(lists_app, name="lists")
 app.add_typer(decide_app, name="decide")
 
 _err = Console(stderr=True, highlight=False)

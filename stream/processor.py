@@ -73,10 +73,13 @@ class Outcome:
 
     dead_letters: list[DeadLetter] = field(default_factory=list)
     alerts: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (user_id, alert)
-    alert_sources: list[tuple[str, str]] = field(default_factory=list)  # (type, model|rule)
+    # (type, model|rule|deny_list)
+    alert_sources: list[tuple[str, str]] = field(default_factory=list)
     alert_latency_s: list[float] = field(default_factory=list)
     # Model scores over the threshold on windows shorter than the bundle allows, per type.
     short_windows: dict[str, int] = field(default_factory=dict)
+    # Model or rule candidates dropped because the event is on the allow list, per type.
+    allow_suppressed: dict[str, int] = field(default_factory=dict)
     cooldowns: list[tuple[str, str, str]] = field(default_factory=list)  # (user, type, event)
     scores: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     processed: int = 0  # valid events, redelivered ones included
@@ -113,9 +116,15 @@ _LATE = InvalidEvent(
 class _Candidate:
     index: int  # into the batch's scored events
     alert_type: AlertType
-    source: str  # "model" or "rule"
+    source: str  # "model", "rule" or "deny_list"
     severity: Severity
     reasons: list[Reason]
+    threshold: float | None = None  # the segment's, where one decided; else the bundle's
+    versions: tuple[str, ...] = ()  # rules / lists versions that decided beside the model
+
+
+#: Severity of an alert raised by a deny list entry.
+DENY_SEVERITY: Final[Severity] = "high"
 
 
 class Processor:
@@ -248,8 +257,9 @@ class Processor:
                 }))  # fmt: skip
         ruleset = self.rules.current()
         candidates = self._candidates(
-            events, windows, probs, bundle.thresholds, ruleset, self.calibration(bundle), out
-        )
+            events, windows, probs, bundle.thresholds, ruleset, self.calibration(bundle), out,
+            now,
+        )  # fmt: skip
         held = self.cooldowns.held([(events[c.index].user_id, c.alert_type) for c in candidates])
         for cand in (c for c, h in zip(candidates, held, strict=True) if not h):
             msg = good[fresh[cand.index]][0]
@@ -272,39 +282,69 @@ class Processor:
         ruleset: RuleSet,
         calibration: dict[str, HeadCalibration],
         out: Outcome,
+        now_ms: int,
     ) -> list[_Candidate]:
-        """At most one per (user, type) per batch: the user's first event (in partition order)
-        whose score reaches the threshold on a window long enough for the bundle's calibration,
-        else the first event a rule fires on. The first, not the highest-scoring one: a batch
-        redelivered after a crash may be cut differently, but its first event over the
-        threshold is the same, and so is the alert's id."""
+        """At most one per (user, type) per batch: the user's first event on the deny list,
+        else the first (in partition order) whose score reaches its threshold (the bundle's, or
+        its segment's) on a window long enough for the bundle's calibration, else the first
+        event a rule fires on. The first, not the highest-scoring one: a batch redelivered
+        after a crash may be cut differently, but its first event over the threshold is the
+        same, and so is the alert's id. Events on the allow list raise no model or rule
+        candidate (counted in `out.allow_suppressed`); a deny hit is raised even so."""
         best: dict[tuple[str, str], _Candidate] = {}
+        hits = ruleset.lists.lookup(events, now_ms) if ruleset.lists else []
+        allowed = [allow is not None for _deny, allow in hits] or [False] * len(events)
+        suppressed: set[tuple[str, str]] = set()
+        for i, (deny, _allow) in enumerate(hits):
+            if deny is not None and (events[i].user_id, deny.alert_type) not in best:
+                reason = Reason("deny_list", deny.describe())
+                best[(events[i].user_id, deny.alert_type)] = _Candidate(
+                    i, deny.alert_type, "deny_list", DENY_SEVERITY, [reason],
+                    versions=(ruleset.lists.version,),
+                )  # fmt: skip
+        thr, segments = ruleset.thresholds(events, windows, thresholds)
         for h, head in enumerate(LABELS):
             calib = calibration.get(head)
-            for i in np.flatnonzero(probs[:, h] >= thresholds[head]).tolist():
+            for i in np.flatnonzero(probs[:, h] >= thr[:, h]).tolist():
                 score = float(probs[i, h])
                 if calib is not None and len(windows[i]) < calib.min_events:
                     # validation found windows this short not precise enough to alert on
                     out.short_windows[head] = out.short_windows.get(head, 0) + 1
                     continue
                 key = (events[i].user_id, head)
+                if allowed[i]:
+                    suppressed.add(key)
+                    continue
                 if key not in best:
                     sev: Severity = (
                         calib.severity(score)
                         if calib is not None
-                        else margin_severity(score, thresholds[head])
+                        else margin_severity(score, float(thr[i, h]))
                     )
-                    best[key] = _Candidate(i, head, "model", sev, [])
+                    cand = best[key] = _Candidate(i, head, "model", sev, [])
+                    seg = segments[i][h]
+                    if seg is not None:
+                        cand.threshold = float(thr[i, h])
+                        cand.versions = (ruleset.version,)
+                        cand.reasons.append(Reason("segment_threshold", (
+                            f"{seg.describe()}: {head} threshold {thr[i, h]:g} instead of "
+                            f"the bundle's {thresholds[head]:g}"
+                        )))  # fmt: skip
         if ruleset.rules:
             for i, fired in enumerate(ruleset.firing_batch(windows)):
                 for rule in fired:
                     key = (events[i].user_id, rule.alert)
+                    if allowed[i]:
+                        suppressed.add(key)
+                        continue
                     reason = Reason("rule", rule.describe(), rule_id=rule.rule_id)
                     if key in best:
                         if all(r.rule_id != rule.rule_id for r in best[key].reasons):
                             best[key].reasons.append(reason)  # once, however many events fire
                     else:
                         best[key] = _Candidate(i, rule.alert, "rule", rule.severity, [reason])
+        for _user, alert_type in suppressed - best.keys():
+            out.allow_suppressed[alert_type] = out.allow_suppressed.get(alert_type, 0) + 1
         return sorted(best.values(), key=lambda c: c.index)
 
     def _alert(
@@ -326,8 +366,11 @@ class Processor:
         if driving is not None:
             reasons.append(driving)
         version = bundle.model_version
-        if any(r.rule_id for r in cand.reasons):  # a rule fired (alone or beside the model)
-            version = f"{version}+{ruleset.version}"
+        extra = list(cand.versions)
+        if any(r.rule_id for r in cand.reasons) and ruleset.version not in extra:
+            extra.append(ruleset.version)  # a rule fired (alone or beside the model)
+        for part in extra:
+            version = f"{version}+{part}"
         alert = Alert(
             alert_id=alert_id(event.user_id, cand.alert_type, event.event_id),
             type=cand.alert_type,
@@ -336,7 +379,11 @@ class Processor:
             event_ts_ms=event.ts_ms,
             detected_at_ms=now_ms,
             score=score,
-            threshold=float(bundle.thresholds[cand.alert_type]),
+            threshold=(
+                cand.threshold
+                if cand.threshold is not None
+                else float(bundle.thresholds[cand.alert_type])
+            ),
             severity=cand.severity,
             model_version=version,
             window=window_summary(window, bundle.spec),

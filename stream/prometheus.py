@@ -56,6 +56,10 @@ class Metrics:
             "short_window_suppressed", "Model scores over the threshold on windows shorter than "
             "the bundle's calibration lets alert (no alert raised)", ["type"], registry=r,
         )  # fmt: skip
+        self.allow_suppressed = Counter(
+            "allow_list_suppressed", "Model or rule alerts not raised: the event is on the allow "
+            "list (once per user, type and batch)", ["type"], registry=r,
+        )  # fmt: skip
         self.batch_size = Histogram(
             "batch_size", "Messages per micro-batch",
             buckets=(1, 4, 16, 32, 64, 128, 256, 512, 1024, 4096), registry=r,
@@ -81,7 +85,9 @@ class Metrics:
         )  # fmt: skip
         self.model_reloads = Counter("model_reloads", "Bundles swapped in", registry=r)
         self.model_refused = Counter("model_refused", "Bundles refused on reload", registry=r)
-        self.rules_refused = Counter("rules_refused", "Rule files refused on reload", registry=r)
+        self.rules_refused = Counter(
+            "rules_refused", "Rules or lists files refused on reload", registry=r
+        )
         self.undecodable_batches = Counter(
             "undecodable_batches", "Record batches not decoded: dead-lettered whole, skipped",
             ["codec"], registry=r,

@@ -215,6 +215,8 @@ class WorkerRuntime:
             m.alerts.labels(alert_type, source).inc()
         for alert_type, count in out.short_windows.items():
             m.short_windows.labels(alert_type).inc(count)
+        for alert_type, count in out.allow_suppressed.items():
+            m.allow_suppressed.labels(alert_type).inc(count)
         for seconds in out.alert_latency_s:
             m.event_to_alert_seconds.observe(seconds)
         now_ms = time.time() * 1000

@@ -7,7 +7,7 @@ import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
@@ -17,14 +17,20 @@ from events.redaction import redact
 from riskstream.review.exceptions import AuthError, ReviewError
 from riskstream.review.settings import DEFAULT_PORT, ReviewSettings
 from riskstream.stackstate import DATABASE_URL_ENV, dev_database_url
+from stream.lists import Entry, parse_entry
 
-__all__ = ["labels_app", "resolve_database_url", "review_app"]
+__all__ = ["labels_app", "lists_app", "resolve_database_url", "review_app"]
 
 review_app = typer.Typer(
     help="The analysts' review service: alerts → cases in PostgreSQL, the console, decisions.",
     invoke_without_command=True,
 )
 labels_app = typer.Typer(help="Labels from analysts' decisions.", no_args_is_help=True)
+lists_app = typer.Typer(
+    help="Allow / deny lists (users, devices, payment methods, IP prefixes): every change "
+    "audited in the review database (docs/lists.md).",
+    no_args_is_help=True,
+)
 
 _out = Console(highlight=False)
 BrokerOpt = Annotated[
@@ -189,3 +195,141 @@ def export_labels(
         f"{out}: {counts['positive']} positive episodes, {counts['negative']} known negatives "
         f"({counts['skipped']} escalations left out) from {len(decisions)} decisions"
     )
+
+
+FileOpt = Annotated[
+    Path, typer.Option("--file", dir_okay=False, help="The lists file (named in the rules file).")
+]
+ByOpt = Annotated[
+    str | None, typer.Option("--by", help="Who makes the change (default: the login name).")
+]
+
+
+def _actor(by: str | None) -> str:
+    return by or getpass.getuser()
+
+
+def _audited(path: Path, operation: Literal["add", "remove"], entry: Entry, actor: str) -> int:
+    """Apply one audited list change (migrating the schema first: the audit table is in it)."""
+    import asyncio
+
+    from psycopg import AsyncConnection
+
+    from riskstream.review.lists import change_list
+    from riskstream.review.migrate import migrate
+
+    url = resolve_database_url()
+    migrate(url)
+
+    async def run() -> int:
+        async with await AsyncConnection.connect(url, autocommit=True) as conn:
+            return await change_list(conn, path, operation, entry, actor=actor, source="cli")
+
+    return asyncio.run(run())
+
+
+def _entry_of(action: str, kind: str, value: str, expires: str, reason: str) -> Entry:
+    if not value or any(c.isspace() for c in value):
+        raise ReviewError(f"value: {value!r} must be non-empty and hold no whitespace")
+    try:
+        entry = parse_entry(f"{action} {kind} {value} {expires} {reason or '-'}")
+    except ValueError as exc:
+        raise ReviewError(str(exc)) from None
+    assert entry is not None
+    return entry
+
+
+@lists_app.command("add")
+def lists_add(
+    action: Annotated[str, typer.Argument(help="allow, deny or deny:abnormal_click.")],
+    kind: Annotated[str, typer.Argument(help="user, device, payment or ip.")],
+    value: Annotated[str, typer.Argument(help="The id, payment fingerprint or CIDR prefix.")],
+    path: FileOpt,
+    reason: Annotated[str, typer.Option("--reason", help="Why (kept in the file and the audit).")],
+    expires: Annotated[
+        str, typer.Option("--expires", help="RFC 3339, YYYY-MM-DD or never.")
+    ] = "never",
+    by: ByOpt = None,
+) -> None:
+    """Add an entry; the worker applies it within a batch (docs/lists.md)."""
+    entry = _entry_of(action, kind, value, expires, reason)
+    _audited(path, "add", entry, _actor(by))
+    _out.print(f"added to {path}: {entry.text()}")
+
+
+@lists_app.command("remove")
+def lists_remove(
+    action: Annotated[str, typer.Argument(help="allow or deny.")],
+    kind: Annotated[str, typer.Argument(help="user, device, payment or ip.")],
+    value: Annotated[str, typer.Argument(help="The value to take off the list.")],
+    path: FileOpt,
+    reason: Annotated[str, typer.Option("--reason", help="Why (kept in the audit).")],
+    by: ByOpt = None,
+) -> None:
+    """Remove every entry of that action, kind and value."""
+    entry = _entry_of(action.partition(":")[0], kind, value, "never", reason)
+    removed = _audited(path, "remove", entry, _actor(by))
+    _out.print(f"removed {removed} line(s) from {path}")
+
+
+@lists_app.command("show")
+def lists_show(
+    path: FileOpt,
+    kind: Annotated[str | None, typer.Option("--kind", help="Only this kind.")] = None,
+    value: Annotated[str | None, typer.Option("--value", help="Only this value.")] = None,
+    history: Annotated[
+        bool, typer.Option("--history", help="Also the audited changes (the database).")
+    ] = False,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Rows shown at most.")] = 50,
+) -> None:
+    """The entries (live or expired) and, with --history, who changed what, when and why."""
+    import time
+
+    from rich.table import Table
+
+    from events import format_ts_ms
+    from stream.lists import NEVER_MS, load_lists
+
+    lists = load_lists([path])  # refuses a bad file with its line, as the worker does
+    now = int(time.time() * 1000)
+    table = Table("line", "action", "kind", "value", "expires", "state", "reason")
+    shown = 0
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        e = parse_entry(line, lineno)
+        if e is None or (kind and e.kind != kind) or (value and e.value != value):
+            continue
+        if shown < limit:
+            action = e.action if e.action == "allow" else f"deny:{e.alert_type}"
+            table.add_row(
+                str(lineno), action, e.kind, e.value,
+                "never" if e.expires_ms == NEVER_MS else format_ts_ms(e.expires_ms),
+                "live" if e.expires_ms > now else "expired", e.reason,
+            )  # fmt: skip
+        shown += 1
+    _out.print(table)
+    _out.print(f"{path}: {lists.entries:,} entries ({lists.version}); {shown:,} shown"
+               f"{' (first ' + str(limit) + ')' if shown > limit else ''}",
+               soft_wrap=True)  # fmt: skip
+    if history:
+        import asyncio
+
+        from psycopg import AsyncConnection
+
+        from riskstream.review.lists import list_history
+
+        url = resolve_database_url()
+
+        async def rows() -> list[dict[str, object]]:
+            async with await AsyncConnection.connect(url, autocommit=True) as conn:
+                return await list_history(conn, kind, value, limit)
+
+        audit = Table("when", "who", "change", "kind", "value", "expires", "why", "source")
+        for r in asyncio.run(rows()):
+            exp = r["expires_at"]
+            audit.add_row(
+                str(r["changed_at"]), str(r["actor"]), f"{r['operation']} {r['action']}",
+                str(r["kind"]), str(r["value"]), "never" if exp is None else str(exp),
+                str(r["reason"]),
+                f"{r['source']}" + (f" (case {r['case_id']})" if r["case_id"] else ""),
+            )  # fmt: skip
+        _out.print(audit)

@@ -152,7 +152,8 @@ class ReviewService:
             try:
                 state = ConsoleState(pool, UserStore(s.users_file), self.metrics, self._wake.set,
                                      throttle=SignInThrottle(s.login_limits()),
-                                     trusted_proxies=s.proxies())  # fmt: skip
+                                     trusted_proxies=s.proxies(),
+                                     lists_file=s.lists_file)  # fmt: skip
                 secret = s.secret.get_secret_value() if s.secret else secrets.token_urlsafe(48)
                 app = create_app(
                     state, secret=secret, https_only=s.https_only, max_age_s=s.session_max_age_s

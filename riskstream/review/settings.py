@@ -43,7 +43,9 @@ class ReviewSettings(BaseSettings):
     """Where the service listens, what it reads and writes. Arguments win over the
     environment; a bad value is a `ReviewError` of one line naming the variable."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV, extra="forbid", validate_assignment=True)
+    model_config = SettingsConfigDict(
+        env_prefix=ENV, extra="forbid", validate_assignment=True, env_ignore_empty=True
+    )
 
     database_url: str = Field(repr=False)  # may carry a password
     bootstrap: str
@@ -67,6 +69,9 @@ class ReviewSettings(BaseSettings):
     #: Proxies (addresses or CIDR blocks, comma-separated) whose X-Forwarded-For is believed;
     #: none by default: the client address is the connection's peer.
     trusted_proxies: str = ""
+    #: The allow / deny lists file the console's list action on a case edits (the one the
+    #: worker's rules file names; docs/lists.md); none: the action is not offered.
+    lists_file: Path | None = None
     consume: bool = True
     fetch_max_wait_ms: int = Field(default=100, ge=1)
     #: SSL/SASL for every Kafka client of the service (`stream.kafka_clients`).

@@ -15,6 +15,8 @@ import math
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlencode
 
@@ -37,18 +39,23 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from events import VERDICTS
+from events import VERDICTS, format_ts_ms
 from events.contract import ALERT_TYPES, SEVERITIES
 from riskstream.review import store
 from riskstream.review.auth import UserStore
 from riskstream.review.exceptions import ReviewError
+from riskstream.review.lists import change_list
 from riskstream.review.throttle import LoginLimits, Network, SignInThrottle, client_address
 from riskstream.review.views import case_view
+from stream.lists import NEVER_MS, Entry
 
 __all__ = ["ConsoleState", "ReviewMetrics", "create_app"]
 
 log = logging.getLogger(__name__)
 
+#: The list action's choices on the verdict form: the list, and how long the entry holds.
+LIST_ACTIONS: Final = ("deny", "allow")
+LIST_DAYS: Final = {"30": 30, "90": 90, "365": 365, "never": None}
 VERDICT_LABELS: Final = {
     "confirmed_fraud": "Confirm fraud",
     "confirmed_abnormal_click": "Confirm abnormal clicking",
@@ -117,6 +124,8 @@ class ConsoleState:
     throttle: SignInThrottle = field(default_factory=lambda: SignInThrottle(LoginLimits()))
     #: Proxies whose X-Forwarded-For names the client (none: the peer is the client).
     trusted_proxies: tuple[Network, ...] = ()
+    #: The lists file the verdict form may add the case's user to (none: not offered).
+    lists_file: Path | None = None
 
 
 def _env() -> Environment:
@@ -286,7 +295,8 @@ def create_app(state: ConsoleState, *, secret: str, https_only: bool = False,
         except store.CaseNotFound:
             raise HTTPException(404, "no such case") from None
         view = case_view(detail)
-        return page(request, "case.html", view=view, verdicts=VERDICTS, error=None)
+        return page(request, "case.html", view=view, verdicts=VERDICTS, error=None,
+                    lists=state.lists_file is not None)  # fmt: skip
 
     async def decide(request: Request) -> Response:
         form = await _checked_form(request)
@@ -299,16 +309,46 @@ def create_app(state: ConsoleState, *, secret: str, https_only: bool = False,
             raise HTTPException(400, "the note is longer than 4,000 characters")
         analyst = _user(request)
         assert analyst is not None
+        list_action = str(form.get("list_action", ""))
+        days = str(form.get("list_days", "90"))
+        if list_action and (list_action not in LIST_ACTIONS or days not in LIST_DAYS):
+            raise HTTPException(400, "unknown list action")
+        if list_action and state.lists_file is None:
+            raise HTTPException(400, "no lists file is configured")
+        expires_ms = NEVER_MS
+        if list_action and LIST_DAYS[days] is not None:
+            until = datetime.now(UTC) + timedelta(days=LIST_DAYS[days] or 0)
+            expires_ms = int(until.timestamp() * 1000)
+        said = " ".join(note.split())[:800] or "no note"  # the entry's reason: one line
+        if list_action:  # the decision says what was done beside the verdict
+            when = (
+                "never expires" if expires_ms == NEVER_MS else f"until {format_ts_ms(expires_ms)}"
+            )
+            note = f"{note} [user added to the {list_action} list, {when}]".strip()
         try:
-            async with state.pool.connection() as conn:
+            async with state.pool.connection() as conn, conn.transaction():
+                # one transaction: the verdict and the list change (and its audit row) are
+                # stored together, once the lists file is written, or neither is
                 decision = await store.decide(conn, case_id, verdict, analyst, note)
+                if list_action:
+                    assert state.lists_file is not None
+                    entry = Entry(
+                        "deny" if list_action == "deny" else "allow", "user", decision.user_id,
+                        expires_ms, f"case {case_id}, {verdict} by {analyst}: {said}",
+                    )  # fmt: skip
+                    await change_list(conn, state.lists_file, "add", entry, actor=analyst,
+                                      source="console", case_id=case_id,
+                                      decision_id=decision.decision_id)  # fmt: skip
         except store.CaseNotFound:
             raise HTTPException(404, "no such case") from None
         except store.CaseClosed:
             async with state.pool.connection() as conn:
                 detail = await store.case_detail(conn, case_id)
             return page(request, "case.html", 409, view=case_view(detail), verdicts=VERDICTS,
-                        error="This case already has a final verdict.")  # fmt: skip
+                        error="This case already has a final verdict.",
+                        lists=state.lists_file is not None)  # fmt: skip
+        except ReviewError as exc:  # the list change refused: the verdict was not stored either
+            raise HTTPException(400, f"nothing was stored: {exc}") from None
         state.metrics.decisions.labels(verdict).inc()
         state.on_decision()
         log.info("%s: case %s %s (%d alerts)", analyst, case_id, verdict, len(decision.alert_ids))

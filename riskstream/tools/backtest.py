@@ -300,7 +300,8 @@ def _episode_matches(label: Label, ts: int) -> bool:
 
 
 def measure(result: BacktestResult, labels: list[Label] | None) -> dict[str, Any]:
-    """Per source (each model head, each rule, and each alert type overall): alerts, alerts per
+    """Per source (each model head, each rule, each segment threshold and deny list that
+    decided alerts, and each alert type overall): alerts, alerts per
     day, users alerted, normal users alerted per 1,000 per day and — with labels — precision,
     recall by attack kind and detection delay (first alert in an episode minus its start)."""
     rep = result.report
@@ -319,9 +320,13 @@ def measure(result: BacktestResult, labels: list[Label] | None) -> dict[str, Any
         groups[f"all:{kind}"].append(i)
         if source == "model":
             groups[f"model:{kind}"].append(i)
+        elif source == "deny_list":
+            groups[f"deny_list:{kind}"].append(i)
         for reason in alert["reasons"]:
             if reason.get("rule_id"):
                 groups[f"rule:{reason['rule_id']}"].append(i)
+            elif reason["code"] == "segment_threshold":  # "segment <id> (...): ..."
+                groups[f"segment:{reason['detail'].split()[1]}"].append(i)
     for head in LABELS:  # every head appears, alerting or not
         groups.setdefault(f"model:{head}", [])
         groups.setdefault(f"all:{head}", [])

@@ -56,12 +56,47 @@ def _without_detection_time(alert: dict[str, Any]) -> dict[str, Any]:
 def test_backtest_alerts_equal_the_worker_runtimes(
     tiny_bundle: Path, history: Path, redis_url: str, key_prefix: str
 ) -> None:
+    _parity(tiny_bundle, history, redis_url, key_prefix, None)
+
+
+def test_backtest_parity_with_segments_and_lists(
+    tiny_bundle: Path, history: Path, redis_url: str, key_prefix: str, tmp_path: Path
+) -> None:
+    """The same parity with a rules file of segment thresholds and allow / deny lists: deny
+    alerts, allow suppression and segment thresholds are decided the same way replayed."""
+    users = []
+    for line in history.read_bytes().splitlines():
+        user = parse_event(line, now_ms=NOW_MS).user_id
+        if user not in users:
+            users.append(user)
+    (tmp_path / "lists.txt").write_text(
+        f"deny user {users[0]} never parity check\n"
+        f"deny:abnormal_click user {users[1]} never parity check\n"
+        + "".join(f"allow user {u} never parity check\n" for u in users[2:40])
+    )
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "segments:\n"
+        "  - {id: purchases, when: {type: [purchase, checkout]}, thresholds: {fraud: 0.2}}\n"
+        "lists: [lists.txt]\n"
+    )
+    alerts = _parity(tiny_bundle, history, redis_url, key_prefix, rules)
+    codes = {r["code"] for a in alerts for r in a["reasons"]}
+    assert {"deny_list", "segment_threshold"} <= codes, codes  # parity is not vacuous
+    assert not any(a["user_id"] in users[2:40] and a["reasons"][0]["code"] != "deny_list"
+                   for a in alerts)  # fmt: skip
+
+
+def _parity(
+    tiny_bundle: Path, history: Path, redis_url: str, key_prefix: str, rules: Path | None
+) -> list[dict[str, Any]]:
     from stream.runtime import WorkerRuntime
     from stream.settings import WorkerSettings
 
     settings = WorkerSettings(
         bundle=tiny_bundle, redis_url=redis_url, redis_prefix=key_prefix, device="cpu",
         metrics_port=0, variant="fp32", cooldown_s=LONG_COOLDOWN_S, inference_threads=1,
+        rules=rules,
     )  # fmt: skip
     runtime = WorkerRuntime(settings)
     sent: list[tuple[str, bytes | None, bytes]] = []
@@ -81,7 +116,7 @@ def test_backtest_alerts_equal_the_worker_runtimes(
     runtime.client.close()
 
     result = run_backtest(
-        tiny_bundle, history, None,
+        tiny_bundle, history, rules,
         BacktestOptions(batch_size=batch, cooldown_s=LONG_COOLDOWN_S, variant="fp32",
                         threads=1, progress=False),
     )  # fmt: skip
@@ -93,6 +128,7 @@ def test_backtest_alerts_equal_the_worker_runtimes(
         assert _without_detection_time(replayed) == _without_detection_time(
             by_id[replayed["alert_id"]]
         )
+    return live
 
 
 def test_backtest_report_against_labels(

@@ -114,7 +114,7 @@ def test_alerts_become_cases_once_and_bad_messages_are_dead_lettered(
     assert reasons[b"{not json"][0] == "message"
     assert "not valid JSON" in reasons[b"{not json"][1]
     versions = _rows(database_url, "SELECT version, name FROM schema_version")
-    assert versions == [(1, "cases")]
+    assert versions == [(1, "cases"), (2, "list_changes")]
 
 
 def test_console_signs_in_checks_csrf_and_publishes_decisions(

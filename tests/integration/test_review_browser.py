@@ -100,6 +100,7 @@ def test_sign_in_see_the_queue_open_a_case_confirm_it(
         "RISKSTREAM_REVIEW_DECISIONS_TOPIC": topics["decisions"],
         "RISKSTREAM_REVIEW_DLQ_TOPIC": topics["alerts_dlq"],
         "RISKSTREAM_REVIEW_SECRET": uuid.uuid4().hex,
+        "RISKSTREAM_REVIEW_LISTS_FILE": str(tmp_path / "lists.txt"),
     }
     # The analyst's account: the password on stdin, never in argv.
     users = tmp_path / "users"
@@ -165,6 +166,8 @@ def test_sign_in_see_the_queue_open_a_case_confirm_it(
             assert page.locator("text=The user's window: timeline").count() >= 1
             page.screenshot(path=str(shots / "review-case.png"), full_page=False)
             page.fill("textarea[name=note]", "card testing from a fresh device")
+            page.select_option("select[name=list_action]", "deny")  # and on the deny list
+            page.select_option("select[name=list_days]", "30")
             page.click("button[value=confirmed_fraud]")
             page.wait_for_url(f"{base}/cases/{case_id}")
             assert "closed" in page.locator("h1").inner_text()
@@ -187,8 +190,21 @@ def test_sign_in_see_the_queue_open_a_case_confirm_it(
             " FROM decisions d JOIN cases c USING (case_id) WHERE d.case_id = %s",
             (case_id,),
         ).fetchone()
-    assert row == ("confirmed_fraud", USER, "card testing from a fresh device", first_user,
-                   "closed", True)  # fmt: skip
+        change = conn.execute(
+            "SELECT l.actor, l.operation, l.action, l.kind, l.value, l.source, l.case_id,"
+            " l.decision_id = d.decision_id, l.expires_at > now() + interval '29 days',"
+            " l.expires_at < now() + interval '31 days'"
+            " FROM list_changes l JOIN decisions d USING (case_id)"
+        ).fetchall()
+    verdict, analyst, note, *rest = row
+    assert (verdict, analyst, *rest) == ("confirmed_fraud", USER, first_user, "closed", True)
+    assert note.startswith("card testing from a fresh device [user added to the deny list, until")
+    # the console's list action: in the file the worker reads, and audited with the decision
+    assert change == [(USER, "add", "deny", "user", first_user, "console", case_id, True, True,
+                       True)]  # fmt: skip
+    [line] = [x for x in (tmp_path / "lists.txt").read_text().splitlines() if x.strip()]
+    assert line.split("\t")[:3] == ["deny", "user", first_user]
+    assert f"case {case_id}, confirmed_fraud by {USER}: card testing" in line
     consumer = _consumer_on(kafka_broker.bootstrap, topics["decisions"], 2)
     got: list[Any] = []
     try:
