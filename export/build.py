@@ -78,16 +78,16 @@ class ExportOptions:
 
 
 def _data_paths(ckpt: Checkpoint, options: ExportOptions) -> tuple[Path, Path | None, Path | None]:
-    source = ckpt.meta.get("source", {})
+    source = ckpt.meta.source
     if options.events is not None:
         return options.events, options.labels, options.feedback
-    events = source.get("events")
+    events = source.events
     if not events or not Path(events).is_file():
         raise ExportError(
             f"--events: the checkpoint's training events ({events}) are not there; "
             "pass --events (and --labels/--feedback) to verify on"
         )
-    labels, feedback = source.get("labels"), source.get("feedback")
+    labels, feedback = source.labels, source.feedback
     return (
         Path(events),
         Path(labels) if labels and Path(labels).is_file() else None,
@@ -272,8 +272,8 @@ def _build(
         variants=variants,
         source={
             "checkpoint": str(model_dir.resolve()),
-            "step": ckpt.meta.get("step"),
-            "preset": ckpt.meta.get("train", {}).get("preset"),
+            "step": ckpt.meta.step,
+            "preset": ckpt.meta.train.preset,
             "model": ckpt.model_config.to_dict(),
             "verification_data": vs.source,
         },
@@ -281,7 +281,7 @@ def _build(
         session_gap_s=ckpt.session_gap_s,
         optimization=optimization,
         ensemble=ensemble,
-        calibration=ckpt.meta.get("calibration", {}),
+        calibration=ckpt.meta.calibration,
     )
     (tmp / "manifest.json").write_text(manifest.to_json())
     return manifest

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,6 @@ from events import LABELS
 from events.window import Records
 from export.exceptions import ExportError
 from training.checkpoint import Checkpoint
-from training.config import TrainConfig
 from training.data import Corpus, load_corpus
 from training.examples import batch_windows, build_examples, split_time
 
@@ -36,24 +35,19 @@ class VerificationSet:
     source: dict[str, Any]
 
 
-def _train_config(meta: dict[str, Any]) -> TrainConfig:
-    saved = dict(meta.get("train", {}))
-    known = {f.name for f in fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in saved.items() if k in known})
-
-
 def _validation_events(
-    ckpt: Checkpoint, corpus: Corpus, cfg: TrainConfig
+    ckpt: Checkpoint, corpus: Corpus
 ) -> tuple[npt.NDArray[np.int32], int | None, int | None]:
     """The users and [from, to) times of the checkpoint's validation events in `corpus`: the
     choose users from the validation period on (training.examples.split_time, drawn again
     with the recorded settings), or, for checkpoints from before it, the recorded
     validation users before the recorded cut."""
-    saved = ckpt.meta.get("split")
-    if isinstance(saved, dict) and "val_user_ids" in saved:
+    saved = ckpt.meta.split
+    if saved is not None and saved.val_user_ids is not None and saved.t_cut_ms is not None:
         index = corpus.user_index()
-        ids = [index[u] for u in saved["val_user_ids"] if u in index]
-        return np.asarray(sorted(ids), dtype=np.int32), None, int(saved["t_cut_ms"])
+        ids = [index[u] for u in saved.val_user_ids if u in index]
+        return np.asarray(sorted(ids), dtype=np.int32), None, saved.t_cut_ms
+    cfg = ckpt.meta.train
     split = split_time(
         corpus, seed=cfg.seed, val_after_quantile=cfg.val_after_quantile,
         check_share=cfg.check_share,
@@ -73,7 +67,6 @@ def verification_set(
     events, labels, feedback = data
     if labels is None and feedback is None:
         raise ExportError("--labels or --feedback: INT8 verification needs labelled windows")
-    cfg = _train_config(ckpt.meta)
     corpus = load_corpus(
         events,
         labels,
@@ -82,7 +75,8 @@ def verification_set(
         session_gap_s=ckpt.session_gap_s,
         progress=progress,
     )
-    val_users, t_from_ms, t_to_ms = _validation_events(ckpt, corpus, cfg)
+    cfg = ckpt.meta.train
+    val_users, t_from_ms, t_to_ms = _validation_events(ckpt, corpus)
     # Parity on windows drawn from every validation event; PR-AUC on all positives and a
     # weighted share of negatives (as early stopping does), to keep the export quick.
     every = build_examples(corpus, val_users, ckpt.policy, t_from_ms=t_from_ms, t_to_ms=t_to_ms)

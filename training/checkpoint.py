@@ -1,6 +1,7 @@
 """The trained model on disk: a Hugging Face-style folder that export/ reads.
 
-config.json (model config, training config, step, session gap, the validation split),
+config.json (model config and `training.checkpoint_meta.CheckpointMeta`: training config, step,
+session gap, the validation split, the sources, the blend),
 model.safetensors, the encoding spec and window policy (canonical JSON), thresholds.json,
 gbdt.json (the GBDT fitted beside the model: `events.trees`, JSON, no pickle), and the
 evaluation report. A checkpoint that ships the stacked ensemble records its blend in config.json.
@@ -20,6 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from events import EncodingSpec, IncompatibleSpec, WindowPolicy
 from events.trees import Blend, TreeModel, tree_models_from_json, tree_models_to_json
+from training.checkpoint_meta import CheckpointMeta
 from training.exceptions import TrainingError
 from training.model import EventBert, ModelConfig
 
@@ -56,14 +58,18 @@ class Checkpoint:
     spec: EncodingSpec
     policy: WindowPolicy
     thresholds: dict[str, float]
-    meta: dict[str, Any]  # training config, step, session gap, format
+    meta: CheckpointMeta  # training settings, step, session gap, split, sources
     trees: dict[str, TreeModel] | None = None  # the GBDT fitted on the same examples
-    blend: Blend | None = None  # set when the shipped scorer is the model blended with `trees`
 
     @property
     def session_gap_s(self) -> int:
         """The inactivity gap that sessionised the training data."""
-        return int(self.meta.get("session_gap_s", 1800))
+        return self.meta.session_gap_s
+
+    @property
+    def blend(self) -> Blend | None:
+        """Set when the shipped scorer is the model blended with `trees`."""
+        return self.meta.ensemble.blend if self.meta.ensemble else None
 
 
 def save_checkpoint(
@@ -72,22 +78,15 @@ def save_checkpoint(
     spec: EncodingSpec,
     policy: WindowPolicy,
     thresholds: dict[str, float],
-    meta: dict[str, Any],
+    meta: CheckpointMeta,
     *,
     trees: dict[str, TreeModel] | None = None,
-    blend: Blend | None = None,
-    model_thresholds: dict[str, float] | None = None,
 ) -> None:
-    """Write the folder (created if needed). `blend` needs `trees`: the thresholds are then
-    the blend's, and `model_thresholds` the sequence model's own (for the ablation)."""
-    if blend is not None and trees is None:
+    """Write the folder (created if needed). A blend (`meta.ensemble`) needs `trees`: the
+    thresholds are then the blend's."""
+    if meta.ensemble is not None and trees is None:
         raise TrainingError("a blend needs the trees it blends")
-    if blend is not None:
-        meta = {
-            **meta,
-            "ensemble": {"blend": blend.to_dict(), "model_thresholds": model_thresholds},
-        }
-    _write_model(out, CHECKPOINT_FORMAT, model, spec, policy, meta)
+    _write_model(out, CHECKPOINT_FORMAT, model, spec, policy, meta.to_dict())
     (out / FILES["thresholds"]).write_text(json.dumps(thresholds, indent=2) + "\n")
     if trees is not None:
         (out / FILES["trees"]).write_text(tree_models_to_json(trees) + "\n")
@@ -202,19 +201,13 @@ def load_checkpoint(path: Path) -> Checkpoint:
         raise TrainingError(f"{weights}: does not fit the model config ({exc})") from exc
     model.eval()
     thresholds = {str(k): float(v) for k, v in _read_json(path / FILES["thresholds"]).items()}
-    meta = {k: v for k, v in config.items() if k != "model"}
+    meta = CheckpointMeta.from_dict(config, str(path / FILES["config"]))
     trees = None
     if (path / FILES["trees"]).is_file():
         try:
             trees = tree_models_from_json((path / FILES["trees"]).read_text())
         except (OSError, ValueError, TypeError) as exc:
             raise TrainingError(f"{path / FILES['trees']}: unreadable ({exc})") from exc
-    blend = None
-    if "ensemble" in meta:
-        if trees is None:
-            raise TrainingError(f"{path / FILES['trees']}: missing, but the checkpoint blends it")
-        try:
-            blend = Blend.from_dict(meta["ensemble"]["blend"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise TrainingError(f"{path / FILES['config']}: ensemble.blend: {exc}") from exc
-    return Checkpoint(model, model_config, spec, policy, thresholds, meta, trees, blend)
+    if meta.ensemble is not None and trees is None:
+        raise TrainingError(f"{path / FILES['trees']}: missing, but the checkpoint blends it")
+    return Checkpoint(model, model_config, spec, policy, thresholds, meta, trees)

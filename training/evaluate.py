@@ -198,7 +198,7 @@ def _stored_baseline(
     if ckpt is None or ckpt.trees is None:
         return None
     scores = np.stack([ckpt.trees[h].predict(x) for h in LABELS], axis=1).astype(np.float64)
-    saved = ckpt.meta.get("baseline_thresholds", {})
+    saved = ckpt.meta.baseline_thresholds
     return scores, {h: float(saved.get(h, 0.5)) for h in LABELS}
 
 
@@ -210,7 +210,7 @@ def checkpoint_scorer(path: Path) -> Scorer:
         ckpt.policy,
         ckpt.thresholds,
         ckpt.session_gap_s,
-        f"checkpoint (torch, step {ckpt.meta.get('step')})",
+        f"checkpoint (torch, step {ckpt.meta.step})",
         checkpoint=ckpt,
     )
 
@@ -282,7 +282,8 @@ def evaluate_model(
         extra["baseline_cross_fitted"] = cross_fitted
     ckpt = model.checkpoint
     if ckpt is not None and ckpt.blend is not None:  # the ablation: the sequence model alone
-        alone = ckpt.meta.get("ensemble", {}).get("model_thresholds", model.thresholds)
+        ens = ckpt.meta.ensemble
+        alone = ens.model_thresholds if ens and ens.model_thresholds else model.thresholds
         extra = {**extra, "model_alone": evaluate(replace(inp, scores=model_scores), alone)}
     report = finish_report(
         out_json.parent, inp, base_scores, model.thresholds, base_thresholds, extra

@@ -35,6 +35,7 @@ from training.checkpoint import (
     save_checkpoint,
     save_pretrained,
 )
+from training.checkpoint_meta import CheckpointMeta, EnsembleRecord, SourceRecord, SplitRecord
 from training.config import TrainConfig
 from training.data import Corpus, load_corpus
 from training.ensemble import choose_blend, fit_blend
@@ -490,28 +491,28 @@ def train(
         gbdt.thresholds,
         extra,
     )
-    meta = {
-        "train": cfg.to_dict(),
-        "step": model_run.pretrain.steps
+    meta = CheckpointMeta(
+        train=cfg,
+        step=model_run.pretrain.steps
         + model_run.finetune.steps
         + (shipped.refit.steps if shipped.refit else 0),
-        "session_gap_s": cfg.session_gap_s,
-        "baseline_thresholds": gbdt.thresholds,
-        "calibration": choices.calibration,
+        session_gap_s=cfg.session_gap_s,
+        baseline_thresholds=gbdt.thresholds,
+        calibration=choices.calibration,
         # The split, so that nothing downstream has to guess it (export's verification set).
-        "split": {
-            "protocol": "out-of-time",
-            "seed": cfg.seed,
-            "val_after_quantile": cfg.val_after_quantile,
-            "check_share": cfg.check_share,
-            "t_val_ms": split.t_val_ms,
-        },
-        "source": {
-            "events": str(events),
-            "labels": str(labels) if labels else None,
-            "feedback": str(feedback) if feedback else None,
-        },
-    }
+        split=SplitRecord(
+            seed=cfg.seed,
+            val_after_quantile=cfg.val_after_quantile,
+            check_share=cfg.check_share,
+            t_val_ms=split.t_val_ms,
+        ),
+        source=SourceRecord(
+            str(events), str(labels) if labels else None, str(feedback) if feedback else None
+        ),
+        ensemble=EnsembleRecord(choices.blend, choices.model_thresholds)
+        if choices.blend is not None
+        else None,
+    )
     save_checkpoint(
         out,
         model,
@@ -520,8 +521,6 @@ def train(
         choices.thresholds,
         meta,
         trees=dict(zip(LABELS, shipped.gbdt.trees(), strict=True)),
-        blend=choices.blend,
-        model_thresholds=choices.model_thresholds,
     )
     store.clear()
     log.info("checkpoint and report written to %s", out)

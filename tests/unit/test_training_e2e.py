@@ -99,7 +99,7 @@ def test_checkpoint_reloads_and_scores_as_trained(
     out, _ = trained
     ckpt = load_checkpoint(out)
     assert set(ckpt.thresholds) == set(LABELS)
-    assert ckpt.meta["step"] > 0
+    assert ckpt.meta.step > 0
     corpus = load_corpus(
         world / "events.jsonl", world / "labels.jsonl", spec=ckpt.spec, progress=False
     )

@@ -21,6 +21,7 @@ from riskstream.cli import main
 from tests.conftest import TINY_MODEL_SCHEDULE
 from training.baseline import fit_baseline
 from training.checkpoint import load_checkpoint
+from training.checkpoint_meta import META_VERSION, CheckpointMeta
 from training.config import DEFAULT_PRESET, TrainConfig
 from training.data import load_corpus
 from training.ensemble import choose_blend, fit_blend
@@ -217,6 +218,54 @@ def test_stored_baseline_reproduces_the_fitted_scores() -> None:
     assert np.isfinite(list(figures["h"]["validation_pr_auc"].values())).all()
 
 
+# --- the checkpoint's record ----------------------------------------------------------------
+
+
+@pytest.mark.timeout(600)  # may train the session's tiny model
+def test_the_checkpoint_record_is_typed_versioned_and_reads_old_ones(
+    tiny_world: Path, tiny_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ckpt = load_checkpoint(tiny_model)
+    assert isinstance(ckpt.meta, CheckpointMeta)
+    assert ckpt.meta.meta_version == META_VERSION
+    assert ckpt.meta.train == TrainConfig.for_preset("tiny", **TINY_MODEL_SCHEDULE)
+    assert ckpt.meta.source.events == str(tiny_world / "events.jsonl")
+    assert ckpt.meta.split is not None
+    assert ckpt.meta.split.t_val_ms is not None
+    config = json.loads((tiny_model / "config.json").read_text())
+
+    def copy_with(record: dict[str, Any], name: str) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        for f in tiny_model.iterdir():
+            if f.is_file():
+                (folder / f.name).write_bytes(f.read_bytes())
+        (folder / "config.json").write_text(json.dumps(record))
+        return folder
+
+    # version 1: no meta_version, a split of recorded users, a setting this version dropped
+    old = {k: v for k, v in config.items() if k != "meta_version"}
+    old["split"] = {"val_user_ids": ["u1", "u2"], "t_cut_ms": 1234, "fractions": [0.7, 0.3]}
+    old["train"] = {**config["train"], "split_fractions": [0.7, 0.15, 0.15]}
+    v1 = load_checkpoint(copy_with(old, "v1")).meta
+    assert v1.meta_version == META_VERSION  # read into today's record
+    assert v1.split is not None
+    assert v1.split.val_user_ids == ("u1", "u2")
+    assert v1.train == ckpt.meta.train
+    assert v1.step == ckpt.meta.step
+    # a newer record, or a broken field, is refused naming the file
+    newer = copy_with({**config, "meta_version": META_VERSION + 1}, "newer")
+    with pytest.raises(TrainingError, match=rf"{newer}/config.json: meta_version \d+ is newer"):
+        load_checkpoint(newer)
+    broken = copy_with({**config, "step": "many"}, "broken")
+    with pytest.raises(TrainingError, match=rf"{broken}/config.json: unreadable checkpoint record"):
+        load_checkpoint(broken)
+    assert main(["export", "--model", str(newer), "--out", str(tmp_path / "b"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "is newer than this riskstream reads" in err
+
+
 # --- resume ------------------------------------------------------------------------------
 
 
@@ -328,9 +377,10 @@ def test_pretrain_then_init_with_refit(
         tiny_world / "events.jsonl", tiny_world / "labels.jsonl", spec=ckpt.spec, progress=False
     )
     split = split_time(corpus, seed=cfg.seed)
-    saved = ckpt.meta["split"]
-    assert saved["protocol"] == "out-of-time"
-    assert saved["t_val_ms"] == split.t_val_ms
+    saved = ckpt.meta.split
+    assert saved is not None
+    assert saved.protocol == "out-of-time"
+    assert saved.t_val_ms == split.t_val_ms
     # the stored (refitted) GBDT scores the check users' windows
     assert ckpt.trees is not None
     check_ex = build_examples(corpus, split.check_users, ckpt.policy, t_from_ms=split.t_val_ms)
