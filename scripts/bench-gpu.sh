@@ -6,11 +6,11 @@
 #   2. the default bundle (small, trained here on CUDA, exported with --fp16) under
 #      `riskstream bench bundle` (ORT CPU vs CUDA FP32/FP16);
 #   3. `riskstream bench pipeline` with CUDA workers, 1 and 2 processes.
-# PYTHON (default .venv/bin/python) and OUT (default benchmarks/results/gpu) may be set.
+# PYTHON (default .venv/bin/python) and OUT (default out/bench/gpu) may be set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
-OUT=${OUT:-benchmarks/results/gpu}
+OUT=${OUT:-out/bench/gpu}
 rs() { "$PY" -m riskstream "$@"; }
 
 rs bench gpu --presets tiny,small,base --out "$OUT"   # exits 1 with one line without CUDA

@@ -14,8 +14,8 @@ $rs bench train --preset tiny --users 20000 --days 2 --out docs/bench/train/20k
 # The bundle and Redis windows: on the demo's bundle (the demo runs first when it is missing).
 [ -f out/demo/bundle/manifest.json ] || $rs demo
 $rs bench bundle out/demo/bundle --quiet --out docs/bench/bundle
-.venv/bin/python benchmarks/redis_memory.py --users 20000 --out docs/bench/redis
-.venv/bin/python benchmarks/lists_lookup.py --entries 1000000 --rounds 20 --out docs/bench/lists
+$rs bench redis-memory --users 20000 --out docs/bench/redis
+$rs bench lists-lookup --entries 1000000 --rounds 20 --out docs/bench/lists
 [ "${1:-}" = "--all" ] || exit 0
 # Model vs GBDT on other worlds (docs/benchmarks.md, quality; its defaults, about an hour), then
 # the worker: the default bundle on a demo-sized world, 1 and 2 processes.
@@ -43,7 +43,7 @@ $rs bench pipeline --bundle out/b17/bundle --processes 1,2 --loads 25,50,75,100 
 RISKSTREAM_INFERENCE_THREADS=2 $rs bench pipeline --bundle out/b17/bundle --processes 2 \
     --loads 25,50,75 --window-sizes 16 --batch-sizes 1024 --out docs/bench/pipeline-threads2
 # What the broker pays per fetch and per produce request (its CPU under open load).
-.venv/bin/python benchmarks/tansu_cpu.py --out docs/bench/tansu
+$rs bench tansu-cpu --out docs/bench/tansu
 # The same 2-process run with the worker's fetch wait at 100 ms (Tansu's CPU per consumer).
 RISKSTREAM_FETCH_MAX_WAIT_MS=100 $rs bench pipeline --bundle out/b17/bundle --processes 2 \
     --loads 25,50,75 --window-sizes 16 --batch-sizes 1024 --out docs/bench/pipeline-fetch100

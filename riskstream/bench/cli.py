@@ -36,7 +36,7 @@ def parse_cmd(
     ] = None,
     limit: Annotated[int, typer.Option("--limit", min=1000, help="Messages to time.")] = 200_000,
     repeats: Annotated[int, typer.Option("--repeats", min=1)] = 3,
-    out: OutOpt = Path("benchmarks/results"),
+    out: OutOpt = Path("out/bench"),
 ) -> None:
     """Parse + validate throughput on one core."""
     check_output(out, "--out", folder=True)
@@ -48,7 +48,7 @@ def simulate_cmd(
     users: Annotated[int, typer.Option("--users", min=1)] = 20_000,
     days: Annotated[float, typer.Option("--days", min=0.01)] = 2.0,
     seed: Annotated[int, typer.Option("--seed")] = 7,
-    out: OutOpt = Path("benchmarks/results"),
+    out: OutOpt = Path("out/bench"),
 ) -> None:
     """Simulator throughput on a 20k-user world."""
     check_output(out, "--out", folder=True)
@@ -61,7 +61,7 @@ def train_cmd(
     users: Annotated[int, typer.Option("--users", min=1)] = 20_000,
     days: Annotated[float, typer.Option("--days", min=0.01)] = 2.0,
     seed: Annotated[int, typer.Option("--seed")] = 7,
-    out: OutOpt = Path("benchmarks/results"),
+    out: OutOpt = Path("out/bench"),
 ) -> None:
     """Training time per phase and samples/s for a preset on a simulated world."""
     check_output(out, "--out", folder=True)
@@ -115,7 +115,7 @@ def pipeline_cmd(
     rules: Annotated[
         Path | None, typer.Option("--rules", exists=True, dir_okay=False, help="Worker rules.")
     ] = Path("config/rules.yaml"),
-    out: Annotated[Path, typer.Option("--out")] = Path("benchmarks/results/pipeline"),
+    out: Annotated[Path, typer.Option("--out")] = Path("out/bench/pipeline"),
     processes: Annotated[
         str | None,
         typer.Option("--processes", help="Worker process counts to run (default: 1,CORES)."),
@@ -156,7 +156,7 @@ def pipeline_cmd(
 def gpu_cmd(
     presets: Annotated[str, typer.Option("--presets", help="Comma-separated.")] = "tiny,small,base",
     users: Annotated[int, typer.Option("--users", min=100, help="World for windows.")] = 3000,
-    out: OutOpt = Path("benchmarks/results"),
+    out: OutOpt = Path("out/bench"),
 ) -> None:
     """The model on CUDA per preset: provider verified, FP16 parity, windows/s at batch 256,
     1,024 and 4,096 (one line and exit 1 where there is no CUDA device)."""
@@ -310,3 +310,39 @@ def soak_cmd(
     typer.echo(f"written: {out}/soak.json, soak.md, soak.png")
     if not all(v for k, v in result["targets"].items() if k != "rss_growth_max"):
         raise typer.Exit(1)
+
+
+#: Benchmarks with their own argparse options (`riskstream bench NAME --help`): name → module.
+SCRIPTS = {
+    "redis-memory": "riskstream.bench.redis_memory",
+    "tansu-cpu": "riskstream.bench.tansu_cpu",
+    "confluent-transport": "riskstream.bench.confluent_transport",
+    "review-feedback": "riskstream.bench.review_feedback",
+    "lists-lookup": "riskstream.bench.lists_lookup",
+}
+
+
+def _script(name: str, module: str) -> None:
+    first_line = {
+        "redis-memory": "Redis bytes per user with a full window, and append_batch events/s.",
+        "tansu-cpu": "The broker's CPU per fetch and per produce request.",
+        "confluent-transport": "The transport-only worker on aiokafka vs confluent-kafka.",
+        "review-feedback": "Analysts' decisions as labels: the next model with and without.",
+        "lists-lookup": "Allow/deny lists: memory and lookup cost at 1M entries.",
+    }[name]
+
+    @bench_app.command(
+        name,
+        help=f"{first_line} Options: riskstream bench {name} --help.",
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+        add_help_option=False,
+    )
+    def run(ctx: typer.Context) -> None:
+        import importlib
+
+        code = importlib.import_module(module).main(list(ctx.args))
+        raise typer.Exit(int(code or 0))
+
+
+for _name, _module in SCRIPTS.items():
+    _script(_name, _module)

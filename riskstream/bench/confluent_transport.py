@@ -1,6 +1,6 @@
 """The transport-only ceiling on Faust's confluent-kafka driver vs its aiokafka one, on Tansu.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/confluent_transport.py --events E.jsonl [--limit N]
+    riskstream bench confluent-transport --events E.jsonl [--limit N]
 
 Starts a Tansu broker and a Valkey, fills an 8-partition topic with N events, then runs the
 benchmark's transport-only worker (`riskstream.bench.pipeline.null_worker`: the real app,
@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from riskstream.bench.pipeline import load
@@ -63,12 +64,14 @@ def _run(stack: BenchStack, data: BenchEvents, driver: str, tmp: Path, wait_s: f
         worker.stop()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="riskstream bench confluent-transport", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--events", type=Path, required=True)
     parser.add_argument("--limit", type=int, default=30_000)
     parser.add_argument("--wait-s", type=float, default=60.0)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     logging.getLogger("kafka").setLevel(logging.ERROR)
     data = BenchEvents.load(args.events, limit=args.limit)
     with tempfile.TemporaryDirectory() as tmp, BenchStack(Path(tmp)) as stack:

@@ -1,6 +1,6 @@
 """Cost of the allow / deny lists (`stream.lists`): load time, memory and lookup per batch.
 
-    .venv/bin/python benchmarks/lists_lookup.py --entries 1000000 [--batch 1024] [--out DIR]
+    riskstream bench lists-lookup --entries 1000000 [--batch 1024] [--out DIR]
 
 Writes a lists file of `--entries` entries (users, devices and payment methods 30 % each, IP
 prefixes 10 % over /16, /24 and /32; half deny, half allow; reasons drawn from 1,000), parses it
@@ -75,7 +75,9 @@ def _events(kept: dict[str, list[str]], batch: int, rng: random.Random) -> list[
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(
+        prog="riskstream bench lists-lookup", description=__doc__.splitlines()[0]
+    )
     ap.add_argument("--entries", type=int, default=1_000_000)
     ap.add_argument("--batch", type=int, default=1024)
     ap.add_argument("--rounds", type=int, default=50)

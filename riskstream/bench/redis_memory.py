@@ -1,6 +1,6 @@
 """Redis cost of the stream's windows: memory per active user, and `append_batch` events/s.
 
-    .venv/bin/python benchmarks/redis_memory.py --users 20000 [--redis-url URL] [--out DIR]
+    riskstream bench redis-memory --users 20000 [--redis-url URL] [--out DIR]
 
 Fills a full N=64 window for every user through `RedisWindowStore.append_batch`, measures the
 server's `used_memory` growth per user and MEMORY USAGE of one window key, then appends new
@@ -96,7 +96,10 @@ def cleanup(client: redis.Redis, prefix: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="riskstream bench redis-memory",
+        description=__doc__.splitlines()[0] if __doc__ else None,
+    )
     parser.add_argument("--users", type=int, default=20_000)
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL") or DEFAULT_URL)
     parser.add_argument("--max-events", type=int, default=64, help="N of the window")
@@ -149,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "when": datetime.now(UTC).isoformat(timespec="seconds"),
             "machine": machine_info(),
             "command": " ".join(
-                ["benchmarks/redis_memory.py", *(sys.argv[1:] if argv is None else argv)]
+                ["riskstream bench redis-memory", *(sys.argv[1:] if argv is None else argv)]
             ),
             "figures": dict(rows),
         }

@@ -12,10 +12,10 @@ on a fresh world against the same model trained without them.
 5. Score B with both; count the normal users each alerts (at its own threshold, and at M0's),
    the attack episodes caught, PR-AUC.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/review_feedback.py --users 1500 --seeds 0 1
+    riskstream bench review-feedback --users 1500 --seeds 0 1
 
 Takes several minutes per seed on 2 cores (two trainings); the results table is printed and
-written to benchmarks/results/review_feedback.json.
+written to out/bench/review_feedback/ (or --out).
 """
 
 from __future__ import annotations
@@ -23,14 +23,15 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import orjson
 
 from events import LABELS, Decision
-from events.contract import AlertType, Verdict
+from events.contract import Verdict
 from riskstream.review.labels import feedback_lines
 from training.config import TrainConfig
 from training.data import load_corpus
@@ -75,7 +76,7 @@ def simulated_decisions(model: Path, world: Path) -> list[Decision]:
                     f"sim-{head}-{user.user_id}",
                     f"{head}-{ui}",
                     (f"a-{rows[0]}",),
-                    (cast(AlertType, head),),
+                    (head,),
                     user.user_id,
                     verdict,
                     start,
@@ -165,12 +166,14 @@ def run(seed: int, users: int, root: Path) -> dict[str, Any]:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="riskstream bench review-feedback", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--users", type=int, default=1500)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/review_feedback"))
-    args = parser.parse_args()
+    parser.add_argument("--out", type=Path, default=Path("out/bench/review_feedback"))
+    args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     results = [run(seed, args.users, args.out) for seed in args.seeds]
     (args.out.parent / "review_feedback.json").write_text(json.dumps(results, indent=2))

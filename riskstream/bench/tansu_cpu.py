@@ -1,6 +1,6 @@
 """The broker's CPU on the benchmark host: Tansu's cost per fetch and per produce request.
 
-    .venv/bin/python benchmarks/tansu_cpu.py [--out docs/bench/tansu]
+    riskstream bench tansu-cpu [--out docs/bench/tansu]
 
 `riskstream bench pipeline` shows Tansu at 0.04-0.07 cores while a worker drains a backlog and
 0.5-0.9 cores under open-loop load on the same 2 cores. This separates what it pays for: one
@@ -15,7 +15,7 @@ import argparse
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,10 +75,12 @@ def _producer(bootstrap: str, topic: str, rate: int, linger_ms: int, proc: Any) 
     return _cores(proc, offer)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/tansu"))
-    args = parser.parse_args()
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="riskstream bench tansu-cpu", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--out", type=Path, default=Path("out/bench/tansu"))
+    args = parser.parse_args(argv)
     rows: list[dict[str, Any]] = []
     with TansuBroker(port=0) as broker:
         if broker.pid is None:

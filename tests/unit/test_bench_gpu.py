@@ -1,4 +1,4 @@
-"""`benchmarks/gpu.sh` and `riskstream bench gpu` where there is no GPU: one line, exit 1.
+"""`scripts/bench-gpu.sh` and `riskstream bench gpu` where there is no GPU: one line, exit 1.
 
 On a machine with a CUDA device these checks do not apply (the script would run for real)."""
 
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.skipif(cuda_present(), reason="a CUDA device is here")
 
 def test_the_script_stops_at_once_with_one_line() -> None:
     env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu.sh")], env=env,
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "bench-gpu.sh")], env=env,
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
     assert proc.returncode == 1

@@ -50,7 +50,7 @@ class PipelineOptions:
 
     bundle: Path
     events: Path | None = None  # default: simulate `users` × `days`
-    out: Path = Path("benchmarks/results/pipeline")
+    out: Path = Path("out/bench/pipeline")
     batch: int = 1024  # the worker's default batch_max
     partitions: int = 8
     loads_pct: tuple[int, ...] = (25, 50, 75, 100, 125)
@@ -65,7 +65,7 @@ class PipelineOptions:
     users: int = 20_000
     days: float = 1.0
     processes: tuple[int, ...] = (1,)  # the CLI passes 1 and the host's cores
-    device: str = "cpu"  # the workers' and the model ceiling's (cuda: benchmarks/gpu.sh)
+    device: str = "cpu"  # the workers' and the model ceiling's (cuda: scripts/bench-gpu.sh)
     profile: bool = False  # py-spy on every worker process: each drain and load level
 
 
