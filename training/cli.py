@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -27,15 +27,21 @@ from training.simulator import (
 
 __all__ = [
     "DaysOpt",
+    "Format",
     "SeedOpt",
     "UsersOpt",
+    "ingest",
     "pretrain",
+    "render_ingest",
     "render_metrics",
     "render_summary",
     "simulate",
     "thin_labels",
     "train",
 ]
+
+if TYPE_CHECKING:
+    from training.ingest import IngestReport
 
 _out = Console()
 _err = Console(stderr=True, highlight=False)
@@ -106,6 +112,13 @@ def _config(
     )
 
 
+class Format(StrEnum):
+    """How `simulate` writes the world."""
+
+    jsonl = "jsonl"
+    parquet = "parquet"
+
+
 UsersOpt = Annotated[
     int, typer.Option("--users", min=1, help="Number of accounts (attackers included).")
 ]
@@ -142,14 +155,134 @@ def simulate(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
     attacks: AttacksOpt = "all",
     only_attack: OnlyOpt = None,
+    format_: Annotated[
+        Format,
+        typer.Option(
+            "--format",
+            help="jsonl: events.jsonl, labels.jsonl, feedback.jsonl; parquet: the dataset "
+            "`riskstream ingest` writes (events/ partitioned by day and user bucket, labels and "
+            "feedback beside).",
+        ),
+    ] = Format.jsonl,
 ) -> None:
-    """Simulate a labelled e-commerce world: events.jsonl, labels.jsonl, feedback.jsonl."""
+    """Simulate a labelled e-commerce world: events.jsonl, labels.jsonl, feedback.jsonl (or,
+    with --format parquet, a columnar dataset)."""
     check_output(out, "--out", folder=True)
     config = _config(users, days, seed, attack_share, no_attack or [], attacks, only_attack)
-    summary = simulate_world(config, out, progress=not quiet)
+    if format_ is Format.parquet:
+        summary = _simulate_dataset(config, out, not quiet)
+    else:
+        summary = simulate_world(config, out, progress=not quiet)
     render_summary(summary, out)
     for warning in thin_labels(summary):
         _err.print(f"warning: {warning}", markup=False, soft_wrap=True)
+
+
+def _simulate_dataset(config: WorldConfig, out: Path, progress: bool) -> WorldSummary:
+    """The world's JSON lines, written to a scratch folder and ingested into `out`."""
+    import tempfile
+
+    from training.ingest import ingest as run_ingest
+
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".simulate-", dir=out) as tmp:
+        where = Path(tmp)
+        summary = simulate_world(config, where, progress=progress)
+        run_ingest(
+            where / "events.jsonl",
+            out,
+            labels=where / "labels.jsonl",
+            feedback=where / "feedback.jsonl",
+            progress=progress,
+            allow=[where.name],
+        )
+    return summary
+
+
+def render_ingest(report: IngestReport) -> None:
+    """What `ingest` wrote, and what it refused, as tables."""
+    table = Table(title=f"Ingested → {report.out}", show_header=False)
+    table.add_column("what", overflow="fold")
+    table.add_column("value", justify="right", overflow="fold")
+    rows = [
+        ("lines read", f"{report.lines:,}"),
+        ("events written", f"{report.events:,}"),
+        ("repeated event ids dropped", f"{report.duplicates:,}"),
+        ("rows refused", f"{report.refused:,}"),
+        (
+            "partitions (days × buckets)",
+            f"{report.partitions:,} ({report.days} × {report.buckets})",
+        ),
+        ("size", f"{report.bytes / 1e6:,.1f} MB"),
+        (
+            "wall time",
+            f"{report.wall_s:.1f} s ({report.lines / max(report.wall_s, 1e-9):,.0f} lines/s)",
+        ),
+    ]
+    for what, value in rows:
+        table.add_row(what, value)
+    _out.print(table)
+    if report.refused:
+        refused = Table(title=f"Refused rows (all in {report.out / 'refused.jsonl'})")
+        for col in ("file", "row", "field", "error"):
+            refused.add_column(col, overflow="fold")
+        for row in report.first_refused:
+            refused.add_row(row["file"], str(row["row"]), row["field"], row["error"])
+        if report.refused > len(report.first_refused):
+            refused.add_row("…", "", "", f"{report.refused - len(report.first_refused):,} more")
+        _out.print(refused)
+        by_field = Table(title="Refused rows by field")
+        by_field.add_column("field", overflow="fold")
+        by_field.add_column("rows", justify="right", overflow="fold")
+        for name, n in sorted(report.refused_by_field.items()):
+            by_field.add_row(name, f"{n:,}")
+        _out.print(by_field)
+
+
+def ingest(
+    events: Annotated[
+        Path,
+        typer.Argument(exists=True, dir_okay=False, help="Events, JSON lines (the contract)."),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Dataset folder to write (or replace).")],
+    labels: Annotated[
+        Path | None,
+        typer.Option("--labels", exists=True, dir_okay=False, help="Label episodes, JSON lines."),
+    ] = None,
+    feedback: Annotated[
+        Path | None,
+        typer.Option(
+            "--feedback", exists=True, dir_okay=False, help="Delayed feedback, JSON lines."
+        ),
+    ] = None,
+    buckets: Annotated[
+        int, typer.Option("--buckets", min=1, max=4096, help="User-hash buckets per day.")
+    ] = 16,
+    jobs: Annotated[
+        int,
+        typer.Option("--jobs", min=0, help="Parsing processes (0: one per core)."),
+    ] = 1,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+) -> None:
+    """Write events (JSON lines) as a Parquet dataset: partitioned by day, bucketed by user,
+    labels and feedback copied beside. Refused rows are counted and listed with their file,
+    row and field (refused.jsonl); the same input gives a byte-identical dataset.
+    `train`, `pretrain`, `evaluate` and `export --events` read the folder like a file."""
+    import os
+
+    from training.ingest import ingest as run_ingest
+
+    check_output(out, "--out", folder=True)
+    report = run_ingest(
+        events,
+        out,
+        labels=labels,
+        feedback=feedback,
+        buckets=buckets,
+        jobs=jobs or os.cpu_count() or 1,
+        progress=not quiet,
+    )
+    render_ingest(report)
 
 
 def thin_labels(summary: WorldSummary, enough: int = 5) -> list[str]:
@@ -291,7 +424,10 @@ def train(
     events: Annotated[
         Path,
         typer.Option(
-            "--events", exists=True, dir_okay=False, help="Events, JSON lines (the contract)."
+            "--events",
+            exists=True,
+            help="Events: JSON lines (the contract), or a dataset folder (`riskstream ingest`; "
+            "its labels and feedback are used unless given).",
         ),
     ],
     out: Annotated[Path, typer.Option("--out", help="Checkpoint folder to write.")],
@@ -359,10 +495,12 @@ def train(
     (--force: a warning instead).
     Settings: the preset's, then --config, then each --set, then the options above.
     """
+    from training.data import beside
     from training.exceptions import TrainingError
     from training.train import train as run_train
 
     check_output(out, "--out", folder=True)
+    labels, feedback = beside(events, labels, feedback)
     if labels is None and feedback is None:
         raise TrainingError("--labels or --feedback: at least one is needed to fine-tune")
     base = _saved_config(out) if resume else None
@@ -410,7 +548,9 @@ def pretrain(
     events: Annotated[
         Path,
         typer.Option(
-            "--events", exists=True, dir_okay=False, help="Events, JSON lines; no labels needed."
+            "--events",
+            exists=True,
+            help="Events, JSON lines or a dataset folder (`riskstream ingest`); no labels needed.",
         ),
     ],
     out: Annotated[Path, typer.Option("--out", help="Folder to write (train --init reads it).")],
