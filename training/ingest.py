@@ -20,9 +20,9 @@ import json
 import os
 import shutil
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -179,8 +179,15 @@ def _parsed(path: Path, jobs: int, now_ms: int, chunk_bytes: int) -> Iterator[_C
         yield from map(_parse_job, tasks)
         return
     with ProcessPoolExecutor(max_workers=jobs) as pool:
-        # map keeps order; results come back as they are ready, a few chunks ahead.
-        yield from pool.map(_parse_job, tasks)
+        # In file order, at most 2 × jobs chunks in flight: parsed tables never pile up
+        # while the spills are written.
+        pending: deque[Future[_Chunk]] = deque()
+        for task in tasks:
+            pending.append(pool.submit(_parse_job, task))
+            if len(pending) >= 2 * jobs:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def _check_labels(path: Path) -> None:

@@ -233,6 +233,28 @@ class ParquetSource:
         stats = self.parse_stats()
         users: list[UserHistory] = []
         buckets = self.files_by_bucket()
+        # Arrow's default pool (mimalloc) keeps the pages a bucket freed: measured on 195k
+        # events, 400 B/event still resident after the read against 125 with the system's.
+        previous = pa.default_memory_pool()
+        pa.set_memory_pool(pa.system_memory_pool())
+        try:
+            self._read_buckets(buckets, fitted, fast, session_gap_s, now_ms, stats, users, progress)
+        finally:
+            pa.set_memory_pool(previous)
+        users.sort(key=lambda u: u.user_id)
+        return SourceRead(users, fitted, stats, int(self.manifest["duplicates"]))
+
+    def _read_buckets(
+        self,
+        buckets: list[list[Path]],
+        fitted: EncodingSpec,
+        fast: bool,
+        session_gap_s: int,
+        now_ms: int,
+        stats: ParseStats,
+        users: list[UserHistory],
+        progress: bool,
+    ) -> None:
         with Progress(
             f"read {self.path.name}", int(self.manifest["events"]), unit="ev",
             enabled=progress, transient=True, unit_scale=True, summary=progress,
@@ -245,8 +267,7 @@ class ParquetSource:
                 bar.update(table.num_rows)
                 table = self._drop_future(table, now_ms, stats)
                 users.extend(self._bucket_users(table, fitted, fast, session_gap_s))
-        users.sort(key=lambda u: u.user_id)
-        return SourceRead(users, fitted, stats, int(self.manifest["duplicates"]))
+                del table
 
     def _drop_future(self, table: pa.Table, now_ms: int, stats: ParseStats) -> pa.Table:
         """Rows stamped over 24 h after `now_ms` are refused, as `parse_event` refuses them."""

@@ -310,3 +310,28 @@ def soak_cmd(
     typer.echo(f"written: {out}/soak.json, soak.md, soak.png")
     if not all(v for k, v in result["targets"].items() if k != "rss_growth_max"):
         raise typer.Exit(1)
+
+
+@bench_app.command("train-scale")
+def train_scale_cmd(
+    users: Annotated[
+        str, typer.Option("--users", help="World sizes in users, comma-separated.")
+    ] = "1000,2000,4000",
+    days: Annotated[float, typer.Option("--days", min=0.01)] = 2.0,
+    seed: Annotated[int, typer.Option("--seed")] = 7,
+    jobs: Annotated[
+        str, typer.Option("--jobs", help="Ingest parsing processes to time, comma-separated.")
+    ] = "1,2",
+    work: Annotated[
+        Path, typer.Option("--work", help="Folder for the worlds and datasets (kept, reused).")
+    ] = Path("benchmarks/work/train-scale"),
+    out: OutOpt = Path("benchmarks/results"),
+) -> None:
+    """Reading the corpus as it grows: JSON lines vs the Parquet dataset (wall, events/s,
+    peak RSS, bytes per event, growth fit), and `ingest` with 1..N processes."""
+    from riskstream.bench.train_scale import bench_train_scale
+
+    check_output(out, "--out", folder=True)
+    check_output(work, "--work", folder=True)
+    sizes, procs = _ints(users, "--users"), _ints(jobs, "--jobs")
+    _show(bench_train_scale(sizes, days, seed, work, procs), out)
