@@ -487,6 +487,15 @@ def train(
         ),
     ] = False,
     quiet: QuietOpt = False,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            "--nproc",
+            min=1,
+            help="Processes, data-parallel (torch.distributed: gloo on CPU, NCCL on GPUs), "
+            "started by torchrun; rank 0 writes OUT.",
+        ),
+    ] = 1,
 ) -> None:
     """Pretrain on unlabeled windows, fine-tune both heads, report on the test split.
 
@@ -503,6 +512,25 @@ def train(
     labels, feedback = beside(events, labels, feedback)
     if labels is None and feedback is None:
         raise TrainingError("--labels or --feedback: at least one is needed to fine-tune")
+    if nproc > 1:
+        _torchrun(
+            nproc,
+            {
+                "--events": events, "--out": out, "--labels": labels, "--feedback": feedback,
+                "--preset": preset.value if preset is not None else None, "--init": init,
+                "--seed": seed, "--target-precision": target_precision,
+                "--target-fpr": target_fpr, "--device": device.value if device else None,
+                "--config": config,
+            },
+            [*(["--resume"] if resume else []), *(["--force"] if force else []),
+             *(["--quiet"] if quiet else [])],
+            set_ or [],
+        )  # fmt: skip
+        report_path = out / "report.json"
+        import json
+
+        render_metrics(json.loads(report_path.read_text()), f"Test split → {out}/report.md")
+        return
     base = _saved_config(out) if resume else None
     cfg = _train_config(
         preset,
@@ -525,7 +553,32 @@ def train(
         resume=resume,
         force=force,
     )
-    render_metrics(report, f"Test split → {out}/report.md")
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:  # a rank of --nproc: the launcher shows it
+        render_metrics(report, f"Test split → {out}/report.md")
+
+
+def _torchrun(nproc: int, options: dict[str, Any], flags: list[str], sets: list[str]) -> None:
+    """`python -m training train ...` in `nproc` processes on this host, by torchrun; a rank
+    that fails (or is killed) stops the others, and this raises."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
+    from training.exceptions import TrainingError
+
+    args = [f"{k}={v}" for k, v in options.items() if v is not None]
+    args += [f"--set={s}" for s in sets] + flags
+    launch = get_args_parser().parse_args(
+        ["--standalone", f"--nproc-per-node={nproc}", "--module", "training", "train", *args]
+    )
+    try:
+        run(launch)  # type: ignore[no-untyped-call]
+    except ChildFailedError as exc:
+        failures = "; ".join(
+            f"rank {r}: exit code {f.exitcode}" for r, f in sorted(exc.failures.items())
+        )
+        raise TrainingError(f"--nproc {nproc}: the distributed run failed ({failures})") from None
 
 
 def _saved_config(out: Path) -> dict[str, Any]:
