@@ -324,7 +324,7 @@ def train_scale_cmd(
     ] = "1,2",
     work: Annotated[
         Path, typer.Option("--work", help="Folder for the worlds and datasets (kept, reused).")
-    ] = Path("benchmarks/work/train-scale"),
+    ] = Path("out/train-scale"),
     out: OutOpt = Path("benchmarks/results"),
 ) -> None:
     """Reading the corpus as it grows: JSON lines vs the Parquet dataset (wall, events/s,
