@@ -118,9 +118,9 @@ def bench_train_scale(
                     "events": report.events,
                     "wall s": wall,
                     "events/s": report.lines / wall,
-                    "peak RSS MiB": float("nan"),
-                    "B/event": float("nan"),
-                    "held B/event": float("nan"),
+                    "peak RSS MiB": "–",
+                    "B/event": "–",
+                    "held B/event": "–",
                     "input MB": size / 1e6,
                 }
             )
