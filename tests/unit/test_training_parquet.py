@@ -12,9 +12,10 @@ import numpy as np
 import orjson
 import pytest
 
-from events import EncodingSpec
+from events import EncodingSpec, WindowPolicy, windows_to_inputs
 from riskstream.cli import main
 from training.data import Corpus, load_corpus
+from training.examples import batch_windows, build_examples
 from training.exceptions import DataError
 from training.ingest import ingest
 from training.simulator import WorldConfig, simulate_world
@@ -78,6 +79,17 @@ def test_dataset_reads_back_as_the_jsonl_corpus(world: Path, dataset: Path) -> N
     assert from_jsonl.episodes
     assert from_jsonl.users
     assert_same_corpus(from_jsonl, from_parquet)
+    # ...and so the same examples: windows, labels, weights (and, for the model, inputs).
+    policy = WindowPolicy(max_events=16, max_age_s=1800)
+    users = np.arange(len(from_jsonl.users), dtype=np.int32)
+    a = build_examples(from_jsonl, users, policy, neg_keep=0.3, seed=1)
+    b = build_examples(from_parquet, users, policy, neg_keep=0.3, seed=1)
+    for name in ("user_index", "start", "end", "y", "episode", "weight", "ts_ms"):
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+    idx = np.arange(0, len(a), 97)
+    ia = windows_to_inputs(batch_windows(from_jsonl, a, idx), from_jsonl.spec)
+    ib = windows_to_inputs(batch_windows(from_parquet, b, idx), from_parquet.spec)
+    assert np.array_equal(ia.features, ib.features)
     manifest = json.loads((dataset / "dataset.json").read_text())
     assert len({p["day"] for p in manifest["partitions"]}) >= 2
     assert {p["bucket"] for p in manifest["partitions"]} == set(range(7))
