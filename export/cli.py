@@ -73,8 +73,7 @@ def export(
         typer.Option(
             "--events",
             exists=True,
-            dir_okay=False,
-            help="Verify on these events (default: "
+            help="Verify on these events, JSON lines or an ingested dataset folder (default: "
             "the checkpoint's training data, its validation users).",
         ),
     ] = None,
@@ -144,7 +143,15 @@ def evaluate(
             help="Checkpoint folder from train, or a bundle folder from export.",
         ),
     ],
-    events: Annotated[Path, typer.Option("--events", exists=True, dir_okay=False)],
+    events: Annotated[
+        Path,
+        typer.Option(
+            "--events",
+            exists=True,
+            help="Events: JSON lines, or a dataset folder (`riskstream ingest`; its labels and "
+            "feedback are used unless given).",
+        ),
+    ],
     out: Annotated[Path, typer.Option("--out", dir_okay=False, help="report.json to write.")],
     labels: Annotated[Path | None, typer.Option("--labels", exists=True, dir_okay=False)] = None,
     feedback: Annotated[
@@ -155,10 +162,12 @@ def evaluate(
     """Score every event of a data set and report against its labels."""
     from export.score import bundle_scorer
     from training.cli import render_metrics
+    from training.data import beside
     from training.evaluate import evaluate_model
     from training.exceptions import TrainingError
 
     check_output(out, "--out")
+    labels, feedback = beside(events, labels, feedback)
     if labels is None and feedback is None:
         raise TrainingError("--labels or --feedback: at least one is needed to evaluate")
     scorer = bundle_scorer(model) if (model / "manifest.json").is_file() else None

@@ -26,7 +26,7 @@ from stream.cli import flags_env, load_settings
 from stream.cli import worker as stream_worker
 from stream.preflight import preflight
 from stream.settings import ENV_PREFIX
-from training.cli import pretrain, simulate, train
+from training.cli import ingest, pretrain, simulate, train
 
 __all__ = ["app", "dev_stack_defaults", "main"]
 
@@ -131,6 +131,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("simulate")(simulate)
+app.command("ingest")(ingest)
 app.command("pretrain")(pretrain)
 app.command("train")(train)
 app.command("evaluate")(evaluate)

@@ -11,6 +11,9 @@ $rs bench simulate --users 20000 --days 2 --out docs/bench/simulate
 $rs bench train --preset tiny --users 2000 --days 1 --out docs/bench/train
 $rs bench train --preset small --users 20000 --days 2 --out docs/bench/train
 $rs bench train --preset tiny --users 20000 --days 2 --out docs/bench/train/20k
+# Reading the corpus, JSON lines vs the Parquet dataset, as it grows (worlds kept out of git).
+$rs bench train-scale --users 1000,2000,4000,8000 --jobs 1,2 --work out/train-scale \
+    --out docs/bench/train-scale
 # The bundle and Redis windows: on the demo's bundle (the demo runs first when it is missing).
 [ -f out/demo/bundle/manifest.json ] || $rs demo
 $rs bench bundle out/demo/bundle --quiet --out docs/bench/bundle

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -27,15 +27,21 @@ from training.simulator import (
 
 __all__ = [
     "DaysOpt",
+    "Format",
     "SeedOpt",
     "UsersOpt",
+    "ingest",
     "pretrain",
+    "render_ingest",
     "render_metrics",
     "render_summary",
     "simulate",
     "thin_labels",
     "train",
 ]
+
+if TYPE_CHECKING:
+    from training.ingest import IngestReport
 
 _out = Console()
 _err = Console(stderr=True, highlight=False)
@@ -106,6 +112,13 @@ def _config(
     )
 
 
+class Format(StrEnum):
+    """How `simulate` writes the world."""
+
+    jsonl = "jsonl"
+    parquet = "parquet"
+
+
 UsersOpt = Annotated[
     int, typer.Option("--users", min=1, help="Number of accounts (attackers included).")
 ]
@@ -142,14 +155,134 @@ def simulate(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
     attacks: AttacksOpt = "all",
     only_attack: OnlyOpt = None,
+    format_: Annotated[
+        Format,
+        typer.Option(
+            "--format",
+            help="jsonl: events.jsonl, labels.jsonl, feedback.jsonl; parquet: the dataset "
+            "`riskstream ingest` writes (events/ partitioned by day and user bucket, labels and "
+            "feedback beside).",
+        ),
+    ] = Format.jsonl,
 ) -> None:
-    """Simulate a labelled e-commerce world: events.jsonl, labels.jsonl, feedback.jsonl."""
+    """Simulate a labelled e-commerce world: events.jsonl, labels.jsonl, feedback.jsonl (or,
+    with --format parquet, a columnar dataset)."""
     check_output(out, "--out", folder=True)
     config = _config(users, days, seed, attack_share, no_attack or [], attacks, only_attack)
-    summary = simulate_world(config, out, progress=not quiet)
+    if format_ is Format.parquet:
+        summary = _simulate_dataset(config, out, not quiet)
+    else:
+        summary = simulate_world(config, out, progress=not quiet)
     render_summary(summary, out)
     for warning in thin_labels(summary):
         _err.print(f"warning: {warning}", markup=False, soft_wrap=True)
+
+
+def _simulate_dataset(config: WorldConfig, out: Path, progress: bool) -> WorldSummary:
+    """The world's JSON lines, written to a scratch folder and ingested into `out`."""
+    import tempfile
+
+    from training.ingest import ingest as run_ingest
+
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".simulate-", dir=out) as tmp:
+        where = Path(tmp)
+        summary = simulate_world(config, where, progress=progress)
+        run_ingest(
+            where / "events.jsonl",
+            out,
+            labels=where / "labels.jsonl",
+            feedback=where / "feedback.jsonl",
+            progress=progress,
+            allow=[where.name],
+        )
+    return summary
+
+
+def render_ingest(report: IngestReport) -> None:
+    """What `ingest` wrote, and what it refused, as tables."""
+    table = Table(title=f"Ingested → {report.out}", show_header=False)
+    table.add_column("what", overflow="fold")
+    table.add_column("value", justify="right", overflow="fold")
+    rows = [
+        ("lines read", f"{report.lines:,}"),
+        ("events written", f"{report.events:,}"),
+        ("repeated event ids dropped", f"{report.duplicates:,}"),
+        ("rows refused", f"{report.refused:,}"),
+        (
+            "partitions (days × buckets)",
+            f"{report.partitions:,} ({report.days} × {report.buckets})",
+        ),
+        ("size", f"{report.bytes / 1e6:,.1f} MB"),
+        (
+            "wall time",
+            f"{report.wall_s:.1f} s ({report.lines / max(report.wall_s, 1e-9):,.0f} lines/s)",
+        ),
+    ]
+    for what, value in rows:
+        table.add_row(what, value)
+    _out.print(table)
+    if report.refused:
+        refused = Table(title=f"Refused rows (all in {report.out / 'refused.jsonl'})")
+        for col in ("file", "row", "field", "error"):
+            refused.add_column(col, overflow="fold")
+        for row in report.first_refused:
+            refused.add_row(row["file"], str(row["row"]), row["field"], row["error"])
+        if report.refused > len(report.first_refused):
+            refused.add_row("…", "", "", f"{report.refused - len(report.first_refused):,} more")
+        _out.print(refused)
+        by_field = Table(title="Refused rows by field")
+        by_field.add_column("field", overflow="fold")
+        by_field.add_column("rows", justify="right", overflow="fold")
+        for name, n in sorted(report.refused_by_field.items()):
+            by_field.add_row(name, f"{n:,}")
+        _out.print(by_field)
+
+
+def ingest(
+    events: Annotated[
+        Path,
+        typer.Argument(exists=True, dir_okay=False, help="Events, JSON lines (the contract)."),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Dataset folder to write (or replace).")],
+    labels: Annotated[
+        Path | None,
+        typer.Option("--labels", exists=True, dir_okay=False, help="Label episodes, JSON lines."),
+    ] = None,
+    feedback: Annotated[
+        Path | None,
+        typer.Option(
+            "--feedback", exists=True, dir_okay=False, help="Delayed feedback, JSON lines."
+        ),
+    ] = None,
+    buckets: Annotated[
+        int, typer.Option("--buckets", min=1, max=4096, help="User-hash buckets per day.")
+    ] = 16,
+    jobs: Annotated[
+        int,
+        typer.Option("--jobs", min=0, help="Parsing processes (0: one per core)."),
+    ] = 1,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+) -> None:
+    """Write events (JSON lines) as a Parquet dataset: partitioned by day, bucketed by user,
+    labels and feedback copied beside. Refused rows are counted and listed with their file,
+    row and field (refused.jsonl); the same input gives a byte-identical dataset.
+    `train`, `pretrain`, `evaluate` and `export --events` read the folder like a file."""
+    import os
+
+    from training.ingest import ingest as run_ingest
+
+    check_output(out, "--out", folder=True)
+    report = run_ingest(
+        events,
+        out,
+        labels=labels,
+        feedback=feedback,
+        buckets=buckets,
+        jobs=jobs or os.cpu_count() or 1,
+        progress=not quiet,
+    )
+    render_ingest(report)
 
 
 def thin_labels(summary: WorldSummary, enough: int = 5) -> list[str]:
@@ -291,7 +424,10 @@ def train(
     events: Annotated[
         Path,
         typer.Option(
-            "--events", exists=True, dir_okay=False, help="Events, JSON lines (the contract)."
+            "--events",
+            exists=True,
+            help="Events: JSON lines (the contract), or a dataset folder (`riskstream ingest`; "
+            "its labels and feedback are used unless given).",
         ),
     ],
     out: Annotated[Path, typer.Option("--out", help="Checkpoint folder to write.")],
@@ -351,6 +487,15 @@ def train(
         ),
     ] = False,
     quiet: QuietOpt = False,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            "--nproc",
+            min=1,
+            help="Processes, data-parallel (torch.distributed: gloo on CPU, NCCL on GPUs), "
+            "started by torchrun; rank 0 writes OUT.",
+        ),
+    ] = 1,
 ) -> None:
     """Pretrain on unlabeled windows, fine-tune both heads, report on the test split.
 
@@ -359,12 +504,33 @@ def train(
     (--force: a warning instead).
     Settings: the preset's, then --config, then each --set, then the options above.
     """
+    from training.data import beside
     from training.exceptions import TrainingError
     from training.train import train as run_train
 
     check_output(out, "--out", folder=True)
+    labels, feedback = beside(events, labels, feedback)
     if labels is None and feedback is None:
         raise TrainingError("--labels or --feedback: at least one is needed to fine-tune")
+    if nproc > 1:
+        _torchrun(
+            nproc,
+            {
+                "--events": events, "--out": out, "--labels": labels, "--feedback": feedback,
+                "--preset": preset.value if preset is not None else None, "--init": init,
+                "--seed": seed, "--target-precision": target_precision,
+                "--target-fpr": target_fpr, "--device": device.value if device else None,
+                "--config": config,
+            },
+            [*(["--resume"] if resume else []), *(["--force"] if force else []),
+             *(["--quiet"] if quiet else [])],
+            set_ or [],
+        )  # fmt: skip
+        report_path = out / "report.json"
+        import json
+
+        render_metrics(json.loads(report_path.read_text()), f"Test split → {out}/report.md")
+        return
     base = _saved_config(out) if resume else None
     cfg = _train_config(
         preset,
@@ -387,7 +553,32 @@ def train(
         resume=resume,
         force=force,
     )
-    render_metrics(report, f"Test split → {out}/report.md")
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:  # a rank of --nproc: the launcher shows it
+        render_metrics(report, f"Test split → {out}/report.md")
+
+
+def _torchrun(nproc: int, options: dict[str, Any], flags: list[str], sets: list[str]) -> None:
+    """`python -m training train ...` in `nproc` processes on this host, by torchrun; a rank
+    that fails (or is killed) stops the others, and this raises."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
+    from training.exceptions import TrainingError
+
+    args = [f"{k}={v}" for k, v in options.items() if v is not None]
+    args += [f"--set={s}" for s in sets] + flags
+    launch = get_args_parser().parse_args(
+        ["--standalone", f"--nproc-per-node={nproc}", "--module", "training", "train", *args]
+    )
+    try:
+        run(launch)  # type: ignore[no-untyped-call]
+    except ChildFailedError as exc:
+        failures = "; ".join(
+            f"rank {r}: exit code {f.exitcode}" for r, f in sorted(exc.failures.items())
+        )
+        raise TrainingError(f"--nproc {nproc}: the distributed run failed ({failures})") from None
 
 
 def _saved_config(out: Path) -> dict[str, Any]:
@@ -410,7 +601,9 @@ def pretrain(
     events: Annotated[
         Path,
         typer.Option(
-            "--events", exists=True, dir_okay=False, help="Events, JSON lines; no labels needed."
+            "--events",
+            exists=True,
+            help="Events, JSON lines or a dataset folder (`riskstream ingest`); no labels needed.",
         ),
     ],
     out: Annotated[Path, typer.Option("--out", help="Folder to write (train --init reads it).")],

@@ -20,6 +20,7 @@ from events.features import windows_to_inputs
 from training.collator import MaskedEventCollator
 from training.config import TrainConfig
 from training.data import Corpus
+from training.distributed import shard, sync_gradients
 from training.examples import ExampleSet, batch_windows, length_buckets
 from training.exceptions import TrainingError
 from training.model import EventBert
@@ -153,15 +154,18 @@ class _Trainer:
     stats: PhaseStats
     rt: Runtime
 
-    def step(self, loss: torch.Tensor, samples: int) -> None:
-        """One optimiser step with gradient clipping, and its bookkeeping."""
+    def step(self, loss: torch.Tensor, samples: int, *, average: bool = False) -> None:
+        """One optimiser step with gradient clipping, and its bookkeeping. Across ranks the
+        gradients are summed first (`average`: averaged) — training/distributed.py."""
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is None:
             loss.backward()  # type: ignore[no-untyped-call]
+            sync_gradients(self.model, average)
             nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
             self.optimizer.step()
         else:
             self.scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
+            sync_gradients(self.model, average)
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
             self.scaler.step(self.optimizer)
@@ -198,6 +202,13 @@ class _Trainer:
             self.scaler.load_state_dict(snap.tensors["scaler"])
         restore_rng(snap.tensors)
         self.stats = PhaseStats(**snap.info["stats"])
+
+
+def _nothing(model: nn.Module) -> torch.Tensor:
+    """A zero loss wired to every parameter: a rank whose share of a batch is empty still
+    takes part in the gradient sum."""
+    params = list(model.parameters())
+    return sum((p.sum() * 0.0 for p in params), torch.zeros((), device=params[0].device))
 
 
 def _start(
@@ -243,10 +254,14 @@ def pretrain(
         bar.update(sum(len(b) for b in epochs[:first]))
         for e in range(first, len(epochs)):
             for idx in epochs[e]:
-                batch = collator(*_tensors(corpus, examples, idx)).to(rt.device)
-                with rt.autocast():
-                    loss = model.mlm_loss(batch)
-                trainer.step(loss, len(idx))
+                mine = shard(idx)  # this rank's part of the global batch (all of it alone)
+                if len(mine):
+                    batch = collator(*_tensors(corpus, examples, mine)).to(rt.device)
+                    with rt.autocast():
+                        loss = model.mlm_loss(batch)
+                else:
+                    loss = _nothing(model)
+                trainer.step(loss, len(idx), average=True)
                 bar.update(samples=len(idx), loss=trainer.stats.losses[-1])
             trainer.stats.wall_s = time.perf_counter() - began
             done = e + 1 == len(epochs)
@@ -300,14 +315,21 @@ def finetune(
             )
             epoch_began, seen = time.perf_counter(), 0
             for idx in batches:
-                features, mask = (
-                    t.to(rt.device, non_blocking=True) for t in _tensors(corpus, train, idx)
-                )
-                t_idx = torch.from_numpy(idx).to(rt.device)
-                with rt.autocast():
-                    per_example = loss_fn(model.logits(features, mask), y[t_idx]).sum(dim=1)
-                w = weight[t_idx]
-                loss = (per_example * w).sum() / w.sum()
+                # The global batch's weight divides every rank's part: summed across ranks,
+                # the gradients are the single-process ones.
+                total_w = weight[torch.from_numpy(idx).to(rt.device)].sum()
+                mine = shard(idx)
+                if len(mine):
+                    features, mask = (
+                        t.to(rt.device, non_blocking=True) for t in _tensors(corpus, train, mine)
+                    )
+                    t_idx = torch.from_numpy(mine).to(rt.device)
+                    with rt.autocast():
+                        per_example = loss_fn(model.logits(features, mask), y[t_idx]).sum(dim=1)
+                    w = weight[t_idx]
+                    loss = (per_example * w).sum() / total_w
+                else:
+                    loss = _nothing(model)
                 trainer.step(loss, len(idx))
                 seen += len(idx)
                 bar.update(samples=len(idx), loss=trainer.stats.losses[-1], epoch=epoch + 1)

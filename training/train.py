@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
+import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -38,6 +39,7 @@ from training.checkpoint import (
 from training.checkpoint_meta import CheckpointMeta, EnsembleRecord, SourceRecord, SplitRecord
 from training.config import TrainConfig
 from training.data import Corpus, load_corpus
+from training.distributed import init_from_env, is_main
 from training.ensemble import choose_blend, fit_blend
 from training.evaluate import aggregates, eval_input, finish_report
 from training.examples import ExampleSet, Split, build_examples, split_time
@@ -442,7 +444,31 @@ def train(
     BERT. `resume`: continue the interrupted run in `out/resume/` (training/resume.py).
     A head without positives to fit on or to choose a threshold on is refused before any
     training (`TrainingError`); `force` goes on with a warning instead.
+
+    Under torchrun (WORLD_SIZE > 1) every rank runs this with its shard of each batch
+    (training/distributed.py); rank 0 writes `out`, the others a scratch folder.
     """
+    if not init_from_env(resolve_device(cfg.device)):
+        return _train(events, labels, out, cfg, feedback, init, progress, resume, force)
+    if resume:
+        raise TrainingError("--resume: not supported with --nproc > 1 yet; resume on one process")
+    if is_main():
+        return _train(events, labels, out, cfg, feedback, init, progress, False, force)
+    with tempfile.TemporaryDirectory(prefix="riskstream-rank-") as scratch:
+        return _train(events, labels, Path(scratch), cfg, feedback, init, False, False, force)
+
+
+def _train(
+    events: Path,
+    labels: Path | None,
+    out: Path,
+    cfg: TrainConfig,
+    feedback: Path | None,
+    init: Path | None,
+    progress: bool,
+    resume: bool,
+    force: bool,
+) -> dict[str, Any]:
     began = time.perf_counter()
     device = resolve_device(cfg.device)  # a missing GPU is refused before the data load
     _seed_everything(cfg.seed)

@@ -312,6 +312,31 @@ def soak_cmd(
         raise typer.Exit(1)
 
 
+@bench_app.command("train-scale")
+def train_scale_cmd(
+    users: Annotated[
+        str, typer.Option("--users", help="World sizes in users, comma-separated.")
+    ] = "1000,2000,4000",
+    days: Annotated[float, typer.Option("--days", min=0.01)] = 2.0,
+    seed: Annotated[int, typer.Option("--seed")] = 7,
+    jobs: Annotated[
+        str, typer.Option("--jobs", help="Ingest parsing processes to time, comma-separated.")
+    ] = "1,2",
+    work: Annotated[
+        Path, typer.Option("--work", help="Folder for the worlds and datasets (kept, reused).")
+    ] = Path("out/train-scale"),
+    out: OutOpt = Path("out/bench"),
+) -> None:
+    """Reading the corpus as it grows: JSON lines vs the Parquet dataset (wall, events/s,
+    peak RSS, bytes per event, growth fit), and `ingest` with 1..N processes."""
+    from riskstream.bench.train_scale import bench_train_scale
+
+    check_output(out, "--out", folder=True)
+    check_output(work, "--work", folder=True)
+    sizes, procs = _ints(users, "--users"), _ints(jobs, "--jobs")
+    _show(bench_train_scale(sizes, days, seed, work, procs), out)
+
+
 #: Benchmarks with their own argparse options (`riskstream bench NAME --help`): name → module.
 SCRIPTS = {
     "redis-memory": "riskstream.bench.redis_memory",
