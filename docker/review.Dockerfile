@@ -12,6 +12,7 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY events ./events
+COPY simulator ./simulator
 COPY training ./training
 COPY export ./export
 COPY stream ./stream

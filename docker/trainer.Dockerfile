@@ -17,6 +17,7 @@ RUN pip install --upgrade pip \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY events ./events
+COPY simulator ./simulator
 COPY training ./training
 COPY export ./export
 COPY stream ./stream

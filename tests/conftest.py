@@ -184,7 +184,7 @@ TINY_MODEL_SCHEDULE = {"pretrain_windows": 3000, "finetune_epochs": 2}
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A simulated world (1,200 users, 1 day, 12% of them in attacks)."""
-    from training.simulator import WorldConfig, simulate_world
+    from simulator import WorldConfig, simulate_world
 
     root = tmp_path_factory.mktemp("tiny_world")
     simulate_world(

@@ -5,8 +5,8 @@ Importing this package needs no torch: only the simulator and the errors are exp
 
 from __future__ import annotations
 
+from simulator import ATTACK_KINDS, WorldConfig, WorldSummary, simulate_world
 from training.exceptions import SimulationError, TrainingError
-from training.simulator import ATTACK_KINDS, WorldConfig, WorldSummary, simulate_world
 
 __all__ = [
     "ATTACK_KINDS",

@@ -15,8 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from events.outputs import check_output
-from training.exceptions import SimulationError
-from training.simulator import (
+from simulator import (
     ATTACK_KINDS,
     ATTACK_PRESETS,
     KIND_LABEL,
@@ -24,6 +23,7 @@ from training.simulator import (
     WorldSummary,
     simulate_world,
 )
+from simulator.exceptions import SimulationError
 
 __all__ = [
     "DaysOpt",
@@ -290,7 +290,7 @@ def thin_labels(summary: WorldSummary, enough: int = 5) -> list[str]:
     judged on it (about 2,000 users × 1 day at the default attack share gives every label
     some; 20,000 × 2 days gives a split with tens of test episodes per label).
 
-    >>> from training.simulator import WorldSummary
+    >>> from simulator import WorldSummary
     >>> s = WorldSummary(10, 10, 10, 0, 0, {"card_testing": 7, "scraper": 0}, {}, 1, 0, 0.0, 0, 0.1)
     >>> thin_labels(s)
     ['abnormal_click: 0 episodes in 10 users; train and evaluate need more (try --users 2000)']

@@ -30,9 +30,9 @@ _BUDGET_S: Final = 2.0  # timed seconds per engine and batch size (after one war
 
 
 def _windows(bundle: Bundle, users: int = 1500) -> list[Records]:
+    from simulator import WorldConfig, simulate_world
     from training.data import load_corpus
     from training.examples import batch_windows, build_examples
-    from training.simulator import WorldConfig, simulate_world
 
     with tempfile.TemporaryDirectory() as tmp:
         world = Path(tmp)

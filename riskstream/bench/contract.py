@@ -11,7 +11,7 @@ from tqdm import tqdm
 from events import EncodingSpec, encode_event, parse_event
 from events.terminal import bars_wanted
 from riskstream.bench.core import BenchResult, pin_to_one_core
-from training.simulator import WorldConfig, simulate_world
+from simulator import WorldConfig, simulate_world
 
 __all__ = ["bench_parse"]
 

@@ -55,7 +55,7 @@ def check_cuda(graph: Path) -> str:
 
 def _windows(spec: EncodingSpec, policy: WindowPolicy, users: int) -> list[Records]:
     from events import parse_event
-    from training.simulator import WorldConfig, simulate_world
+    from simulator import WorldConfig, simulate_world
 
     with tempfile.TemporaryDirectory() as tmp:
         simulate_world(WorldConfig(users=users, days=1.0, seed=11), Path(tmp), progress=False)

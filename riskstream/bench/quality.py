@@ -27,8 +27,8 @@ import numpy as np
 
 from events import LABELS
 from riskstream.bench.core import BenchResult
+from simulator import ATTACK_KINDS, HARD_KINDS, WorldConfig, simulate_world
 from training.config import DEFAULT_PRESET
-from training.simulator import ATTACK_KINDS, HARD_KINDS, WorldConfig, simulate_world
 
 __all__ = ["QualityPlan", "bench_quality", "summarise"]
 

@@ -33,12 +33,12 @@ import orjson
 from events import LABELS, Decision
 from events.contract import Verdict
 from riskstream.review.labels import feedback_lines
+from simulator import WorldConfig, simulate_world
 from training.config import TrainConfig
 from training.data import load_corpus
 from training.evaluate import checkpoint_scorer, eval_input
 from training.examples import build_examples
 from training.metrics import head_metrics, normal_user_mask
-from training.simulator import WorldConfig, simulate_world
 from training.train import train
 
 ANALYST_DELAY_MS = 15 * 60_000

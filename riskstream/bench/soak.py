@@ -374,7 +374,7 @@ class _Committed:
 def _world(opts: SoakOptions, workdir: Path, needed: int) -> tuple[list[bytes], list[bytes],
                                                                    list[str]]:  # fmt: skip
     """A simulated world of at least `needed` events (more users until it has them)."""
-    from training.simulator import WorldConfig, simulate_world
+    from simulator import WorldConfig, simulate_world
 
     users = max(200, needed // 60)
     for attempt in range(4):

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from riskstream.bench.core import BenchResult
-from training.simulator import WorldConfig, simulate_world
+from simulator import WorldConfig, simulate_world
 
 __all__ = ["bench_train_scale", "fit_growth"]
 

@@ -6,7 +6,7 @@ import tempfile
 from pathlib import Path
 
 from riskstream.bench.core import BenchResult
-from training.simulator import WorldConfig, simulate_world
+from simulator import WorldConfig, simulate_world
 
 __all__ = ["bench_simulate"]
 

@@ -140,7 +140,7 @@ def run_demo(
 ) -> DemoResult:
     """Run every step; returns the scorecard (also printed), leaves files in `out`."""
     from riskstream.dev import dev_down, dev_up
-    from training.simulator import CLASSIC_KINDS, WorldConfig, simulate_world
+    from simulator import CLASSIC_KINDS, WorldConfig, simulate_world
 
     world, model, bundle = out / "world", out / "model", out / "bundle"
     (out / RUN_FILE).unlink(missing_ok=True)  # a run cut short leaves no claim to be whole

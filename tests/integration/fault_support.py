@@ -73,7 +73,7 @@ class World:
 
 def make_world(root: Path, *, users: int, seed: int, limit: int) -> World:
     """`simulate_world` (1 day, 12 % attackers), cut to its first `limit` events."""
-    from training.simulator import WorldConfig, simulate_world
+    from simulator import WorldConfig, simulate_world
 
     simulate_world(
         WorldConfig(users=users, days=1.0, seed=seed, attack_share=0.12), root, progress=False

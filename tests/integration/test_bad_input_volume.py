@@ -71,7 +71,7 @@ class Run:
 
 
 def _good_stream(root: Path) -> list[list[tuple[str, bytes]]]:
-    from training.simulator import WorldConfig, simulate_world
+    from simulator import WorldConfig, simulate_world
 
     simulate_world(
         WorldConfig(users=300, days=1.0, seed=SEED, attack_share=0.12), root, progress=False

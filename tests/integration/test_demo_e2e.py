@@ -12,7 +12,7 @@ import pytest
 from events import load_schema
 from riskstream.demo import run_demo
 from riskstream.dev import dev_status
-from training.simulator import CLASSIC_KINDS
+from simulator import CLASSIC_KINDS
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 

@@ -187,7 +187,7 @@ def test_alerts_follow_the_schema_and_explain_themselves(
 def test_normal_only_stream_stays_within_the_alert_budget(
     tiny_bundle: Path, redis_client: redis.Redis, key_prefix: str, tmp_path: Path
 ) -> None:
-    from training.simulator import WorldConfig, simulate_world
+    from simulator import WorldConfig, simulate_world
 
     simulate_world(WorldConfig(users=150, days=0.5, seed=21, attack_share=0.0), tmp_path,
                    progress=False)  # fmt: skip

@@ -10,8 +10,8 @@ import pytest
 
 from events import EncodingSpec, encode_event, parse_event
 from events.window import InMemoryWindowStore, WindowPolicy, select_window
+from simulator import WorldConfig, simulate_world
 from stream.rules import RuleSet, load_rules
-from training.simulator import WorldConfig, simulate_world
 
 RULES = Path(__file__).resolve().parents[2] / "config" / "rules.yaml"
 SPEC = EncodingSpec()

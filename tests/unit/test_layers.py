@@ -1,11 +1,12 @@
 """Imports point down the layers, and no two modules of one package import each other, directly
 or round a loop. TYPE_CHECKING and function-level imports count: a cycle in types is still a cycle.
 
-The layers, lowest first: events < training < export < stream < the product (`riskstream`: the
-CLI's product commands, review, tools, the dev stack's state file) < the workshop (`riskstream.
-localstack`, `.dev`, `.demo`, `.bench`: the embedded local stack, the dev stack, the demo, the
-benchmarks) < the entry (`riskstream.command`, `riskstream.__main__`: the installed command, where
-the product's commands and the workshop's meet). The product never imports the workshop.
+The layers, lowest first: events < simulator < training < export < stream < the product
+(`riskstream`: the CLI's product commands, review, tools, the dev stack's state file) < the
+workshop (`riskstream.localstack`, `.dev`, `.demo`, `.bench`: the embedded local stack, the dev
+stack, the demo, the benchmarks) < the entry (`riskstream.command`, `riskstream.__main__`: the
+installed command, where the product's commands and the workshop's meet). The product never
+imports the workshop.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("events", "training", "export", "stream", "riskstream")
-LAYERS = ("events", "training", "export", "stream", "product", "workshop", "entry")
+PACKAGES = ("events", "simulator", "training", "export", "stream", "riskstream")
+LAYERS = ("events", "simulator", "training", "export", "stream", "product", "workshop", "entry")
 RANK = {name: i for i, name in enumerate(LAYERS)}
 #: Sub-packages of `riskstream` that are the workshop, not the product.
 WORKSHOP = ("localstack", "dev", "demo", "bench")

@@ -20,9 +20,9 @@ import orjson
 import pytest
 
 from events.contract import EVENT_TYPES, OPTIONAL_FIELDS, REQUIRED_FIELDS
+from events.exceptions import RiskstreamError
 from events.parse import parse_event, parse_label
-from training.exceptions import SimulationError, TrainingError
-from training.simulator import (
+from simulator import (
     ATTACK_KINDS,
     ATTACK_PRESETS,
     EVENTS_FILE,
@@ -34,11 +34,12 @@ from training.simulator import (
     WorldSummary,
     simulate_world,
 )
-from training.simulator import core as sim_core
-from training.simulator import simulate as sim_module
-from training.simulator.tables import CATEGORIES
-from training.simulator.world import VICTIM_KINDS
-from training.simulator.writer import EventSink
+from simulator import core as sim_core
+from simulator import simulate as sim_module
+from simulator.exceptions import SimulationError
+from simulator.tables import CATEGORIES
+from simulator.world import VICTIM_KINDS
+from simulator.writer import EventSink
 
 DAY_MS = 86_400_000
 # Enough attackers in a small world for every kind to get at least one group.
@@ -354,7 +355,7 @@ def test_bad_arguments_are_refused_by_name(kwargs: dict[str, Any], argument: str
     config: dict[str, Any] = {"users": 10, "days": 1.0, "seed": 1, **kwargs}
     with pytest.raises(SimulationError, match=argument) as caught:
         WorldConfig(**config)
-    assert isinstance(caught.value, TrainingError)
+    assert isinstance(caught.value, RiskstreamError)  # the CLI's one-line errors
 
 
 def test_output_path_that_is_a_file_is_refused(tmp_path: Path) -> None:
@@ -365,7 +366,7 @@ def test_output_path_that_is_a_file_is_refused(tmp_path: Path) -> None:
 
 
 def test_simulator_imports_without_torch() -> None:
-    code = "import sys; sys.modules['torch'] = None; import training, training.simulator"
+    code = "import sys; sys.modules['torch'] = None; import training, simulator"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
     # The simulator itself is pure Python: stdlib, orjson and tqdm (no numpy either).
     package = Path(sim_core.__file__).parent

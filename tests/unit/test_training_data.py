@@ -23,6 +23,7 @@ from events import (
     windows_to_inputs,
 )
 from events.encoding import event_id_hash, records_eid
+from simulator import WorldConfig, simulate_world
 from training.data import Corpus, load_corpus
 from training.examples import (
     batch_windows,
@@ -31,7 +32,6 @@ from training.examples import (
     split_time,
 )
 from training.exceptions import DataError, TrainingError
-from training.simulator import WorldConfig, simulate_world
 
 T0 = 1_793_577_600_000  # 2026-11-02T00:00:00Z
 S = 1000

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from training.simulator import WorldConfig, simulate_world
+from simulator import WorldConfig, simulate_world
 
 #: `train --nproc 2` vs one process, same global batch, tiny schedule: each head's test PR-AUC
 #: within this. Fine-tuning's gradients are the same sums (test below, to 1e-6); what differs

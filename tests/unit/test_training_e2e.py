@@ -13,6 +13,7 @@ from transformers import BertConfig, BertModel
 
 from events import CHANNELS, LABELS
 from riskstream.cli import main
+from simulator import WorldConfig, simulate_world
 from tests.conftest import TINY_MODEL_SCHEDULE
 from training.checkpoint import load_checkpoint
 from training.config import TrainConfig
@@ -21,7 +22,6 @@ from training.evaluate import evaluate_model
 from training.examples import build_examples
 from training.loops import score
 from training.model import EventBert, ModelConfig, copy_init_weights
-from training.simulator import WorldConfig, simulate_world
 from training.train import train
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]

@@ -14,11 +14,11 @@ import pytest
 
 from events import EncodingSpec, WindowPolicy, windows_to_inputs
 from riskstream.cli import main
+from simulator import WorldConfig, simulate_world
 from training.data import Corpus, load_corpus
 from training.examples import batch_windows, build_examples
 from training.exceptions import DataError
 from training.ingest import ingest
-from training.simulator import WorldConfig, simulate_world
 
 T0 = 1_793_577_600_000  # 2026-11-02T00:00:00Z
 

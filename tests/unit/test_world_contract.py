@@ -23,7 +23,7 @@ from events import (
     windows_to_inputs,
 )
 from events.window import records_ts_ms
-from training.simulator import WorldConfig, simulate_world
+from simulator import WorldConfig, simulate_world
 
 
 @pytest.fixture(scope="module")

@@ -72,7 +72,7 @@ class PipelineOptions:
 def _events(opts: PipelineOptions, workdir: Path) -> Path:
     if opts.events is not None:
         return opts.events
-    from training.simulator import WorldConfig, simulate_world
+    from simulator import WorldConfig, simulate_world
 
     world = workdir / "world"
     # 12 % attackers (as the CI world): enough alerts per load level for latency quantiles.

@@ -13,22 +13,22 @@ from typing import Final
 from tqdm import tqdm
 
 from events.terminal import bars_wanted
-from training.exceptions import SimulationError
-from training.simulator.abnormal import click_bot, click_farm, scraper
-from training.simulator.config import ATTACK_KINDS, WorldConfig, WorldSummary
-from training.simulator.core import Actor, Stats, rng_for
-from training.simulator.fraud import account_takeover, card_testing, checkout_bot, promo_abuse
-from training.simulator.hard import (
+from simulator.abnormal import click_bot, click_farm, scraper
+from simulator.config import ATTACK_KINDS, WorldConfig, WorldSummary
+from simulator.core import Actor, Stats, rng_for
+from simulator.exceptions import SimulationError
+from simulator.fraud import account_takeover, card_testing, checkout_bot, promo_abuse
+from simulator.hard import (
     click_injection,
     session_takeover,
     slow_card_testing,
     slow_promo_abuse,
     stealth_scraper,
 )
-from training.simulator.kit import actor_for
-from training.simulator.normal import run_normal_user
-from training.simulator.world import VICTIM_KINDS, Plan, Profile, World, build_world
-from training.simulator.writer import EventSink, write_feedback, write_labels
+from simulator.kit import actor_for
+from simulator.normal import run_normal_user
+from simulator.world import VICTIM_KINDS, Plan, Profile, World, build_world
+from simulator.writer import EventSink, write_feedback, write_labels
 
 __all__ = ["EVENTS_FILE", "FEEDBACK_FILE", "LABELS_FILE", "simulate_world"]
 

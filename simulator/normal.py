@@ -10,10 +10,10 @@ import random
 from bisect import bisect
 from typing import Final
 
-from training.simulator.core import Actor, Stats, poisson
-from training.simulator.personas import PERSONAS, Persona
-from training.simulator.tables import CATEGORIES, PUBLIC_COUPONS, REFERRERS, REVIEW_TEXTS
-from training.simulator.world import (
+from simulator.core import Actor, Stats, poisson
+from simulator.personas import PERSONAS, Persona
+from simulator.tables import CATEGORIES, PUBLIC_COUPONS, REFERRERS, REVIEW_TEXTS
+from simulator.world import (
     ITEMS_PER_CATEGORY,
     Catalog,
     Profile,

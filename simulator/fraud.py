@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 import random
 
-from training.simulator.core import Actor, Stats
-from training.simulator.kit import (
+from simulator.core import Actor, Stats
+from simulator.kit import (
     actor_for,
     attack_ip,
     close_episode,
@@ -25,9 +25,9 @@ from training.simulator.kit import (
     session_ctx,
     start_time,
 )
-from training.simulator.normal import run_normal_user
-from training.simulator.tables import CATEGORIES, PUBLIC_COUPONS, REFERRERS
-from training.simulator.world import Catalog, Plan, Profile, World, new_card
+from simulator.normal import run_normal_user
+from simulator.tables import CATEGORIES, PUBLIC_COUPONS, REFERRERS
+from simulator.world import Catalog, Plan, Profile, World, new_card
 
 __all__ = ["account_takeover", "card_testing", "checkout_bot", "promo_abuse"]
 

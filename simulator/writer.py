@@ -17,7 +17,7 @@ import orjson
 from tqdm import tqdm
 
 from events.terminal import bars_wanted
-from training.simulator.core import DAY_MS, KEY_CHARS, Episode, rng_for, utc_text
+from simulator.core import DAY_MS, KEY_CHARS, Episode, rng_for, utc_text
 
 __all__ = ["EventSink", "write_feedback", "write_labels"]
 

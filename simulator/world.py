@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from itertools import accumulate
 from typing import Final
 
-from training.simulator.config import ATTACK_KINDS, WorldConfig
-from training.simulator.core import DAY_MS, Actor, derive_seed, rng_for
-from training.simulator.personas import PERSONA_CUM
-from training.simulator.tables import (
+from simulator.config import ATTACK_KINDS, WorldConfig
+from simulator.core import DAY_MS, Actor, derive_seed, rng_for
+from simulator.personas import PERSONA_CUM
+from simulator.tables import (
     CATEGORIES,
     COUNTRIES,
     HOSTING_OCTETS,

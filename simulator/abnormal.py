@@ -9,8 +9,8 @@ from __future__ import annotations
 import math
 import random
 
-from training.simulator.core import Stats
-from training.simulator.kit import (
+from simulator.core import Stats
+from simulator.kit import (
     actor_for,
     attack_ip,
     bot_gap,
@@ -21,14 +21,14 @@ from training.simulator.kit import (
     session_ctx,
     start_time,
 )
-from training.simulator.tables import (
+from simulator.tables import (
     BOT_USER_AGENTS,
     CATEGORIES,
     COUNTRIES,
     HOSTING_OCTETS,
     USER_AGENTS,
 )
-from training.simulator.world import ITEMS_PER_CATEGORY, Catalog, Plan, World, random_ip
+from simulator.world import ITEMS_PER_CATEGORY, Catalog, Plan, World, random_ip
 
 __all__ = ["click_bot", "click_farm", "scraper"]
 

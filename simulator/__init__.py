@@ -2,14 +2,14 @@
 hard ones that hide in customer-like aggregates), written as event, label and delayed-feedback
 JSON lines. Pure Python (stdlib, orjson, tqdm): no numpy, no torch.
 
->>> from training.simulator import ATTACK_KINDS, HARD_KINDS
+>>> from simulator import ATTACK_KINDS, HARD_KINDS
 >>> len(ATTACK_KINDS), len(HARD_KINDS)
 (12, 5)
 """
 
 from __future__ import annotations
 
-from training.simulator.config import (
+from simulator.config import (
     ATTACK_KINDS,
     ATTACK_PRESETS,
     CLASSIC_KINDS,
@@ -20,7 +20,7 @@ from training.simulator.config import (
     WorldConfig,
     WorldSummary,
 )
-from training.simulator.simulate import EVENTS_FILE, FEEDBACK_FILE, LABELS_FILE, simulate_world
+from simulator.simulate import EVENTS_FILE, FEEDBACK_FILE, LABELS_FILE, simulate_world
 
 __all__ = [
     "ATTACK_KINDS",

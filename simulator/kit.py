@@ -5,10 +5,10 @@ from __future__ import annotations
 import random
 from typing import Final
 
-from training.simulator.config import KIND_LABEL
-from training.simulator.core import Actor, Episode, Stats
-from training.simulator.tables import COUNTRIES, USER_AGENTS, Country
-from training.simulator.world import ITEMS_PER_CATEGORY, Profile, World, hosting_ip, random_ip
+from simulator.config import KIND_LABEL
+from simulator.core import Actor, Episode, Stats
+from simulator.tables import COUNTRIES, USER_AGENTS, Country
+from simulator.world import ITEMS_PER_CATEGORY, Profile, World, hosting_ip, random_ip
 
 __all__ = [
     "actor_for",

@@ -27,8 +27,8 @@ from typing import Final
 
 import orjson
 
-from training.simulator.core import KEY_CHARS, Actor, Stats
-from training.simulator.kit import (
+from simulator.core import KEY_CHARS, Actor, Stats
+from simulator.kit import (
     actor_for,
     attack_ip,
     close_episode,
@@ -39,10 +39,10 @@ from training.simulator.kit import (
     session_ctx,
     start_time,
 )
-from training.simulator.normal import run_normal_user
-from training.simulator.personas import PERSONAS
-from training.simulator.tables import CATEGORIES, PUBLIC_COUPONS, REFERRERS
-from training.simulator.world import ITEMS_PER_CATEGORY, Catalog, Plan, Profile, World, new_card
+from simulator.normal import run_normal_user
+from simulator.personas import PERSONAS
+from simulator.tables import CATEGORIES, PUBLIC_COUPONS, REFERRERS
+from simulator.world import ITEMS_PER_CATEGORY, Catalog, Plan, Profile, World, new_card
 
 __all__ = [
     "click_injection",

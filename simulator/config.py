@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Final
 
-from training.exceptions import SimulationError
+from simulator.exceptions import SimulationError
 
 __all__ = [
     "ATTACK_KINDS",
