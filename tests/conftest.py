@@ -24,6 +24,8 @@ All of them are lazy: a test that asks for none of them starts nothing.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -177,8 +179,33 @@ def database_url(postgres_url: str, request: pytest.FixtureRequest) -> Iterator[
 # imported inside the fixtures only: test modules of the torch-free side stay torch-free.
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
 #: `tiny_model`'s schedule: the tiny preset, shortened (half the pretraining windows, 2 epochs).
 TINY_MODEL_SCHEDULE = {"pretrain_windows": 3000, "finetune_epochs": 2}
+
+
+def _built_once(
+    name: str, packages: tuple[str, ...], tmp: pytest.TempPathFactory, build: Callable[[Path], None]
+) -> Path:
+    """`build(folder)` into a fresh temporary folder; with `RISKSTREAM_TEST_CACHE=DIR` (the
+    development loop on a busy machine, never CI), into DIR/<name>-<hash of `packages`'
+    sources>, reused while that code is unchanged. Tests never write into these folders."""
+    cache = os.environ.get("RISKSTREAM_TEST_CACHE")
+    if not cache:
+        out = tmp.mktemp(name)
+        build(out)
+        return out
+    digest = hashlib.sha256(repr(TINY_MODEL_SCHEDULE).encode())
+    for pkg in packages:
+        for f in sorted((ROOT / pkg).rglob("*.py")):
+            digest.update(f.read_bytes())
+    out = Path(cache).resolve() / f"{name}-{digest.hexdigest()[:16]}"
+    if not out.is_dir():
+        part = out.with_name(f"{out.name}.{uuid.uuid4().hex[:8]}.part")
+        build(part)
+        part.rename(out)
+    return out
 
 
 @pytest.fixture(scope="session")
@@ -186,11 +213,11 @@ def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A simulated world (1,200 users, 1 day, 12% of them in attacks)."""
     from simulator import WorldConfig, simulate_world
 
-    root = tmp_path_factory.mktemp("tiny_world")
-    simulate_world(
-        WorldConfig(users=1200, days=1.0, seed=5, attack_share=0.12), root, progress=False
-    )
-    return root
+    def build(root: Path) -> None:
+        config = WorldConfig(users=1200, days=1.0, seed=5, attack_share=0.12)
+        simulate_world(config, root, progress=False)
+
+    return _built_once("tiny_world", ("events", "simulator"), tmp_path_factory, build)
 
 
 @pytest.fixture(scope="session")
@@ -199,10 +226,12 @@ def tiny_model(tiny_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     from training.config import TrainConfig
     from training.train import train
 
-    out = tmp_path_factory.mktemp("tiny_model")
-    cfg = TrainConfig.for_preset("tiny", **TINY_MODEL_SCHEDULE)
-    train(tiny_world / "events.jsonl", tiny_world / "labels.jsonl", out, cfg, progress=False)
-    return out
+    def build(out: Path) -> None:
+        cfg = TrainConfig.for_preset("tiny", **TINY_MODEL_SCHEDULE)
+        train(tiny_world / "events.jsonl", tiny_world / "labels.jsonl", out, cfg, progress=False)
+
+    pkgs = ("events", "simulator", "training")
+    return _built_once("tiny_model", pkgs, tmp_path_factory, build)
 
 
 @pytest.fixture(scope="session")
@@ -210,6 +239,9 @@ def tiny_bundle(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     """`tiny_model` exported with its INT8 and FP16 graphs (verified on 1,000 windows)."""
     from export.build import ExportOptions, export
 
-    out = tmp_path_factory.mktemp("bundles") / "tiny"
-    export(tiny_model, out, ExportOptions(int8=True, fp16=True, windows=1000, progress=False))
-    return out
+    def build(out: Path) -> None:
+        opts = ExportOptions(int8=True, fp16=True, windows=1000, progress=False)
+        export(tiny_model, out / "tiny", opts)
+
+    pkgs = ("events", "simulator", "training", "export")
+    return _built_once("bundles", pkgs, tmp_path_factory, build) / "tiny"
