@@ -100,6 +100,12 @@ def serve(
             "--block-at", help="Alert severities that block, comma-separated (others: review)."
         ),
     ] = "critical",
+    deny_list: Annotated[
+        str,
+        typer.Option(
+            "--deny-list", help="What a deny-list hit decides: block, or review (docs/lists.md)."
+        ),
+    ] = "block",
     rate_limit: Annotated[
         float,
         typer.Option("--rate-limit", min=0, help="Calls per second per API key (0: no limit)."),
@@ -122,6 +128,8 @@ def serve(
 
     if on_redis_down not in DECISIONS:
         raise DecideError(f"--on-redis-down: must be one of {', '.join(DECISIONS)}")
+    if deny_list not in ("block", "review"):
+        raise DecideError(f"--deny-list: must be block or review, got {deny_list!r}")
     settings = load_decide_settings({
         "bundle": bundle, "rules": rules, "redis_url_file": redis_url_file,
         "redis_prefix": redis_prefix, "inference_threads": threads,
@@ -130,6 +138,7 @@ def serve(
         policy = DecidePolicy(
             block_at=tuple(s.strip() for s in block_at.split(",") if s.strip()),  # type: ignore[misc]
             on_redis_down=on_redis_down,  # type: ignore[arg-type]
+            block_deny_list=deny_list == "block",
             timeout_s=timeout_ms / 1000,
             occlusion_top=occlusion_top,
             reload_poll_s=settings.reload_poll_s,

@@ -8,10 +8,12 @@ by the bundle the worker serves (`stream.model_slot.ModelSlot`, verified hot rel
 bundle's thresholds and severity calibration and the rules file. Nothing here re-implements the
 window, the scoring or the rules: the decision is the alert the worker would raise, read as
 
-- **block**: a model or rule alert whose severity is in `block_at` (default: `critical`);
+- **block**: a model or rule alert whose severity is in `block_at` (default: `critical`), or a
+  deny-list hit (`block_deny_list`, default on: docs/lists.md);
 - **review**: any other alert (score at or over the head's threshold on a window long enough
   for the bundle's calibration, or a rule that fires);
-- **allow**: no alert.
+- **allow**: no alert (an allow-listed user's model and rule alerts are suppressed, as in the
+  worker).
 
 Cooldowns do not apply (an API must answer every call; the worker's cooldown keys are neither
 read nor written) and nothing is published: the worker raises the alert itself when the event
@@ -58,6 +60,7 @@ class DecidePolicy:
     """How alerts become decisions, and what to answer when Redis is down."""
 
     block_at: tuple[Severity, ...] = ("critical",)
+    block_deny_list: bool = True  # a deny-list hit blocks (else: review, as its severity says)
     on_redis_down: DecisionKind = "review"
     timeout_s: float = 0.1  # Redis socket timeout, and the whole call's deadline
     occlusion_top: int = 3
@@ -182,7 +185,9 @@ class Decider:
         scores = {k: v for k, v in out.scores[0][1].items() if k in serving.bundle.thresholds}
         alerts = [a for _, a in out.alerts]
         sources = [source for _, source in out.alert_sources]
-        block = any(a["severity"] in self.policy.block_at for a in alerts)
+        block = any(a["severity"] in self.policy.block_at for a in alerts) or (
+            self.policy.block_deny_list and "deny_list" in sources
+        )
         decision: DecisionKind = "block" if block else "review" if alerts else "allow"
         reasons: list[dict[str, Any]] = []
         rules_hit: list[str] = []

@@ -76,10 +76,12 @@ def _serving(app: Any) -> Iterator[str]:
         thread.join(10)
 
 
-def _decider(bundle: Path, redis_url: str, prefix: str, **policy: Any) -> Decider:
+def _decider(
+    bundle: Path, redis_url: str, prefix: str, rules: Path | None = None, **policy: Any
+) -> Decider:
     settings = WorkerSettings(
         bundle=bundle, redis_url=redis_url, redis_prefix=prefix, device="cpu", variant="fp32",
-        inference_threads=1,
+        inference_threads=1, rules=rules,
     )  # type: ignore[arg-type]  # fmt: skip
     return Decider(settings, DecidePolicy(**policy), clock=lambda: NOW_MS / 1000)
 
@@ -156,6 +158,42 @@ def test_decide_equals_the_stream_and_never_counts_twice(
             assert stream.serving.store.get(user) == window
     assert "allow" in decisions, decisions
     assert decisions - {"allow"}, decisions  # review or block seen too
+
+
+def test_a_deny_list_hit_blocks_and_an_allow_listed_user_is_allowed(
+    tiny_bundle: Path, redis_url: str, key_prefix: str, user_lines: dict[str, list[bytes]],
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """The lists of the worker's rules file (docs/lists.md) decide at checkout too."""
+    users = list(user_lines)
+    attackers, others = users[:6], users[6:]
+
+    def last_decision(decider: Decider, user: str) -> dict[str, Any]:
+        got: dict[str, Any] = {}
+        for line in user_lines[user]:
+            got = decider.decide(line, parse_event(line, now_ms=NOW_MS), NOW_MS)
+        return got
+
+    plain = _decider(tiny_bundle, redis_url, key_prefix + "plain:")
+    alerted = [u for u in attackers if last_decision(plain, u)["heads"]]
+    assert alerted, "no attacker alerts on its last event: nothing to allow-list"
+    denied, allowed = others[0], alerted[0]
+    (tmp_path / "lists.txt").write_text(
+        f"deny user {denied} never test deny\nallow user {allowed} never test allow\n"
+    )
+    (tmp_path / "rules.yaml").write_text("rules: []\nlists: [lists.txt]\n")
+    rules = tmp_path / "rules.yaml"
+    decider = _decider(tiny_bundle, redis_url, key_prefix + "lists:", rules=rules)
+    got = last_decision(decider, denied)
+    assert got["decision"] == "block"
+    assert any(h["source"] == "deny_list" for h in got["heads"])
+    assert any(r["code"] == "deny_list" for r in got["reasons"])
+    assert last_decision(decider, allowed)["decision"] == "allow"
+    # with block_deny_list off, the deny hit is a review (its severity is not in block_at)
+    soft = _decider(
+        tiny_bundle, redis_url, key_prefix + "soft:", rules=rules, block_deny_list=False
+    )
+    assert last_decision(soft, denied)["decision"] == "review"
 
 
 def test_bad_input_is_422_naming_the_field_and_big_bodies_413(
