@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import uuid
+from pathlib import Path
 from typing import Annotated
 
 import orjson
@@ -84,3 +87,39 @@ def report(
         sys.stdout.write(orjson.dumps(result.to_json()).decode() + "\n")
         return
     Console(highlight=False).print(report_table(result))
+
+
+@shadow_app.command("promote")
+def promote(
+    shadow: Annotated[
+        Path,
+        typer.Option("--shadow-bundle", file_okay=False, help="The shadow bundle to make live."),
+    ],
+    bundle: Annotated[
+        Path, typer.Option("--bundle", file_okay=False, help="The live bundle folder (replaced).")
+    ],
+) -> None:
+    """Make the shadow bundle the live one: verified here, copied beside the live folder and
+    swapped in atomically; a running worker's hot reload verifies it again and serves it (a
+    refused one leaves the old model serving). The shadow folder is left as it is."""
+    from export.exceptions import BundleError
+    from export.install import swap_in
+    from export.loader import verify_bundle
+
+    try:
+        manifest = verify_bundle(shadow)
+    except BundleError as exc:
+        raise ToolError(f"--shadow-bundle {shadow}: refused: {exc}") from None
+    if shadow.resolve() == bundle.resolve():
+        raise ToolError("--shadow-bundle and --bundle are the same folder")
+    staging = bundle.parent / f".{bundle.name}.promote-{uuid.uuid4().hex[:8]}"
+    try:
+        shutil.copytree(shadow, staging, symlinks=False)
+        verify_bundle(staging)  # the copy, not only the source
+        swap_in(staging, bundle)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    Console(highlight=False).print(
+        f"{bundle} is now model {manifest.model_version}: running workers reload it within "
+        "reload_poll_s (model_reloads_total; a refusal: model_refused_total)"
+    )
