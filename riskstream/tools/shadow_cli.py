@@ -121,5 +121,6 @@ def promote(
         shutil.rmtree(staging, ignore_errors=True)
     Console(highlight=False).print(
         f"{bundle} is now model {manifest.model_version}: running workers reload it within "
-        "reload_poll_s (model_reloads_total; a refusal: model_refused_total)"
+        "reload_poll_s (model_reloads_total; a refusal: model_refused_total)",
+        soft_wrap=True,
     )
