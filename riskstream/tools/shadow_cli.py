@@ -14,6 +14,7 @@ import orjson
 import typer
 from rich.console import Console
 
+from events.terminal import is_terminal
 from riskstream.stackstate import DATABASE_URL_ENV, dev_database_url
 from riskstream.tools.common import quiet_kafka, resolve_bootstrap
 from riskstream.tools.exceptions import ToolError
@@ -86,7 +87,9 @@ def report(
     if as_json:
         sys.stdout.write(orjson.dumps(result.to_json()).decode() + "\n")
         return
-    Console(highlight=False).print(report_table(result))
+    # Not a terminal (a file, a pipe): wide enough for the whole table, not cut at 80 columns.
+    width = None if is_terminal(sys.stdout) else 160
+    Console(highlight=False, width=width).print(report_table(result))
 
 
 @shadow_app.command("promote")
