@@ -22,6 +22,7 @@ from riskstream.review.cli import labels_app, lists_app, review_app
 from riskstream.supervisor import Supervisor, default_processes
 from riskstream.tools.cli import alerts_app, backtest, replay
 from riskstream.tools.common import bootstrap_servers, check_broker
+from riskstream.tools.shadow_cli import shadow_app
 from stream.cli import flags_env, load_settings
 from stream.cli import worker as stream_worker
 from stream.preflight import preflight
@@ -145,6 +146,7 @@ app.add_typer(review_app, name="review")
 app.add_typer(labels_app, name="labels")
 app.add_typer(lists_app, name="lists")
 app.add_typer(decide_app, name="decide")
+app.add_typer(shadow_app, name="shadow")
 
 _err = Console(stderr=True, highlight=False)
 

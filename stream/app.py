@@ -150,10 +150,10 @@ def create_app(
     app.transport = worker_transport(app, settings.fetch_max_wait_ms)
     raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
     events = app.topic(settings.events_topic, **raw)
-    topics = {
-        name: app.topic(name, **raw)
-        for name in (settings.alerts_topic, settings.dlq_topic, settings.scores_topic)
-    }
+    names = [settings.alerts_topic, settings.dlq_topic, settings.scores_topic]
+    if settings.shadow_bundle is not None:  # stream/shadow.py
+        names += [settings.shadow_alerts_topic, settings.shadow_scores_topic]
+    topics = {name: app.topic(name, **raw) for name in names}
 
     async def send(topic: str, key: bytes | None, value: bytes, headers: Any) -> Any:
         fut = await topics[topic].send(key=key, value=value, headers=headers)

@@ -20,6 +20,7 @@ __all__ = ["flags_env", "load_settings", "worker"]
 #: `worker`'s parameters → the settings they set.
 _FLAG_SETTINGS = {
     "bundle": "bundle",
+    "shadow_bundle": "shadow_bundle",
     "broker": "broker_url",
     "redis_url": "redis_url",
     "redis_url_file": "redis_url_file",
@@ -59,12 +60,23 @@ def load_settings() -> WorkerSettings:
         raise StreamError(f"{ENV_PREFIX}{where.upper()}: {first['msg']}") from None
     if not (settings.bundle / "manifest.json").is_file():
         raise StreamError(f"--bundle {settings.bundle}: no manifest.json (export a model first)")
+    shadow = settings.shadow_bundle
+    if shadow is not None and not (shadow / "manifest.json").is_file():
+        raise StreamError(f"--shadow-bundle {shadow}: no manifest.json (export a model first)")
     return settings
 
 
 def worker(
     bundle: Annotated[
         Path | None, typer.Option("--bundle", help="Model bundle folder (hot-reloaded).")
+    ] = None,
+    shadow_bundle: Annotated[
+        Path | None,
+        typer.Option(
+            "--shadow-bundle",
+            help="A second bundle judging the same windows (hot-reloaded): its scores and "
+            "would-be alerts go to scores.shadow and alerts.shadow, never to alerts.",
+        ),
     ] = None,
     broker: Annotated[str | None, typer.Option("--broker", help="kafka://host:port")] = None,
     redis_url: Annotated[

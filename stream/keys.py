@@ -9,6 +9,8 @@ Redis Cluster hash slot, so one script may touch all of them.
 'rs:w:{4deaec0cce54da89}'
 >>> cooldown_key("rs:", "alice", "fraud")
 'rs:cd:{4deaec0cce54da89}:fraud'
+>>> cooldown_key(shadow_prefix("rs:"), "alice", "fraud")
+'rs:shadow:cd:{4deaec0cce54da89}:fraud'
 >>> from redis.crc import key_slot
 >>> slot = key_slot(window_key("rs:", "alice").encode())
 >>> slot == key_slot(cooldown_key("rs:", "alice", "abnormal_click").encode())
@@ -24,10 +26,12 @@ from typing import Final
 __all__ = [
     "COOLDOWN_KIND",
     "DEFAULT_PREFIX",
+    "SHADOW_KIND",
     "USER_TAG_BYTES",
     "WINDOW_KIND",
     "check_prefix",
     "cooldown_key",
+    "shadow_prefix",
     "user_tag",
     "window_key",
 ]
@@ -38,6 +42,9 @@ DEFAULT_PREFIX: Final = "rs:"
 WINDOW_KIND: Final = "w:"
 #: A user's alert cooldown of one alert type (present while alerts of that type are held back).
 COOLDOWN_KIND: Final = "cd:"
+#: Under the global prefix: the shadow model's own keys (its alert cooldowns), apart from the
+#: live model's, so that the shadow never holds back a live alert nor the reverse.
+SHADOW_KIND: Final = "shadow:"
 #: Digest size of the user tag's hash: 64 bits, so two users of 10**8 share a tag with odds
 #: of about 3e-4 in all (they would only share a slot and a key pair, never mix records).
 USER_TAG_BYTES: Final = 8
@@ -77,3 +84,9 @@ def cooldown_key(prefix: str, user_id: str, alert_type: str) -> str:
     if not _ALERT_TYPE.fullmatch(alert_type):
         raise ValueError(f"alert_type: {alert_type!r} must match {_ALERT_TYPE.pattern}")
     return f"{check_prefix(prefix)}{COOLDOWN_KIND}{user_tag(user_id)}:{alert_type}"
+
+
+def shadow_prefix(prefix: str) -> str:
+    """The prefix of the shadow model's keys: ``<prefix>shadow:`` (its cooldowns are
+    ``<prefix>shadow:cd:{<tag>}:<alert_type>``, in the user's slot like the live ones)."""
+    return f"{check_prefix(prefix)}{SHADOW_KIND}"

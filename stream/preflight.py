@@ -24,7 +24,14 @@ from stream.redis_connect import redis_client
 from stream.rules import load_rules
 from stream.settings import WorkerSettings
 
-__all__ = ["check_bundle", "check_redis", "check_rules", "preflight", "redis_address"]
+__all__ = [
+    "check_bundle",
+    "check_redis",
+    "check_rules",
+    "check_shadow_bundle",
+    "preflight",
+    "redis_address",
+]
 
 
 def redis_address(url: str) -> str:
@@ -74,8 +81,25 @@ def check_redis(settings: WorkerSettings) -> None:
         ) from None
 
 
+def check_shadow_bundle(path: Path | None, spec: EncodingSpec) -> None:
+    """The shadow bundle (none: no shadow) verifies and encodes events as the live one does:
+    it judges the live model's windows (`stream.shadow`)."""
+    if path is None:
+        return
+    try:
+        shadow, _policy = read_spec_and_policy(path, verify_bundle(path))
+    except BundleError as exc:
+        raise PreflightError(f"shadow bundle refused: {exc}") from None
+    if shadow.spec_hash != spec.spec_hash:
+        raise PreflightError(
+            f"shadow bundle refused: {path}'s encoding spec ({shadow.spec_hash[:12]}) is not the "
+            f"live bundle's ({spec.spec_hash[:12]}): it cannot judge the live model's windows"
+        )
+
+
 def preflight(settings: WorkerSettings) -> None:
-    """Bundle, rules, Redis: the first mistake as a `PreflightError`."""
+    """Bundle, shadow bundle, rules, Redis: the first mistake as a `PreflightError`."""
     spec = check_bundle(settings.bundle)
+    check_shadow_bundle(settings.shadow_bundle, spec)
     check_rules(settings.rules, spec)
     check_redis(settings)

@@ -39,7 +39,7 @@ from stream.messages import Incoming
 from stream.model_slot import Serving
 from stream.rules import RuleSet, RulesFile
 
-__all__ = ["SCORE_CHUNK", "Outcome", "Processor", "alert_id"]
+__all__ = ["SCORE_CHUNK", "Outcome", "Processor", "Scored", "alert_id"]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,18 @@ def alert_id(user_id: str, alert_type: str, event_id: str) -> str:
     return str(uuid.uuid5(_ALERT_ID_NAMESPACE, "\x1f".join((user_id, alert_type, event_id))))
 
 
+@dataclass(frozen=True)
+class Scored:
+    """A batch's scored windows, with what judging them takes: the live model judges them
+    (`Processor.judge`), and a shadow model may judge the very same ones (`stream.shadow`)."""
+
+    msgs: list[Incoming]  # the message of each window's event
+    events: list[Event]
+    windows: list[Records]
+    ruleset: RuleSet  # the rules the live model applied to this batch
+    now_ms: int
+
+
 @dataclass
 class Outcome:
     """What a batch produced, and how long its parts took."""
@@ -87,6 +99,7 @@ class Outcome:
     redis_s: float = 0.0
     inference_s: float = 0.0
     model_version: str = ""
+    scored: Scored | None = None  # the windows scored (None: none was)
 
 
 def _upto(stored: bytes, record: bytes) -> bytes:
@@ -244,10 +257,19 @@ class Processor:
                 windows.append(select_window(stored, policy))
         if not fresh:
             return out
+        events = [good[i][1] for i in fresh]
+        msgs = [good[i][0] for i in fresh]
+        out.scored = Scored(msgs, events, windows, self.rules.current(), now)
+        self.judge(out.scored, bundle, out)
+        return out
+
+    def judge(self, scored: Scored, bundle: Bundle, out: Outcome) -> None:
+        """Score `scored`'s windows with `bundle`; its scores (debug) and alerts (rules,
+        cooldowns of this processor's store) into `out`."""
+        events, windows, ruleset, now = scored.events, scored.windows, scored.ruleset, scored.now_ms
         began = time.perf_counter()
         probs = bundle.score_windows(windows, max_batch=SCORE_CHUNK)
         out.inference_s = time.perf_counter() - began
-        events = [good[i][1] for i in fresh]
         if self.debug_scores:
             for ev, p in zip(events, probs, strict=True):
                 out.scores.append((ev.user_id, {
@@ -255,14 +277,13 @@ class Processor:
                     "fraud": float(p[0]), "abnormal_click": float(p[1]),
                     "model_version": bundle.model_version,
                 }))  # fmt: skip
-        ruleset = self.rules.current()
         candidates = self._candidates(
             events, windows, probs, bundle.thresholds, ruleset, self.calibration(bundle), out,
             now,
         )  # fmt: skip
         held = self.cooldowns.held([(events[c.index].user_id, c.alert_type) for c in candidates])
         for cand in (c for c, h in zip(candidates, held, strict=True) if not h):
-            msg = good[fresh[cand.index]][0]
+            msg = scored.msgs[cand.index]
             alert = self._alert(
                 cand, events[cand.index], windows[cand.index], probs, now, bundle, ruleset
             )
@@ -271,7 +292,6 @@ class Processor:
             out.alert_sources.append((cand.alert_type, cand.source))
             if msg.timestamp_ms is not None:
                 out.alert_latency_s.append(max(0.0, (now - msg.timestamp_ms) / 1000))
-        return out
 
     def _candidates(
         self,

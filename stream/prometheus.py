@@ -94,6 +94,30 @@ class Metrics:
         )  # fmt: skip
         self.retries = Counter("retries", "Batch retries after Redis or broker errors",
                                ["cause"], registry=r)  # fmt: skip
+        # The shadow model (stream/shadow.py): what it would have alerted, how it failed.
+        self.shadow_model_info = Gauge(
+            "shadow_model_info", "The shadow model (value 1)", ["version", "variant", "provider"],
+            registry=r,
+        )  # fmt: skip
+        self.shadow_alerts = Counter(
+            "shadow_alerts", "Would-be alerts of the shadow model (alerts.shadow)",
+            ["type", "source"], registry=r,
+        )  # fmt: skip
+        self.shadow_failures = Counter(
+            "shadow_failures", "Batches the shadow failed on (the live path went on)", ["stage"],
+            registry=r,
+        )  # fmt: skip
+        self.shadow_skipped = Counter(
+            "shadow_skipped", "Batches the shadow did not judge (resting after a failure, or "
+            "built on another encoding than the live model)", ["why"], registry=r,
+        )  # fmt: skip
+        self.shadow_refused = Counter(
+            "shadow_refused", "Shadow bundles refused on reload", registry=r
+        )
+        self.shadow_inference_seconds = Histogram(
+            "shadow_inference_seconds", "Shadow model scoring per batch",
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
         self.restarts = Counter(
             "worker_restarts", "Processes the supervisor started in this worker's place before it "
             "(a crash, a stall: see worker_last_exit_info)", registry=r,

@@ -14,7 +14,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from typing import Any, Final, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 import orjson
 import redis
@@ -32,6 +32,9 @@ from stream.redis_connect import redis_client as connect
 from stream.redis_windows import RedisWindowStore
 from stream.rules import RulesFile
 from stream.settings import WorkerSettings
+
+if TYPE_CHECKING:
+    from stream.shadow import Shadow
 
 __all__ = ["BatchHandler", "WorkerRuntime", "model_slot"]
 
@@ -82,6 +85,21 @@ def model_slot(settings: WorkerSettings, client: redis.Redis | RedisCluster) -> 
     )
 
 
+def _shadow(
+    settings: WorkerSettings,
+    client: redis.Redis | RedisCluster,
+    live: Processor,
+    serving: Serving,
+    metrics: Metrics,
+) -> Shadow | None:
+    """The shadow model when the settings name one (`stream.shadow`; a bad one: `ShadowError`)."""
+    if settings.shadow_bundle is None:
+        return None
+    from stream.shadow import Shadow
+
+    return Shadow(settings, client, live, serving.bundle, metrics)
+
+
 class WorkerRuntime:
     """Model slot, rules, Redis store, processor, metrics: what a worker process holds."""
 
@@ -111,6 +129,7 @@ class WorkerRuntime:
             dlq_max_bytes=settings.dlq_max_bytes,
             require_user_key=settings.require_user_key,
         )
+        self.shadow = _shadow(settings, self.client, self.processor, self.serving, self.metrics)
         self._last_poll = time.monotonic()
         self._refused_seen = 0
         self._rules_refused_seen = 0
@@ -121,7 +140,10 @@ class WorkerRuntime:
 
     def describe(self) -> str:
         """What this runtime serves, for the start-up log line."""
-        return f"model {self.serving.model_version} ({self.serving.bundle.variant})"
+        live = f"model {self.serving.model_version} ({self.serving.bundle.variant})"
+        if self.shadow is None:
+            return live
+        return f"{live}, shadow {self.shadow.model_version} ({self.shadow.serving.bundle.variant})"
 
     def poll_model(self) -> Serving:
         """Between batches: the snapshot to process the next batch with, a new one if a new
@@ -189,6 +211,8 @@ class WorkerRuntime:
         await self._publish(send, out)
         await self._retrying(self.cooldowns.start, out.cooldowns)
         self._account(batch, out)
+        if self.shadow is not None:  # after the live alerts are out; it never raises
+            await self.shadow.run(out, serving.bundle, send)
         return out
 
     async def check_redis(self) -> bool:

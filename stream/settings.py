@@ -80,6 +80,9 @@ class WorkerSettings(KafkaSecurity):
     alerts_topic: str = "alerts"
     dlq_topic: str = "events.dlq"
     scores_topic: str = "scores"
+    # The shadow bundle's scores and would-be alerts (stream/shadow.py): never `alerts_topic`.
+    shadow_alerts_topic: str = "alerts.shadow"
+    shadow_scores_topic: str = "scores.shadow"
     control_topic: str = "riskstream.control"
     consumer_group: str = "riskstream-worker"
     # Group membership (docs/operations.md, "Hand-over"): a worker that stops sends LeaveGroup
@@ -105,6 +108,9 @@ class WorkerSettings(KafkaSecurity):
 
     # Model, rules and windows
     bundle: Path = Path("out/demo/bundle")
+    # A second bundle judging the same windows beside the live one (hot-reloaded, verified like
+    # it): its scores and alerts go to the shadow topics only. None: no shadow.
+    shadow_bundle: Path | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
     variant: Literal["fp32", "int8", "fp16"] | None = None  # default: the loader's choice
     rules: Path | None = None

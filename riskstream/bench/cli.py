@@ -167,6 +167,48 @@ def gpu_cmd(
     _show(bench_gpu(names, users), out)
 
 
+@bench_app.command("shadow")
+def shadow_cmd(
+    bundle: Annotated[
+        Path, typer.Option("--bundle", exists=True, file_okay=False, help="The live bundle.")
+    ],
+    events: Annotated[
+        Path, typer.Option("--events", exists=True, dir_okay=False, help="JSONL events.")
+    ],
+    shadow: Annotated[
+        Path | None,
+        typer.Option(
+            "--shadow-bundle",
+            exists=True,
+            file_okay=False,
+            help="Default: the live bundle under another version (a shadow as big).",
+        ),
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=100, help="Events per run.")] = 20_000,
+    batch: Annotated[int, typer.Option("--batch", min=1, help="Events per batch.")] = 256,
+    rounds: Annotated[int, typer.Option("--rounds", min=1, help="Runs of each, alternating.")] = 3,
+    redis_url: Annotated[
+        str | None, typer.Option("--redis", help="Redis URL (default: an embedded Valkey).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Write shadow.json here.")] = None,
+) -> None:
+    """The live path's latency per batch with and without a shadow model (the worker's
+    runtime on a real Redis; no broker)."""
+    if out is not None:
+        check_output(out, "--out", folder=True)
+    from riskstream.bench.shadow import bench_shadow, render
+    from riskstream.localstack import RedisService
+
+    service = RedisService(url=redis_url)
+    service.start(timeout_s=15.0)
+    try:
+        result = bench_shadow(bundle, events, service.url, shadow=shadow, limit=limit,
+                              batch=batch, rounds=rounds)  # fmt: skip
+    finally:
+        service.stop()
+    render(result, out)
+
+
 @bench_app.command("bundle")
 def bundle_cmd(
     bundle: Annotated[

@@ -92,6 +92,8 @@ def dev_topics() -> dict[str, int]:
         s.alerts_topic: 4,
         s.dlq_topic: 1,
         s.scores_topic: 8,
+        s.shadow_alerts_topic: 4,  # `worker --shadow-bundle` (stream/shadow.py)
+        s.shadow_scores_topic: 8,
         s.control_topic: 1,
         **REVIEW_TOPICS,
     }
