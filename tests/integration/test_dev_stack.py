@@ -115,6 +115,8 @@ def test_embedded_stack_up_twice_status_restart_down(
             "riskstream.control": 1,
             "decisions": 4,
             "alerts.dlq": 1,
+            "scores.shadow": 8,
+            "alerts.shadow": 4,
         }
         # The fourth: the review service, its console answering, the first-user hint printed.
         review = first.review
