@@ -23,7 +23,7 @@ from riskstream.supervisor import Supervisor, default_processes
 from riskstream.tools.cli import alerts_app, backtest, replay
 from riskstream.tools.common import bootstrap_servers, check_broker
 from riskstream.tools.shadow_cli import shadow_app
-from stream.cli import flags_env, load_settings
+from stream.cli import given_settings, load_settings, settings_env
 from stream.cli import worker as stream_worker
 from stream.preflight import preflight
 from stream.settings import ENV_PREFIX
@@ -69,12 +69,10 @@ def worker(
         stream_worker(**kwargs)
         return
     # The stream layer knows nothing of the dev stack or of processes: both come from up here.
-    flags = {"BROKER_URL": kwargs.get("broker"), "REDIS_URL": kwargs.get("redis_url"),
-             "REDIS_URL_FILE": kwargs.get("redis_url_file")}  # fmt: skip
-    given = {f"{ENV_PREFIX}{k}": str(v) for k, v in flags.items() if v is not None}
-    os.environ.update(dev_stack_defaults(given))
-    os.environ.update(flags_env(kwargs))
-    settings = load_settings()  # a bad setting: one error here, not one per process
+    given = given_settings(kwargs)
+    found = dev_stack_defaults(settings_env(given))
+    given |= {k.removeprefix(ENV_PREFIX).lower(): v for k, v in found.items()}
+    settings = load_settings(given)  # a bad setting: one error here, not one per process
     # Faust would log an unreachable broker as a page of tracebacks: one line instead.
     check_broker(bootstrap_servers(settings.broker_url))
     preflight(settings)  # bundle, rules, Redis: one line each, before any process starts
@@ -84,7 +82,8 @@ def worker(
     log_level = str(kwargs.get("log_level", "info"))
     command = [sys.executable, "-m", "riskstream", "worker", "--child"]
     port = settings.metrics_port
-    env = partial(child_env, dict(os.environ), processes=processes, metrics_port=port)
+    base = {**os.environ, **settings_env(given)}  # the processes read the flags from here
+    env = partial(child_env, base, processes=processes, metrics_port=port)
     code = Supervisor(processes, lambda _i: [*command, "--log-level", log_level], env).run()
     if code:
         raise typer.Exit(code)

@@ -1,11 +1,12 @@
-"""`riskstream worker`: run the stream worker (flags become `RISKSTREAM_*` settings)."""
+"""`riskstream worker`: run the stream worker. Its flags are `WorkerSettings` fields by name;
+what no flag gives comes from `RISKSTREAM_*` variables, else the defaults."""
 
 from __future__ import annotations
 
-import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -14,44 +15,29 @@ from events.terminal import is_terminal
 from stream.exceptions import StreamError
 from stream.settings import ENV_PREFIX, WorkerSettings
 
-__all__ = ["flags_env", "load_settings", "worker"]
+__all__ = ["given_settings", "load_settings", "settings_env", "worker"]
 
 
-#: `worker`'s parameters → the settings they set.
-_FLAG_SETTINGS = {
-    "bundle": "bundle",
-    "shadow_bundle": "shadow_bundle",
-    "broker": "broker_url",
-    "redis_url": "redis_url",
-    "redis_url_file": "redis_url_file",
-    "redis_cluster": "redis_cluster",
-    "rules": "rules",
-    "group": "consumer_group",
-    "batch_max": "batch_max",
-    "batch_wait_ms": "batch_wait_ms",
-    "latency_budget_ms": "latency_budget_ms",
-    "cooldown_s": "cooldown_s",
-    "metrics_port": "metrics_port",
-    "stall_exit_s": "stall_exit_s",
-    "debug_scores": "debug_scores",
-}
+def given_settings(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings among `worker`'s parameters that were given (None or False: not given; the
+    environment or the default decides). A parameter is named as the setting it sets: the
+    signature is the one list of flags."""
+    fields = WorkerSettings.model_fields
+    return {k: v for k, v in params.items() if k in fields and v is not None and v is not False}
 
 
-def flags_env(params: dict[str, object]) -> dict[str, str]:
-    """The `RISKSTREAM_*` variables that `worker`'s given parameters set (None or False: not
-    given, the environment or the default decides)."""
-    return {
-        f"{ENV_PREFIX}{setting.upper()}": str(params[name])
-        for name, setting in _FLAG_SETTINGS.items()
-        if params.get(name) is not None and params.get(name) is not False  # 0 is a value
-    }
+def settings_env(given: Mapping[str, Any]) -> dict[str, str]:
+    """`given` as `RISKSTREAM_*` variables: how the supervisor hands the flags to its worker
+    processes (a secret named by a file stays a file name)."""
+    return {f"{ENV_PREFIX}{k.upper()}": str(v) for k, v in given.items()}
 
 
-def load_settings() -> WorkerSettings:
-    """The worker's settings from the environment, checked: a bundle must be there; secrets
-    named by a file (`redis_url_file`, `sasl_password_file`) are read from it."""
+def load_settings(given: Mapping[str, Any] | None = None) -> WorkerSettings:
+    """The worker's settings: `given` (from flags), else the environment, else the defaults;
+    checked: a bundle must be there; secrets named by a file (`redis_url_file`,
+    `sasl_password_file`) are read from it. A bad one: one line naming it."""
     try:
-        settings = WorkerSettings().with_secret_files()
+        settings = WorkerSettings(**dict(given or {})).with_secret_files()
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
@@ -78,7 +64,7 @@ def worker(
             "would-be alerts go to scores.shadow and alerts.shadow, never to alerts.",
         ),
     ] = None,
-    broker: Annotated[str | None, typer.Option("--broker", help="kafka://host:port")] = None,
+    broker_url: Annotated[str | None, typer.Option("--broker", help="kafka://host:port")] = None,
     redis_url: Annotated[
         str | None,
         typer.Option(
@@ -100,7 +86,7 @@ def worker(
     rules: Annotated[
         Path | None, typer.Option("--rules", help="YAML rules file (hot-reloaded).")
     ] = None,
-    group: Annotated[str | None, typer.Option("--group", help="Consumer group.")] = None,
+    consumer_group: Annotated[str | None, typer.Option("--group", help="Consumer group.")] = None,
     batch_max: Annotated[int | None, typer.Option("--batch-max", help="Messages/batch.")] = None,
     batch_wait_ms: Annotated[
         int | None, typer.Option("--batch-wait-ms", help="Max wait to fill a batch.")
@@ -133,8 +119,7 @@ def worker(
 
     Secrets never need the command line: RISKSTREAM_REDIS_URL or --redis-url-file for Redis,
     RISKSTREAM_SASL_PASSWORD or RISKSTREAM_SASL_PASSWORD_FILE for the broker."""
-    os.environ.update(flags_env(locals()))
-    settings = load_settings()
+    settings = load_settings(given_settings(locals()))
     from stream.app import create_app
 
     app = create_app(settings)
