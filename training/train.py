@@ -371,11 +371,17 @@ def refit(
     model.load_state_dict(run.pretrained_state)
     epochs = max(1, run.finetune.best_epoch)
     stats = finetune(model, corpus, ex.final, cfg, None, rt, epochs=epochs, phase="refit")
+    return Shipped(_refit_gbdt(corpus, ex, gbdt.model, cfg, progress), stats)
+
+
+def _refit_gbdt(
+    corpus: Corpus, ex: Examples, selected: Baseline, cfg: TrainConfig, progress: bool
+) -> Baseline:
+    """The GBDT fitted again on every event (`ex.final`) with the selected boosting rounds."""
     x_final = aggregates(corpus, ex.final, progress)
-    trees = fit_baseline(
-        x_final, ex.final.y, ex.final.weight, seed=cfg.seed, iterations=gbdt.model.iterations
+    return fit_baseline(
+        x_final, ex.final.y, ex.final.weight, seed=cfg.seed, iterations=selected.iterations
     )
-    return Shipped(trees, stats)
 
 
 def gbdt_on_all_history(
@@ -394,11 +400,7 @@ def gbdt_on_all_history(
     gbdt = select_gbdt(corpus, ex, choose_inp, cfg, progress)
     if not cfg.refit:
         return gbdt.model, gbdt.thresholds, policy
-    x_final = aggregates(corpus, ex.final, progress)
-    trees = fit_baseline(
-        x_final, ex.final.y, ex.final.weight, seed=cfg.seed, iterations=gbdt.model.iterations
-    )
-    return trees, gbdt.thresholds, policy
+    return _refit_gbdt(corpus, ex, gbdt.model, cfg, progress), gbdt.thresholds, policy
 
 
 def _describe(corpus: Corpus, split: Split, ex: Examples, cfg: TrainConfig) -> dict[str, str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -429,3 +430,14 @@ def test_what_ships_learns_from_every_event_and_every_choice_is_made_out_of_time
     late_user = corpus.user_index()["late-user"]
     assert (ex.final.user_index == late_user).sum() == len(late)
     assert (ex.fit.user_index == late_user).sum() == 0
+    # the yardstick is made the same way: rounds and thresholds chosen out of time, then the
+    # GBDT fitted again on every event with those rounds
+    from training.train import gbdt_on_all_history
+
+    small = TrainConfig.for_preset("tiny", neg_keep=0.2)
+    shipped, thresholds, _ = gbdt_on_all_history(corpus, small)
+    selected, same, _ = gbdt_on_all_history(corpus, replace(small, refit=False))
+    assert thresholds == same
+    assert shipped.iterations == selected.iterations
+    x = aggregates(corpus, ex.check.subset(np.arange(200)), progress=False)
+    assert not np.array_equal(shipped.predict(x), selected.predict(x))
