@@ -169,7 +169,7 @@ def render(result: dict[str, Any], out: Path | None) -> None:
                   f"{result['rounds']} rounds")  # fmt: skip
     for col in ("run", "live p50 ms", "live p95 ms", "batch p50 ms", "batch p95 ms",
                 "events/s"):  # fmt: skip
-        table.add_column(col, justify="left" if col == "run" else "right")
+        table.add_column(col, justify="left" if col == "run" else "right", overflow="fold")
     for name in ("live only", "live + shadow"):
         r = result[name]
         table.add_row(name, f"{r['live']['p50_ms']:.1f}", f"{r['live']['p95_ms']:.1f}",

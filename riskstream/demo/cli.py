@@ -30,24 +30,36 @@ def demo(
     rerun: Annotated[
         bool, typer.Option("--rerun", help="With --review: run every step again anyway.")
     ] = False,
+    shadow: Annotated[
+        bool,
+        typer.Option(
+            "--shadow/--no-shadow",
+            help="Run the worker with the model exported FP32 only as its shadow, and compare "
+            "(riskstream shadow report's table).",
+        ),
+    ] = True,
 ) -> None:
     """The end-to-end demo: simulate, train the tiny model, export, stream the held-out part
     through a local broker, Redis and the worker, and score the alerts."""
-    from riskstream.demo.run import reusable_alerts, run_demo
+    from riskstream.demo.run import reusable_alerts, reusable_shadow_alerts, run_demo
 
     check_output(out, "--out", folder=True)
     alerts = None
+    shadow_alerts = None
     if review and not rerun:
         alerts = reusable_alerts(out, users=users, days=days, seed=seed)
         if alerts is not None:
+            shadow_alerts = reusable_shadow_alerts(out) if shadow else None
             Console(highlight=False).print(
-                f"reusing the demo in {out} (its bundle and {len(alerts)} alerts; "
-                "--rerun runs it again)",
+                f"reusing the demo in {out} (its bundle and {len(alerts)} alerts"
+                + (f", its shadow's {len(shadow_alerts)}" if shadow_alerts is not None else "")
+                + "; --rerun runs it again)",
                 soft_wrap=True,
             )
     if alerts is None:
-        alerts = run_demo(out, users=users, days=days, seed=seed).alerts
+        result = run_demo(out, users=users, days=days, seed=seed, shadow_model=shadow)
+        alerts, shadow_alerts = result.alerts, result.shadow_alerts
     if review:
         from riskstream.demo.review_console import serve_demo_console
 
-        serve_demo_console(out, alerts)
+        serve_demo_console(out, alerts, shadow_alerts=shadow_alerts)

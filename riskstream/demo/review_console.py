@@ -1,8 +1,10 @@
 """`riskstream demo --review`: after the demo, the review console on the demo's alerts.
 
 Starts its own broker (Tansu) and PostgreSQL (embedded, or `$RISKSTREAM_DATABASE_URL`), puts the
-demo's alerts on an `alerts` topic, and runs the review service on them until Ctrl-C: the alerts
-go through the same consumer as in production. A `demo` user with a fresh random password is
+demo's alerts on an `alerts` topic (and its shadow's on `alerts.shadow`, with `riskstream shadow
+report`'s table printed), and runs the review service on them until Ctrl-C: the alerts go
+through the same consumer as in production, and the console's Precision page shows the shadow
+beside the live model. A `demo` user with a fresh random password is
 written (hashed) to `<out>/review-users`; the URL and the sign-in are printed once.
 """
 
@@ -43,8 +45,20 @@ def _publish(bootstrap: str, topic: str, alerts: list[dict[str, Any]]) -> None:
         producer.close()
 
 
-def serve_demo_console(out: Path, alerts: list[dict[str, Any]], port: int | None = None) -> None:
-    """Serve the console on `alerts` until Ctrl-C (SIGINT or SIGTERM); stops what it started."""
+def serve_demo_console(
+    out: Path,
+    alerts: list[dict[str, Any]],
+    port: int | None = None,
+    *,
+    shadow_alerts: list[dict[str, Any]] | None = None,
+) -> None:
+    """Serve the console on `alerts` (and the shadow's `shadow_alerts`, when the run had a
+    shadow) until Ctrl-C (SIGINT or SIGTERM); stops what it started."""
+    if shadow_alerts is not None:
+        from riskstream.demo.run import shadow_summary
+
+        _out.rule("[bold]the demo's shadow beside its live model (riskstream shadow report)")
+        shadow_summary(_out, alerts, shadow_alerts)
     _out.rule("[bold]review console on the demo's alerts")
     users = out / "review-users"
     password = secrets.token_urlsafe(12)
@@ -52,9 +66,11 @@ def serve_demo_console(out: Path, alerts: list[dict[str, Any]], port: int | None
     with contextlib.ExitStack() as stack:
         broker = stack.enter_context(TansuBroker(log_path=out / "review-tansu.log"))
         database = stack.enter_context(PostgresService())
-        topics = {"alerts": 4, "decisions": 4, "alerts.dlq": 1}
+        topics = {"alerts": 4, "alerts.shadow": 4, "decisions": 4, "alerts.dlq": 1}
         create_topics(broker.bootstrap, topics)
         _publish(broker.bootstrap, "alerts", alerts)
+        if shadow_alerts:
+            _publish(broker.bootstrap, "alerts.shadow", shadow_alerts)
         chosen = port or DEFAULT_PORT
         try:
             from riskstream.dev.processes import pick_port
@@ -84,6 +100,12 @@ def serve_demo_console(out: Path, alerts: list[dict[str, Any]], port: int | None
                     f"sign in as [bold]demo[/bold] / [bold]{password}[/bold]  "
                     f"({len(alerts)} alerts; Ctrl-C stops it)"
                 )
+                if shadow_alerts is not None:
+                    _out.print(
+                        f"the shadow's {len(shadow_alerts)} would-be alerts are beside the live "
+                        f"ones on http://127.0.0.1:{settings.port}/precision (its precision "
+                        "shows as you decide the cases they share)"
+                    )
                 _out.print(
                     f"decisions go to the topic `decisions` on {broker.bootstrap}; "
                     "`riskstream labels export --from-topic --broker "

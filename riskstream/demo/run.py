@@ -1,6 +1,13 @@
 """The demo's steps: simulate → train (tiny) → export → stack up → worker → replay the held-out
 part → collect alerts → scorecard and timeline → stop what it started.
 
+The worker runs with a shadow (`worker --shadow-bundle`, docs/rollout.md): the same checkpoint
+exported a second time, FP32 only, beside the live bundle (FP32 + INT8, served as INT8 on a CPU).
+Nothing new is trained; the shadow's would-be alerts (`alerts.shadow`) are kept in
+`shadow_alerts.jsonl` and compared with the live ones (`riskstream shadow report`'s table): what
+serving the model unquantised would change. `demo --review` shows that comparison again, and
+on the console's Precision page once analysts decide.
+
 Every step prints a rule and its progress; a failure names its step (`DemoError`).
 """
 
@@ -36,7 +43,9 @@ __all__ = [
     "expectations",
     "render",
     "reusable_alerts",
+    "reusable_shadow_alerts",
     "run_demo",
+    "shadow_summary",
     "step_header",
 ]
 
@@ -45,6 +54,8 @@ STEPS: Final = 8
 _WORKER_WAIT_S: Final = 240.0
 #: What a finished run was asked for, beside its bundle and alerts (`demo --review` reuses them).
 RUN_FILE: Final = "demo.json"
+#: The shadow's would-be alerts of the run (`alerts.shadow`), beside `alerts.jsonl`.
+SHADOW_FILE: Final = "shadow_alerts.jsonl"
 #: Measured on the default demo (2,000 users, 2 days, seed 7; see README): what a normal run shows.
 EXPECTED_CAUGHT: Final = "about 21 of 27, every kind at least once"
 EXPECTED_FALSE: Final = "3 of 1,113 in that run"
@@ -63,6 +74,7 @@ class DemoResult:
     alerts: list[dict[str, Any]]
     out: Path
     held_back: int = 0  # model scores over the threshold on windows too short to alert
+    shadow_alerts: list[dict[str, Any]] | None = None  # the FP32 shadow's would-be alerts
 
 
 def step_header(console: Console, n: int, title: str) -> None:
@@ -128,6 +140,37 @@ def reusable_alerts(
     return alerts if len(alerts) == run.get("alerts") else None
 
 
+def reusable_shadow_alerts(out: Path) -> list[dict[str, Any]] | None:
+    """The shadow's would-be alerts of the finished run in `out`, or None (a run from before
+    the demo had a shadow, or the file is gone or cut short)."""
+    try:
+        run = orjson.loads((out / RUN_FILE).read_bytes())
+        lines = (out / SHADOW_FILE).read_bytes().splitlines()
+        alerts = [orjson.loads(line) for line in lines if line.strip()]
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    wanted = run.get("shadow_alerts") if isinstance(run, dict) else None
+    return alerts if wanted == len(alerts) else None
+
+
+def shadow_summary(
+    console: Console, live: list[dict[str, Any]], shadow: list[dict[str, Any]]
+) -> None:
+    """`riskstream shadow report`'s table on the run's live and shadow alerts (no analysts'
+    decisions yet: precision shows once they decide, on the console's Precision page)."""
+    from riskstream.tools.shadow import compare, report_table
+
+    times = [parse_ts_ms(a["detected_at"]) for a in [*live, *shadow] if "detected_at" in a]
+    table = report_table(compare(live, shadow, None, min(times, default=0)))
+    # Not a terminal (a file, a pipe): wide enough for the whole table, as `shadow report`.
+    console.print(table, width=None if console.is_terminal else 160)
+    console.print(
+        "the shadow is the same model exported FP32 only, the live bundle serves INT8: pairs "
+        "only one alerted are what quantisation changes (docs/rollout.md)",
+        soft_wrap=True,
+    )
+
+
 def run_demo(
     out: Path,
     *,
@@ -137,12 +180,15 @@ def run_demo(
     attack_share: float = 0.02,
     quick: bool = False,
     replay_rate: float | None = 2000.0,
+    shadow_model: bool = True,
 ) -> DemoResult:
-    """Run every step; returns the scorecard (also printed), leaves files in `out`."""
+    """Run every step; returns the scorecard (also printed), leaves files in `out`. With
+    `shadow_model`, the worker runs the model exported FP32 only as its shadow."""
     from riskstream.dev import dev_down, dev_up
     from simulator import CLASSIC_KINDS, WorldConfig, simulate_world
 
     world, model, bundle = out / "world", out / "model", out / "bundle"
+    shadow_bundle = out / "shadow-bundle"
     (out / RUN_FILE).unlink(missing_ok=True)  # a run cut short leaves no claim to be whole
     with _step(1, "simulate a labelled world"):
         summary = simulate_world(
@@ -181,12 +227,20 @@ def run_demo(
         _out.print("PR-AUC on the check users: " + ", ".join(
             f"{h} {_auc(m['pr_auc'])} (GBDT {_auc(report['baseline'][h]['pr_auc'])})"
             for h, m in report["heads"].items()))  # fmt: skip
-    with _step(3, "export a verified ONNX bundle (FP32 + INT8)"):
+    title = "export a verified ONNX bundle (FP32 + INT8)"
+    with _step(3, title + (", and FP32 only as its shadow" if shadow_model else "")):
         from export.build import ExportOptions, export
 
         options = ExportOptions(int8=True, force=True, windows=1000 if quick else 2048)
         manifest = export(model, bundle, options)
         _out.print(f"bundle {bundle}: model {manifest.model_version}")
+        shadow_version = None
+        if shadow_model:
+            # The shadow: the same checkpoint again, without INT8 (nothing trained); 1,000
+            # parity windows, the fewest export takes, so the step grows by seconds only.
+            shadow = export(model, shadow_bundle, ExportOptions(force=True, windows=1000))
+            shadow_version = shadow.model_version
+            _out.print(f"shadow bundle {shadow_bundle}: model {shadow_version} (FP32)")
     state = out / "stack.json"
     worker: subprocess.Popen[bytes] | None = None
     try:
@@ -197,15 +251,17 @@ def run_demo(
                 raise DemoError(f"step 4/{STEPS}: the stack did not record a broker and Redis")
             actions = ", ".join(f"{k} {v}" for k, v in up.actions.items())
             _out.print(f"broker {broker.url}, Redis {redis_.url} ({actions})")
-        with _step(5, "start the stream worker"):
+        with _step(5, "start the stream worker" + (" (and its shadow)" if shadow_model else "")):
             port = find_free_port()
             env = {**os.environ, "RISKSTREAM_REDIS_PREFIX": f"rsdemo:{uuid.uuid4().hex[:8]}:",
                    "RISKSTREAM_BROKER_SESSION_TIMEOUT_S": "6",
                    "RISKSTREAM_FAUST_DATADIR": str(out / "faust")}  # fmt: skip
             log = (out / "worker.log").open("wb")
+            shadow_args = ["--shadow-bundle", str(shadow_bundle)] if shadow_model else []
             worker = subprocess.Popen(
                 [sys.executable, "-m", "riskstream", "worker", "--processes", "1",
-                 "--bundle", str(bundle), "--broker", broker.url, "--redis", redis_.url,
+                 "--bundle", str(bundle), *shadow_args, "--broker", broker.url,
+                 "--redis", redis_.url,
                  "--metrics-port", str(port),
                  "--group", f"demo-{uuid.uuid4().hex[:8]}", "--log-level", "warn"],
                 env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -246,6 +302,15 @@ def run_demo(
             from riskstream.tools.alerts import read_alerts
 
             alerts = read_alerts(broker.bootstrap, timeout_s=30)
+            # The shadow judges a batch after its live alerts are out: read its topic once
+            # the worker has counted every would-be alert it published.
+            shadow_alerts: list[dict[str, Any]] | None = None
+            if shadow_model:
+                wanted = metric_total(scrape(port), "shadow_alerts_total")
+                shadow_alerts = read_alerts(broker.bootstrap, "alerts.shadow", timeout_s=30)
+                if len(shadow_alerts) < wanted:
+                    time.sleep(1.0)
+                    shadow_alerts = read_alerts(broker.bootstrap, "alerts.shadow", timeout_s=30)
     finally:
         if worker is not None and worker.poll() is None:
             worker.send_signal(signal.SIGTERM)
@@ -259,9 +324,16 @@ def run_demo(
         card = score_alerts(alerts, held_out, world / "labels.jsonl", t_cut)
         write_timeline(held_out, alerts, world / "labels.jsonl", t_cut, out / "timeline.png")
         (out / "alerts.jsonl").write_bytes(b"".join(orjson.dumps(a) + b"\n" for a in alerts))
+        (out / SHADOW_FILE).unlink(missing_ok=True)
+        if shadow_alerts is not None:
+            (out / SHADOW_FILE).write_bytes(
+                b"".join(orjson.dumps(a) + b"\n" for a in shadow_alerts)
+            )
+        n_shadow = len(shadow_alerts) if shadow_alerts is not None else None
         run = {"users": users, "days": days, "seed": seed, "attack_share": attack_share,
                "quick": quick, "model_version": manifest.model_version,
-               "alerts": len(alerts)}  # fmt: skip
+               "alerts": len(alerts), "shadow_model_version": shadow_version,
+               "shadow_alerts": n_shadow}  # fmt: skip
         (out / RUN_FILE).write_bytes(orjson.dumps(run) + b"\n")  # written last: a whole run
     result = DemoResult(
         card=card,
@@ -273,6 +345,7 @@ def run_demo(
         alerts=alerts,
         out=out,
         held_back=int(metric_total(text, "short_window_suppressed_total")),
+        shadow_alerts=shadow_alerts,
     )
     render(result)
     return result
@@ -302,12 +375,20 @@ def render(result: DemoResult) -> None:
         ("scores held back: window too short", f"{result.held_back:,} (docs/alerts.md)"),
         ("event → alert latency p50 / p99", f"{p50} / {p99}"),
         ("dead letters", f"{result.dead_letters}"),
-        ("files", f"{result.out}/timeline.png, alerts.jsonl, worker.log"),
+        (
+            "files",
+            f"{result.out}/timeline.png, alerts.jsonl, "
+            + ("shadow_alerts.jsonl, " if result.shadow_alerts is not None else "")
+            + "worker.log",
+        ),
     ]
     for what, value in rows:
         table.add_row(what, value)
     _out.print(table)
     _out.print(expectations(result), soft_wrap=False)
+    if result.shadow_alerts is not None:
+        _out.rule("[bold]the shadow beside the live model (riskstream shadow report)")
+        shadow_summary(_out, result.alerts, result.shadow_alerts)
 
 
 def expectations(result: DemoResult) -> str:

@@ -110,10 +110,12 @@ def review(
             f"no users file at {settings.users_file}: add one with "
             f"`riskstream review add-user NAME --users-file {settings.users_file}`"
         )
+    shadow = settings.shadow_alerts_topic.strip()
+    shadow_text = f" and {shadow} (shadow)" if shadow not in ("", "-") else ""
     _out.print(
         f"review console: http://{settings.host}:{settings.port}/  (database "
-        f"{redact(settings.database_url)}, alerts from {settings.alerts_topic}, decisions to "
-        f"{settings.decisions_topic})",
+        f"{redact(settings.database_url)}, alerts from {settings.alerts_topic}{shadow_text}, "
+        f"decisions to {settings.decisions_topic})",
         soft_wrap=True,
     )
     run_service(settings)

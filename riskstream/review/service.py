@@ -7,6 +7,8 @@ worker's `RISKSTREAM_SECURITY_PROTOCOL`, `RISKSTREAM_SASL_*`, `RISKSTREAM_SSL_*`
   against the alert contract and stored (idempotent on `alert_id`); a message that breaks the
   contract goes to the dead-letter topic (`alerts.dlq`) with its reason in the headers. Offsets
   are committed after a batch is stored: at-least-once, and the redelivered alerts change nothing.
+  The same consumer reads a shadow model's would-be alerts (`alerts.shadow`): validated the same
+  way, stored apart (`shadow_alerts`, no case) for the Precision page's live-vs-shadow section.
 - the **decision publisher**: decisions are written to PostgreSQL first (the outbox) and put on
   the `decisions` topic (key = user_id) by this task, woken by each decision and every few
   seconds, so a decision made while the broker is away goes out once it is back.
@@ -76,9 +78,15 @@ def alert_dead_letter(
 
 
 async def handle_alert(
-    pool: AsyncConnectionPool[Any], value: bytes | None, partition: int, offset: int
+    pool: AsyncConnectionPool[Any],
+    value: bytes | None,
+    partition: int,
+    offset: int,
+    *,
+    shadow: bool = False,
 ) -> tuple[str, int | None] | InvalidAlert:
-    """Store one message; ("new", case) or ("duplicate", None), or the contract error."""
+    """Store one message; ("new", case) or ("duplicate", None), or the contract error. A
+    shadow alert (`shadow`) is stored apart and opens no case: ("new", None)."""
     if value is None:
         return InvalidAlert("message", "is empty (a tombstone)")
     try:
@@ -87,6 +95,11 @@ async def handle_alert(
         return exc
     payload = orjson.loads(value)
     async with pool.connection() as conn:
+        if shadow:
+            new = await store.ingest_shadow_alert(
+                conn, alert, payload, partition=partition, offset=offset
+            )
+            return ("new", None) if new else ("duplicate", None)
         case_id = await store.ingest_alert(conn, alert, payload, partition=partition, offset=offset)
     return ("new", case_id) if case_id is not None else ("duplicate", None)
 
@@ -197,16 +210,19 @@ class ReviewService:
         from aiokafka import AIOKafkaConsumer
 
         s = self.settings
-        consumer = AIOKafkaConsumer(s.alerts_topic, **self.consumer_config())
+        topics = [s.alerts_topic]
+        shadow_topic = s.shadow_alerts_topic.strip()
+        if shadow_topic not in ("", "-", s.alerts_topic):
+            topics.append(shadow_topic)
+        consumer = AIOKafkaConsumer(*topics, **self.consumer_config())
         try:
             await consumer.start()  # inside: a stop during start must still close it
             while True:
                 batches = await consumer.getmany(timeout_ms=500, max_records=500)
                 for tp, records in batches.items():
                     for rec in records:
-                        await self._one(
-                            pool, producer, rec.value, tp.partition, rec.offset, rec.key
-                        )
+                        await self._one(pool, producer, rec.value, tp.partition, rec.offset,
+                                        rec.key, topic=tp.topic)  # fmt: skip
                 if batches:
                     await consumer.commit()
         finally:
@@ -214,16 +230,21 @@ class ReviewService:
                 await consumer.stop()
 
     async def _one(self, pool: AsyncConnectionPool[Any], producer: Any, value: bytes | None,
-                   partition: int, offset: int, key: bytes | None) -> None:  # fmt: skip
-        outcome = await handle_alert(pool, value, partition, offset)
+                   partition: int, offset: int, key: bytes | None,
+                   topic: str | None = None) -> None:  # fmt: skip
+        s = self.settings
+        topic = topic or s.alerts_topic
+        shadow = topic != s.alerts_topic
+        outcome = await handle_alert(pool, value, partition, offset, shadow=shadow)
         if isinstance(outcome, InvalidAlert):
-            s = self.settings
-            dead = alert_dead_letter(outcome, key, value, s.alerts_topic, partition, offset)
+            dead = alert_dead_letter(outcome, key, value, topic, partition, offset)
             await producer.send_and_wait(s.dlq_topic, dead.value, key=dead.key,
                                          headers=list(dead.headers))  # fmt: skip
             self.metrics.dead_letters.labels(outcome.field).inc()
-            log.warning("alert at %s:%d:%d dead-lettered: %s", s.alerts_topic, partition, offset,
+            log.warning("alert at %s:%d:%d dead-lettered: %s", topic, partition, offset,
                         outcome)  # fmt: skip
+        elif shadow:
+            (self.metrics.shadow_ingested if outcome[0] == "new" else self.metrics.duplicates).inc()
         elif outcome[0] == "new":
             self.metrics.ingested.inc()
         else:

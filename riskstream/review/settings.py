@@ -53,6 +53,9 @@ class ReviewSettings(BaseSettings):
     port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
     users_file: Path = Path(".riskstream/review-users")
     alerts_topic: str = "alerts"
+    #: A shadow model's would-be alerts (`worker --shadow-bundle`), stored apart for the
+    #: Precision page's live-vs-shadow section; "" (or "-"): not read.
+    shadow_alerts_topic: str = "alerts.shadow"
     decisions_topic: str = "decisions"
     dlq_topic: str = "alerts.dlq"
     group: str = "riskstream-review"

@@ -3,6 +3,9 @@
 - `ingest_alert`: idempotent on `alert_id` (a redelivered alert changes nothing); a user's alert
   joins their open (or escalated) case, else opens one. One transaction, serialised per user by
   an advisory lock, so two consumers never open two cases for one user.
+- `ingest_shadow_alert`: a shadow model's would-be alert (`alerts.shadow`) into `shadow_alerts`,
+  idempotent on `alert_id`; it opens no case. `shadow_comparison` sets them beside the live
+  alerts of the same period (the Precision page).
 - `decide`: the analyst's verdict on a case, stored with the alerts it covers; a final verdict
   closes the case. The decision row is the outbox: `pending_decisions` / `mark_published` let
   the publisher put each one on the decisions topic at least once.
@@ -22,7 +25,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from events import VERDICTS, Alert, Decision, decision_to_dict, format_ts_ms
-from events.contract import SEVERITIES, Verdict
+from events.contract import ALERT_TYPES, SEVERITIES, Verdict
 from riskstream.review.exceptions import ReviewError
 
 __all__ = [
@@ -31,15 +34,19 @@ __all__ = [
     "CaseFilters",
     "CaseNotFound",
     "PrecisionRow",
+    "ShadowHead",
+    "ShadowPeriod",
     "case_detail",
     "decide",
     "decisions_between",
     "filter_options",
     "ingest_alert",
+    "ingest_shadow_alert",
     "mark_published",
     "pending_decisions",
     "precision_table",
     "queue",
+    "shadow_comparison",
 ]
 
 ACTIVE: Final = "active"  # the queue's default status filter: open or escalated
@@ -122,6 +129,42 @@ async def ingest_alert(
             ),
         )
     return case_id
+
+
+async def ingest_shadow_alert(
+    conn: AsyncConnection[Any],
+    alert: Alert,
+    payload: dict[str, Any],
+    *,
+    partition: int | None = None,
+    offset: int | None = None,
+) -> bool:
+    """Store a shadow model's would-be alert (no case: analysts never see it); False when it
+    was stored before (a redelivery changes nothing)."""
+    rule_ids = sorted({r.rule_id for r in alert.reasons if r.rule_id})
+    cur = await conn.execute(
+        "INSERT INTO shadow_alerts (alert_id, user_id, type, severity, score, threshold,"
+        " model_version, rule_ids, event_id, event_ts, detected_at, payload, source_partition,"
+        " source_offset) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT (alert_id) DO NOTHING",
+        (
+            alert.alert_id,
+            alert.user_id,
+            alert.type,
+            alert.severity,
+            alert.score,
+            alert.threshold,
+            alert.model_version,
+            rule_ids,
+            alert.event_id,
+            _dt(alert.event_ts_ms),
+            _dt(alert.detected_at_ms),
+            Jsonb(payload),
+            partition,
+            offset,
+        ),
+    )
+    return cur.rowcount == 1
 
 
 @dataclass(frozen=True)
@@ -398,6 +441,111 @@ async def precision_table(
         PrecisionRow(str(k), int(n), float(days), int(rev), int(ok), int(fp))
         for k, n, days, rev, ok, fp in await cur.fetchall()
     ]
+
+
+@dataclass(frozen=True)
+class ShadowHead:
+    """One head (alert type) of a shadow's period: the live model against the shadow, by
+    (user, head) pairs, as `riskstream shadow report` counts them."""
+
+    head: str
+    live_alerts: int
+    shadow_alerts: int
+    both: int  # (user, head) pairs both alerted
+    only_live: int
+    only_shadow: int
+    live_decided: int  # live pairs with a final verdict on one of their alerts
+    live_confirmed: int
+    shadow_decided: int  # shadow pairs decided on a live alert of the same pair
+    shadow_confirmed: int
+
+    @property
+    def agreement(self) -> float | None:
+        """Pairs both alerted over pairs either alerted (None: neither alerted)."""
+        either = self.both + self.only_live + self.only_shadow
+        return self.both / either if either else None
+
+    @property
+    def live_precision(self) -> float | None:
+        return self.live_confirmed / self.live_decided if self.live_decided else None
+
+    @property
+    def shadow_precision(self) -> float | None:
+        return self.shadow_confirmed / self.shadow_decided if self.shadow_decided else None
+
+
+@dataclass(frozen=True)
+class ShadowPeriod:
+    """A shadow model version over its period (its first alert to its last): the live model
+    versions that alerted then, and the comparison per head."""
+
+    shadow_version: str
+    since: datetime
+    until: datetime
+    live_versions: list[str]
+    heads: list[ShadowHead]
+
+
+_SHADOW_SQL: Final = """
+WITH s AS (
+    SELECT split_part(model_version, '+', 1) AS shadow_version, type, user_id, detected_at
+    FROM shadow_alerts
+), periods AS (
+    SELECT shadow_version, min(detected_at) AS since, max(detected_at) AS until
+    FROM s GROUP BY shadow_version
+), l AS (
+    SELECT p.shadow_version, a.type, a.user_id, a.verdict,
+           split_part(a.model_version, '+', 1) AS live_version
+    FROM periods p JOIN alert_verdicts a ON a.detected_at BETWEEN p.since AND p.until
+), lp AS (
+    SELECT shadow_version, type, user_id, count(*) AS alerts,
+           bool_or(verdict IS NOT NULL) AS decided,
+           bool_or(verdict IN ('confirmed_fraud', 'confirmed_abnormal_click')) AS confirmed
+    FROM l GROUP BY shadow_version, type, user_id
+), sp AS (
+    SELECT shadow_version, type, user_id, count(*) AS alerts
+    FROM s GROUP BY shadow_version, type, user_id
+)
+SELECT coalesce(lp.shadow_version, sp.shadow_version) AS v, coalesce(lp.type, sp.type) AS t,
+       coalesce(sum(lp.alerts), 0), coalesce(sum(sp.alerts), 0),
+       count(*) FILTER (WHERE lp.user_id IS NOT NULL AND sp.user_id IS NOT NULL),
+       count(*) FILTER (WHERE sp.user_id IS NULL),
+       count(*) FILTER (WHERE lp.user_id IS NULL),
+       count(*) FILTER (WHERE lp.decided),
+       count(*) FILTER (WHERE lp.confirmed),
+       count(*) FILTER (WHERE lp.decided AND sp.user_id IS NOT NULL),
+       count(*) FILTER (WHERE lp.confirmed AND sp.user_id IS NOT NULL)
+FROM lp FULL JOIN sp ON lp.shadow_version = sp.shadow_version AND lp.type = sp.type
+                     AND lp.user_id = sp.user_id
+GROUP BY 1, 2
+"""
+
+
+async def shadow_comparison(conn: AsyncConnection[Any]) -> list[ShadowPeriod]:
+    """Per shadow model version (newest period first): over its period, from its first alert
+    to its last (`detected_at`, the worker's clock, which stamps live and shadow alike), the
+    live alerts against the shadow's per head — alerts, the (user, head) pairs both alerted,
+    only one, and precision where analysts decided. Analysts only see live alerts, so a pair
+    is decided by a final verdict on one of its live alerts (confirmed when one was
+    confirmed), and the shadow's precision rests on the pairs it shares with the live model."""
+    cur = await conn.execute(
+        "SELECT split_part(s.model_version, '+', 1) AS v, min(s.detected_at), max(s.detected_at),"
+        " (SELECT array_agg(DISTINCT split_part(a.model_version, '+', 1)) FROM alerts a"
+        "  WHERE a.detected_at BETWEEN min(s.detected_at) AND max(s.detected_at))"
+        " FROM shadow_alerts s GROUP BY 1 ORDER BY 3 DESC, 1"
+    )
+    periods = await cur.fetchall()
+    if not periods:
+        return []
+    cur = await conn.execute(_SHADOW_SQL.encode())
+    counts = {(str(r[0]), str(r[1])): tuple(int(x) for x in r[2:]) for r in await cur.fetchall()}
+    out = []
+    for version, since, until, live_versions in periods:
+        heads = [
+            ShadowHead(head, *counts.get((str(version), head), (0,) * 9)) for head in ALERT_TYPES
+        ]
+        out.append(ShadowPeriod(str(version), since, until, sorted(live_versions or []), heads))
+    return out
 
 
 def when(ms: int | None) -> str:

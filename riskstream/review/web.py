@@ -4,7 +4,8 @@ sessions, a CSRF token checked on every POST, and `/metrics` for Prometheus.
 Pages: `/` the queue (filters: type, severity, status, model version, rule), `/cases/{id}` a
 case (reasons, driving events, the window as a timeline, model version and threshold, the
 verdict form), `/precision` alerts per day, reviewed share and confirmed precision per model
-version and per rule. No JavaScript: the Content-Security-Policy forbids scripts outright.
+version and per rule, and a shadow model beside the live one (its would-be alerts from
+`alerts.shadow`). No JavaScript: the Content-Security-Policy forbids scripts outright.
 """
 
 from __future__ import annotations
@@ -76,6 +77,11 @@ class ReviewMetrics:
         r = self.registry
         self.ingested = Counter(
             "review_alerts_ingested", "Alerts stored (new alert_id)", registry=r
+        )
+        self.shadow_ingested = Counter(
+            "review_shadow_alerts_ingested",
+            "Shadow alerts stored (alerts.shadow, new alert_id)",
+            registry=r,
         )
         self.duplicates = Counter(
             "review_alerts_duplicate", "Redelivered alerts (alert_id already stored)", registry=r
@@ -358,7 +364,9 @@ def create_app(state: ConsoleState, *, secret: str, https_only: bool = False,
         async with state.pool.connection() as conn:
             by_model = await store.precision_table(conn, "model_version")
             by_rule = await store.precision_table(conn, "rule")
-        return page(request, "precision.html", by_model=by_model, by_rule=by_rule)
+            shadows = await store.shadow_comparison(conn)
+        return page(request, "precision.html", by_model=by_model, by_rule=by_rule,
+                    shadows=shadows)  # fmt: skip
 
     async def metrics(request: Request) -> Response:
         async with state.pool.connection() as conn:

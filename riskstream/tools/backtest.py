@@ -13,6 +13,12 @@ and events arrive in real time; replayed, the history's own time stands in for i
 Events are read in file order (a user's partition order), `batch_size` at a time. Events before
 `--since` are replayed too, so that windows and cooldowns are warm when the period opens; only
 alerts on events inside [since, until) are reported. Events from `--until` on are not read.
+
+Analysts' decisions and chargebacks (`--feedback`, the feedback JSON lines `riskstream train`
+reads) are read by the trainer's own reader (`training.data`), with the bundle's session gap:
+a confirmed decision is a positive episode over its span, a chargeback one from its session's
+start to the purchase; they count as label episodes do. A false positive is a known negative:
+no episode, so an alert on it counts against precision, as any alert outside an episode.
 """
 
 from __future__ import annotations
@@ -43,8 +49,12 @@ from stream.settings import WorkerSettings
 __all__ = [
     "BacktestOptions",
     "BacktestResult",
+    "FeedbackLabels",
     "MemoryCooldowns",
     "MemoryWindows",
+    "merge_labels",
+    "read_feedback",
+    "read_labels",
     "run_backtest",
 ]
 
@@ -129,6 +139,29 @@ class BacktestResult:
     sources: list[str] = field(default_factory=list)  # "model" or "rule", per alert
     report: dict[str, Any] = field(default_factory=dict)
     users: set[str] = field(default_factory=set)  # users with events in the period
+    feedback: FeedbackLabels | None = None  # with `feedback=` given to `run_backtest`
+
+
+@dataclass(frozen=True)
+class FeedbackLabels:
+    """What `--feedback` adds: positive episodes (confirmed decisions, chargebacks) and how
+    many lines were known negatives (false positives) or named an order no purchase has."""
+
+    episodes: list[Label]
+    known_negatives: int
+    unknown_orders: int
+
+    def summary(self, path: Path) -> dict[str, Any]:
+        kinds: dict[str, int] = defaultdict(int)
+        for lab in self.episodes:
+            kinds[lab.kind or "unknown"] += 1
+        return {
+            "path": str(path),
+            "episodes": len(self.episodes),
+            "episodes_by_kind": dict(sorted(kinds.items())),
+            "known_negatives": self.known_negatives,
+            "unknown_orders": self.unknown_orders,
+        }
 
 
 def _lines(path: Path, progress: bool) -> Iterator[bytes]:
@@ -183,10 +216,49 @@ def read_labels(path: Path) -> list[Label]:
     return out
 
 
+def read_feedback(
+    path: Path, events: Path, *, session_gap_s: int, spec: Any = None
+) -> FeedbackLabels:
+    """The episodes a feedback file gives, read as `riskstream train` reads it
+    (`training.data.load_corpus`: a chargeback's episode runs from its session's start, by
+    `session_gap_s` of inactivity, to the purchase that carries its order id, so the events
+    are read too); a bad line is refused with its file and line number."""
+    from training.data import load_corpus  # numpy and the corpus reader: no torch
+    from training.exceptions import DataError
+
+    try:
+        corpus = load_corpus(events, None, path, spec=spec, session_gap_s=session_gap_s,
+                             progress=False, kept_labels=False)  # fmt: skip
+    except DataError as exc:
+        raise ToolError(f"--feedback: {exc}") from None
+    return FeedbackLabels(list(corpus.episodes), len(corpus.negatives), corpus.unknown_orders)
+
+
+def merge_labels(labels: list[Label] | None, more: list[Label] | None) -> list[Label] | None:
+    """Label episodes and feedback episodes together, an episode given by both counted once
+    (same user, head and span); None when neither was given."""
+    if labels is None and more is None:
+        return None
+    seen: set[tuple[str, str, int, int]] = set()
+    out: list[Label] = []
+    for lab in [*(labels or []), *(more or [])]:
+        key = (lab.user_id, lab.label, lab.start_ms, lab.end_ms)
+        if key not in seen:
+            seen.add(key)
+            out.append(lab)
+    return out
+
+
 def run_backtest(
-    bundle: Path, events: Path, rules: Path | None, options: BacktestOptions
+    bundle: Path,
+    events: Path,
+    rules: Path | None,
+    options: BacktestOptions,
+    *,
+    feedback: Path | None = None,
 ) -> BacktestResult:
-    """Replay `events` through the worker's processor; the alerts it would have raised."""
+    """Replay `events` through the worker's processor; the alerts it would have raised. With
+    `feedback`, its episodes too (`result.feedback`, read with the bundle's session gap)."""
     o = options
     if o.since_ms is not None and o.until_ms is not None and o.since_ms >= o.until_ms:
         raise ToolError("--since: must be before --until")
@@ -210,6 +282,16 @@ def run_backtest(
         time.perf_counter() - began,
     )  # fmt: skip
     result = BacktestResult()
+    if feedback is not None:  # before the replay: a bad line is refused at once
+        result.feedback = read_feedback(
+            feedback, events, session_gap_s=serving.bundle.manifest.session_gap_s,
+            spec=serving.bundle.spec,
+        )  # fmt: skip
+        log.info(
+            "backtest: %s: %d episodes (%d known negatives, %d unknown orders)",
+            feedback, len(result.feedback.episodes), result.feedback.known_negatives,
+            result.feedback.unknown_orders,
+        )  # fmt: skip
     clock = 0
     read = in_period = refused = 0
     first_ms: int | None = None
@@ -281,6 +363,8 @@ def run_backtest(
         "alerts": len(result.alerts),
     }
     result.users = users_in_period
+    if feedback is not None and result.feedback is not None:
+        result.report["feedback"] = result.feedback.summary(feedback)
     return result
 
 

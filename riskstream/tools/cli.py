@@ -214,6 +214,16 @@ def backtest(
         Path | None,
         typer.Option("--labels", exists=True, dir_okay=False, help="Label episodes (JSONL)."),
     ] = None,
+    feedback: Annotated[
+        Path | None,
+        typer.Option(
+            "--feedback",
+            exists=True,
+            dir_okay=False,
+            help="Analysts' decisions and chargebacks (the JSONL train --feedback reads): "
+            "confirmed ones count as label episodes.",
+        ),
+    ] = None,
     rules: Annotated[
         Path | None,
         typer.Option("--rules", exists=True, dir_okay=False, help="Rules file (YAML)."),
@@ -261,6 +271,7 @@ def backtest(
         BacktestOptions,
         compare,
         measure,
+        merge_labels,
         read_labels,
         run_backtest,
         table_rows,
@@ -280,8 +291,9 @@ def backtest(
     )
     if cooldown_s is not None:
         options = replace(options, cooldown_s=cooldown_s)
-    episodes = read_labels(labels) if labels is not None else None
-    result = run_backtest(bundle, events, rules, options)
+    given = read_labels(labels) if labels is not None else None
+    result = run_backtest(bundle, events, rules, options, feedback=feedback)
+    episodes = merge_labels(given, result.feedback.episodes if result.feedback else None)
     metrics = measure(result, episodes)
     written = write_outputs(result, metrics, out)
     logging.getLogger("riskstream.tools.backtest").info(

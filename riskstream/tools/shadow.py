@@ -283,7 +283,7 @@ def report_table(report: ShadowReport) -> Table:
     )
     for name in ("head", "live alerts", "shadow alerts", "both", "only live", "only shadow",
                  "agreement", "live precision", "shadow precision"):  # fmt: skip
-        table.add_column(name, justify="left" if name == "head" else "right")
+        table.add_column(name, justify="left" if name == "head" else "right", overflow="fold")
     for h in report.heads:
         table.add_row(
             h.head, f"{h.live_alerts:,}", f"{h.shadow_alerts:,}", f"{h.both:,}",

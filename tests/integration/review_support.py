@@ -102,6 +102,7 @@ def running_review(
         alerts_topic=topics["alerts"],
         decisions_topic=topics["decisions"],
         dlq_topic=topics["dlq"],
+        shadow_alerts_topic=more.pop("shadow_alerts_topic", topics.get("shadow", "")),
         group=f"review-{uuid.uuid4().hex[:8]}",
         secret="test-secret-" + uuid.uuid4().hex,
         **more,

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import pytest
 
-from events import parse_event
+from events import Label, parse_event
 from riskstream.cli import main
 from riskstream.tools.backtest import BacktestOptions, measure, read_labels, run_backtest
 from stream.messages import Incoming
@@ -205,6 +205,84 @@ def test_measure_counts_an_alert_inside_its_episode(tiny_world: Path, history: P
     assert m["episodes_detected"] == 1
     assert m["detection_delay_s"]["median"] == 60.0
     assert m["normal_users_alerted_per_1000_per_day"] == 0.0
+
+
+def _review_line(lab: Any, kind: str) -> bytes:
+    from events import format_ts_ms
+
+    return orjson.dumps({
+        "kind": kind, "label": lab.label, "user_id": lab.user_id,
+        "start": format_ts_ms(lab.start_ms), "end": format_ts_ms(lab.end_ms),
+        "ts": format_ts_ms(lab.end_ms + 3_600_000), "decision_id": f"d-{lab.user_id}-{kind}",
+        "source": "review",
+    })  # fmt: skip
+
+
+def test_feedback_counts_as_labels(
+    tiny_bundle: Path, tiny_world: Path, history: Path, tmp_path: Path
+) -> None:
+    """`--feedback`: analysts' confirmed decisions are label episodes (the same precision and
+    recall as the same spans given as --labels), a false positive adds none, a chargeback is
+    an episode from its session's start to the purchase (the trainer's reader), and the
+    report says what the file gave."""
+    from riskstream.tools.backtest import merge_labels
+
+    labels = read_labels(tiny_world / "labels.jsonl")
+    normal = next(u for u in sorted({str(json.loads(v)["user_id"]) for v in
+                                     history.read_bytes().splitlines()[:200]})
+                  if u not in {x.user_id for x in labels})  # fmt: skip
+    dismissed = Label(normal, "fraud", labels[0].start_ms, labels[0].end_ms)
+    feedback = tmp_path / "feedback.jsonl"
+    feedback.write_bytes(
+        b"\n".join([_review_line(lab, "review_confirmed") for lab in labels]
+                   + [_review_line(dismissed, "review_false_positive")]) + b"\n"
+    )  # fmt: skip
+    options = BacktestOptions(variant="fp32", progress=False)
+    result = run_backtest(tiny_bundle, history, Path("config/rules.yaml"), options,
+                          feedback=feedback)  # fmt: skip
+    assert result.feedback is not None
+    assert len(result.feedback.episodes) == len(labels)
+    assert result.feedback.known_negatives == 1
+    assert result.report["feedback"]["episodes_by_kind"] == {"review_confirmed": len(labels)}
+    by_labels = measure(result, labels)
+    by_feedback = measure(result, result.feedback.episodes)
+    fields = ("precision", "recall", "episodes", "episodes_detected",
+              "normal_users_alerted_per_1000_per_day", "detection_delay_s")  # fmt: skip
+    assert by_labels["all:fraud"]["episodes_detected"] > 0
+    for name, row in by_labels.items():
+        assert {f: row.get(f) for f in fields} == {f: by_feedback[name].get(f) for f in fields}
+    # Given both, an episode given twice counts once.
+    assert measure(result, merge_labels(labels, result.feedback.episodes)) == by_labels
+
+    # Chargebacks (the simulator's feedback), through the command: episodes of their own kind.
+    out = tmp_path / "bt"
+    code = main([
+        "backtest", "--events", str(history), "--feedback", str(tiny_world / "feedback.jsonl"),
+        "--bundle", str(tiny_bundle), "--out", str(out), "--variant", "fp32", "--no-progress",
+        "--until", "2026-11-02T06:00:00Z",
+    ])  # fmt: skip
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    given = report["feedback"]
+    assert given["episodes"] == given["episodes_by_kind"]["chargeback"] > 0
+    fraud = report["by_source"]["all:fraud"]
+    assert fraud["episodes"] == given["episodes"]
+    assert set(fraud["recall_by_kind"]) == {"chargeback"}
+    assert report["by_source"]["all:abnormal_click"].get("episodes") == 0
+
+
+def test_a_bad_feedback_line_is_refused_with_its_line(
+    tiny_bundle: Path, history: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "feedback.jsonl"
+    bad.write_text('{"order_id": "o1", "ts": "2026-11-02T00:00:00Z", "kind": "chargeback"}\n'
+                   '{"kind": "review_confirmed", "label": "fraud", "user_id": "u1"}\n')  # fmt: skip
+    code = main(["backtest", "--events", str(history), "--feedback", str(bad), "--bundle",
+                 str(tiny_bundle), "--out", str(tmp_path / "o"), "--no-progress"])  # fmt: skip
+    assert code == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: --feedback: {bad}:2:")
+    assert "\n" not in err
 
 
 def test_empty_period_and_bad_arguments_are_one_line(

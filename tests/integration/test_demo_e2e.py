@@ -44,6 +44,16 @@ def test_demo_catches_attacks_and_spares_normal_users(tmp_path: Path) -> None:
     schema = load_schema("alert")
     for alert in result.alerts:
         jsonschema.validate(alert, schema, format_checker=jsonschema.FormatChecker())
+    # The worker's shadow (the model exported FP32 only) judged the same windows: its would-be
+    # alerts are in the alert schema, under its own version, and kept for `demo --review`.
+    assert result.shadow_alerts is not None
+    assert result.shadow_alerts, "the shadow raised no would-be alert"
+    live_version = result.alerts[0]["model_version"].split("+")[0]
+    for alert in result.shadow_alerts:
+        jsonschema.validate(alert, schema, format_checker=jsonschema.FormatChecker())
+        assert alert["model_version"].split("+")[0] != live_version
+    shadow_file = tmp_path / "shadow_alerts.jsonl"
+    assert len(shadow_file.read_text().splitlines()) == len(result.shadow_alerts)
     assert (tmp_path / "timeline.png").stat().st_size > 10_000
     assert len((tmp_path / "alerts.jsonl").read_text().splitlines()) == len(result.alerts)
     # What the demo started is stopped again.

@@ -114,7 +114,7 @@ def test_alerts_become_cases_once_and_bad_messages_are_dead_lettered(
     assert reasons[b"{not json"][0] == "message"
     assert "not valid JSON" in reasons[b"{not json"][1]
     versions = _rows(database_url, "SELECT version, name FROM schema_version")
-    assert versions == [(1, "cases"), (2, "list_changes")]
+    assert versions == [(1, "cases"), (2, "list_changes"), (3, "shadow_alerts")]
 
 
 def test_console_signs_in_checks_csrf_and_publishes_decisions(
@@ -237,6 +237,81 @@ def test_console_signs_in_checks_csrf_and_publishes_decisions(
         in metrics
     )
     assert 'review_decisions_total{verdict="confirmed_fraud"} 1.0' in metrics
+
+
+SHADOW_VERSION = "20261206T080000Z-9e1b2c3d4f5a"
+
+
+def test_precision_page_shows_the_shadow_beside_the_live_model(
+    kafka_broker: TansuBroker, make_topics: MakeTopics, database_url: str, tmp_path: Path
+) -> None:
+    """Shadow alerts (alerts.shadow) are stored apart, open no case, and the Precision page
+    compares them with the live alerts per (user, head): both, only one, agreement, and each
+    one's precision where analysts decided; every field from an alert renders as text."""
+    topics = make_topics({"alerts": 2, "shadow": 2, "decisions": 2, "dlq": 1})
+    live = [make_alert("u-30"), make_alert("u-31"), make_alert("u-32", type="abnormal_click")]
+    shadow = [
+        make_alert("u-30", model_version=SHADOW_VERSION),  # both; confirmed below
+        make_alert("u-33", model_version=SHADOW_VERSION),  # only the shadow
+        make_alert("u-32", type="abnormal_click", model_version=SHADOW_VERSION, rule_id="r1"),
+    ]
+    evil = make_alert("<script>alert('s')</script>", model_version="<script>sv()</script>")
+    broken = make_alert("u-34", model_version=SHADOW_VERSION)
+    del broken["score"]
+    _send(kafka_broker.bootstrap, topics["alerts"], [_alert_msg(a) for a in live])
+    _send(kafka_broker.bootstrap, topics["shadow"],
+          [_alert_msg(a) for a in [*shadow, shadow[0], evil, broken]])  # fmt: skip
+    with (
+        contextlib.ExitStack() as stack,
+        running_review(database_url, kafka_broker.bootstrap, topics, tmp_path) as review,
+    ):
+
+        def stored() -> bool:
+            counts = _rows(database_url, "SELECT (SELECT count(*) FROM alerts),"
+                           " (SELECT count(*) FROM shadow_alerts)")  # fmt: skip
+            return counts == [(3, 4)]
+
+        wait_for(stored, "3 live and 4 shadow alerts")
+        [dead] = _drain(kafka_broker.bootstrap, topics["dlq"], 1, 1)
+        client = signed_in(review.url)
+        stack.callback(client.close)
+        empty_page = client.get("/precision").text  # nothing decided yet
+        token = csrf_of(client.get("/").text)
+        for user, verdict in [("u-30", "confirmed_fraud"), ("u-31", "false_positive")]:
+            [(case_id,)] = _rows(database_url, "SELECT case_id FROM cases WHERE user_id = %s", user)
+            answer = client.post(f"/cases/{case_id}/decide", data={"verdict": verdict,
+                                                                   "csrf": token})  # fmt: skip
+            assert answer.status_code == 303
+        page = client.get("/precision").text
+        queue = client.get("/?status=all").text
+        metrics = client.get("/metrics").text
+
+    assert {k: v.decode() for k, v in dead.headers}["source_topic"] == topics["shadow"]
+    # The shadow's alerts open no case and never reach the queue.
+    assert _rows(database_url, "SELECT user_id FROM cases ORDER BY 1") == [
+        ("u-30",), ("u-31",), ("u-32",)
+    ]  # fmt: skip
+    assert "u-33" not in queue
+    assert "review_shadow_alerts_ingested_total 4.0" in metrics
+    assert "review_alerts_duplicate_total 1.0" in metrics  # shadow[0] redelivered
+    section = page.split('id="shadow"')[1]
+    first, second = section.split("<h3>")[1:3]
+    assert SHADOW_VERSION in first.split("</h3>")[0]
+    assert "20261102T090000Z-3f9a0c1d2e4b" in first.split("</h3>")[0]  # the live version
+
+    def row(html: str, head: str) -> list[str]:
+        cells = html.split(f'<td class="mono">{head}</td>')[1].split("</tr>")[0]
+        return [c.split(">", 1)[1] for c in cells.split("</td>") if ">" in c]
+
+    # fraud: live u-30 u-31, shadow u-30 u-33: 1 both, 1 only each, agreement 1/3; the live
+    # model 1 confirmed of 2 decided, the shadow 1 of 1 (u-30; u-33 is undecided).
+    assert row(first, "fraud") == ["2", "2", "1", "1", "1", "33 %", "50 % (2)", "100 % (1)"]
+    assert row(first, "abnormal_click") == ["1", "1", "1", "0", "0", "100 %", "– (0)", "– (0)"]
+    assert row(empty_page.split('id="shadow"')[1], "fraud")[-2:] == ["– (0)", "– (0)"]
+    # The second shadow version: every field from its alert is text, not markup.
+    assert "<script" not in page
+    assert "&lt;script&gt;sv()&lt;/script&gt;" in second
+    assert row(second, "fraud")[:5] == ["2", "1", "0", "2", "1"]
 
 
 def test_labels_export_from_the_database_and_from_the_topic(

@@ -88,7 +88,8 @@ def test_demo_review_reuses_a_finished_run_instead_of_training_again(
 
     served: list[list[dict[str, object]]] = []
     monkeypatch.setattr(demo_run, "run_demo", no_run)
-    monkeypatch.setattr(review_demo, "serve_demo_console", lambda _out, a: served.append(a))
+    monkeypatch.setattr(review_demo, "serve_demo_console",
+                        lambda _out, a, shadow_alerts=None: served.append(a))  # fmt: skip
     alerts = _finished_run(tmp_path / "demo")
     assert main(["demo", "--review", "--out", str(tmp_path / "demo")]) == 0
     assert served == [alerts]
@@ -102,3 +103,39 @@ def test_demo_review_reuses_a_finished_run_instead_of_training_again(
     _finished_run(tmp_path / "short")
     (tmp_path / "short" / "alerts.jsonl").write_bytes(b'{"alert_id": "a1"}\n')
     assert demo_run.reusable_alerts(tmp_path / "short", users=2000, days=2.0, seed=7) is None
+
+
+def test_demo_review_serves_the_runs_shadow_alerts_and_prints_their_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from riskstream.command import main
+    from riskstream.demo import review_console as review_demo
+    from riskstream.demo import run as demo_run
+
+    out = tmp_path / "demo"
+    alerts = _finished_run(out)
+    assert demo_run.reusable_shadow_alerts(out) is None  # a run from before the shadow
+    live = {"alert_id": "a1", "type": "fraud", "user_id": "u1", "model_version": "m1",
+            "detected_at": "2026-12-06T10:00:00Z"}  # fmt: skip
+    shadow = [dict(live, alert_id="s1", model_version="m2"),
+              dict(live, alert_id="s2", user_id="u2", model_version="m2")]  # fmt: skip
+    (out / "shadow_alerts.jsonl").write_bytes(b"".join(orjson.dumps(a) + b"\n" for a in shadow))
+    run = orjson.loads((out / "demo.json").read_bytes())
+    (out / "demo.json").write_bytes(orjson.dumps({**run, "shadow_alerts": 2}))
+    assert demo_run.reusable_shadow_alerts(out) == shadow
+    served: list[object] = []
+
+    def serve(_out: Path, a: object, shadow_alerts: object = None) -> None:
+        served.append((a, shadow_alerts))
+
+    monkeypatch.setattr(review_demo, "serve_demo_console", serve)
+    assert main(["demo", "--review", "--out", str(out)]) == 0
+    assert served == [(alerts, shadow)]
+    assert "its shadow's 2" in capsys.readouterr().out
+    # The table `riskstream shadow report` prints: 1 pair both, 1 only in the shadow.
+    from rich.console import Console
+
+    demo_run.shadow_summary(Console(width=200), [live], shadow)
+    printed = capsys.readouterr().out
+    assert "live m1 vs shadow m2" in printed
+    assert "50.0%" in printed  # agreement: 1 of 2 pairs
