@@ -23,6 +23,7 @@ import logging
 import os
 import stat
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -80,6 +81,42 @@ def _default_runtime(settings: WorkerSettings) -> BatchHandler:
     return WorkerRuntime(settings)
 
 
+def stop_deadline_s(session_s: float) -> float:
+    """How long a stopping worker may take: the unfinished batch's grace (the session timeout),
+    then the final commit and the LeaveGroup (`_FINAL_COMMIT_S` each), then a margin; under the
+    supervisor's 30 s before it kills.
+
+    >>> stop_deadline_s(6.0)
+    18.0
+    """
+    return session_s + 2 * _FINAL_COMMIT_S + 2.0
+
+
+_exit_timer: threading.Timer | None = None
+
+
+def exit_after(deadline_s: float) -> None:
+    """Exit (code 75, nothing more committed: the batch is redelivered) unless the process has
+    ended within `deadline_s`; one timer, however many signals come."""
+    global _exit_timer
+    if _exit_timer is not None:
+        return
+
+    def give_up() -> None:
+        log.critical(
+            "stopping took more than %.0f s (a batch could not finish: Redis or the broker "
+            "down?); exiting without committing it (it will be redelivered)",
+            deadline_s,
+        )
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os._exit(EXIT_UNCOMMITTED)
+
+    _exit_timer = threading.Timer(deadline_s, give_up)
+    _exit_timer.daemon = True
+    _exit_timer.start()
+
+
 def create_app(
     settings: WorkerSettings | None = None,
     runtime_factory: Callable[[WorkerSettings], BatchHandler] | None = None,
@@ -121,12 +158,20 @@ def create_app(
 
     class QuietWorker(faust.Worker):
         """Faust's worker without its start-up spinner when stdout is not a terminal: the
-        spinner writes cursor escapes and backspaces into a log file whatever it is."""
+        spinner writes cursor escapes and backspaces into a log file whatever it is. A stop
+        ends within `stop_deadline_s(session_s)` whatever it waits on."""
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             if not is_terminal(self.stdout):
                 self.spinner = None
+
+        def _schedule_shutdown(self, signal: Any) -> None:
+            # Faust's consumer waits for every started batch to be acked before it stops
+            # (`stream_wait_empty`): a batch retrying a Redis that is down is never acked, and
+            # the process would wait until killed, neither committing nor leaving the group.
+            exit_after(stop_deadline_s(session_s))
+            super()._schedule_shutdown(signal)
 
     app = WorkerApp(
         settings.consumer_group,

@@ -19,12 +19,14 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+import psutil  # type: ignore[import-untyped]
 import pytest
 import redis
 from redis.crc import key_slot
 
 from export import load_bundle
 from riskstream.localstack import TansuBroker, create_topics, find_free_port
+from stream.app import EXIT_UNCOMMITTED, stop_deadline_s
 from stream.keys import window_key
 from tests.conftest import MakeTopics
 from tests.integration.fault_support import (
@@ -242,6 +244,51 @@ def test_redis_restart_mid_stream(
 
 
 # -- c. restart the broker mid-stream -----------------------------------------------------------
+
+
+@pytest.mark.timeout(240)
+def test_sigterm_while_redis_is_down_ends_the_worker_within_its_deadline(
+    kafka_broker: TansuBroker, make_topics: MakeTopics, tiny_bundle: Path, tmp_path: Path
+) -> None:
+    """A worker told to stop while its batch retries a Redis that is down cannot finish that
+    batch; Faust's consumer would wait for it until killed (neither committing nor leaving the
+    group, and a supervisor killed outright left the process behind). It ends within
+    `stop_deadline_s` with code 75 (unfinished batch), the batch left uncommitted for
+    redelivery, and no process left."""
+    world = make_world(tmp_path / "world", users=100, seed=23, limit=1_500)
+    server = RestartableRedis(find_free_port(), tmp_path / "valkey", appendonly=False)
+    server.start()
+    try:
+        topics = make_topics(TOPICS)
+        stack = Stack(kafka_broker.url, server.url, topics, "stop:", tiny_bundle, _group(),
+                      tmp_path, env={"RISKSTREAM_RETRY_MAX_BACKOFF_S": "0.5"})  # fmt: skip
+        produce(kafka_broker.bootstrap, topics["events"], world.lines[:1000], world.events[:1000])
+        with workers() as spawn:
+            w = spawn(stack, "worker")
+            wait_until("every event", lambda: w.events() >= 1000, 120, [w])
+            server.stop()
+            produce(kafka_broker.bootstrap, topics["events"], world.lines[1000:],
+                    world.events[1000:])  # fmt: skip
+            wait_until("a retry", lambda: (w.metric("retries_total") or 0) > 0, 60, [w])
+            children = w.children()
+            began = time.monotonic()
+            w.proc.send_signal(signal.SIGTERM)
+            code = w.proc.wait(timeout=stop_deadline_s(6.0) + 15)
+            took = time.monotonic() - began
+            say(f"SIGTERM with Redis down: supervisor exited {code} after {took:.1f} s")
+            assert code == EXIT_UNCOMMITTED
+            assert took < stop_deadline_s(6.0) + 5  # the supervisor's polling on top
+            assert not [pid for pid in children if psutil.pid_exists(pid)]
+            log = w.log.read_text(errors="replace")
+            assert "exiting without committing it (it will be redelivered)" in log
+            offsets = Offsets(kafka_broker.bootstrap, stack.group, topics["events"],
+                              TOPICS["events"])  # fmt: skip
+            try:
+                assert sum(offsets.committed().values()) < len(world.lines)  # redelivered
+            finally:
+                offsets.close()
+    finally:
+        server.stop()
 
 
 @pytest.mark.timeout(240)
