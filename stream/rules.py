@@ -32,6 +32,15 @@ segments:                          # the first segment that matches the scored e
     thresholds: {fraud: 0.9, abnormal_click: 0.95}
 lists: [lists.txt]                 # allow / deny list files, relative to this file (stream.lists)
 ```
+
+What the decision API (`riskstream decide serve`, docs/decide.md) makes of a model head's alert;
+the worker ignores it:
+
+```yaml
+decide:
+  fraud: {review: 0.6, block: 0.9}   # an alert scoring ≥ block blocks, ≥ review is a review,
+  abnormal_click: {block: 0.97}      #   under review allows; review defaults to every alert
+```
 """
 
 from __future__ import annotations
@@ -59,6 +68,7 @@ from stream.lists import ListSet, load_lists
 __all__ = [
     "CHANNELS",
     "Condition",
+    "DecideCuts",
     "Rule",
     "RuleSet",
     "RulesFile",
@@ -136,6 +146,25 @@ class Rule:
 
 
 @dataclass(frozen=True)
+class DecideCuts:
+    """The decision API's cuts on a model head's alert score: `block` and above blocks, from
+    `review` up (every alert when None) is a review, below it allows."""
+
+    review: float | None = None
+    block: float | None = None
+
+    def decide(self, score: float) -> Literal["allow", "review", "block"]:
+        """What an alert of this head with `score` decides.
+
+        >>> DecideCuts(review=0.6, block=0.9).decide(0.95), DecideCuts(0.6, 0.9).decide(0.5)
+        ('block', 'allow')
+        """
+        if self.block is not None and score >= self.block:
+            return "block"
+        return "review" if self.review is None or score >= self.review else "allow"
+
+
+@dataclass(frozen=True)
 class RuleSet:
     """Parsed rules and their version (sha256 of the file's bytes, 12 hex)."""
 
@@ -144,6 +173,7 @@ class RuleSet:
     segments: tuple[Segment, ...] = ()
     list_paths: tuple[str, ...] = ()  # as written in the file (relative to it)
     lists: ListSet = field(default_factory=ListSet)
+    decide: dict[str, DecideCuts] = field(default_factory=dict)  # per head (decision API)
 
     def thresholds(
         self, events: Sequence[Event], windows: Sequence[Records], bundle: dict[str, float]
@@ -426,10 +456,11 @@ def parse_rules(text: str | bytes, spec: EncodingSpec, source: str = "rules") ->
         raise RulesError(f"{source}: not valid YAML{at} ({problem})") from exc
     if not isinstance(data, dict) or not isinstance(data.get("rules", []), list):
         raise RulesError(f"{source}: must be a mapping with a 'rules' list")
-    unknown = set(data) - {"rules", "segments", "lists"}
+    unknown = set(data) - {"rules", "segments", "lists", "decide"}
     if unknown:
         raise RulesError(f"{source}: unknown key {sorted(map(str, unknown))[0]!r} "
-                         "(known: rules, segments, lists)")  # fmt: skip
+                         "(known: rules, segments, lists, decide)")  # fmt: skip
+    decide = _decide_cuts(data.get("decide"), source)
     raw_segments = data.get("segments") or []
     if not isinstance(raw_segments, list):
         raise RulesError(f"{source}: segments must be a list")
@@ -478,7 +509,32 @@ def parse_rules(text: str | bytes, spec: EncodingSpec, source: str = "rules") ->
         )
     raw_bytes = text.encode() if isinstance(text, str) else text
     version = "rules-" + hashlib.sha256(raw_bytes).hexdigest()[:12]
-    return RuleSet(tuple(rules), version, tuple(segments), tuple(raw_lists))
+    return RuleSet(tuple(rules), version, tuple(segments), tuple(raw_lists), decide=decide)
+
+
+def _decide_cuts(raw: Any, source: str) -> dict[str, DecideCuts]:
+    """The `decide:` section: per head, `review` and/or `block` in [0, 1], review ≤ block."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise RulesError(f"{source}: decide must be a mapping of heads")
+    cuts: dict[str, DecideCuts] = {}
+    for head, spec in raw.items():
+        where = f"{source}: decide.{head}"
+        if head not in LABELS:
+            raise RulesError(f"{where}: unknown head ({', '.join(LABELS)})")
+        if not isinstance(spec, dict) or not spec or set(spec) - {"review", "block"}:
+            raise RulesError(f"{where}: must be a mapping of review and/or block")
+        values: dict[str, float] = {}
+        for key, value in spec.items():
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+            if not ok or not 0.0 <= float(value) <= 1.0:
+                raise RulesError(f"{where}.{key}: must be a number in [0, 1], got {value!r}")
+            values[key] = float(value)
+        if values.get("review", 0.0) > values.get("block", 1.0):
+            raise RulesError(f"{where}: review {values['review']} is above block {values['block']}")
+        cuts[str(head)] = DecideCuts(values.get("review"), values.get("block"))
+    return cuts
 
 
 def list_files(path: Path, ruleset: RuleSet) -> list[Path]:

@@ -9,7 +9,8 @@ bundle's thresholds and severity calibration and the rules file. Nothing here re
 window, the scoring or the rules: the decision is the alert the worker would raise, read as
 
 - **block**: a model or rule alert whose severity is in `block_at` (default: `critical`), or a
-  deny-list hit (`block_deny_list`, default on: docs/lists.md);
+  deny-list hit (`block_deny_list`, default on: docs/lists.md); for a head with `decide:` cuts
+  in the rules file, its model alert by its score instead (`stream.rules.DecideCuts`);
 - **review**: any other alert (score at or over the head's threshold on a window long enough
   for the bundle's calibration, or a rule that fires);
 - **allow**: no alert (an allow-listed user's model and rule alerts are suppressed, as in the
@@ -41,7 +42,7 @@ from stream.messages import Incoming
 from stream.model_slot import Serving
 from stream.processor import Processor
 from stream.redis_connect import cluster_url
-from stream.rules import RulesFile
+from stream.rules import DecideCuts, RulesFile
 from stream.runtime import model_slot
 from stream.settings import WorkerSettings
 
@@ -185,10 +186,7 @@ class Decider:
         scores = {k: v for k, v in out.scores[0][1].items() if k in serving.bundle.thresholds}
         alerts = [a for _, a in out.alerts]
         sources = [source for _, source in out.alert_sources]
-        block = any(a["severity"] in self.policy.block_at for a in alerts) or (
-            self.policy.block_deny_list and "deny_list" in sources
-        )
-        decision: DecisionKind = "block" if block else "review" if alerts else "allow"
+        decision = self._decision(alerts, sources, self.rules.rules.decide)
         reasons: list[dict[str, Any]] = []
         rules_hit: list[str] = []
         driving: list[str] = []
@@ -225,6 +223,26 @@ class Decider:
             "fallback": None,
             "latency_ms": round((time.perf_counter() - began) * 1000, 3),
         }
+
+    def _decision(
+        self, alerts: list[dict[str, Any]], sources: list[str], cuts: dict[str, DecideCuts]
+    ) -> DecisionKind:
+        """What the alerts of one event decide: the most severe of each alert's own decision.
+        A deny-list hit blocks (`block_deny_list`); a model alert of a head with `decide:` cuts
+        in the rules file is decided by its score; any other alert blocks when its severity is
+        in `block_at`, else it is a review. No alert: allow."""
+        order: dict[DecisionKind, int] = {"allow": 0, "review": 1, "block": 2}
+        found: DecisionKind = "allow"
+        for alert, source in zip(alerts, sources, strict=True):
+            one: DecisionKind
+            if source == "deny_list" and self.policy.block_deny_list:
+                one = "block"
+            elif source == "model" and alert["type"] in cuts:
+                one = cuts[alert["type"]].decide(float(alert["score"]))
+            else:
+                one = "block" if alert["severity"] in self.policy.block_at else "review"
+            found = max(found, one, key=order.__getitem__)
+        return found
 
     def fallback(
         self, event: Event, why: str, began: float, *, duplicate: bool = False

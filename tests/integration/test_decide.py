@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import socket
 import threading
 import time
@@ -194,6 +195,50 @@ def test_a_deny_list_hit_blocks_and_an_allow_listed_user_is_allowed(
         tiny_bundle, redis_url, key_prefix + "soft:", rules=rules, block_deny_list=False
     )
     assert last_decision(soft, denied)["decision"] == "review"
+
+
+def test_decide_cuts_in_the_rules_file_decide_a_model_alert_by_its_score(
+    tiny_bundle: Path, redis_url: str, key_prefix: str, user_lines: dict[str, list[bytes]],
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """`decide: {head: {review, block}}` (stream.rules.DecideCuts): the same alert blocks, is a
+    review or allows by its score; heads without cuts keep the severity policy."""
+
+    def last(decider: Decider, user: str) -> dict[str, Any]:
+        got: dict[str, Any] = {}
+        for line in user_lines[user]:
+            got = decider.decide(line, parse_event(line, now_ms=NOW_MS), NOW_MS)
+        return got
+
+    def with_rules(name: str, text: str) -> Decider:
+        (tmp_path / f"{name}.yaml").write_text(text)
+        return _decider(
+            tiny_bundle, redis_url, f"{key_prefix}{name}:", rules=tmp_path / f"{name}.yaml"
+        )
+
+    plain = _decider(tiny_bundle, redis_url, key_prefix + "plain:")
+    found = [(u, d) for u in list(user_lines)[:6] if (d := last(plain, u))["heads"]]
+    assert found, "no attacker alerts on its last event"
+    user, base = found[0]
+    model_heads = [h for h in base["heads"] if h["source"] == "model"]
+    assert model_heads, base["heads"]
+    head, score = model_heads[0]["head"], model_heads[0]["score"]
+    others = {h["head"] for h in base["heads"]} - {head}
+    assert not others or base["decision"] != "allow"
+    at = math.floor(score * 1e6) / 1e6  # at or under the score, written exactly
+    block = with_rules("block", f"rules: []\ndecide:\n  {head}: {{block: {at:.6f}}}\n")
+    assert last(block, user)["decision"] == "block"
+    above = min(1.0, math.ceil(score * 1e6) / 1e6 + 1e-6)  # over the score
+    allow = with_rules("allow", f"rules: []\ndecide:\n  {head}: {{review: {above:.6f}}}\n")
+    got = last(allow, user)
+    assert got["heads"] == base["heads"]  # the same alerts...
+    if not others:  # ...and this head's, under its review cut, allows
+        assert got["decision"] == "allow"
+    review = with_rules("review", f"rules: []\ndecide:\n  {head}: {{review: 0.0, block: 1.0}}\n")
+    decided = last(review, user)["decision"]
+    assert decided in ("review", "block")
+    if not others and score < 1.0:
+        assert decided == "review"
 
 
 def test_bad_input_is_422_naming_the_field_and_big_bodies_413(

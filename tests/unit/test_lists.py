@@ -212,12 +212,24 @@ def test_segment_threshold_choice() -> None:
         ),
         ("segment: []\n", "unknown key 'segment'"),
         ("lists: 5\n", "lists must be a file name"),
+        ("decide: {spam: {block: 0.9}}\n", "r.yaml: decide.spam: unknown head"),
+        ("decide: {fraud: {block: 1.5}}\n", "decide.fraud.block: must be a number in [0, 1]"),
+        ("decide: {fraud: {stop: 0.5}}\n", "decide.fraud: must be a mapping of review"),
+        ("decide: {fraud: {review: 0.9, block: 0.5}}\n", "review 0.9 is above block 0.5"),
     ],
 )
 def test_bad_segments_are_refused_with_the_line(text: str, wanted: str) -> None:
     with pytest.raises(RulesError) as caught:
         parse_rules(text, SPEC, "r.yaml")
     assert wanted in str(caught.value)
+
+
+def test_decide_cuts_parse_per_head() -> None:
+    rules = parse_rules("decide:\n  fraud: {review: 0.5, block: 0.9}\n", SPEC, "r.yaml")
+    assert rules.decide["fraud"].decide(0.95) == "block"
+    assert rules.decide["fraud"].decide(0.7) == "review"
+    assert rules.decide["fraud"].decide(0.4) == "allow"
+    assert "abnormal_click" not in rules.decide
 
 
 def _processor(tmp_path: Path, lists: bytes, segments: str = "") -> Processor:
