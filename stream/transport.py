@@ -10,21 +10,66 @@ aiokafka leaves its group on close (LeaveGroup, so the others rebalance at once)
 generation is above 0: Apache Kafka numbers generations from 1, Tansu from 0, so a member of a
 group's first generation left silently there and its partitions waited for the session timeout
 (measured: 10.9 s from SIGTERM to a hand-over). `leave_group_from_generation_zero` patches that.
+
+Tansu (its memory and S3 engines) lists every record batch object of a partition, oldest first, on
+each fetch, and stops listing when the fetch's max wait is spent: a partition holding more batches
+than it can list within the wait (about 20-30k single-record batches at 20 ms on the 2-core
+host) gets empty fetch responses for ever, whatever the consumer does, and a restart does not
+help (the cause of issue 29's stalls: `docs/operations.md`). `catch_up_fetch_wait` patches
+aiokafka's fetcher: a fetch request for a partition the broker said has records past the fetch
+offset (its last high watermark) waits up to `CATCH_UP_WAIT_MS`; a broker with data answers at
+once (Kafka and Tansu both return as soon as `fetch_min_bytes` is there), so only the listing's
+time is spent, and a consumer that has caught up keeps the short wait.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     import faust
     from faust.types import TransportT
 
-__all__ = ["leave_group_from_generation_zero", "worker_transport"]
+__all__ = ["CATCH_UP_WAIT_MS", "catch_up_fetch_wait", "leave_group_from_generation_zero",
+           "worker_transport"]  # fmt: skip
 
 log = logging.getLogger(__name__)
+
+#: A fetch for a partition known to have records past its fetch offset waits up to this long.
+CATCH_UP_WAIT_MS: Final = 1000
+
+
+def catch_up_fetch_wait(wait_ms: int = CATCH_UP_WAIT_MS) -> None:
+    """Make aiokafka's fetcher (in this process) send a fetch request that holds a partition with
+    known lag (last high watermark past its fetch offset) with a max wait of at least `wait_ms`;
+    idempotent (the last `wait_ms` wins)."""
+    from aiokafka.consumer import fetcher
+
+    original = fetcher.Fetcher._get_actions_per_node
+    original = getattr(original, "riskstream_original", original)
+
+    def _get_actions_per_node(self: Any, assignment: Any) -> Any:
+        actions = original(self, assignment)
+        for _node_id, request in actions[0]:
+            if request._max_wait_ms >= wait_ms:
+                continue
+            for topic, partitions in request.topics:
+                for partition, offset, _max_bytes in partitions:
+                    state = assignment.state_value(fetcher.TopicPartition(topic, partition))
+                    highwater = getattr(state, "highwater", None)
+                    if highwater is not None and highwater > offset:
+                        request._max_wait_ms = wait_ms
+                        break
+                else:
+                    continue
+                break
+        return actions
+
+    _get_actions_per_node.riskstream_patched = True  # type: ignore[attr-defined]
+    _get_actions_per_node.riskstream_original = original  # type: ignore[attr-defined]
+    fetcher.Fetcher._get_actions_per_node = _get_actions_per_node
 
 
 def leave_group_from_generation_zero() -> None:
@@ -65,6 +110,7 @@ def worker_transport(app: faust.App, fetch_max_wait_ms: int) -> TransportT:
 
     tolerate_undecodable_batches()  # an undecodable batch is dead-lettered, not fatal
     leave_group_from_generation_zero()  # a stopped worker hands its partitions on at once
+    catch_up_fetch_wait()  # a partition with many batches on Tansu is still fetched
 
     class ConsumerThread(driver.AIOKafkaConsumerThread):
         def _create_worker_consumer(self, transport: Any) -> Any:

@@ -109,3 +109,22 @@ def test_leave_group_and_stall_hooks_exist() -> None:
     assert "self.generation > 0 and self._group_instance_id is None" in source
     for name in ("_send_req", "reset_generation"):
         assert callable(getattr(GroupCoordinator, name, None)), f"aiokafka {name} is gone"
+
+
+def test_catch_up_fetch_wait_hooks_exist() -> None:
+    """stream/transport.py's `catch_up_fetch_wait`: aiokafka's fetcher builds its requests in
+    `_get_actions_per_node`, whose first item lists (node, FetchRequest) pairs; the request keeps
+    its wait in `_max_wait_ms` and its (topic, [(partition, offset, max_bytes)]) in `topics`;
+    a partition's state carries the last high watermark."""
+    from aiokafka.consumer import fetcher
+    from aiokafka.consumer.subscription_state import TopicPartitionState
+    from aiokafka.protocol.fetch import FetchRequest
+
+    source = inspect.getsource(fetcher.Fetcher._get_actions_per_node)
+    assert "fetch_requests.append((node_id, req))" in source
+    assert "fetch_requests," in source
+    request = FetchRequest(20, 1, 1024, 0, [("t", [(0, 5, 1024)])])
+    assert request._max_wait_ms == 20
+    assert request.topics == [("t", [(0, 5, 1024)])]
+    assert "self.highwater" in inspect.getsource(TopicPartitionState)
+    assert "TopicPartition" in vars(fetcher)
