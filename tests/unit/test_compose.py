@@ -135,6 +135,12 @@ def services_built_from(dockerfile: str) -> dict[str, dict[str, Any]]:
     return {name: s for name, s in services().items() if dockerfile_of(s) == dockerfile}
 
 
+def worker_services() -> dict[str, dict[str, Any]]:
+    """The stream workers (the worker image also serves `decide`)."""
+    return {n: s for n, s in services_built_from(WORKER_DOCKERFILE).items()
+            if s["command"][0] == "worker"}  # fmt: skip
+
+
 def mounts(service: dict[str, Any]) -> list[tuple[str, str, bool]]:
     """(source, target, read_only) of each volume entry, short or long syntax."""
     result = []
@@ -372,7 +378,9 @@ def test_compose_parses_with_compose_top_level_keys_only() -> None:
 
 def test_the_default_stack_and_its_profiles() -> None:
     default = {name for name, s in services().items() if not profiles(s)}
-    assert default == {"kafka", "kafka-init", "redis", "trainer", "worker", "postgres", "review"}
+    assert default == {
+        "kafka", "kafka-init", "redis", "trainer", "worker", "postgres", "review", "decide"
+    }  # fmt: skip
     assert profiles(services()["worker-gpu"]) == ["gpu"]
     assert profiles(services()["prometheus"]) == ["monitoring"]
     # Nothing the default stack needs may hide behind a profile.
@@ -450,7 +458,7 @@ def test_commands_of_our_images_are_real_cli_commands() -> None:
 
 
 def test_worker_variables_are_worker_settings(clean_env: pytest.MonkeyPatch) -> None:
-    workers = services_built_from(WORKER_DOCKERFILE)
+    workers = worker_services()
     assert set(workers) == {"worker", "worker-gpu"}
     image_env = {key for key in env_keys(WORKER_DOCKERFILE) if key.startswith(ENV_PREFIX)}
     assert image_env <= WORKER_FIELDS, f"not WorkerSettings fields: {image_env - WORKER_FIELDS}"
@@ -511,12 +519,9 @@ def test_workers_scale_in_one_consumer_group() -> None:
     assert worker["deploy"]["replicas"] == 2
     partitions = dev_topics()["events"]
     assert worker["deploy"]["replicas"] <= partitions
-    groups = {
-        set_env(s)[f"{ENV_PREFIX}CONSUMER_GROUP"]
-        for s in services_built_from(WORKER_DOCKERFILE).values()
-    }
+    groups = {set_env(s)[f"{ENV_PREFIX}CONSUMER_GROUP"] for s in worker_services().values()}
     assert len(groups) == 1, f"workers in several consumer groups: {groups}"
-    for name, service in services_built_from(WORKER_DOCKERFILE).items():
+    for name, service in worker_services().items():
         # `--scale` fails with a fixed container name or a published host port.
         assert "container_name" not in service, name
         assert not service.get("ports"), f"{name}: a host port blocks --scale"
@@ -531,7 +536,7 @@ def test_workers_read_the_bundle_the_trainer_writes_and_the_repo_rules() -> None
     assert len(trainer_volume) == 1, "the trainer's bundle folder is not on one volume"
     assert not is_bind(trainer_volume[0][0])
     assert all(not ro for src, _, ro in mounts(trainer) if src == trainer_volume[0][0])
-    for name, service in services_built_from(WORKER_DOCKERFILE).items():
+    for name, service in worker_services().items():
         env = set_env(service)
         assert env[f"{ENV_PREFIX}BUNDLE"] == bundle, f"{name} serves another bundle path"
         mine = [(s, t, ro) for s, t, ro in mounts(service) if bundle.startswith(t + "/")]
@@ -581,7 +586,7 @@ def test_prometheus_scrapes_every_worker_on_its_metrics_port() -> None:
         for sd in job.get("dns_sd_configs", [])
         for name in sd["names"]
     }
-    for name, service in services_built_from(WORKER_DOCKERFILE).items():
+    for name, service in worker_services().items():
         port = int(set_env(service)[f"{ENV_PREFIX}METRICS_PORT"])
         names = {name}
         for net in (service.get("networks") or {}).values():
@@ -651,7 +656,7 @@ def test_kafka_init_creates_the_workers_topics(
 
 def test_workers_reach_this_stacks_kafka_and_redis() -> None:
     kafka_hosts = advertised(services()["kafka"])
-    for name, service in services_built_from(WORKER_DOCKERFILE).items():
+    for name, service in worker_services().items():
         env = set_env(service)
         broker = env[f"{ENV_PREFIX}BROKER_URL"]
         assert broker.startswith("kafka://")
@@ -935,3 +940,19 @@ def test_kafka_init_creates_the_review_topics() -> None:
     assert topics[settings.decisions_topic] == "4"
     assert topics[settings.dlq_topic] == "1"
     assert topics[settings.alerts_topic] == "4"
+
+
+def test_the_decision_api_serves_the_workers_bundle_rules_and_redis() -> None:
+    """`decide`: the same image, settings, bundle and rules as the workers (their windows), its
+    keys from a read-only mount, published on the host's loopback only."""
+    decide, worker = services()["decide"], services()["worker"]
+    assert dockerfile_of(decide) == WORKER_DOCKERFILE
+    assert decide["command"][:2] == ["decide", "serve"]
+    check_cli(decide["command"])
+    assert set_env(decide) == set_env(worker)
+    mounts = [str(v) for v in decide["volumes"]]
+    assert "bundles:/bundles:ro" in mounts
+    assert "./config:/etc/riskstream:ro" in mounts
+    keys = decide["command"][decide["command"].index("--keys-file") + 1]
+    assert any(m.endswith(f":{Path(keys).parent}:ro") for m in mounts)
+    assert decide["ports"] == ["127.0.0.1:8480:8480"]
