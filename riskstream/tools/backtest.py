@@ -165,7 +165,20 @@ class FeedbackLabels:
 
 
 def _lines(path: Path, progress: bool) -> Iterator[bytes]:
-    """The file's non-empty lines, with a byte progress bar on a terminal."""
+    """The file's non-empty lines, with a byte progress bar on a terminal; for an events
+    dataset (`riskstream ingest`), its events as JSON in the order of their original lines."""
+    from training.parquet_source import ParquetSource, is_dataset
+
+    if is_dataset(path):
+        source = ParquetSource(path)
+        total = int(source.manifest.get("events", 0)) or None
+        with tqdm(
+            total=total, unit="ev", desc="backtest", disable=not bars_wanted(progress)
+        ) as bar:
+            for row in source.contract_rows():
+                bar.update(1)
+                yield orjson.dumps(row)
+        return
     size = path.stat().st_size
     with (
         path.open("rb") as fh,

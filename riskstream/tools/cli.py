@@ -202,7 +202,9 @@ def _when(value: str | None, flag: str) -> int | None:
 def backtest(
     events: Annotated[
         Path,
-        typer.Option("--events", exists=True, dir_okay=False, help="JSON-lines event history."),
+        typer.Option(
+            "--events", exists=True, help="Event history: JSON lines, or a dataset (ingest)."
+        ),
     ],
     bundle: Annotated[
         Path, typer.Option("--bundle", exists=True, file_okay=False, help="Model bundle folder.")
