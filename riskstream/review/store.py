@@ -27,6 +27,7 @@ from psycopg.types.json import Jsonb
 from events import VERDICTS, Alert, Decision, decision_to_dict, format_ts_ms
 from events.contract import ALERT_TYPES, SEVERITIES, Verdict
 from riskstream.review.exceptions import ReviewError
+from riskstream.tools.shadow import HeadComparison
 
 __all__ = [
     "ACTIVE",
@@ -443,35 +444,8 @@ async def precision_table(
     ]
 
 
-@dataclass(frozen=True)
-class ShadowHead:
-    """One head (alert type) of a shadow's period: the live model against the shadow, by
-    (user, head) pairs, as `riskstream shadow report` counts them."""
-
-    head: str
-    live_alerts: int
-    shadow_alerts: int
-    both: int  # (user, head) pairs both alerted
-    only_live: int
-    only_shadow: int
-    live_decided: int  # live pairs with a final verdict on one of their alerts
-    live_confirmed: int
-    shadow_decided: int  # shadow pairs decided on a live alert of the same pair
-    shadow_confirmed: int
-
-    @property
-    def agreement(self) -> float | None:
-        """Pairs both alerted over pairs either alerted (None: neither alerted)."""
-        either = self.both + self.only_live + self.only_shadow
-        return self.both / either if either else None
-
-    @property
-    def live_precision(self) -> float | None:
-        return self.live_confirmed / self.live_decided if self.live_decided else None
-
-    @property
-    def shadow_precision(self) -> float | None:
-        return self.shadow_confirmed / self.shadow_decided if self.shadow_decided else None
+#: One head's live-vs-shadow counts: the same record `riskstream shadow report` prints.
+ShadowHead = HeadComparison
 
 
 @dataclass(frozen=True)
