@@ -4,17 +4,38 @@
 #   bash scripts/test.sh            the full suite (what CI runs), slowest tests listed at the end
 #   bash scripts/test.sh --quick    the development loop: everything not marked slow or fault
 # Any other argument goes to pytest (e.g. a path or -k EXPR).
+#
+# The tests run on RISKSTREAM_TEST_JOBS pytest-xdist workers (default: the host's cores; 1 = no
+# xdist), a test file per worker at a time (its module fixtures built once). The fault tests
+# (they kill and restart workers, Redis and the broker, and wait on recovery) run afterwards on
+# their own, one at a time: their deadlines assume no other test competes for the cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+quick=0
 args=()
 for a in "$@"; do
   if [ "$a" = "--quick" ]; then
-    args+=(-m "not slow and not fault")
+    quick=1
   else
     args+=("$a")
   fi
 done
+jobs="${RISKSTREAM_TEST_JOBS:-$(nproc)}"
+xdist=()
+[ "$jobs" -gt 1 ] && xdist=(-n "$jobs" --dist loadfile)
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
-.venv/bin/pytest ${args[@]+"${args[@]}"}
+if [ "$quick" = 1 ]; then
+  .venv/bin/pytest ${xdist[@]+"${xdist[@]}"} -m "not slow and not fault" ${args[@]+"${args[@]}"}
+  exit
+fi
+# Both phases run even when the first fails, so one run shows every failure.
+rc=0
+.venv/bin/pytest ${xdist[@]+"${xdist[@]}"} -m "not fault" ${args[@]+"${args[@]}"} || rc=$?
+fault_rc=0
+.venv/bin/pytest -m fault ${args[@]+"${args[@]}"} || fault_rc=$?
+# Exit code 5: no fault test among the given paths.
+[ "$fault_rc" = 5 ] && fault_rc=0
+[ "$rc" = 0 ] && rc=$fault_rc
+exit "$rc"

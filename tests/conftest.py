@@ -33,6 +33,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from filelock import FileLock
 from redis.cluster import RedisCluster
 
 from riskstream.localstack import (
@@ -188,11 +189,19 @@ TINY_MODEL_SCHEDULE = {"pretrain_windows": 3000, "finetune_epochs": 2}
 def _built_once(
     name: str, packages: tuple[str, ...], tmp: pytest.TempPathFactory, build: Callable[[Path], None]
 ) -> Path:
-    """`build(folder)` into a fresh temporary folder; with `RISKSTREAM_TEST_CACHE=DIR` (the
-    development loop on a busy machine, never CI), into DIR/<name>-<hash of `packages`'
-    sources>, reused while that code is unchanged. Tests never write into these folders."""
+    """`build(folder)` once per run, into a folder tests never write into.
+
+    Alone, into a fresh temporary folder. Under pytest-xdist, into the run's shared base
+    temporary folder, built by the first worker that asks while the others wait on a file lock:
+    the tiny model is trained once per run, not once per worker. With `RISKSTREAM_TEST_CACHE=DIR`
+    (the development loop on a busy machine, never CI), into DIR, reused across runs while the
+    sources of `packages` are unchanged (the folder's name carries their hash)."""
     cache = os.environ.get("RISKSTREAM_TEST_CACHE")
-    if not cache:
+    if cache:
+        root = Path(cache).resolve()
+    elif os.environ.get("PYTEST_XDIST_WORKER"):
+        root = tmp.getbasetemp().parent / "built-once"
+    else:
         out = tmp.mktemp(name)
         build(out)
         return out
@@ -200,11 +209,13 @@ def _built_once(
     for pkg in packages:
         for f in sorted((ROOT / pkg).rglob("*.py")):
             digest.update(f.read_bytes())
-    out = Path(cache).resolve() / f"{name}-{digest.hexdigest()[:16]}"
-    if not out.is_dir():
-        part = out.with_name(f"{out.name}.{uuid.uuid4().hex[:8]}.part")
-        build(part)
-        part.rename(out)
+    out = root / f"{name}-{digest.hexdigest()[:16]}"
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(out) + ".lock"):
+        if not out.is_dir():
+            part = out.with_name(f"{out.name}.{uuid.uuid4().hex[:8]}.part")
+            build(part)
+            part.rename(out)
     return out
 
 
