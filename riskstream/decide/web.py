@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -324,6 +325,7 @@ def create_app(
                 "model_reloads": decider.slot.reloads,
                 "model_refused": decider.slot.refused,
                 "fallbacks": dict(decider.fallbacks),
+                "pid": os.getpid(),  # which worker answered (`serve --workers N`)
             },
             status_code=200 if redis_ok else 503,
         )

@@ -406,3 +406,53 @@ def test_a_batch_decides_as_each_call_alone(
     eid = encode_event(lasts[0][1], alone.slot.current.bundle.spec)[EID_SLICE]
     stored = [window[i : i + RECORD_SIZE] for i in range(0, len(window), RECORD_SIZE)]
     assert sum(r[EID_SLICE] == eid for r in stored) == 1
+
+
+def test_serve_with_two_workers_answers_from_both(
+    tiny_bundle: Path, redis_url: str, key_prefix: str, tmp_path: Path
+) -> None:
+    """`decide serve --workers 2`: uvicorn's workers on one port, each building its own app
+    from the flags; bad --http/--loop values are one line, before anything starts."""
+    import os
+    import subprocess
+    import sys
+
+    keys_path = tmp_path / "keys"
+    key = add_key(keys_path, "checkout")
+    env = {**os.environ, "RISKSTREAM_REDIS_URL": redis_url, "OMP_NUM_THREADS": "1"}
+    base = [sys.executable, "-m", "riskstream", "decide", "serve", "--bundle", str(tiny_bundle),
+            "--keys-file", str(keys_path), "--redis-prefix", key_prefix]  # fmt: skip
+    bad = subprocess.run([*base, "--http", "h3"], env=env, capture_output=True, text=True)
+    assert bad.returncode != 0
+    assert "--http" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    port = find_free_port()
+    log = tmp_path / "serve.log"
+    with log.open("wb") as err:  # a file, not a pipe: a full pipe would stall the service
+        proc = subprocess.Popen(
+            [*base, "--port", str(port), "--workers", "2"], env=env,
+            stdout=subprocess.DEVNULL, stderr=err,
+        )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        pids: set[int] = set()
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text()[-2000:]
+            try:
+                event = {"event_id": f"e{len(pids)}", "user_id": "u1",
+                         "ts": int(time.time() * 1000) - 1000, "type": "login"}  # fmt: skip
+                # a new connection each time: the kernel hands them to either worker
+                resp = httpx.post(f"{url}/v1/decide", json=event, headers=_auth(key))
+            except httpx.HTTPError:
+                time.sleep(0.5)
+                continue
+            assert resp.status_code == 200, resp.text
+            assert resp.json()["decision"] in ("allow", "review", "block")
+            pids.add(httpx.get(f"{url}/health").json()["pid"])
+            if len(pids) == 2:
+                break
+        assert len(pids) == 2, pids
+    finally:
+        proc.terminate()
+        proc.wait(30)
