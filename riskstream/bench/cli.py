@@ -303,7 +303,7 @@ def decide_cmd(
         int, typer.Option("--threads", min=1, help="ONNX Runtime threads per worker.")
     ] = 1,
     http: Annotated[str, typer.Option("--http", help="auto, h11 or httptools.")] = "auto",
-    loop: Annotated[str, typer.Option("--loop", help="auto, asyncio or uvloop.")] = "auto",
+    loop: Annotated[str, typer.Option("--loop", help="auto, asyncio or uvloop.")] = "asyncio",
     max_batch: Annotated[
         int, typer.Option("--max-batch", min=1, help="The service's --max-batch (1: none).")
     ] = 32,

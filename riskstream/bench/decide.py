@@ -197,7 +197,7 @@ def bench_decide(
     workers: int = 1,
     threads: int = 1,
     http: str = "auto",
-    loop: str = "auto",
+    loop: str = "asyncio",
     loadgen: str = "raw",
     max_batch: int = 32,
 ) -> BenchResult:

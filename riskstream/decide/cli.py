@@ -152,8 +152,13 @@ def serve(
         str, typer.Option("--http", help="HTTP parser: auto (httptools when installed), h11.")
     ] = "auto",
     loop: Annotated[
-        str, typer.Option("--loop", help="Event loop: auto (uvloop when installed), asyncio.")
-    ] = "auto",
+        str,
+        typer.Option(
+            "--loop",
+            help="Event loop: asyncio, uvloop, or auto (uvloop when installed); asyncio by "
+            "default: uvloop stalled some runs here (docs/benchmarks.md, Decision API).",
+        ),
+    ] = "asyncio",
 ) -> None:
     """Serve POST /v1/decide and /v1/score until Ctrl-C (docs/decide.md)."""
     import uvicorn
