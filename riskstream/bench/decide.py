@@ -23,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -133,6 +134,35 @@ def _row(
             round(100 * service_cpu_s / took, 1) if service_cpu_s is not None else None
         ),
     }
+
+
+class _RedisProbe:
+    """PINGs Redis every 10 ms from a thread while a rate runs: the Redis server's own answer
+    time beside the service's (on a loaded machine Redis waits for a core too)."""
+
+    def __init__(self, url: str) -> None:
+        self._client = redis.Redis.from_url(url)
+        self._stop = threading.Event()
+        self.samples: list[float] = []
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.01):
+            began = time.perf_counter()
+            try:
+                self._client.ping()
+            except redis.RedisError:
+                continue
+            self.samples.append((time.perf_counter() - began) * 1000)
+
+    def __enter__(self) -> _RedisProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._client.close()
 
 
 def _tree_cpu_s(pid: int) -> float | None:
@@ -257,14 +287,18 @@ def bench_decide(
                     bodies.append(orjson.dumps(_event(u, seq + i, ts, run)))
                 seq += count
                 cpu0 = _tree_cpu_s(proc.pid)
-                if loadgen == "raw":
-                    seen = _raw_load(port, key, bodies, rate, Path(tmp))
-                else:
-                    seen = asyncio.run(_open_loop(url, key, bodies, rate))
+                with _RedisProbe(redis_url) as probe:
+                    if loadgen == "raw":
+                        seen = _raw_load(port, key, bodies, rate, Path(tmp))
+                    else:
+                        seen = asyncio.run(_open_loop(url, key, bodies, rate))
                 cpu1 = _tree_cpu_s(proc.pid)
                 cpu = cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None
                 if n:
-                    rows.append(_row(rate, count, seen, cpu))
+                    row = _row(rate, count, seen, cpu)
+                    row["redis_ping_p50_ms"] = round(_pct(probe.samples, 50), 2)
+                    row["redis_ping_p99_ms"] = round(_pct(probe.samples, 99), 2)
+                    rows.append(row)
         finally:
             proc.terminate()
             proc.wait(10)
@@ -283,6 +317,8 @@ def bench_decide(
             if loadgen == "raw"
             else "(httpx in the bench process)"
         ),
+        "redis_ping_*: a PING every 10 ms from the bench process during each rate (the Redis "
+        "server's own answer time: on a loaded machine it waits for a core too)",
         "cpu_pct: % of one core over each rate's run (loadgen: the generator's process; "
         "service: the service and its workers)",
         f"ceilings in the same run: one Redis window GET p50 {ceilings['redis_get_p50_ms']} ms, "
