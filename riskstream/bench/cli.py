@@ -298,6 +298,19 @@ def decide_cmd(
     ),
     seconds: Annotated[float, typer.Option("--seconds", min=1, help="Per rate.")] = 10.0,
     users: Annotated[int, typer.Option("--users", min=1)] = 500,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Service processes.")] = 1,
+    threads: Annotated[
+        int, typer.Option("--threads", min=1, help="ONNX Runtime threads per worker.")
+    ] = 1,
+    http: Annotated[str, typer.Option("--http", help="auto, h11 or httptools.")] = "auto",
+    loop: Annotated[str, typer.Option("--loop", help="auto, asyncio or uvloop.")] = "asyncio",
+    max_batch: Annotated[
+        int, typer.Option("--max-batch", min=1, help="The service's --max-batch (1: none).")
+    ] = 32,
+    loadgen: Annotated[
+        str,
+        typer.Option("--loadgen", help="raw (its own process) or httpx (in the bench process)."),
+    ] = "raw",
     out: OutOpt = Path("docs/bench/decide"),
 ) -> None:
     """Latency of `riskstream decide serve` (open loop, real Redis: RISKSTREAM_REDIS_URL)."""
@@ -305,11 +318,20 @@ def decide_cmd(
 
     from riskstream.bench.decide import bench_decide
 
+    if loadgen not in ("raw", "httpx"):
+        raise typer.BadParameter(f"raw or httpx, got {loadgen!r}", param_hint="--loadgen")
+    try:
+        rate_list = [float(r) for r in rates.split(",")]
+    except ValueError:
+        raise typer.BadParameter(
+            f"numbers, comma-separated: {rates!r}", param_hint="--rates"
+        ) from None
     redis_url = os.environ.get("RISKSTREAM_REDIS_URL", "redis://127.0.0.1:6379/0")
     check_output(out, "--out", folder=True)
     result = bench_decide(
-        bundle, redis_url, [float(r) for r in rates.split(",")], seconds=seconds, users=users
-    )
+        bundle, redis_url, rate_list, seconds=seconds, users=users, workers=workers,
+        threads=threads, http=http, loop=loop, loadgen=loadgen, max_batch=max_batch,
+    )  # fmt: skip
     _show(result, out)
 
 

@@ -8,6 +8,10 @@ answered — an open loop: a slow answer does not slow the sender, so queueing s
 latency instead of hiding in a lower rate. Latency is measured from the scheduled send time to
 the answer. Beside it, the ceilings of the parts in the same run: one Redis window read, one
 window scored by the model alone.
+
+The load comes from its own process by default (`riskstream.bench.decide_load`: raw asyncio
+HTTP/1.1 keep-alive, a light client whose CPU is reported beside the service's); `loadgen="httpx"`
+is the earlier generator (httpx inside the bench process), kept to compare against.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -100,20 +105,95 @@ async def _open_loop(url: str, key: str, bodies: list[bytes], rate: float) -> di
             tasks.append(asyncio.create_task(one(body, due)))
         await asyncio.gather(*tasks)
         took = time.perf_counter() - t0
+    return {"latencies_ms": latencies, "server_ms": server, "decisions": decisions,
+            "fallbacks": fallbacks, "errors": errors, "took_s": took}  # fmt: skip
+
+
+def _row(
+    rate: float, sent: int, seen: dict[str, Any], service_cpu_s: float | None
+) -> dict[str, Any]:
+    lat, server = seen["latencies_ms"], seen["server_ms"]
+    took = seen["took_s"]
+    decisions = seen["decisions"]
     return {
         "rate_req_s": rate,
-        "sent": len(bodies),
-        "answered_per_s": round(len(latencies) / took, 1),
-        "p50_ms": round(_pct(latencies, 50), 2),
-        "p90_ms": round(_pct(latencies, 90), 2),
-        "p99_ms": round(_pct(latencies, 99), 2),
-        "max_ms": round(max(latencies), 2) if latencies else float("nan"),
+        "sent": sent,
+        "answered_per_s": round(len(lat) / took, 1),
+        "p50_ms": round(_pct(lat, 50), 2),
+        "p90_ms": round(_pct(lat, 90), 2),
+        "p99_ms": round(_pct(lat, 99), 2),
+        "max_ms": round(max(lat), 2) if lat else float("nan"),
         "server_p50_ms": round(_pct(server, 50), 2),
         "server_p99_ms": round(_pct(server, 99), 2),
-        "errors": errors,
-        "fallbacks": fallbacks,
-        "review_or_block": decisions["review"] + decisions["block"],
+        "errors": seen["errors"],
+        "fallbacks": seen["fallbacks"],
+        "review_or_block": decisions.get("review", 0) + decisions.get("block", 0),
+        # CPU in % of one core over the rate's run (the machine has two)
+        "loadgen_cpu_pct": round(100 * seen["cpu_s"] / took, 1) if "cpu_s" in seen else None,
+        "service_cpu_pct": (
+            round(100 * service_cpu_s / took, 1) if service_cpu_s is not None else None
+        ),
     }
+
+
+class _RedisProbe:
+    """PINGs Redis every 10 ms from a thread while a rate runs: the Redis server's own answer
+    time beside the service's (on a loaded machine Redis waits for a core too)."""
+
+    def __init__(self, url: str) -> None:
+        self._client = redis.Redis.from_url(url)
+        self._stop = threading.Event()
+        self.samples: list[float] = []
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.01):
+            began = time.perf_counter()
+            try:
+                self._client.ping()
+            except redis.RedisError:
+                continue
+            self.samples.append((time.perf_counter() - began) * 1000)
+
+    def __enter__(self) -> _RedisProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._client.close()
+
+
+def _tree_cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system) of process `pid` and its children (the service's workers)."""
+    try:
+        import psutil  # type: ignore[import-untyped]
+
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+        total = 0.0
+        for p in procs:
+            t = p.cpu_times()
+            total += t.user + t.system
+        return total
+    except Exception:  # psutil missing or a worker gone: the figure is left out
+        return None
+
+
+def _raw_load(port: int, key: str, bodies: list[bytes], rate: float, tmp: Path) -> dict[str, Any]:
+    path = tmp / "bodies.jsonl"
+    path.write_bytes(b"\n".join(bodies) + b"\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "riskstream.bench.decide_load", str(port), key, str(rate),
+         str(path)],
+        env=env, capture_output=True, check=False, timeout=len(bodies) / rate + 120,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"the load generator failed: {done.stderr.decode()[-2000:]}")
+    seen: dict[str, Any] = orjson.loads(done.stdout)
+    return seen
 
 
 def _ceilings(bundle_path: Path, store: RedisWindowStore, user_ids: list[str]) -> dict[str, Any]:
@@ -144,8 +224,18 @@ def bench_decide(
     users: int = 500,
     prefill: int = 60,
     timeout_ms: int = 100,
+    workers: int = 1,
+    threads: int = 1,
+    http: str = "auto",
+    loop: str = "asyncio",
+    loadgen: str = "raw",
+    max_batch: int = 32,
 ) -> BenchResult:
-    """The service's latency at each of `rates` (requests/s), open loop, on `redis_url`."""
+    """The service's latency at each of `rates` (requests/s), open loop, on `redis_url`:
+    `decide serve --workers W --threads T --http H --loop L`, the load from `loadgen`."""
+    if loadgen not in ("raw", "httpx"):
+        raise ValueError(f"loadgen: raw or httpx, got {loadgen!r}")
+    load_before = os.getloadavg()[0]
     run = uuid.uuid4().hex[:8]
     prefix = f"bench-decide:{run}:"
     client = redis.Redis.from_url(redis_url)
@@ -170,12 +260,13 @@ def bench_decide(
         proc = subprocess.Popen(
             [sys.executable, "-m", "riskstream", "decide", "serve", "--bundle", str(bundle),
              "--port", str(port), "--keys-file", str(keys), "--redis-prefix", prefix,
-             "--timeout-ms", str(timeout_ms), "--threads", "1"],
+             "--timeout-ms", str(timeout_ms), "--threads", str(threads), "--workers",
+             str(workers), "--http", http, "--loop", loop, "--max-batch", str(max_batch)],
             env=env, stdout=subprocess.DEVNULL, stderr=log_file,
         )  # fmt: skip
         url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + 60 + 20 * workers
             while True:
                 try:
                     if httpx.get(f"{url}/health", timeout=1).status_code == 200:
@@ -195,8 +286,18 @@ def bench_decide(
                     ts = int(time.time() * 1000) - 1000
                     bodies.append(orjson.dumps(_event(u, seq + i, ts, run)))
                 seq += count
-                row = asyncio.run(_open_loop(url, key, bodies, rate))
+                cpu0 = _tree_cpu_s(proc.pid)
+                with _RedisProbe(redis_url) as probe:
+                    if loadgen == "raw":
+                        seen = _raw_load(port, key, bodies, rate, Path(tmp))
+                    else:
+                        seen = asyncio.run(_open_loop(url, key, bodies, rate))
+                cpu1 = _tree_cpu_s(proc.pid)
+                cpu = cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None
                 if n:
+                    row = _row(rate, count, seen, cpu)
+                    row["redis_ping_p50_ms"] = round(_pct(probe.samples, 50), 2)
+                    row["redis_ping_p99_ms"] = round(_pct(probe.samples, 99), 2)
                     rows.append(row)
         finally:
             proc.terminate()
@@ -206,13 +307,26 @@ def bench_decide(
             for i in range(0, len(stale), 500):
                 client.delete(*stale[i : i + 500])
     notes = [
-        f"bundle {spec_bundle.model_version} (fp32, 1 ONNX Runtime thread), windows of "
-        f"{ceilings['window_events']} events, {users} users, {seconds:g} s per rate, open loop",
+        f"bundle {spec_bundle.model_version} (fp32), windows of {ceilings['window_events']} "
+        f"events, {users} users, {seconds:g} s per rate, open loop",
+        f"service: decide serve --workers {workers} --threads {threads} (ONNX Runtime threads "
+        f"per worker) --http {http} --loop {loop} --max-batch {max_batch}; "
+        f"load generator: {loadgen} "
+        + (
+            "(its own process, raw asyncio HTTP/1.1 keep-alive)"
+            if loadgen == "raw"
+            else "(httpx in the bench process)"
+        ),
+        "redis_ping_*: a PING every 10 ms from the bench process during each rate (the Redis "
+        "server's own answer time: on a loaded machine it waits for a core too)",
+        "cpu_pct: % of one core over each rate's run (loadgen: the generator's process; "
+        "service: the service and its workers)",
         f"ceilings in the same run: one Redis window GET p50 {ceilings['redis_get_p50_ms']} ms, "
         f"the model alone on one window p50 {ceilings['model_one_window_p50_ms']} ms",
         "latency: from each request's scheduled send time to its answer (client side, HTTP); "
         "server_*: the service's own time from its handler's start (queueing before it excluded)",
-        f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores "
+        f"load average before: {load_before:.1f}, at the end: {os.getloadavg()[0]:.1f} on "
+        f"{os.cpu_count()} cores "
         "(a shared machine: other sessions' tests ran beside it)",
     ]
     return BenchResult("decide", rows, notes)

@@ -27,8 +27,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, Final, Literal, get_args
 
 import redis
@@ -36,10 +36,11 @@ from redis.cluster import RedisCluster
 
 from events import Event, InvalidEvent, parse_event
 from events.contract import SEVERITIES, Severity
+from events.window import AppendResult, WindowPolicy
 from stream.cooldowns import CooldownStore
 from stream.exceptions import RedisStateError
 from stream.messages import Incoming
-from stream.model_slot import Serving
+from stream.model_slot import BatchWindowStore, Serving
 from stream.processor import Processor
 from stream.redis_connect import cluster_url
 from stream.rules import DecideCuts, RulesFile
@@ -170,22 +171,66 @@ class Decider:
     def decide(self, body: bytes, event: Event, now_ms: int) -> dict[str, Any]:
         """The decision on `event` (already parsed from `body`); Redis failures give the
         fallback decision. `InvalidEvent` when the worker would dead-letter it (late)."""
+        (one,) = self.decide_batch([(body, event)], now_ms)
+        if isinstance(one, InvalidEvent):
+            raise one
+        return one
+
+    def decide_batch(
+        self, items: Sequence[tuple[bytes, Event]], now_ms: int
+    ) -> list[dict[str, Any] | InvalidEvent]:
+        """The decisions on several events of distinct users at once, as one worker batch: one
+        Redis script call, one model run; each answer equals `decide` on that event alone (the
+        events' windows are apart). A late event's answer is its `InvalidEvent`."""
         began = time.perf_counter()
+        users = [event.user_id for _, event in items]
+        if len(set(users)) != len(users):
+            raise ValueError("decide_batch: one event per user (a user's events in turn)")
         serving = self.serving()
-        msg = Incoming(body, event.user_id.encode(), API_TOPIC, 0, 0, None)
+        store = _Recording(serving.store)
+        msgs = [
+            Incoming(body, event.user_id.encode(), API_TOPIC, 0, i, None)
+            for i, (body, event) in enumerate(items)
+        ]
         try:
-            out = self._processor().process([msg], serving, now_ms=now_ms)
+            out = self._processor().process(msgs, replace(serving, store=store), now_ms=now_ms)
         except RedisStateError as exc:
             log.warning("redis failed, fallback decision: %s", type(exc.__cause__ or exc).__name__)
-            return self.fallback(event, "redis_unavailable", began)
-        if out.dead_letters:  # parsed above: only the window's lateness bound is left
-            dl = out.dead_letters[0]
-            raise InvalidEvent(dl.field, dl.reason.removeprefix(f"{dl.field}: "))
-        if not out.scores:  # a redelivered event evicted from a full window: not scored
-            return self.fallback(event, "not_scored", began, duplicate=True)
-        scores = {k: v for k, v in out.scores[0][1].items() if k in serving.bundle.thresholds}
-        alerts = [a for _, a in out.alerts]
-        sources = [source for _, source in out.alert_sources]
+            return [self.fallback(event, "redis_unavailable", began) for _, event in items]
+        dead = {dl.key: dl for dl in out.dead_letters}
+        scored = {user: row for user, row in out.scores}
+        alerts_of: dict[str, list[tuple[dict[str, Any], str]]] = {}
+        for (user, alert), (_, source) in zip(out.alerts, out.alert_sources, strict=True):
+            alerts_of.setdefault(user, []).append((alert, source))
+        answers: list[dict[str, Any] | InvalidEvent] = []
+        for _, event in items:
+            dl = dead.get(event.user_id.encode())
+            if dl is not None:  # parsed before: only the window's lateness bound is left
+                answers.append(InvalidEvent(dl.field, dl.reason.removeprefix(f"{dl.field}: ")))
+            elif event.user_id not in scored:  # a redelivered event evicted from a full window
+                answers.append(self.fallback(event, "not_scored", began, duplicate=True))
+            else:
+                answers.append(
+                    self._answer(
+                        event, serving, scored[event.user_id], alerts_of.get(event.user_id, []),
+                        store.duplicate.get(event.user_id, False), out.model_version, began,
+                    )
+                )  # fmt: skip
+        return answers
+
+    def _answer(
+        self,
+        event: Event,
+        serving: Serving,
+        row: dict[str, Any],
+        found: list[tuple[dict[str, Any], str]],
+        duplicate: bool,
+        model_version: str,
+        began: float,
+    ) -> dict[str, Any]:
+        scores = {k: v for k, v in row.items() if k in serving.bundle.thresholds}
+        alerts = [a for a, _ in found]
+        sources = [source for _, source in found]
         decision = self._decision(alerts, sources, self.rules.rules.decide)
         reasons: list[dict[str, Any]] = []
         rules_hit: list[str] = []
@@ -217,8 +262,8 @@ class Decider:
             "rules_hit": sorted(set(rules_hit)),
             "driving_events": driving,
             "window_events": alerts[0]["window"]["events"] if alerts else None,
-            "duplicate": out.duplicates > 0,
-            "model_version": out.model_version,
+            "duplicate": duplicate,
+            "model_version": model_version,
             "rules_version": self.rules.rules.version,
             "fallback": None,
             "latency_ms": round((time.perf_counter() - began) * 1000, 3),
@@ -267,6 +312,28 @@ class Decider:
             "fallback": why,
             "latency_ms": round((time.perf_counter() - began) * 1000, 3),
         }
+
+
+class _Recording:
+    """The serving window store, keeping whether each user's append was a duplicate (the
+    batch's outcome only counts them)."""
+
+    def __init__(self, store: BatchWindowStore) -> None:
+        self._store = store
+        self.duplicate: dict[str, bool] = {}
+
+    @property
+    def policy(self) -> WindowPolicy:
+        return self._store.policy
+
+    def append_batch(self, items: Sequence[tuple[str, bytes]]) -> list[AppendResult]:
+        results = self._store.append_batch(items)
+        for (user, _), result in zip(items, results, strict=True):
+            self.duplicate[user] = result.duplicate
+        return results
+
+    def get(self, user_id: str) -> bytes:
+        return self._store.get(user_id)
 
 
 _FALLBACK_DETAIL: Final = {

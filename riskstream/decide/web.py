@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from events import InvalidEvent, load_schema
+from events import Event, InvalidEvent, load_schema
 from events.contract import MAX_EVENT_BYTES
 from riskstream.decide.decider import DECISIONS, Decider
 from riskstream.decide.keys import KeyStore
@@ -84,6 +85,74 @@ class _Metrics:
             "decide_model_info", "The model and rules versions served (value 1).",
             ["model_version", "rules_version"], registry=self.registry,
         )  # fmt: skip
+
+
+_Item = tuple[bytes, Event, "asyncio.Future[dict[str, Any] | InvalidEvent]"]
+
+
+class _Batcher:
+    """Concurrent calls as one batch: while a batch runs (one thread, one Redis script call,
+    one model run), the calls that arrive queue; the next batch takes them all (one event per
+    user: a user's later event waits for the batch after). Nothing waits on purpose unless
+    `wait_s` > 0, so a lone call is answered as soon as alone. A call whose caller gave up (the
+    deadline) before its batch started is dropped, not run: under overload the queue sheds."""
+
+    def __init__(self, decider: Decider, wait_s: float, max_batch: int) -> None:
+        self.decider = decider
+        self.wait_s = wait_s
+        self.max_batch = max_batch
+        self._queue: list[_Item] = []
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def submit(self, body: bytes, event: Event) -> asyncio.Future[dict[str, Any] | InvalidEvent]:
+        loop = asyncio.get_running_loop()
+        if self._task is None or self._task.done() or self._task.get_loop() is not loop:
+            self._wake = asyncio.Event()
+            self._task = loop.create_task(self._run())
+        fut: asyncio.Future[dict[str, Any] | InvalidEvent] = loop.create_future()
+        self._queue.append((body, event, fut))
+        assert self._wake is not None
+        self._wake.set()
+        return fut
+
+    def _take(self) -> list[_Item]:
+        batch: list[_Item] = []
+        rest: list[_Item] = []
+        users: set[str] = set()
+        for item in self._queue:
+            if item[2].done():  # given up by its caller: not run
+                continue
+            user = item[1].user_id
+            if user in users or len(batch) >= self.max_batch:
+                rest.append(item)
+            else:
+                users.add(user)
+                batch.append(item)
+        self._queue = rest
+        return batch
+
+    async def _run(self) -> None:
+        assert self._wake is not None
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self.wait_s > 0:
+                await asyncio.sleep(self.wait_s)
+            while batch := self._take():
+                items = [(body, event) for body, event, _ in batch]
+                now = self.decider.now_ms()
+                try:
+                    answers = await asyncio.to_thread(self.decider.decide_batch, items, now)
+                except Exception as exc:  # a bug: each call of the batch gets it, the loop goes on
+                    log.exception("a decision batch failed")
+                    for *_, fut in batch:
+                        if not fut.done():
+                            fut.set_exception(exc)
+                    continue
+                for (*_, fut), answer in zip(batch, answers, strict=True):
+                    if not fut.done():
+                        fut.set_result(answer)
 
 
 def _error(status: int, error: str, detail: str, **extra: Any) -> JSONResponse:
@@ -162,10 +231,14 @@ def create_app(
     burst: float = 0.0,
     max_body_bytes: int = MAX_EVENT_BYTES,
     max_in_flight: int = 8,
+    batch_wait_s: float = 0.0,
+    max_batch: int = 32,
 ) -> Starlette:
-    """The ASGI app around `decider`. At most `max_in_flight` decisions run at once (a call past
-    its deadline still runs until Redis' own timeout): beyond that a call gets the fallback
-    decision at once (`"fallback": "overloaded"`) instead of queueing behind the others."""
+    """The ASGI app around `decider`. At most `max_in_flight` decisions are under way at once
+    (queued or running; one past its deadline that already runs goes on until Redis' own
+    timeout): beyond that a call gets the fallback decision at once (`"fallback":
+    "overloaded"`) instead of queueing behind the others. Concurrent calls are decided in
+    batches of up to `max_batch` (`_Batcher`)."""
     limiter = RateLimiter(rate_per_s, burst)
     metrics = _Metrics()
     schema = openapi(max_body_bytes)
@@ -173,12 +246,11 @@ def create_app(
     in_flight = [0]
     in_flight_lock = threading.Lock()
 
-    def _run(body: bytes, event: Any, now: int) -> dict[str, Any]:
-        try:
-            return decider.decide(body, event, now)
-        finally:
-            with in_flight_lock:
-                in_flight[0] -= 1
+    batcher = _Batcher(decider, batch_wait_s, max_batch)
+
+    def _done(_fut: asyncio.Future[Any]) -> None:
+        with in_flight_lock:
+            in_flight[0] -= 1
 
     async def _call(request: Request, endpoint: str) -> Response:
         began = time.perf_counter()
@@ -200,9 +272,8 @@ def create_app(
         if len(body) > max_body_bytes:
             metrics.requests.labels(endpoint, "too_large").inc()
             return _error(413, "too_large", f"the body is over {max_body_bytes} bytes")
-        now = decider.now_ms()
         try:
-            event = decider.parse(body, now)
+            event = decider.parse(body, decider.now_ms())
             with in_flight_lock:
                 busy = in_flight[0] >= max_in_flight
                 if not busy:
@@ -210,12 +281,17 @@ def create_app(
             if busy:
                 result = decider.fallback(event, "overloaded", began)
             else:
+                fut = batcher.submit(body, event)
+                fut.add_done_callback(_done)
                 try:
-                    result = await asyncio.wait_for(
-                        asyncio.to_thread(_run, body, event, now), timeout=deadline
+                    answer = await asyncio.wait_for(
+                        fut, timeout=max(0.0, deadline - (time.perf_counter() - began))
                     )
                 except TimeoutError:
-                    result = decider.fallback(event, "timeout", began)
+                    answer = decider.fallback(event, "timeout", began)
+                if isinstance(answer, InvalidEvent):
+                    raise answer
+                result = answer
         except InvalidEvent as exc:
             metrics.requests.labels(endpoint, "invalid").inc()
             return _error(422, "invalid_event", str(exc), field=exc.field)
@@ -249,6 +325,7 @@ def create_app(
                 "model_reloads": decider.slot.reloads,
                 "model_refused": decider.slot.refused,
                 "fallbacks": dict(decider.fallbacks),
+                "pid": os.getpid(),  # which worker answered (`serve --workers N`)
             },
             status_code=200 if redis_ok else 503,
         )

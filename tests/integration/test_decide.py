@@ -325,3 +325,134 @@ def test_redis_down_gives_the_fallback_within_the_timeout(
             health = http.get("/health")
             assert health.status_code == 503
             assert health.json()["redis"] == "down"
+
+
+def _close(got: dict[str, Any], want: dict[str, Any]) -> bool:
+    """Equal answers but for the latency, scores within 1e-4 (a batch pads its windows
+    together: the model's float sums differ in the last bits, as between the worker's batches)."""
+
+    def rest(answer: dict[str, Any]) -> dict[str, Any]:
+        skip = ("latency_ms", "scores", "heads")
+        heads = [{k: v for k, v in h.items() if k != "score"} for h in answer["heads"]]
+        return {**{k: v for k, v in answer.items() if k not in skip}, "heads": heads}
+
+    def near(a: dict[str, float] | None, b: dict[str, float] | None) -> bool:
+        if a is None or b is None:
+            return a is b
+        return a.keys() == b.keys() and all(abs(a[k] - b[k]) <= 1e-4 for k in a)
+
+    return (
+        rest(got) == rest(want)
+        and near(got["scores"], want["scores"])
+        and near(
+            {str(i): h["score"] for i, h in enumerate(got["heads"])},
+            {str(i): h["score"] for i, h in enumerate(want["heads"])},
+        )
+    )
+
+
+def test_a_batch_decides_as_each_call_alone(
+    tiny_bundle: Path, redis_url: str, redis_client: redis.Redis, key_prefix: str,
+    user_lines: dict[str, list[bytes]], keys: tuple[KeyStore, str],
+) -> None:  # fmt: skip
+    """Concurrent calls are decided in one batch (one script call, one model run): each answer
+    equals that of the call alone, over the API too; a user's second event waits its turn."""
+    store, key = keys
+    users = list(user_lines)
+    prefixes = [key_prefix + p for p in ("alone:", "batch:", "http:")]
+    for prefix in prefixes:
+        _Stream(tiny_bundle, redis_client, prefix).process(
+            [line for u in users for line in user_lines[u][:-1]]
+        )
+    lasts = [(user_lines[u][-1], parse_event(user_lines[u][-1], now_ms=NOW_MS)) for u in users]
+    alone = _decider(tiny_bundle, redis_url, prefixes[0])
+    want = [alone.decide(body, event, NOW_MS) for body, event in lasts]
+    assert {w["decision"] for w in want} - {"allow"}, want  # alerts among them, not only allows
+    batched = _decider(tiny_bundle, redis_url, prefixes[1])
+    got = batched.decide_batch(lasts, NOW_MS)
+    assert len(got) == len(want)
+    assert all(isinstance(g, dict) and _close(g, w) for g, w in zip(got, want, strict=True))
+    again = batched.decide_batch(lasts, NOW_MS)  # each a duplicate now: same scores
+    for g, w in zip(again, want, strict=True):
+        assert isinstance(g, dict)
+        assert g["duplicate"]
+        assert _close(g, {**w, "duplicate": True})
+    with pytest.raises(ValueError, match="one event per user"):
+        batched.decide_batch([lasts[0], lasts[0]], NOW_MS)
+    # over HTTP: all at once, a batch waiting 50 ms to fill; the first user twice (a duplicate)
+    served = _decider(tiny_bundle, redis_url, prefixes[2], timeout_s=10.0)  # no deadline here
+    app = create_app(served, store, batch_wait_s=0.05, max_in_flight=64)
+    bodies = [body for body, _ in lasts] + [lasts[0][0]]
+    answers: list[dict[str, Any]] = [{} for _ in bodies]
+    with _serving(app) as url, httpx.Client(base_url=url) as http:
+
+        def call(i: int) -> None:
+            answers[i] = http.post("/v1/decide", content=bodies[i], headers=_auth(key)).json()
+
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(len(bodies))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+    first, repeat = answers[0], answers[-1]
+    assert sorted([first["duplicate"], repeat["duplicate"]]) == [False, True]
+    assert _close(repeat if first["duplicate"] else first, want[0])
+    assert _close(first if first["duplicate"] else repeat, {**want[0], "duplicate": True})
+    for a, w in zip(answers[1:-1], want[1:], strict=True):
+        assert _close(a, w)
+    window = RedisWindowStore(redis_client, alone.slot.current.policy, prefix=prefixes[2]).get(
+        users[0]
+    )
+    eid = encode_event(lasts[0][1], alone.slot.current.bundle.spec)[EID_SLICE]
+    stored = [window[i : i + RECORD_SIZE] for i in range(0, len(window), RECORD_SIZE)]
+    assert sum(r[EID_SLICE] == eid for r in stored) == 1
+
+
+def test_serve_with_two_workers_answers_from_both(
+    tiny_bundle: Path, redis_url: str, key_prefix: str, tmp_path: Path
+) -> None:
+    """`decide serve --workers 2`: uvicorn's workers on one port, each building its own app
+    from the flags; bad --http/--loop values are one line, before anything starts."""
+    import os
+    import subprocess
+    import sys
+
+    keys_path = tmp_path / "keys"
+    key = add_key(keys_path, "checkout")
+    env = {**os.environ, "RISKSTREAM_REDIS_URL": redis_url, "OMP_NUM_THREADS": "1"}
+    base = [sys.executable, "-m", "riskstream", "decide", "serve", "--bundle", str(tiny_bundle),
+            "--keys-file", str(keys_path), "--redis-prefix", key_prefix]  # fmt: skip
+    bad = subprocess.run([*base, "--http", "h3"], env=env, capture_output=True, text=True)
+    assert bad.returncode != 0
+    assert "--http" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    port = find_free_port()
+    log = tmp_path / "serve.log"
+    with log.open("wb") as err:  # a file, not a pipe: a full pipe would stall the service
+        proc = subprocess.Popen(
+            [*base, "--port", str(port), "--workers", "2"], env=env,
+            stdout=subprocess.DEVNULL, stderr=err,
+        )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        pids: set[int] = set()
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text()[-2000:]
+            try:
+                event = {"event_id": f"e{len(pids)}", "user_id": "u1",
+                         "ts": int(time.time() * 1000) - 1000, "type": "login"}  # fmt: skip
+                # a new connection each time: the kernel hands them to either worker
+                resp = httpx.post(f"{url}/v1/decide", json=event, headers=_auth(key))
+            except httpx.HTTPError:
+                time.sleep(0.5)
+                continue
+            assert resp.status_code == 200, resp.text
+            assert resp.json()["decision"] in ("allow", "review", "block")
+            pids.add(httpx.get(f"{url}/health").json()["pid"])
+            if len(pids) == 2:
+                break
+        assert len(pids) == 2, pids
+    finally:
+        proc.terminate()
+        proc.wait(30)

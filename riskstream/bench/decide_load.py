@@ -1,0 +1,124 @@
+"""The decision bench's load generator: its own process, raw asyncio HTTP/1.1 keep-alive.
+
+`python -m riskstream.bench.decide_load PORT KEY RATE BODIES` sends each line of the file BODIES
+(one JSON event a line) as `POST /v1/decide` at `RATE`/s on a fixed schedule (request i at
+t0 + i / RATE), open loop: a request whose turn has come goes out on an idle connection, or on a
+new one when all are busy, whatever is still unanswered. Latency is taken from the scheduled
+send time to the end of the answer. It prints one JSON object (latencies, the service's own
+`latency_ms`, decisions, its own CPU seconds) on stdout.
+
+Why not httpx in the bench process: on two cores its per-request cost (~1 ms of CPU) was a large
+share of what the service itself spent, and it ran on the same cores as the service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+import sys
+import time
+from typing import Any
+
+import orjson
+
+__all__ = ["run_load"]
+
+
+class _Conn:
+    """One keep-alive connection; `call` sends a request and reads one answer."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    async def call(self, request: bytes) -> tuple[int, bytes]:
+        self.writer.write(request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        body = await self.reader.readexactly(length) if length else b""
+        return status, body
+
+
+async def run_load(port: int, key: str, bodies: list[bytes], rate: float) -> dict[str, Any]:
+    """Send `bodies` at `rate`/s open loop to 127.0.0.1:`port`; what was seen."""
+    head = (
+        f"POST /v1/decide HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Authorization: Bearer {key}\r\nContent-Type: application/json\r\n"
+    ).encode()
+    idle: list[_Conn] = []
+    latencies: list[float] = []
+    server: list[float] = []
+    decisions: dict[str, int] = {}
+    fallbacks = 0
+    errors = 0
+    opened = 0
+
+    async def one(body: bytes, due: float) -> None:
+        nonlocal fallbacks, errors, opened
+        conn = idle.pop() if idle else None
+        try:
+            if conn is None:
+                opened += 1
+                conn = _Conn(*await asyncio.open_connection("127.0.0.1", port))
+            status, answer = await conn.call(
+                head + b"Content-Length: %d\r\n\r\n" % len(body) + body
+            )
+        except (OSError, asyncio.IncompleteReadError, ValueError):
+            errors += 1
+            if conn is not None:
+                conn.writer.close()
+            return
+        done = time.perf_counter()
+        idle.append(conn)
+        if status != 200:
+            errors += 1
+            return
+        latencies.append((done - due) * 1000)
+        doc = orjson.loads(answer)
+        server.append(float(doc["latency_ms"]))
+        decisions[doc["decision"]] = decisions.get(doc["decision"], 0) + 1
+        if doc["fallback"]:
+            fallbacks += 1
+
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+    t0 = time.perf_counter() + 0.05
+    tasks = []
+    for i, body in enumerate(bodies):
+        due = t0 + i / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(body, due)))
+    await asyncio.gather(*tasks)
+    took = time.perf_counter() - t0
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    for conn in idle:
+        conn.writer.close()
+    cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
+    return {
+        "latencies_ms": latencies,
+        "server_ms": server,
+        "decisions": decisions,
+        "fallbacks": fallbacks,
+        "errors": errors,
+        "took_s": took,
+        "connections": opened,
+        "cpu_s": cpu,
+    }
+
+
+def main(argv: list[str]) -> None:
+    port, key, rate, path = int(argv[0]), argv[1], float(argv[2]), argv[3]
+    with open(path, "rb") as f:
+        bodies = [line.rstrip(b"\n") for line in f if line.strip()]
+    result = asyncio.run(run_load(port, key, bodies, rate))
+    sys.stdout.buffer.write(orjson.dumps(result))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
