@@ -5,11 +5,11 @@ worker` turns its flags into those. The app consumes the events topic in micro-b
 (`stream.batching.take_batches`: sized by `stream.latency.BatchController` within
 `latency_budget_ms`, at most `batch_max` messages, cut `batch_wait_ms` after a batch's first
 message at the latest; the next batch fills while one is processed), hands each batch to the
-runtime in two stages (`stage`: parse, window update, model inputs; `finish`: model, rules,
-cooldown check, publication), staging batch k+1 while batch k finishes, and acknowledges a
-batch's offsets only after its `finish` returned, i.e. after the window update, the cooldown
-check and the publication of its alerts and dead letters, and after every batch before it was
-acknowledged (at-least-once).
+runtime (with `pipeline_stages`, in two: `stage`, parse, window update, model inputs; `finish`,
+model, rules, cooldown check, publication; batch k+1 staged while batch k finishes), and
+acknowledges a batch's offsets only once it is processed, i.e. after the window update, the
+cooldown check and the publication of its alerts and dead letters, and after every batch before
+it was acknowledged (at-least-once).
 
 The runtime (model, rules, Redis stores) is built in the app's first-start hook, before the
 consumer and the agent start: no batch can arrive before it exists. A batch whose processing
@@ -254,9 +254,10 @@ def create_app(
                          "it (it will be redelivered)", len(item.incoming))  # fmt: skip
             os._exit(EXIT_UNCOMMITTED)
 
-        # Batch k+1 is staged (parse, Redis, model inputs) while batch k finishes (model,
-        # rules, publication); each is acked once finished, in order (stream.pipeline).
-        pipeline = BatchPipeline(app.runtime, send, ack, failed)
+        # With pipeline_stages, batch k+1 is staged (parse, Redis, model inputs) while batch k
+        # finishes (model, rules, publication); either way each batch is acked once finished,
+        # in order (stream.pipeline).
+        pipeline = BatchPipeline(app.runtime, send, ack, failed, stages=settings.pipeline_stages)
         try:
             # The next batch fills while these are processed.
             async for batch in take_batches(stream, sizer.plan, settings.batch_max):

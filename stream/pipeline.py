@@ -16,8 +16,9 @@ overlap. What it keeps:
   Redis and broker errors are retried inside the runtime), and a batch after a failed one is
   never finished.
 
-A runtime without `stage` (the bench's transport-only one) is handed each batch whole
-(`handle`), still one at a time and in order.
+A runtime without `stage` (the bench's transport-only one), or `stages=False` (the worker's
+default, `RISKSTREAM_PIPELINE_STAGES`: it did not pay where measured), hands each batch whole to
+`handle`, one at a time and in order, as before.
 """
 
 from __future__ import annotations
@@ -61,12 +62,15 @@ class BatchPipeline:
         send: Send,
         ack: Callable[[InFlight], Awaitable[None]],
         on_failure: Callable[[InFlight], Awaitable[None]],
+        *,
+        stages: bool = True,
     ) -> None:
         self.runtime = runtime
         self.send = send
         self.ack = ack  # acks a finished batch's events
         self.on_failure = on_failure  # a batch raised: ends the worker (must not return)
-        self.staging = callable(getattr(runtime, "stage", None))
+        # False (or a runtime without `stage`): each batch handled whole, one after another
+        self.staging = stages and callable(getattr(runtime, "stage", None))
         self.inflight: list[InFlight] = []  # submitted, not yet acked; oldest first
 
     async def _run(self, item: InFlight, before: InFlight | None) -> object:

@@ -169,3 +169,32 @@ def test_stop_finishes_and_acks_what_is_in_flight() -> None:
     asyncio.run(main())
     assert acked == [0, 1, 2]
     assert timed_out == []
+
+
+def test_stages_off_hands_a_staging_runtime_whole_batches() -> None:
+    class Both(_Runtime):
+        def __init__(self) -> None:
+            super().__init__()
+            self.handled: list[int] = []
+
+        async def handle(self, batch: list[Incoming], send: Any) -> None:
+            self.handled.append(batch[0].offset // 3)
+
+    runtime = Both()
+    acked: list[int] = []
+
+    async def ack(item: InFlight) -> None:
+        acked.append(item.incoming[0].offset // 3)
+
+    async def on_failure(item: InFlight) -> None:
+        raise AssertionError("no failure here")
+
+    async def main() -> None:
+        pipeline = BatchPipeline(runtime, _no_send, ack, on_failure, stages=False)
+        for k in range(5):
+            await pipeline.submit(InFlight([k], _batch(k), 0.0))
+        await pipeline.drain()
+
+    asyncio.run(main())
+    assert runtime.handled == acked == list(range(5))
+    assert runtime.log == []  # neither stage nor finish
