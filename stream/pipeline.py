@@ -75,10 +75,20 @@ class BatchPipeline:
 
     async def _run(self, item: InFlight, before: InFlight | None) -> object:
         try:
-            try:
-                staged = await self.runtime.stage(item.incoming) if self.staging else None
-            finally:
-                item.staged.set()
+            return await self._steps(item, before)
+        finally:
+            # Unstaged, a batch counts as staged once handled and acked: the next one is cut
+            # only then, as the worker did before the pipeline.
+            item.staged.set()
+
+    async def _steps(self, item: InFlight, before: InFlight | None) -> object:
+        try:
+            staged = None
+            if self.staging:
+                try:
+                    staged = await self.runtime.stage(item.incoming)
+                finally:
+                    item.staged.set()
             if before is not None and before.job is not None:  # finish in order
                 await asyncio.wait([before.job])
                 if before.job.cancelled() or before.job.exception() is not None:

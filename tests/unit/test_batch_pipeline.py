@@ -193,7 +193,10 @@ def test_stages_off_hands_a_staging_runtime_whole_batches() -> None:
         pipeline = BatchPipeline(runtime, _no_send, ack, on_failure, stages=False)
         for k in range(5):
             await pipeline.submit(InFlight([k], _batch(k), 0.0))
+            assert acked[-1] == k
         await pipeline.drain()
+
+        assert pipeline.inflight == []  # unstaged: each submit returns once it is acked
 
     asyncio.run(main())
     assert runtime.handled == acked == list(range(5))
