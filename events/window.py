@@ -35,6 +35,7 @@ __all__ = [
     "record_ts_ms",
     "records_ts_ms",
     "select_window",
+    "select_windows",
     "window_slices",
 ]
 
@@ -131,6 +132,40 @@ def select_window(stored: bytes | Records, policy: WindowPolicy) -> Records:
     ts = records_ts_ms(records)
     keep = ts >= ts[-1] - policy.max_age_s * 1000
     return records if bool(keep.all()) else records[keep]
+
+
+def select_windows(stored: Sequence[bytes], policy: WindowPolicy) -> list[Records]:
+    """`select_window` of each of `stored` (none empty), in one numpy pass over them all: the
+    worker selects a batch's windows at once (a call per window was ~10 µs of numpy overhead).
+
+    >>> from events.contract import Event
+    >>> from events.encoding import EncodingSpec, encode_event
+    >>> spec, day_ms = EncodingSpec(), 86_400_000
+    >>> rec = [encode_event(Event(f"e{i}", "u", 1793577600000 + i * day_ms, "click"), spec)
+    ...        for i in range(10)]
+    >>> policy = WindowPolicy(max_events=64, max_age_s=3 * 86400)
+    >>> [len(w) for w in select_windows([b"".join(rec), rec[0], b"".join(rec[:2])], policy)]
+    [4, 1, 2]
+    """
+    if not stored:
+        return []
+    lengths = np.fromiter((len(s) for s in stored), np.int64, len(stored))
+    if (lengths == 0).any() or (lengths % RECORD_SIZE).any():
+        raise ValueError("stored: each must be a non-empty whole number of records")
+    lengths //= RECORD_SIZE
+    records = np.frombuffer(b"".join(stored), dtype=RECORD_DTYPE)
+    ends = np.cumsum(lengths)
+    starts = np.maximum(ends - lengths, ends - policy.max_events)  # the last N of each
+    ts = records_ts_ms(records)
+    keep = ts >= np.repeat(ts[ends - 1] - policy.max_age_s * 1000, lengths)
+    # records outside T among each window's last N: usually none (the window is a plain slice)
+    outside = np.concatenate(([0], np.cumsum(~keep)))
+    dropped = outside[ends] - outside[starts]
+    out: list[Records] = []
+    for start, end, drop in zip(starts.tolist(), ends.tolist(), dropped.tolist(), strict=True):
+        window = records[start:end]
+        out.append(window if drop == 0 else window[keep[start:end]])
+    return out
 
 
 def window_slices(ts_ms: npt.NDArray[np.int64], policy: WindowPolicy) -> Iterator[slice]:

@@ -5,8 +5,11 @@ worker` turns its flags into those. The app consumes the events topic in micro-b
 (`stream.batching.take_batches`: sized by `stream.latency.BatchController` within
 `latency_budget_ms`, at most `batch_max` messages, cut `batch_wait_ms` after a batch's first
 message at the latest; the next batch fills while one is processed), hands each batch to the
-runtime and acknowledges its offsets only after the runtime returned, i.e. after the window
-update, the cooldown check and the publication of alerts and dead letters (at-least-once).
+runtime (with `pipeline_stages`, in two: `stage`, parse, window update, model inputs; `finish`,
+model, rules, cooldown check, publication; batch k+1 staged while batch k finishes), and
+acknowledges a batch's offsets only once it is processed, i.e. after the window update, the
+cooldown check and the publication of its alerts and dead letters, and after every batch before
+it was acknowledged (at-least-once).
 
 The runtime (model, rules, Redis stores) is built in the app's first-start hook, before the
 consumer and the agent start: no batch can arrive before it exists. A batch whose processing
@@ -234,54 +237,57 @@ def create_app(
 
         sizer = BatchController(settings.latency_budget_ms / 1000, settings.batch_max,
                                 settings.batch_wait_ms / 1000)  # fmt: skip
-        # The next batch fills while this one is processed; a batch is acked once processed.
-        async for batch in take_batches(stream, sizer.plan, settings.batch_max):
-            began = time.perf_counter()
-            cut_at_ms = time.time() * 1000
-            # Placeholders of record batches aiokafka could not decode: dead-lettered (and
-            # acked with the rest), never handed to the runtime.
-            decodable, undecodable = split_undecodable(batch)
-            if undecodable:
-                await dead_letter_undecodable(undecodable, send, settings, app.runtime.metrics)
-            incoming = [
-                Incoming(
-                    e.message.value,
-                    e.message.key,
-                    e.message.topic,
-                    e.message.partition,
-                    e.message.offset,
-                    int(e.message.timestamp * 1000) if e.message.timestamp else None,
-                )
-                for e in decodable
-            ]
-            job = asyncio.ensure_future(app.runtime.handle(incoming, send))
-            try:
-                await asyncio.shield(job)
-            except Exception:
-                await _end_worker(app, incoming)
-            except asyncio.CancelledError:
-                # Stopping (SIGTERM): finish and ack this batch before the final commit.
-                try:
-                    await asyncio.wait_for(job, timeout=settings.broker_session_timeout_s)
-                except (TimeoutError, asyncio.CancelledError):
-                    log.critical(
-                        "stopping with a batch of %d unfinished: exiting without committing "
-                        "it (it will be redelivered)",
-                        len(incoming),
-                    )
-                    os._exit(EXIT_UNCOMMITTED)
-                except Exception:
-                    await _end_worker(app, incoming)
-                for event in batch:
-                    await stream.ack(event)
-                raise
-            for event in batch:
+        from stream.pipeline import BatchPipeline, InFlight
+
+        async def ack(item: InFlight) -> None:
+            for event in item.events:
                 await stream.ack(event)
-            stamps = [m.timestamp_ms for m in incoming if m.timestamp_ms is not None]
-            oldest_s = (cut_at_ms - min(stamps)) / 1000 if stamps else None
-            full = len(batch) >= sizer.plan().max_size
-            sizer.observe(len(batch), time.perf_counter() - began, full=full,
-                          oldest_age_s=oldest_s)  # fmt: skip
+            full = len(item.events) >= sizer.plan().max_size
+            sizer.observe(len(item.events), item.done_at - item.began, full=full,
+                          oldest_age_s=item.oldest_s)  # fmt: skip
+
+        async def failed(item: InFlight) -> None:
+            await _end_worker(app, item.incoming)
+
+        def unfinished(item: InFlight) -> None:
+            log.critical("stopping with a batch of %d unfinished: exiting without committing "
+                         "it (it will be redelivered)", len(item.incoming))  # fmt: skip
+            os._exit(EXIT_UNCOMMITTED)
+
+        # With pipeline_stages, batch k+1 is staged (parse, Redis, model inputs) while batch k
+        # finishes (model, rules, publication); either way each batch is acked once finished,
+        # in order (stream.pipeline).
+        pipeline = BatchPipeline(app.runtime, send, ack, failed, stages=settings.pipeline_stages)
+        try:
+            # The next batch fills while these are processed.
+            async for batch in take_batches(stream, sizer.plan, settings.batch_max):
+                began = time.perf_counter()
+                cut_at_ms = time.time() * 1000
+                # Placeholders of record batches aiokafka could not decode: dead-lettered (and
+                # acked with the rest), never handed to the runtime.
+                decodable, undecodable = split_undecodable(batch)
+                if undecodable:
+                    await dead_letter_undecodable(undecodable, send, settings,
+                                                  app.runtime.metrics)  # fmt: skip
+                incoming = [
+                    Incoming(
+                        e.message.value,
+                        e.message.key,
+                        e.message.topic,
+                        e.message.partition,
+                        e.message.offset,
+                        int(e.message.timestamp * 1000) if e.message.timestamp else None,
+                    )
+                    for e in decodable
+                ]
+                stamps = [m.timestamp_ms for m in incoming if m.timestamp_ms is not None]
+                oldest_s = (cut_at_ms - min(stamps)) / 1000 if stamps else None
+                await pipeline.submit(InFlight(batch, incoming, began, oldest_s))
+            await pipeline.drain()
+        except asyncio.CancelledError:
+            # Stopping (SIGTERM): finish and ack the batches in flight before the final commit.
+            await pipeline.stop(settings.broker_session_timeout_s, unfinished)
+            raise
 
     return app
 

@@ -4,7 +4,10 @@ An event's time in the worker is, at worst, the wait to cut its batch, the rest 
 before it (batches fill while the previous one is processed) and its own batch's processing:
 `wait + 2 × size × cost`. `BatchController` keeps an EWMA of the cost per event (seconds of
 processing / events, per-batch overheads included: it overestimates small batches, the safe
-side) and picks the largest size that keeps that sum within the budget. Under backlog (the
+side) and picks the largest size that keeps that sum within the budget. In the pipelined worker
+(`stream.pipeline`) a batch's seconds run from its cut to the end of its `finish`, waiting for
+the batch before it included: what its events live through, so the bound still holds, while
+the throughput is set by the slower of the two stages. Under backlog (the
 last batch was cut full, or its oldest message was already older than the budget) the budget
 is lost anyway and throughput matters: the size doubles towards the hard maximum, where the
 per-batch costs are spread thinnest. Once the backlog is gone it falls back to the budget size.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 import numpy as np
@@ -26,12 +26,12 @@ from events import (
     encode_event,
     format_ts_ms,
     parse_event,
-    select_window,
 )
 from events.calibration import HeadCalibration, margin_severity, parse_calibration
 from events.contract import MAX_EVENT_BYTES, AlertType, Severity
-from events.window import Records
+from events.window import Records, select_windows
 from export import Bundle
+from export.loader import PreparedWindows
 from stream.cooldowns import CooldownStore
 from stream.dlq import DeadLetter, DeadLetterLog, dead_letter
 from stream.explain import RecentEventIds, occlusion, window_facts, window_summary
@@ -39,7 +39,7 @@ from stream.messages import Incoming
 from stream.model_slot import Serving
 from stream.rules import RuleSet, RulesFile
 
-__all__ = ["SCORE_CHUNK", "Outcome", "Processor", "Scored", "alert_id"]
+__all__ = ["SCORE_CHUNK", "Outcome", "Processor", "Scored", "Staged", "alert_id"]
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,16 @@ class Outcome:
     inference_s: float = 0.0
     model_version: str = ""
     scored: Scored | None = None  # the windows scored (None: none was)
+
+
+@dataclass(frozen=True)
+class Staged:
+    """A batch staged (`Processor.stage`): its outcome so far (dead letters, the windows to
+    score) and their model inputs, for `Processor.finish`."""
+
+    out: Outcome
+    bundle: Bundle
+    inputs: PreparedWindows | None = None  # None: nothing to score
 
 
 def _upto(stored: bytes, record: bytes) -> bytes:
@@ -209,9 +219,16 @@ class Processor:
         self, batch: list[Incoming], serving: Serving, now_ms: int | None = None
     ) -> Outcome:
         """Run one batch with one model (`serving`: bundle, policy and window store, a frozen
-        snapshot) and one rule set. Redis errors propagate as `RedisStateError` (the caller
-        retries the whole batch: window appends are idempotent, so a retry never
-        double-counts)."""
+        snapshot) and one rule set: `stage`, then `finish`. Redis errors propagate as
+        `RedisStateError` (the caller retries the whole batch: window appends are idempotent,
+        so a retry never double-counts)."""
+        return self.finish(self.stage(batch, serving, now_ms))
+
+    def stage(self, batch: list[Incoming], serving: Serving, now_ms: int | None = None) -> Staged:
+        """The first half of `process`: parse, the window update (one Redis round trip), the
+        windows to score and their model inputs. Batches must be staged in their order, and
+        finished in that order too (the worker stages one while it finishes the one before:
+        `stream.runtime`)."""
         now = now_ms if now_ms is not None else int(time.time() * 1000)
         out = Outcome()
         bundle = serving.bundle
@@ -219,7 +236,7 @@ class Processor:
         good = self.parse(batch, now, out)
         out.processed = len(good)
         if not good:
-            return out
+            return Staged(out, bundle)
         records = [encode_event(ev, bundle.spec) for _, ev in good]
         for (_, ev), rec in zip(good, records, strict=True):
             self.names.add(rec, ev.event_id)
@@ -242,7 +259,7 @@ class Processor:
         # on: its oldest records are gone) the event is not scored, as one no longer in its
         # window (evicted, or stale) is not: a shorter window would give another score.
         fresh: list[int] = []
-        windows: list[Records] = []
+        chosen: list[bytes] = []
         policy = serving.policy
         full = policy.max_events * RECORD_SIZE
         for i, (result, rec) in enumerate(zip(results, records, strict=True)):
@@ -254,21 +271,39 @@ class Processor:
                 stored = b""
             if stored:
                 fresh.append(i)
-                windows.append(select_window(stored, policy))
+                chosen.append(stored)
         if not fresh:
-            return out
+            return Staged(out, bundle)
         events = [good[i][1] for i in fresh]
         msgs = [good[i][0] for i in fresh]
+        windows = select_windows(chosen, policy)
         out.scored = Scored(msgs, events, windows, self.rules.current(), now)
-        self.judge(out.scored, bundle, out)
+        return Staged(out, bundle, bundle.prepare_windows(windows, max_batch=SCORE_CHUNK))
+
+    def finish(self, staged: Staged) -> Outcome:
+        """Score and judge a staged batch: a new `Outcome` each call, so that a retry (Redis
+        failed in the cooldown check) starts over."""
+        out = replace(staged.out, alerts=[], alert_sources=[], alert_latency_s=[],
+                      short_windows={}, allow_suppressed={}, cooldowns=[], scores=[])  # fmt: skip
+        if out.scored is not None:
+            self.judge(out.scored, staged.bundle, out, staged.inputs)
         return out
 
-    def judge(self, scored: Scored, bundle: Bundle, out: Outcome) -> None:
-        """Score `scored`'s windows with `bundle`; its scores (debug) and alerts (rules,
-        cooldowns of this processor's store) into `out`."""
+    def judge(
+        self,
+        scored: Scored,
+        bundle: Bundle,
+        out: Outcome,
+        inputs: PreparedWindows | None = None,
+    ) -> None:
+        """Score `scored`'s windows with `bundle` (from `inputs` when prepared for it); its
+        scores (debug) and alerts (rules, cooldowns of this processor's store) into `out`."""
         events, windows, ruleset, now = scored.events, scored.windows, scored.ruleset, scored.now_ms
         began = time.perf_counter()
-        probs = bundle.score_windows(windows, max_batch=SCORE_CHUNK)
+        if inputs is None:
+            probs = bundle.score_windows(windows, max_batch=SCORE_CHUNK)
+        else:
+            probs = bundle.score_prepared(inputs)
         out.inference_s = time.perf_counter() - began
         if self.debug_scores:
             for ev, p in zip(events, probs, strict=True):

@@ -1,10 +1,12 @@
 """The worker's moving parts, built from the settings, and one batch with retries.
 
 `WorkerRuntime.handle(batch, send)` runs the processor (in a thread: ONNX Runtime and the Redis
-client block), retrying the whole batch with backoff on Redis errors (window appends are
-idempotent), then publishes dead letters, alerts and debug scores and waits until the broker has
-them (`stream.publish`). Only then does it return, and only then may the caller acknowledge the
-batch's offsets. (Named apart from `training.loops.Runtime`, where and how a training run computes.)
+client block), retrying with backoff on Redis errors (window appends are idempotent), then
+publishes dead letters, alerts and debug scores and waits until the broker has them
+(`stream.publish`). Only then does it return, and only then may the caller acknowledge the
+batch's offsets. It is `stage` then `finish`; the app calls the two itself so that one batch is
+staged (parse, Redis, model inputs) while the one before it finishes (model, rules, alerts).
+(Named apart from `training.loops.Runtime`, where and how a training run computes.)
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from stream.cooldowns import CooldownStore
 from stream.exceptions import RedisStateError
 from stream.messages import Incoming
 from stream.model_slot import ModelSlot, Serving
-from stream.processor import Outcome, Processor
+from stream.processor import Outcome, Processor, Staged
 from stream.prometheus import Health, Metrics
 from stream.publish import Record, Send, publish_all
 from stream.redis_connect import redis_client as connect
@@ -204,15 +206,31 @@ class WorkerRuntime:
 
         Redis errors are retried here; any other exception propagates, and the batch must not
         be acknowledged (the caller ends the worker so that it is redelivered)."""
+        return await self.finish(batch, await self.stage(batch), send)
+
+    async def stage(self, batch: list[Incoming]) -> Staged:
+        """The first half of `handle` (`Processor.stage`: parse, the window update, model
+        inputs), retried while Redis fails. The app stages batch k+1 while `finish` runs
+        batch k: stages and finishes each run in batch order, one at a time."""
         serving = await asyncio.to_thread(self.poll_model)
-        out = await self._retrying(self.processor.process, batch, serving)
-        if out.processed:  # the window script ran
+        staged = await self._retrying(self.processor.stage, batch, serving)
+        if staged.out.processed:  # the window script ran
             self.health.redis_ok()
+        return staged
+
+    async def finish(self, batch: list[Incoming], staged: Staged, send: Send) -> Outcome:
+        """The second half of `handle`: the model, rules and cooldown check, then publication;
+        returns when it is safe to commit the batch's offsets."""
+        out = await self._retrying(self.processor.finish, staged)
+        if out.scored is not None and out.alert_latency_s:
+            # measured at `stage`; the alerts leave now, after the batch before has finished
+            waited = max(0.0, time.time() - out.scored.now_ms / 1000)
+            out.alert_latency_s = [s + waited for s in out.alert_latency_s]
         await self._publish(send, out)
         await self._retrying(self.cooldowns.start, out.cooldowns)
         self._account(batch, out)
         if self.shadow is not None:  # after the live alerts are out; it never raises
-            await self.shadow.run(out, serving.bundle, send)
+            await self.shadow.run(out, staged.bundle, send)
         return out
 
     async def check_redis(self) -> bool:

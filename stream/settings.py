@@ -135,6 +135,11 @@ class WorkerSettings(KafkaSecurity):
     # Batches are sized so that an event's wait + processing stays within this budget, growing
     # to batch_max only under backlog (stream/latency.py); 0: always cut at batch_max.
     latency_budget_ms: int = Field(default=200, ge=0, le=600_000)
+    # Stage batch k+1 (parse, Redis, model inputs) while batch k is scored and published
+    # (stream/pipeline.py). Off by default: on a 2-core host shared with other jobs it did not
+    # pay (drained 2,828 → 2,675 events/s, one process; docs/bench/pipeline-overlap); a host
+    # where the worker has a core to spare is still to be measured.
+    pipeline_stages: bool = False
     cooldown_s: int = Field(default=600, ge=0)
     # An event older than its user's newest by more than this is dead-lettered (`late`), not
     # written into the past of the window; within it, it is placed by its time. 0: no bound.

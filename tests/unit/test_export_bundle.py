@@ -135,6 +135,21 @@ def test_padding_and_batching_do_not_change_scores(tiny_bundle: Path, held_out: 
     assert np.abs(sorted_chunks - one_by_one).max() <= 1e-5
 
 
+@pytest.mark.parametrize("chunk", [1, 7, 64, 4096])
+def test_prepared_inputs_score_as_chunk_by_chunk(
+    tiny_bundle: Path, held_out: HeldOut, chunk: int
+) -> None:
+    # The worker builds a batch's inputs and aggregates in one pass, then cuts them into the
+    # same length-sorted chunks that score_windows scored one by one before.
+    windows = held_out.windows[:300]
+    bundle = load_bundle(tiny_bundle, "cpu", variant="fp32")
+    per_chunk = score_windows(bundle.predict, bundle.spec, windows, chunk)
+    prepared = bundle.prepare_windows(windows, max_batch=chunk)
+    assert len(prepared.chunks) == -(-len(windows) // chunk)
+    assert np.abs(bundle.score_prepared(prepared) - per_chunk).max() <= 1e-6
+    assert np.abs(bundle.score_windows(windows, max_batch=chunk) - per_chunk).max() <= 1e-6
+
+
 def test_auto_device_on_cpu_prefers_verified_int8(tiny_bundle: Path) -> None:
     bundle = load_bundle(tiny_bundle, "cpu")
     expected = "int8" if read_manifest(tiny_bundle).variants["int8"].verified else "fp32"

@@ -20,7 +20,7 @@ from events import (
     select_window,
     window_slices,
 )
-from events.window import records_ts_ms
+from events.window import records_ts_ms, select_windows
 
 SPEC = EncodingSpec()
 T0 = 1_793_577_600_000
@@ -101,6 +101,28 @@ def test_select_window_applies_the_time_bound_to_the_last_event() -> None:
     stored = b"".join(_record(i, T0 + s * 1000) for i, s in enumerate([10, 70]))
     assert len(select_window(stored, policy)) == 2
     assert len(select_window(b"", policy)) == 0
+
+
+@pytest.mark.parametrize("policy", [*POLICIES, WindowPolicy(3, 1)])
+def test_select_windows_of_a_batch_equal_select_window_of_each(policy: WindowPolicy) -> None:
+    rng = np.random.default_rng(5)
+    stored = []
+    for user in range(60):  # lengths 1..80, gaps from ms to hours: the T bound cuts some
+        n = int(rng.integers(1, 81))
+        ts = T0 + np.cumsum(rng.choice([1, 400, 90_000, 4_000_000], size=n))
+        stored.append(b"".join(_record(i, int(t), f"u{user}") for i, t in enumerate(ts)))
+    got = select_windows(stored, policy)
+    assert len(got) == len(stored)
+    cut = 0
+    for window, one in zip(got, stored, strict=True):
+        expected = select_window(one, policy)
+        assert window.tobytes() == expected.tobytes()
+        cut += len(expected) < min(len(one) // RECORD_SIZE, policy.max_events)
+    if policy == WindowPolicy(3, 1):  # gaps over a second: the time bound cuts windows
+        assert cut > 0
+    assert select_windows([], policy) == []
+    with pytest.raises(ValueError, match="stored"):
+        select_windows([stored[0], b""], policy)
 
 
 def test_select_window_refuses_torn_bytes() -> None:
