@@ -171,7 +171,7 @@ def test_train_force_goes_on_with_a_warning(caplog: pytest.LogCaptureFixture) ->
                           np.zeros(n, dtype=np.int64))  # fmt: skip
 
     def sets(fit: ExampleSet, choose: ExampleSet) -> Examples:
-        return Examples(fit, choose, choose, choose, fit, fit, labelled_users=1)
+        return Examples(fit, choose, choose, choose, fit, fit, labelled_users=1, reference=fit)
 
     fit = examples([[1, 0], [0, 1], [0, 0]])
     choose = examples([[1, 0], [0, 0]])  # no abnormal_click positive to choose a threshold on
