@@ -569,6 +569,15 @@ def _describe(corpus: Corpus, split: Split, ex: Examples, cfg: TrainConfig) -> d
         f"{cfg.neg_keep:.0%} of negatives, for the selected epochs"
         if cfg.refit
         else f"the selection run's best epoch (refit off: it never saw events from {t})",
+        "thresholds": {
+            "refit": "chosen again for the refit on every event of the labelled users with no "
+            f"episode before {t} (learnt by both models)",
+            "quantile": f"the choose users' thresholds carried to the refit as the same share "
+            f"of normal users' days before {t}",
+            "pooled": f"chosen on all {n_choose + n_check:,} users' events from {t}, carried to "
+            f"the refit as the same share of normal users' days before {t}",
+            "none": "the choose users' thresholds as chosen for the selection run",
+        }[cfg.threshold_transfer if cfg.refit else "none"],
         "baseline": "GBDT on all history: HistGradientBoosting on the 88 window aggregates "
         "of the same events as the model, rounds and thresholds chosen the same way"
         + ("; the shipped one refitted on every event" if cfg.refit else ""),
