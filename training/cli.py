@@ -341,7 +341,7 @@ def _fmt(value: Any) -> str:
 
 def render_metrics(report: dict[str, Any], title: str) -> None:
     """Model vs baseline, per head, as one table, and the verdicts."""
-    from training.report import verdict  # matplotlib: only when there is a report to show
+    from training.report import promise_lines, verdict  # matplotlib: only with a report
 
     table = Table(title=title)
     table.add_column("metric", overflow="fold")
@@ -363,6 +363,8 @@ def render_metrics(report: dict[str, Any], title: str) -> None:
     _out.print(table)
     for head in heads:
         _out.print(verdict(head, report["heads"][head], report["baseline"].get(head)))
+    for line in promise_lines(report):
+        _out.print(f"promised: {line}")
 
 
 class Device(StrEnum):

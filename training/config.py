@@ -11,6 +11,9 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 from training.exceptions import TrainingError
 from training.presets import DEFAULT_PRESET, PRESETS
 
+#: How thresholds reach the refit model (TrainConfig.threshold_transfer, training.thresholds).
+THRESHOLD_TRANSFERS = ("quantile", "refit", "pooled", "none")
+
 __all__ = ["DEFAULT_PRESET", "TrainConfig"]
 
 
@@ -53,6 +56,12 @@ class TrainConfig:
     max_alerted_per_1000_per_day: float = 5.0
     target_precision: float | None = None
     target_fpr: float | None = None
+    # How the thresholds chosen with the selection run reach the refit model that ships
+    # (training.thresholds): "quantile" carries each as the same share of normal users' days
+    # on the events both models learnt; "refit" chooses again with the refit model on them;
+    # "pooled" chooses on every validation user (choose and check), then carries; "none"
+    # ships the selection run's thresholds as they are.
+    threshold_transfer: str = "refit"
     # The stacked ensemble (training.ensemble): "auto" ships the model blended with the GBDT
     # when that wins on validation, "on" always, "off" never.
     ensemble: str = "auto"
@@ -80,6 +89,11 @@ class TrainConfig:
             raise TrainingError("known_negative_weight: must be > 0")
         if not 0 < self.mask_prob < 1:
             raise TrainingError("mask_prob: must be in (0, 1)")
+        if self.threshold_transfer not in THRESHOLD_TRANSFERS:
+            raise TrainingError(
+                f"threshold_transfer: {self.threshold_transfer!r} is not one of "
+                + ", ".join(THRESHOLD_TRANSFERS)
+            )
         if self.ensemble not in ("auto", "on", "off"):
             raise TrainingError(f"ensemble: {self.ensemble!r} is not one of auto, on, off")
         if self.device not in ("auto", "cpu", "cuda"):

@@ -20,7 +20,13 @@ from training.checkpoint import Checkpoint, load_checkpoint
 from training.data import Corpus, load_corpus
 from training.examples import ExampleSet, batch_windows, build_examples
 from training.loops import score
-from training.metrics import EvalInput, choose_threshold, evaluate, pr_curve
+from training.metrics import (
+    EvalInput,
+    choose_threshold,
+    evaluate,
+    normal_users_alerted_per_1000_per_day,
+    pr_curve,
+)
 from training.progress import Progress
 from training.report import write_report
 
@@ -225,11 +231,13 @@ def evaluate_model(
     seed: int = 0,
     progress: bool = True,
     scorer: Scorer | None = None,
+    candidates: Mapping[str, Mapping[str, float]] | None = None,
 ) -> dict[str, Any]:
     """`riskstream evaluate`: score every event of a data set with a checkpoint or an exported
     bundle (its served graph, given as `scorer` by the export layer); compare with a
     GBDT on all history the checkpoint stored (a cross-fitted one beside it); write the report
-    files beside `out_json`."""
+    files beside `out_json`. `candidates` (name → head → threshold): other thresholds for
+    the shipped scores, whose alert rates go in the report's `threshold_candidates`."""
     model = scorer or checkpoint_scorer(model_dir)
     corpus = load_corpus(
         events,
@@ -280,6 +288,14 @@ def evaluate_model(
     }
     if stored:
         extra["baseline_cross_fitted"] = cross_fitted
+    if candidates:
+        extra["threshold_candidates"] = {
+            name: {
+                head: normal_users_alerted_per_1000_per_day(inp, h, float(chosen[head]))
+                for h, head in enumerate(LABELS)
+            }
+            for name, chosen in candidates.items()
+        }
     ckpt = model.checkpoint
     if ckpt is not None and ckpt.blend is not None:  # the ablation: the sequence model alone
         ens = ckpt.meta.ensemble

@@ -33,6 +33,7 @@ __all__ = [
     "normal_user_mask",
     "normal_users_alerted_per_1000_per_day",
     "pr_curve",
+    "user_day_pairs",
 ]
 
 
@@ -145,13 +146,17 @@ def normal_user_mask(inp: EvalInput) -> _BoolArray:
     return mask
 
 
-def _user_day_max(inp: EvalInput, head: int) -> tuple[_FloatArray, float]:
-    """Per (normal user, UTC day) max score, and the denominator users × days of the rate."""
+def user_day_pairs(
+    inp: EvalInput, head: int
+) -> tuple[_FloatArray, npt.NDArray[np.int64], int, float] | None:
+    """Per (normal user, UTC day) pair: its max score and its user (0..U-1); U, and the days
+    spanned by the set's events (≥ 1/24): the alert rate's parts. None without normal users."""
     normal = normal_user_mask(inp)
     if not normal.any():
-        return np.zeros(0), 0.0
+        return None
     span_days = (int(inp.ts_ms.max()) - int(inp.ts_ms.min())) / _DAY_MS
-    user_idx = inp._user_code[normal]
+    users, user_idx = np.unique(inp._user_code[normal], return_inverse=True)
+    user_idx = user_idx.reshape(-1).astype(np.int64)
     day = inp.ts_ms[normal] // _DAY_MS
     day -= day.min()
     key = user_idx * (int(day.max()) + 1) + day
@@ -159,8 +164,17 @@ def _user_day_max(inp: EvalInput, head: int) -> tuple[_FloatArray, float]:
     key, score = key[order], inp.scores[normal, head][order]
     starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
     # reduceat over sorted keys: one max per pair without a Python loop
-    n_users = len(np.unique(user_idx))
-    return np.maximum.reduceat(score, starts), n_users * max(span_days, _MIN_DAYS)
+    pair_user = user_idx[order][starts]
+    return np.maximum.reduceat(score, starts), pair_user, len(users), max(span_days, _MIN_DAYS)
+
+
+def _user_day_max(inp: EvalInput, head: int) -> tuple[_FloatArray, float]:
+    """Per (normal user, UTC day) max score, and the denominator users × days of the rate."""
+    pairs = user_day_pairs(inp, head)
+    if pairs is None:
+        return np.zeros(0), 0.0
+    pair_max, _, n_users, span_days = pairs
+    return pair_max, n_users * span_days
 
 
 def _alert_rate(pair_max: _FloatArray, user_days: float, threshold: float) -> float | None:

@@ -140,12 +140,30 @@ def _classification(name: str, report: Mapping[str, Any] | None) -> list[str]:
     return [f"**{name}: classification report at the threshold**", "", *_table(header, rows)]
 
 
+def promise_lines(report: Mapping[str, Any]) -> list[str]:
+    """`train`'s promise per head: normal users alerted per 1,000 per day at the shipped
+    thresholds, with its 90 % interval and what it was measured on (none in `evaluate`)."""
+    section: Mapping[str, Any] = report.get("thresholds") or {}
+    promise: Mapping[str, Any] = section.get("promise") or {}
+    lines = []
+    for head, p in promise.items():
+        rate, interval = p.get("normal_users_alerted_per_1000_per_day"), p.get("interval_90")
+        span = f" (90 %: {_fmt(interval[0])}–{_fmt(interval[1])})" if interval else ""
+        lines.append(
+            f"{head}: {_fmt(rate)} normal users alerted per 1,000 per day{span}, thresholds "
+            f"by {section.get('transfer')}, measured on {p.get('measured_on')}"
+        )
+    return lines
+
+
 def _markdown(report: Mapping[str, Any]) -> str:
     heads: Mapping[str, Any] = report.get("heads") or {}
     base: Mapping[str, Any] = report.get("baseline") or {}
     lines = ["# riskstream evaluation", "", "## Verdict", ""]
     lines += [f"- {verdict(h, heads[h], base.get(h) if base else None)}" for h in heads]
     lines += ["", "PR curves: `pr_curves.png`.", ""]
+    if promised := promise_lines(report):
+        lines += ["## Alert rate promised", "", *(f"- {p}" for p in promised), ""]
     name = str(report.get("baseline_name") or "baseline")
     lines.insert(4, f"Baseline: {name}.\n")
     cross: Mapping[str, Any] = report.get("baseline_cross_fitted") or {}

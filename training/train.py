@@ -45,10 +45,16 @@ from training.evaluate import aggregates, eval_input, finish_report
 from training.examples import ExampleSet, Split, build_examples, split_time
 from training.exceptions import TrainingError
 from training.loops import PhaseStats, Runtime, finetune, pretrain, resolve_device, score
-from training.metrics import EvalInput, choose_threshold, evaluate
+from training.metrics import (
+    EvalInput,
+    choose_threshold,
+    evaluate,
+    normal_users_alerted_per_1000_per_day,
+)
 from training.model import EventBert, ModelConfig, config_from_init, copy_init_weights
 from training.presets import PRESETS
 from training.resume import ResumeStore
+from training.thresholds import carry_threshold, concat_inputs, rate_interval
 
 __all__ = ["gbdt_on_all_history", "pretrain_corpus", "train"]
 
@@ -146,6 +152,9 @@ class Examples:
     pretrain: ExampleSet  # every user's events, at most the budget: masked-event pretraining
     final: ExampleSet  # labelled users' every event, negatives subsampled: the shipped refit
     labelled_users: int
+    # labelled normal users' every event before t (both models learnt them): the reference
+    # on which thresholds are carried to the refit model (training.thresholds)
+    reference: ExampleSet
 
     def sizes(self) -> dict[str, int]:
         """Windows per phase, for the report."""
@@ -156,6 +165,7 @@ class Examples:
             "check_examples": len(self.check),
             "pretrain_windows": len(self.pretrain),
             "final_examples": len(self.final),
+            "threshold_reference_examples": len(self.reference),
             "labelled_users": self.labelled_users,
         }
 
@@ -193,6 +203,7 @@ class Choices:
     calibration: dict[str, Any]
     check: EvalInput  # the shipped scorer, selection run, check users
     model_alone: dict[str, Any]
+    chosen_on: EvalInput  # the shipped scorer, selection run, choose users
 
 
 @dataclass(frozen=True)
@@ -226,6 +237,9 @@ def make_examples(
     everyone = np.arange(len(corpus.users), dtype=np.int32)
     fit = build_examples(corpus.known_before(t), labelled, policy, t_to_ms=t, **subsampled)
     none = fit.subset(np.zeros(0, dtype=np.int64))
+    flagged = {e.user_id for e in corpus.episodes}
+    normal = np.array([u for u in labelled.tolist() if corpus.users[u].user_id not in flagged],
+                      dtype=np.int32)  # fmt: skip
     return Examples(
         fit=fit,
         stop=build_examples(
@@ -245,6 +259,9 @@ def make_examples(
         else none,
         final=build_examples(corpus, labelled, policy, **subsampled) if cfg.refit else fit,
         labelled_users=len(labelled),
+        reference=build_examples(corpus, normal, policy, t_to_ms=t)
+        if model and cfg.refit
+        else none,
     )
 
 
@@ -349,7 +366,15 @@ def choose(
         for head, c in calibrate(inp, shipped, ex.choose.lengths, thresholds).items()
     }
     return Choices(
-        blend, fitted, figures, thresholds, model_thresholds, calibration, check, model_alone
+        blend,
+        fitted,
+        figures,
+        thresholds,
+        model_thresholds,
+        calibration,
+        check,
+        model_alone,
+        replace(inp, scores=np.asarray(shipped, dtype=np.float64)),
     )
 
 
@@ -382,6 +407,128 @@ def _refit_gbdt(
     return fit_baseline(
         x_final, ex.final.y, ex.final.weight, seed=cfg.seed, iterations=selected.iterations
     )
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The threshold reference set (`Examples.reference`) and its aggregates."""
+
+    inp: EvalInput  # scores unset
+    x: F32 | None  # only where the blend ships
+
+
+@dataclass(frozen=True)
+class RefScores:
+    """One model's scores on the reference set: the sequence model's and the shipped scorer's."""
+
+    model: npt.NDArray[np.float64]
+    shipped: npt.NDArray[np.float64]
+
+
+def reference_scores(
+    model: EventBert,
+    gbdt: Baseline,
+    blend: Blend | None,
+    corpus: Corpus,
+    ex: Examples,
+    ref: Reference,
+    progress: bool,
+) -> RefScores:
+    """The reference set scored by `model` (and `gbdt`, where the blend ships)."""
+    probs = np.asarray(
+        score(model, corpus, ex.reference, progress=progress, desc="reference"), dtype=np.float64
+    )
+    shipped = probs if blend is None or ref.x is None else blend.combine(probs, gbdt.raw(ref.x))
+    return RefScores(probs, np.asarray(shipped, dtype=np.float64))
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """The shipped thresholds (by `threshold_transfer`), and every method's for the report."""
+
+    thresholds: dict[str, float]
+    model_thresholds: dict[str, float]
+    report: dict[str, Any]
+
+
+def _promise(inp: EvalInput, h: int, threshold: float, seed: int, on: str) -> dict[str, Any]:
+    rate = normal_users_alerted_per_1000_per_day(inp, h, threshold)
+    interval = rate_interval(inp, h, threshold, seed=seed)
+    return {
+        "threshold": threshold,
+        "normal_users_alerted_per_1000_per_day": rate,
+        "interval_90": None if interval is None else [round(v, 3) for v in interval],
+        "measured_on": on,
+    }
+
+
+def transfer_thresholds(
+    cfg: TrainConfig,
+    choices: Choices,
+    ref: Reference | None,
+    before: RefScores | None,
+    after: RefScores | None,
+) -> Transfer:
+    """Each method's thresholds for the refit scorer and the promise it makes (normal users
+    alerted per 1,000 per day, with a 90 % bootstrap interval over users); the shipped ones
+    are `cfg.threshold_transfer`'s. Without a refit (no reference) the selection run ships
+    and so do its thresholds."""
+    check_on = "check users, selection run (out of time, nothing chosen on them)"
+    none: dict[str, dict[str, Any]] = {
+        head: _promise(choices.check, h, choices.thresholds[head], cfg.seed, check_on)
+        for h, head in enumerate(LABELS)
+    }
+    if ref is None or before is None or after is None or len(ref.inp.ts_ms) == 0:
+        report = {"transfer": "none", "promise": none, "methods": {"none": none}}
+        return Transfer(dict(choices.thresholds), dict(choices.model_thresholds), report)
+    inp = ref.inp
+    refit_inp = replace(inp, scores=after.shipped)
+    pooled = concat_inputs(choices.chosen_on, choices.check)
+    pooled_thresholds = _thresholds(pooled, cfg)
+    refit_thresholds = _thresholds(refit_inp, cfg)
+    methods: dict[str, dict[str, Any]] = {"none": none, "quantile": {}, "refit": {}, "pooled": {}}
+    for h, head in enumerate(LABELS):
+        carried = carry_threshold(inp, before.shipped, after.shipped, h, choices.thresholds[head])
+        methods["quantile"][head] = none[head] | {"threshold": carried}
+        methods["refit"][head] = _promise(
+            refit_inp, h, refit_thresholds[head], cfg.seed,
+            "the refit scorer on normal users' events before the validation period (learnt)",
+        )  # fmt: skip
+        methods["pooled"][head] = _promise(
+            pooled, h, pooled_thresholds[head], cfg.seed,
+            "every validation user (choose and check), selection run: where it was chosen",
+        ) | {"threshold": carry_threshold(inp, before.shipped, after.shipped, h,
+                                          pooled_thresholds[head])}  # fmt: skip
+        for m in methods.values():
+            selection_t = (
+                pooled_thresholds[head] if m is methods["pooled"] else choices.thresholds[head]
+            )
+            m[head]["reference_rate_selection"] = normal_users_alerted_per_1000_per_day(
+                replace(inp, scores=before.shipped), h, selection_t
+            )
+            m[head]["reference_rate_refit"] = normal_users_alerted_per_1000_per_day(
+                refit_inp, h, m[head]["threshold"]
+            )
+    how = cfg.threshold_transfer
+    thresholds: dict[str, float] = {h: float(methods[how][h]["threshold"]) for h in LABELS}
+    model_thresholds = dict(choices.model_thresholds)
+    if how == "refit":
+        model_thresholds = _thresholds(replace(inp, scores=after.model), cfg)
+    elif how != "none":
+        model_thresholds = {
+            str(head): carry_threshold(
+                inp, before.model, after.model, h, choices.model_thresholds[head]
+            )
+            for h, head in enumerate(LABELS)
+        }
+    report = {
+        "transfer": how,
+        "promise": methods[how],
+        "methods": methods,
+        "reference": f"{len(inp.ts_ms):,} events of {len(np.unique(inp.user_ids)):,} labelled "
+        "normal users before the validation period, scored by the selection run and the refit",
+    }
+    return Transfer(thresholds, model_thresholds, report)
 
 
 def gbdt_on_all_history(
@@ -422,6 +569,15 @@ def _describe(corpus: Corpus, split: Split, ex: Examples, cfg: TrainConfig) -> d
         f"{cfg.neg_keep:.0%} of negatives, for the selected epochs"
         if cfg.refit
         else f"the selection run's best epoch (refit off: it never saw events from {t})",
+        "thresholds": {
+            "refit": "chosen again for the refit on every event of the labelled users with no "
+            f"episode before {t} (learnt by both models)",
+            "quantile": f"the choose users' thresholds carried to the refit as the same share "
+            f"of normal users' days before {t}",
+            "pooled": f"chosen on all {n_choose + n_check:,} users' events from {t}, carried to "
+            f"the refit as the same share of normal users' days before {t}",
+            "none": "the choose users' thresholds as chosen for the selection run",
+        }[cfg.threshold_transfer if cfg.refit else "none"],
         "baseline": "GBDT on all history: HistGradientBoosting on the 88 window aggregates "
         "of the same events as the model, rounds and thresholds chosen the same way"
         + ("; the shipped one refitted on every event" if cfg.refit else ""),
@@ -507,9 +663,21 @@ def _train(
     model_run = select_model(model, corpus, ex, cfg, rt, progress)
     gbdt = select_gbdt(corpus, ex, choose_inp, cfg, progress)
     choices = choose(model, corpus, ex, choose_inp, gbdt, cfg, progress)
+    ref, before = None, None
+    if cfg.refit and len(ex.reference):
+        ref = Reference(
+            eval_input(corpus, ex.reference, np.zeros((len(ex.reference), len(LABELS)))),
+            aggregates(corpus, ex.reference, progress) if choices.blend is not None else None,
+        )
+        before = reference_scores(model, gbdt.model, choices.blend, corpus, ex, ref, progress)
     shipped = refit(model, corpus, ex, model_run, gbdt, cfg, rt, progress)
+    after = None
+    if ref is not None:
+        after = reference_scores(model, shipped.gbdt, choices.blend, corpus, ex, ref, progress)
+    transfer = transfer_thresholds(cfg, choices, ref, before, after)
 
     extra = _report_extra(corpus, split, ex, cfg, rt, model, model_run, gbdt, choices, shipped)
+    extra["thresholds"] = transfer.report
     extra["training"] |= {"init": init_info, "wall_s": round(time.perf_counter() - began, 1)}
     report = finish_report(
         out,
@@ -537,7 +705,7 @@ def _train(
         source=SourceRecord(
             str(events), str(labels) if labels else None, str(feedback) if feedback else None
         ),
-        ensemble=EnsembleRecord(choices.blend, choices.model_thresholds)
+        ensemble=EnsembleRecord(choices.blend, transfer.model_thresholds)
         if choices.blend is not None
         else None,
     )
@@ -546,7 +714,7 @@ def _train(
         model,
         corpus.spec,
         policy,
-        choices.thresholds,
+        transfer.thresholds,
         meta,
         trees=dict(zip(LABELS, shipped.gbdt.trees(), strict=True)),
     )

@@ -263,12 +263,28 @@ def quality_cmd(
             help="Masked windows the efficiency table pretrains on (0: the preset's).",
         ),
     ] = 0,
+    sets: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="A training setting for every run, key=value (repeatable): "
+            "--set val_after_quantile=0.6. Finished runs in --out are reused as they are.",
+        ),
+    ] = None,
 ) -> None:
     """Shipped model vs the GBDT on the same aggregates and data, judged on a separately
     simulated world: mean ± spread over seeds, per world kind (finished runs are reused)."""
     check_output(out, "--out", folder=True)
     from riskstream.bench.quality import QualityPlan, bench_quality
+    from training.config import TrainConfig
+    from training.exceptions import TrainingError
 
+    try:
+        chosen = TrainConfig.from_sources(preset, sets=sets or []).to_dict()
+    except TrainingError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    defaults = TrainConfig.for_preset(preset).to_dict()
+    settings = {k: v for k, v in chosen.items() if v != defaults[k]}
     try:
         plan = QualityPlan(
             out=out,
@@ -282,6 +298,7 @@ def quality_cmd(
             label_shares=tuple(label_share or ()),
             pretrain_users=pretrain_users,
             pretrain_windows=pretrain_windows,
+            settings=settings,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None

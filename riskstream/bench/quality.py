@@ -118,6 +118,7 @@ def _run_one(
             progress=False,
             force=True,  # a small labelled share may leave a head no positive: measure it anyway
         )
+        methods = _methods(json.loads((run / "model" / "report.json").read_text()))
         evaluate_model(
             run / "model",
             eval_world / "events.jsonl",
@@ -125,9 +126,12 @@ def _run_one(
             run / "eval" / "report.json",
             feedback=eval_world / "feedback.jsonl",
             progress=False,
+            candidates={m: {h: v[h]["threshold"] for h in LABELS} for m, v in methods.items()},
         )
     train_report = json.loads((run / "model" / "report.json").read_text())
     report = json.loads((run / "eval" / "report.json").read_text())
+    methods = _methods(train_report)
+    realised = report.get("threshold_candidates", {})
     reference = _reference(plan, seed, train_world, eval_world, plan.out / "reference" / tag)
     return {
         "world": kind,
@@ -141,7 +145,22 @@ def _run_one(
         "blend_shipped": bool(train_report.get("ensemble", {}).get("shipped")),
         "gbdt_cross_fitted": _pick(report, "baseline_cross_fitted"),
         "promised_alerted_per_1000_per_day": {
-            h: train_report["heads"][h].get("normal_users_alerted_per_1000_per_day") for h in LABELS
+            h: train_report.get("thresholds", {})
+            .get("promise", train_report["heads"])[h]
+            .get("normal_users_alerted_per_1000_per_day")
+            for h in LABELS
+        },
+        "threshold_transfer": {
+            m: {
+                h: {
+                    "threshold": v[h]["threshold"],
+                    "promised": v[h].get("normal_users_alerted_per_1000_per_day"),
+                    "interval_90": v[h].get("interval_90"),
+                    "realised": realised.get(m, {}).get(h),
+                }
+                for h in LABELS
+            }
+            for m, v in methods.items()
         },
         "episode_recall_by_kind": {
             h: report["heads"][h].get("episode_recall_by_kind") for h in LABELS
@@ -149,6 +168,49 @@ def _run_one(
         "caught_before_purchase": report["heads"]["fraud"].get("caught_before_purchase"),
         "train_wall_s": train_report["training"]["wall_s"],
     }
+
+
+def _methods(train_report: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Every threshold method `train` reported (training.train.transfer_thresholds)."""
+    return dict(train_report.get("thresholds", {}).get("methods", {}))
+
+
+#: The promise is kept when the world sees within this share of it (issue 33).
+PROMISE_TOLERANCE: Final = 0.3
+#: And never more than this many normal users alerted per 1,000 per day.
+MAX_ALERTED: Final = 5.0
+
+
+def transfer_table(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per threshold method and head: promised vs realised per run, how many runs kept the
+    promise (within ±30 %) and the cap (≤ 5), and the median |realised / promised − 1|."""
+    rows: list[dict[str, Any]] = []
+    full = [r for r in runs if r["labelled_share"] == 1.0 and not r["pretrained_init"]]
+    names = dict.fromkeys(m for r in full for m in r.get("threshold_transfer", {}))
+    for method in names:
+        for head in LABELS:
+            pairs, kept, capped, errors = [], 0, 0, []
+            for r in full:
+                cell = r.get("threshold_transfer", {}).get(method, {}).get(head)
+                if cell is None or cell["promised"] is None or cell["realised"] is None:
+                    continue
+                p, q = float(cell["promised"]), float(cell["realised"])
+                pairs.append(f"{r['world'][0]}{r['seed']}: {p:.1f}→{q:.1f}")
+                err = abs(q / p - 1) if p > 0 else (0.0 if q == 0 else float("inf"))
+                errors.append(err)
+                kept += err <= PROMISE_TOLERANCE
+                capped += q <= MAX_ALERTED
+            if not pairs:
+                continue
+            rows.append({
+                "method": method,
+                "head": head,
+                "promised→realised": ", ".join(pairs),
+                "within ±30 %": f"{kept}/{len(pairs)}",
+                "≤ 5": f"{capped}/{len(pairs)}",
+                "median error": round(statistics.median(errors), 3),
+            })  # fmt: skip
+    return rows
 
 
 def _reference(
@@ -272,9 +334,16 @@ def bench_quality(plan: QualityPlan) -> BenchResult:
                     runs.append(_run_one(plan, kind, seed, share, init))
     table = summarise(runs)
     eff = efficiency(runs) if plan.label_shares else []
+    transfer = transfer_table(runs)
     (plan.out / "quality.json").write_text(
         json.dumps(
-            {"plan": _plan_dict(plan), "runs": runs, "summary": table, "efficiency": eff},
+            {
+                "plan": _plan_dict(plan),
+                "runs": runs,
+                "summary": table,
+                "efficiency": eff,
+                "threshold_transfer": transfer,
+            },
             indent=1,
             default=str,
         )
@@ -295,7 +364,7 @@ def bench_quality(plan: QualityPlan) -> BenchResult:
             "window",
         ],
     )
-    _write_markdown(plan.out / "quality.md", result, eff)
+    _write_markdown(plan.out / "quality.md", result, eff, transfer)
     return result
 
 
@@ -303,7 +372,9 @@ def _plan_dict(plan: QualityPlan) -> dict[str, Any]:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in plan.__dict__.items()}
 
 
-def _write_markdown(path: Path, result: BenchResult, eff: list[dict[str, Any]]) -> None:
+def _write_markdown(
+    path: Path, result: BenchResult, eff: list[dict[str, Any]], transfer: list[dict[str, Any]]
+) -> None:
     def table(rows: list[dict[str, Any]]) -> list[str]:
         if not rows:
             return []
@@ -316,4 +387,7 @@ def _write_markdown(path: Path, result: BenchResult, eff: list[dict[str, Any]]) 
     lines = ["# bench quality", "", *(f"- {n}" for n in result.notes), "", *table(result.rows)]
     if eff:
         lines += ["", "## Label efficiency (PR-AUC)", "", *table(eff)]
+    if transfer:
+        lines += ["", "## Thresholds: normal users alerted per 1,000 per day, promised → seen",
+                  "", *table(transfer)]  # fmt: skip
     path.write_text("\n".join(lines) + "\n")

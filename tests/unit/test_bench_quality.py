@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from events import LABELS
-from riskstream.bench.quality import QualityPlan, bench_quality, efficiency, summarise
+from riskstream.bench.quality import (
+    QualityPlan,
+    bench_quality,
+    efficiency,
+    summarise,
+    transfer_table,
+)
 
 
 def _run(world: str, seed: int, model: float, gbdt: float, **kw: object) -> dict[str, object]:
@@ -47,6 +53,27 @@ def test_efficiency_table_separates_shares_and_pretraining() -> None:
     assert fraud["model"].startswith("0.6000")
     assert fraud["model, pretrained init"].startswith("0.7500")
     assert fraud["gbdt"].startswith("0.7000")
+
+
+def test_transfer_table_counts_kept_promises_and_the_cap() -> None:
+    def cells(promised: float | None, realised: float | None) -> dict[str, object]:
+        cell = {"threshold": 0.5, "promised": promised, "realised": realised}
+        return {h: cell for h in LABELS}
+
+    runs = []
+    for seed, (p, q) in enumerate([(4.0, 5.1), (4.0, 2.0), (3.0, 6.0), (None, 1.0)]):
+        run = _run("hard", seed, 0.9, 0.8)
+        run["threshold_transfer"] = {"quantile": cells(p, q)}
+        runs.append(run)
+    (fraud, clicks) = transfer_table(runs)
+    assert fraud["method"] == "quantile"
+    assert clicks["head"] == "abnormal_click"
+    assert (
+        fraud["promised→realised"] == "h0: 4.0→5.1, h1: 4.0→2.0, h2: 3.0→6.0"
+    )  # no promise: left out
+    assert fraud["within ±30 %"] == "1/3"  # 5.1 is within 4.0 ± 30 %; 2.0 and 6.0 are not
+    assert fraud["≤ 5"] == "1/3"
+    assert fraud["median error"] == 0.5
 
 
 def test_plan_refuses_an_unknown_world(tmp_path: Path) -> None:

@@ -171,7 +171,7 @@ def test_train_force_goes_on_with_a_warning(caplog: pytest.LogCaptureFixture) ->
                           np.zeros(n, dtype=np.int64))  # fmt: skip
 
     def sets(fit: ExampleSet, choose: ExampleSet) -> Examples:
-        return Examples(fit, choose, choose, choose, fit, fit, labelled_users=1)
+        return Examples(fit, choose, choose, choose, fit, fit, labelled_users=1, reference=fit)
 
     fit = examples([[1, 0], [0, 1], [0, 0]])
     choose = examples([[1, 0], [0, 0]])  # no abnormal_click positive to choose a threshold on
@@ -225,3 +225,14 @@ def test_progress_bars_stay_out_of_logs(tmp_path: Path, capfd: pytest.CaptureFix
     captured = capfd.readouterr()
     assert "\r" not in captured.err + captured.out
     assert "events" in captured.out
+
+
+def test_bench_quality_refuses_a_bad_training_setting_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["bench", "quality", "--out", str(tmp_path / "q"), "--set"]
+    assert main([*args, "threshold_transfer=median"]) == 2
+    err = capsys.readouterr().err
+    assert "threshold_transfer: 'median' is not one of quantile, refit, pooled, none" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "q" / "worlds").exists()  # refused before any world is simulated

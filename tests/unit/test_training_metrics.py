@@ -444,6 +444,16 @@ def test_write_report(tmp_path: Path) -> None:
         "split": {"train_users": 100, "test": {"events": 2000}},
         "data": {"positive_rate": 0.1},
         "training": {"epochs": 3},
+        "thresholds": {
+            "transfer": "refit",
+            "promise": {
+                "fraud": {
+                    "normal_users_alerted_per_1000_per_day": 4.92,
+                    "interval_90": [2.68, 7.61],
+                    "measured_on": "the reference set",
+                }
+            },
+        },
     }
     json.dumps(report, allow_nan=False)
     curves = {
@@ -463,6 +473,8 @@ def test_write_report(tmp_path: Path) -> None:
     assert "| pr_auc |" in md
     assert "test.events" in md
     assert "## Training" in md
+    # the promise, with how sure it is
+    assert "- fraud: 4.92 normal users alerted per 1,000 per day (90 %: 2.68–7.61)" in md
     png = paths[1].read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(png) > 10_000
