@@ -24,7 +24,7 @@ from riskstream.bench.pipeline.capacity import LagRule
 RULES = Path(__file__).resolve().parents[2] / "config" / "rules.yaml"
 
 # The tiny model's training and export (fixtures) count against the limit too.
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1500)]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1800)]
 ANY_LAG = LagRule(max_lag_s=1e9, max_growth=1e9)
 
 

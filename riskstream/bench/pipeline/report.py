@@ -352,8 +352,14 @@ def _plots(r: dict[str, Any], out: Path) -> None:
     for each in r["runs"]:
         offered = [lv["offered_per_s"] for lv in each["levels"]]
         ax.plot(offered, offered, "k:", linewidth=0.8)
-        ax.plot(offered, [lv["sustained_per_s"] for lv in each["levels"]], "o-",
-                label=f"sustained, {mode_of(each)}, {each['processes']} proc.")  # fmt: skip
+        line = ax.plot(offered, [lv["sustained_per_s"] for lv in each["levels"]], "o-",
+                       label=f"sustained, {mode_of(each)}, {each['processes']} proc.")  # fmt: skip
+        probes = each.get("capacity", {}).get("probes", [])
+        if probes:  # the search's probes: x, large when the lag was not bounded
+            ax.scatter([p["offered_per_s"] for p in probes],
+                       [p["sustained_per_s"] for p in probes], marker="x",
+                       color=line[0].get_color(),
+                       s=[30 if p["bounded"] else 80 for p in probes])  # fmt: skip
     offered = [lv["offered_per_s"] for lv in levels] or [0.0]
     model = ceiling_model(r, run)
     rds = r.get("redis_host", r["redis"])["events_per_s"]
