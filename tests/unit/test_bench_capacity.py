@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -180,3 +181,20 @@ def test_pinning_sets_every_thread_and_reports_the_cores() -> None:
     assert seen == [set(one)]  # a thread started before the pin was moved too
     assert sorted(os.sched_getaffinity(0)) == cores
     assert affinity.pin(2**22 + 12_345, one) is None  # no such process: not pinned, no error
+
+
+def test_the_cli_refuses_isolate_on_one_core_in_one_line_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from riskstream.command import main
+
+    monkeypatch.setattr(affinity, "host_cores", lambda: [0])
+    argv = ["bench", "pipeline", "--bundle", str(tmp_path), "--isolate", "--out",
+            str(tmp_path / "out")]  # fmt: skip
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "error: --isolate needs at least 2 cores (this host gives the benchmark 1): run "
+        "without --isolate"
+    )
+    assert not (tmp_path / "out" / "pipeline.json").exists()
