@@ -65,6 +65,17 @@ def test_a_small_lag_that_wobbles_is_noise_not_growth() -> None:
     assert not judge(1_000, 1_000, samples, 5, LagRule(noise_s=0.1)).bounded
 
 
+def test_a_rate_the_load_generator_could_not_offer_is_not_bounded() -> None:
+    # The lag stayed small because only 1,300 of the 2,000/s asked for went out.
+    flat = _lag(1_300, 1_300, 20, base=100)
+    behind = judge(2_000, 1_300, flat, 20, sent_per_s=1_300)
+    assert not behind.bounded
+    assert behind.why == "only 1,300/s offered (load generator behind)"
+    assert behind.sent_per_s == 1_300
+    assert judge(2_000, 1_950, flat, 20, sent_per_s=1_950).bounded  # within 5 %
+    assert judge(2_000, 1_300, flat, 20).bounded  # not known: judged on the lag alone
+
+
 def test_samples_after_the_span_are_not_judged() -> None:
     samples = [*_lag(1_000, 1_000, 10), (11.0, 50_000.0), (12.0, 0.0)]  # then the catch-up
     assert judge(1_000, 1_000, samples, 10).bounded

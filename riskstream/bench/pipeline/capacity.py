@@ -9,7 +9,10 @@ is judged on its consumer lag (messages offered but not yet processed, sampled e
   at most `max_lag_s` seconds of the offered rate (default 2 s), and it is not growing over the
   second half: the least-squares slope of the lag there is at most `max_growth` of the offered
   rate (default 2 %: 0.6 s of backlog gained over a 60 s span's second half), or the lag there
-  never exceeded `noise_s` of the offered rate (0.25 s: a batch in flight, not a queue).
+  never exceeded `noise_s` of the offered rate (0.25 s: a batch in flight, not a queue);
+- and only when the rate was really offered: the load generator (on the same host) sent at
+  least `min_offered` of it (default 95 %) over the span. On a loaded host it can fall behind,
+  and a probe that offered less says nothing about the rate asked for.
 
 The search starts at the drained rate; while probes are bounded it steps up by `step_up`, and
 after the first unbounded one it tries just under the rate that probe did sustain, then bisects
@@ -34,19 +37,21 @@ class LagRule:
     max_lag_s: float = 2.0
     max_growth: float = 0.02
     noise_s: float = 0.25
+    min_offered: float = 0.95
 
 
 @dataclass(frozen=True)
 class Probe:
     """One offered rate held for a span, and the verdict on its lag."""
 
-    offered_per_s: float
+    offered_per_s: float  # asked for
     sustained_per_s: float
     end_lag: float  # messages
     growth_per_s: float  # messages/s, second half
     bounded: bool
     why: str  # which condition failed, "" when bounded
     latency_p99_ms: float | None = None
+    sent_per_s: float | None = None  # what the load generator managed (None: not known)
 
 
 def _slope(points: Sequence[tuple[float, float]]) -> float:
@@ -67,9 +72,11 @@ def judge(
     lag: Sequence[tuple[float, float]],
     span_s: float,
     rule: LagRule = LagRule(),
+    sent_per_s: float | None = None,
 ) -> Probe:
     """The verdict on a probe from its lag samples ((s since the offer began, messages));
-    samples after `span_s` (the catch-up) are not looked at."""
+    samples after `span_s` (the catch-up) are not looked at. `sent_per_s`: the rate the load
+    generator achieved."""
     during = sorted((t, y) for t, y in lag if t <= span_s)
     if not during:
         raise ValueError("no lag sample within the span")
@@ -83,7 +90,10 @@ def judge(
     quiet = max(y for _, y in half) <= rule.noise_s * offered_per_s
     if growth > rule.max_growth * offered_per_s and not quiet:
         why.append(f"lag growing {growth:,.0f}/s > {rule.max_growth:.0%} of offered")
-    return Probe(offered_per_s, sustained_per_s, end, growth, not why, "; ".join(why))
+    if sent_per_s is not None and sent_per_s < rule.min_offered * offered_per_s:
+        why.append(f"only {sent_per_s:,.0f}/s offered (load generator behind)")
+    return Probe(offered_per_s, sustained_per_s, end, growth, not why, "; ".join(why),
+                 sent_per_s=sent_per_s)  # fmt: skip
 
 
 @dataclass

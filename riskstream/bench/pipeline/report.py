@@ -117,7 +117,9 @@ def _capacity_section(r: dict[str, Any]) -> list[str]:
            f"Each probe offers a rate for {span:g} s on a fresh worker; bounded: the consumer lag "
            f"at the end ≤ {rule['max_lag_s']:g} s of the offered rate and not growing over the "
            f"second half (slope ≤ {rule['max_growth']:.0%} of the offered rate, or the lag "
-           f"there ≤ {rule['noise_s']:g} s of it). The search starts at the drained rate, steps "
+           f"there ≤ {rule['noise_s']:g} s of it), with at least "
+           f"{rule.get('min_offered', 0.95):.0%} of the rate really offered (the load generator "
+           "shares the host). The search starts at the drained rate, steps "
            "up while bounded, then bisects. Capacity: the highest bounded rate.", "",
            "| mode | processes | drained /s | **sustained** /s | sustained / drained | "
            "model only /s | transport only /s | sustained / min(model, transport) | "

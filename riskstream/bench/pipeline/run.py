@@ -180,8 +180,9 @@ class _Bench:
                                 catch_up_s=5.0)  # fmt: skip
             finally:
                 clock.close()
+        sent_per_s = level.sent / max(level.offered_s, 1e-6)
         verdict = capacity.judge(rate, level.sustained_per_s, level.lag, level.offered_s,
-                                 o.lag_rule)  # fmt: skip
+                                 o.lag_rule, sent_per_s)  # fmt: skip
         verdict = dataclasses.replace(
             verdict, latency_p99_ms=quantile_ms(level.alert_latencies_ms, 0.99)
         )
