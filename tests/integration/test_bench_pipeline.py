@@ -2,7 +2,7 @@
 
 Figures at this scale mean nothing; what is tested is that every part runs and reports what
 it measured: each ceiling, the drained rate, the capacity search's probes (with a rule that
-calls any lag bounded, so the probed rates are known: the drained rate, then 1.25 × it), every
+calls any lag and any offered rate bounded, so the probed rates are known: the drained rate, then 1.25 × it), every
 load level of that capacity (offered, sustained, caught up, lag samples), both modes (shared,
 and isolated with each process on its planned cores, on a host with 2 cores or more), py-spy's
 profile of every worker process, cost vs N and batch, quality per variant, and the files.
@@ -25,7 +25,7 @@ RULES = Path(__file__).resolve().parents[2] / "config" / "rules.yaml"
 
 # The tiny model's training and export (fixtures) count against the limit too.
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1800)]
-ANY_LAG = LagRule(max_lag_s=1e9, max_growth=1e9)
+ANY_LAG = LagRule(max_lag_s=1e9, max_growth=1e9, min_offered=0.0)
 
 
 def test_bench_pipeline_measures_every_part(
