@@ -2,10 +2,11 @@
 
 Figures at this scale mean nothing; what is tested is that every part runs and reports what
 it measured: each ceiling, the drained rate, the capacity search's probes (with a rule that
-calls any lag and any offered rate bounded, so the probed rates are known: the drained rate, then 1.25 × it), every
-load level of that capacity (offered, sustained, caught up, lag samples), both modes (shared,
-and isolated with each process on its planned cores, on a host with 2 cores or more), py-spy's
-profile of every worker process, cost vs N and batch, quality per variant, and the files.
+calls any lag and any offered rate bounded, so the probed rates are known: the drained rate,
+then 1.25 × it), every load level of that capacity (offered, sustained, caught up, lag
+samples), both modes (shared, and isolated with each process on its planned cores, on a host
+with 2 cores or more), py-spy's profile of every worker process, cost vs N and batch, quality
+per variant, and the files.
 """
 
 from __future__ import annotations
