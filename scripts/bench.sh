@@ -38,6 +38,17 @@ $rs train --events out/b17/world/events.jsonl --labels out/b17/world/labels.json
 $rs export --model out/b17/model1 --out out/b17/bundle --int8 --force
 $rs bench pipeline --bundle out/b17/bundle --processes 1,2 --loads 25,50,75,100 \
     --window-sizes 16,64 --batch-sizes 256,1024 --out docs/bench/pipeline
+# Sustained capacity (issue 30 §1): the highest open-loop rate held with bounded lag, levels of
+# it, shared and isolated (worker on its own core), one window and batch size.
+# Its bundle: trained on a 4,000-user world (2,000 left a head too few episodes, that time).
+$rs simulate --users 4000 --days 1 --seed 7 --out out/cap/world
+$rs train --events out/cap/world/events.jsonl --labels out/cap/world/labels.jsonl \
+    --feedback out/cap/world/feedback.jsonl --out out/cap/model1 --seed 1
+$rs export --model out/cap/model1 --out out/cap/bundle --int8 --force
+$rs simulate --users 8000 --days 1 --seed 7 --attack-share 0.12 --out out/cap/big
+$rs bench pipeline --bundle out/cap/bundle --events out/cap/big/events.jsonl \
+    --processes 1,2 --window-sizes 64 --batch-sizes 1024 --isolate --span-s 20 --probes 4 \
+    --duration-s 15 --out docs/bench/pipeline-capacity
 # Where the worker's time goes: the same run with py-spy on every worker process (its own
 # folder: py-spy takes ~0.1 core of the two, so the figures above come from a run without it).
 $rs bench pipeline --bundle out/b17/bundle --processes 1,2 --loads 25,50,75,100 \

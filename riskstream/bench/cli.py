@@ -102,10 +102,20 @@ def pipeline_cmd(
         ),
     ] = None,
     batch: Annotated[int, typer.Option("--batch", min=1, help="Worker batch size.")] = 1024,
-    loads: Annotated[str, typer.Option("--loads", help="Offered load, % of capacity.")] = (
-        "25,50,75,100,125"
-    ),
+    loads: Annotated[
+        str, typer.Option("--loads", help="Offered load, % of the sustained capacity.")
+    ] = "25,50,75",
     duration_s: Annotated[float, typer.Option("--duration-s", min=1, help="Per level.")] = 20.0,
+    span_s: Annotated[
+        float, typer.Option("--span-s", min=1, help="Per capacity probe (held with bounded lag).")
+    ] = 60.0,
+    probes: Annotated[
+        int, typer.Option("--probes", min=1, help="Capacity search probes per mode and count.")
+    ] = 5,
+    isolate: Annotated[
+        bool,
+        typer.Option("--isolate", help="Also pin the worker to its own cores (needs ≥ 2 cores)."),
+    ] = False,
     drain_events: Annotated[int, typer.Option("--drain-events", min=1000)] = 60_000,
     window_sizes: Annotated[str, typer.Option("--window-sizes")] = "16,64,256",
     batch_sizes: Annotated[str, typer.Option("--batch-sizes")] = "32,256,1024",
@@ -128,8 +138,9 @@ def pipeline_cmd(
         typer.Option("--profile", help="py-spy on every worker process: each drain and load."),
     ] = False,
 ) -> None:
-    """Ceilings (model, transport, Redis, parse), the worker with 1 and N processes at 25–125 %
-    load, cost vs N and batch, quality vs speed: JSON, markdown and PNGs under --out."""
+    """Ceilings (model, transport, Redis, parse), the worker with 1 and N processes: drained,
+    sustained capacity (bounded lag for --span-s), 25–75 % of it; shared and (--isolate) pinned
+    apart; cost vs N and batch, quality vs speed: JSON, markdown and PNGs under --out."""
     check_output(out, "--out", folder=True)
     from riskstream.bench.pipeline import PipelineOptions, run_pipeline_bench
     from riskstream.bench.pipeline.report import render_markdown
@@ -142,6 +153,7 @@ def pipeline_cmd(
     opts = PipelineOptions(
         bundle=bundle, events=events, out=out, batch=batch,
         loads_pct=_ints(loads, "--loads"), duration_s=duration_s, drain_events=drain_events,
+        span_s=span_s, max_probes=probes, isolate=isolate,
         window_sizes=_ints(window_sizes, "--window-sizes"),
         batch_sizes=_ints(batch_sizes, "--batch-sizes"), compare=tuple(compare or ()),
         redis_url=redis_url, rules=rules, processes=tuple(sorted(set(counts))), device=device,

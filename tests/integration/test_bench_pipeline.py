@@ -1,34 +1,43 @@
 """`riskstream bench pipeline` end to end at small scale: real broker, Redis and workers.
 
 Figures at this scale mean nothing; what is tested is that every part runs and reports what
-it measured: each ceiling, the drained capacity, every load level (offered, sustained, caught
-up, lag samples), py-spy's profile of every worker process, cost vs N and batch, quality per
-variant, and the files.
+it measured: each ceiling, the drained rate, the capacity search's probes (with a rule that
+calls any lag and any offered rate bounded, so the probed rates are known: the drained rate,
+then 1.25 × it), every load level of that capacity (offered, sustained, caught up, lag
+samples), both modes (shared, and isolated with each process on its planned cores, on a host
+with 2 cores or more), py-spy's profile of every worker process, cost vs N and batch, quality
+per variant, and the files.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from riskstream.bench.pipeline import PipelineOptions, run_pipeline_bench
+from riskstream.bench.pipeline.affinity import BENCH, assign, host_cores, plan_affinity
+from riskstream.bench.pipeline.capacity import LagRule
 
 RULES = Path(__file__).resolve().parents[2] / "config" / "rules.yaml"
 
 # The tiny model's training and export (fixtures) count against the limit too.
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1800)]
+ANY_LAG = LagRule(max_lag_s=1e9, max_growth=1e9, min_offered=0.0)
 
 
 def test_bench_pipeline_measures_every_part(
     tiny_bundle: Path, tiny_world: Path, tmp_path: Path
 ) -> None:
+    isolate = len(host_cores()) >= 2
     opts = PipelineOptions(
         bundle=tiny_bundle, events=tiny_world / "events.jsonl", out=tmp_path / "out",
         loads_pct=(50, 100), duration_s=2.0, drain_events=3_000, window_sizes=(16,),
         batch_sizes=(64,), partitions=4, rules=RULES, processes=(1, 2), profile=True,
+        span_s=2.0, max_probes=2, lag_rule=ANY_LAG, isolate=isolate,
     )  # fmt: skip
     result = run_pipeline_bench(opts)
 
@@ -45,10 +54,21 @@ def test_bench_pipeline_measures_every_part(
     assert result["redis_host"]["events_per_s"] > 0
     assert result["parse_encode"]["parse_encode_per_event"] > 0
 
-    assert [run["processes"] for run in result["runs"]] == [1, 2]
+    modes = [("shared", 1), ("shared", 2)]
+    if isolate:
+        modes += [("isolated", 1), ("isolated", 2)]
+        plan = plan_affinity(host_cores())
+        assert result["model_isolated"]["windows_per_s"] > 0
+        assert result["model_isolated"]["cores"] == list(plan.workers)
+    assert [(run["mode"], run["processes"]) for run in result["runs"]] == modes
     for run in result["runs"]:
         n = run["processes"]
         workers = [f"worker {i}" for i in range(n)]
+        if run["mode"] == "isolated":  # each process on the cores the plan gave it
+            wanted = assign(plan, list(range(n)), ["broker", "redis"])
+            assert run["cores"] == {k: list(v) for k, v in wanted.items()}
+        else:
+            assert run["cores"][BENCH] == host_cores()
         for part in ("transport", "pipeline"):
             assert run[part]["events"] == 3_000
             assert run[part]["events_per_s"] > 0
@@ -58,7 +78,18 @@ def test_bench_pipeline_measures_every_part(
         assert run["pipeline"]["inference_ms_per_batch"] > 0  # the real worker scored
         assert run["transport"]["inference_ms_per_batch"] == 0  # the null one did not
 
-        capacity = run["pipeline"]["events_per_s"]
+        drained = run["pipeline"]["events_per_s"]
+        search = run["capacity"]
+        assert [p["offered_per_s"] for p in search["probes"]] == pytest.approx(
+            [drained, 1.25 * drained]
+        )
+        for probe in search["probes"]:
+            assert probe["bounded"]
+            assert probe["sustained_per_s"] > 0
+            assert probe["lag"]
+            assert sorted(k for k in probe["cpu"] if k.startswith("worker")) == workers
+        capacity = search["capacity_per_s"]
+        assert capacity == pytest.approx(1.25 * drained)
         assert [lv["percent"] for lv in run["levels"]] == [50, 100]
         for lv in run["levels"]:
             assert lv["offered_per_s"] == pytest.approx(capacity * lv["percent"] / 100)
@@ -74,6 +105,7 @@ def test_bench_pipeline_measures_every_part(
                   for w in workers]  # fmt: skip
         assert max(scored) > 0  # the batch thread was seen at work under load
     assert result["pipeline"] == result["runs"][0]["pipeline"]
+    assert sorted(os.sched_getaffinity(0)) == host_cores()  # this process: every core again
 
     assert [c["n"] for c in result["cost_vs_n"]] == [16]
     assert [c["batch"] for c in result["cost_vs_batch"]] == [64]
@@ -83,6 +115,7 @@ def test_bench_pipeline_measures_every_part(
     assert all(q["events_per_s"] > 0 and q["fraud_pr_auc"] for q in result["quality"])
     report = (tmp_path / "out" / "pipeline.md").read_text()
     assert "## Targets" in report
+    assert "## Sustained capacity" in report
     assert "## Where the time goes (py-spy" in report
 
 

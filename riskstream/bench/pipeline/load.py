@@ -192,6 +192,7 @@ class Level:
     offered_per_s: float
     duration_s: float
     sent: int = 0
+    offered_s: float = 0.0  # how long the offer took (≥ duration_s when the sender lagged)
     sustained_per_s: float = 0.0
     caught_up_s: float | None = None  # after the offer stopped; None: not within the limit
     lag: list[tuple[float, float]] = field(default_factory=list)  # (s since start, messages)
@@ -220,11 +221,12 @@ def offer_load(
     level: Level,
     meter: CpuMeter | None = None,
     sampler: Sampler | None = None,
+    catch_up_s: float = _CATCH_UP_S,
 ) -> Level:
     """Offer `lines` at `level.offered_per_s` for `level.duration_s` (open loop), sampling the
-    consumer lag; then wait for the worker to catch up and collect the alerts' latencies.
-    `meter`: the CPU of the run's processes while the load is offered; `sampler`: py-spy
-    over the same span."""
+    consumer lag; then wait (up to `catch_up_s`) for the worker to catch up and collect the
+    alerts' latencies. `meter`: the CPU of the run's processes while the load is offered;
+    `sampler`: py-spy over the same span."""
     count = min(len(lines), int(level.offered_per_s * level.duration_s))
     before_done = worker.events_done()
     before_buckets = _lag_buckets(worker.metrics())
@@ -258,6 +260,7 @@ def offer_load(
         level.lag.append((time.monotonic() - began, max(0.0, progress["sent"] - done)))
         worker.check_alive()
     offered_s = time.monotonic() - began
+    level.offered_s = offered_s
     if meter is not None:
         level.cpu = meter.stop()
     if sampler is not None:
@@ -269,7 +272,7 @@ def offer_load(
     level.sustained_per_s = done_in_offer / offered_s
     target = before_done + count
     stop = time.monotonic()
-    while time.monotonic() - stop < _CATCH_UP_S:
+    while time.monotonic() - stop < catch_up_s:
         done = worker.events_done()
         level.lag.append((time.monotonic() - began, max(0.0, target - done)))
         if done >= target:

@@ -12,7 +12,17 @@ import numpy as np
 from riskstream.bench.pipeline.profile import PARTS, ROLES
 from stream.prometheus import bucket_quantile
 
-__all__ = ["ceiling_of", "host_run", "quantile_ms", "render_markdown", "targets", "write_report"]
+__all__ = [
+    "capacity_of",
+    "ceiling_model",
+    "ceiling_of",
+    "host_run",
+    "mode_of",
+    "quantile_ms",
+    "render_markdown",
+    "targets",
+    "write_report",
+]
 
 TARGET_EVENTS_PER_S: Final = 5_000
 TARGET_P99_MS: Final = 250.0  # at 75 % of capacity
@@ -32,30 +42,43 @@ def quantile_ms(sorted_ms: list[float], q: float) -> float | None:
     return sorted_ms[max(0, math.ceil(q * len(sorted_ms)) - 1)]
 
 
+def mode_of(run: dict[str, Any]) -> str:
+    """shared or isolated (runs written before the isolated mode: shared)."""
+    return str(run.get("mode", "shared"))
+
+
+def capacity_of(run: dict[str, Any]) -> tuple[float | None, str]:
+    """The run's sustained capacity and its name; runs without a search: the drained rate."""
+    if "capacity" in run:
+        return run["capacity"]["capacity_per_s"], "sustained"
+    return float(run["pipeline"]["events_per_s"]), "drained"
+
+
 def host_run(r: dict[str, Any]) -> dict[str, Any]:
-    """The run with the most worker processes: the host's figures."""
-    return max(r["runs"], key=lambda run: run["processes"])
+    """The host's figures: the isolated run with the most worker processes, else the shared."""
+    isolated = [run for run in r["runs"] if mode_of(run) == "isolated"]
+    return max(isolated or r["runs"], key=lambda run: run["processes"])
 
 
 def ceiling_of(r: dict[str, Any], run: dict[str, Any]) -> float:
-    """min(model only, transport only) for `run`'s process count (model: per host when the run
-    has more than one process and that was measured)."""
-    model = r["model"]["windows_per_s"]
-    if run["processes"] > 1 and "model_host" in r:
-        model = r["model_host"]["windows_per_s"]
-    return float(min(model, run["transport"]["events_per_s"]))
+    """min(model only, transport only) for `run`'s mode and process count. Model: in isolated
+    mode on the worker's cores alone; else per host when the run has more than one process
+    and that was measured."""
+    return float(min(ceiling_model(r, run), run["transport"]["events_per_s"]))
 
 
 def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
-    """Issue 17's targets (per host: the run with the most processes), each with the measured
-    figure and whether it is met."""
+    """Issue 30's targets (per host: the isolated run with the most processes when there is
+    one), each with the measured figure and whether it is met."""
     run = host_run(r)
-    pipeline = run["pipeline"]["events_per_s"]
+    cap, name = capacity_of(run)
     ceiling = ceiling_of(r, run)
     by_pct = {lv["percent"]: lv for lv in run["levels"]}
+    where = f"{mode_of(run)}, {run['processes']} proc."
     rows = [
-        {"target": f"≥ {TARGET_EVENTS_PER_S:,} events/s per host ({run['processes']} proc.)",
-         "measured": f"{pipeline:,.0f} events/s", "met": pipeline >= TARGET_EVENTS_PER_S},
+        {"target": f"≥ {TARGET_EVENTS_PER_S:,} events/s {name} per host ({where})",
+         "measured": "not found" if cap is None else f"{cap:,.0f} events/s",
+         "met": cap is not None and cap >= TARGET_EVENTS_PER_S},
     ]  # fmt: skip
     for pct, goal in ((75, TARGET_P99_MS), (50, TARGET_P99_50_MS)):
         level = by_pct.get(pct)
@@ -63,15 +86,72 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append({"target": f"p99 event→alert ≤ {goal:.0f} ms at {pct} % of capacity",
                      "measured": "no alerts" if p99 is None else f"{p99:,.0f} ms",
                      "met": p99 is not None and p99 <= goal})  # fmt: skip
+    share = (cap or 0.0) / ceiling
     rows += [
-        {"target": f"pipeline ≥ {TARGET_SHARE:.0%} of min(model, transport), per host",
-         "measured": f"{pipeline / ceiling:.0%} of {ceiling:,.0f}/s",
-         "met": pipeline >= TARGET_SHARE * ceiling},
+        {"target": f"{name} ≥ {TARGET_SHARE:.0%} of min(model, transport), per host",
+         "measured": f"{share:.0%} of {ceiling:,.0f}/s", "met": share >= TARGET_SHARE},
         {"target": "one Redis round trip per batch", "measured": "1 EVALSHA per batch "
          "(+1 EXISTS pipeline when a score passes a threshold, +1 SET after alerts)",
          "met": True},
     ]  # fmt: skip
     return rows
+
+
+def _cores(cores: dict[str, list[int] | None] | None) -> str:
+    """'worker 0 [1], broker [0], …' (the cores each process may run on)."""
+    if not cores:
+        return "–"
+    return ", ".join(f"{n} " + ("not pinned" if c is None else f"[{','.join(map(str, c))}]")
+                     for n, c in cores.items())  # fmt: skip
+
+
+def _capacity_section(r: dict[str, Any]) -> list[str]:
+    """Sustained capacity per mode and process count, its probes, and its share of the
+    ceilings measured in the same run."""
+    runs = [run for run in r["runs"] if "capacity" in run]
+    if not runs:
+        return []
+    rule = runs[0]["capacity"]["rule"]
+    span = runs[0]["capacity"]["span_s"]
+    out = ["", "## Sustained capacity (open loop, bounded lag)", "",
+           f"Each probe offers a rate for {span:g} s on a fresh worker; bounded: the consumer lag "
+           f"at the end ≤ {rule['max_lag_s']:g} s of the offered rate and not growing over the "
+           f"second half (slope ≤ {rule['max_growth']:.0%} of the offered rate, or the lag "
+           f"there ≤ {rule['noise_s']:g} s of it), with at least "
+           f"{rule.get('min_offered', 0.95):.0%} of the rate really offered (the load generator "
+           "shares the host). The search starts at the drained rate, steps "
+           "up while bounded, then bisects. Capacity: the highest bounded rate.", "",
+           "| mode | processes | drained /s | **sustained** /s | sustained / drained | "
+           "model only /s | transport only /s | sustained / min(model, transport) | "
+           "probes: offered /s → verdict (end lag, p99 ms) |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip
+    for run in runs:
+        cap = run["capacity"]["capacity_per_s"]
+        drained = run["pipeline"]["events_per_s"]
+        model = ceiling_model(r, run)
+        probes = "; ".join(
+            f"{_n(p['offered_per_s'])} → {'ok' if p['bounded'] else 'unbounded'} "
+            f"({_n(p['end_lag'])}, {_n(p['latency_p99_ms'])})"
+            for p in run["capacity"]["probes"])  # fmt: skip
+        out.append(_row([mode_of(run), run["processes"], _n(drained),
+                         f"**{_n(cap)}**" if cap is not None else "**not found**",
+                         "–" if cap is None else f"{cap / drained:.0%}", _n(model),
+                         _n(run["transport"]["events_per_s"]),
+                         "–" if cap is None else f"{cap / ceiling_of(r, run):.0%}",
+                         probes]))  # fmt: skip
+    out += ["", "Cores each process may run on (as the OS reported them after pinning):", ""]
+    out += [f"- {mode_of(run)}, {run['processes']} proc.: {_cores(run.get('cores'))}"
+            for run in runs]  # fmt: skip
+    return out
+
+
+def ceiling_model(r: dict[str, Any], run: dict[str, Any]) -> float:
+    """The model-only figure `ceiling_of` compares `run` with."""
+    if mode_of(run) == "isolated" and "model_isolated" in r:
+        return float(r["model_isolated"]["windows_per_s"])
+    if run["processes"] > 1 and "model_host" in r:
+        return float(r["model_host"]["windows_per_s"])
+    return float(r["model"]["windows_per_s"])
 
 
 def _cpu(cpu: dict[str, float]) -> str:
@@ -155,6 +235,14 @@ def _profile_section(r: dict[str, Any]) -> list[str]:
     return out
 
 
+def _isolation_line(r: dict[str, Any]) -> list[str]:
+    iso = r.get("isolation")
+    if not iso:
+        return []
+    return ["", f"Isolated mode: the worker's processes on cores {list(iso['workers'])}; the "
+            f"broker, Redis and the load generator on {list(iso['services'])}."]  # fmt: skip
+
+
 def render_markdown(r: dict[str, Any]) -> str:
     """The human report: targets, ceilings, open-loop levels, cost and quality tables."""
     m, b = r["machine"], r["bundle"]
@@ -165,6 +253,7 @@ def render_markdown(r: dict[str, Any]) -> str:
         f"({b['preset']}, {b['variant']}, N = {b['max_events']}); {r['events']:,} events; "
         f"worker batches of ≤ {r['options']['batch']}. Load average before / after: "
         f"{_loads(r.get('load_before'))} / {_loads(r.get('load_after'))}.",
+        *_isolation_line(r),
         "",
         "## Targets",
         "",
@@ -188,13 +277,13 @@ def render_markdown(r: dict[str, Any]) -> str:
         "",
         "## The worker, by process count (`riskstream worker --processes N`)",
         "",
-        "| processes | transport only /s | **drained** /s | share of min(model, transport) | "
-        "mean batch | CPU while draining (cores) |",
-        "|---:|---:|---:|---:|---:|---|",
+        "| mode | processes | transport only /s | **drained** /s | share of min(model, "
+        "transport) | mean batch | CPU while draining (cores) |",
+        "|---|---:|---:|---:|---:|---:|---|",
     ]  # fmt: skip
     for run in r["runs"]:
         p = run["pipeline"]
-        out.append(_row([run["processes"], _n(run["transport"]["events_per_s"]),
+        out.append(_row([mode_of(run), run["processes"], _n(run["transport"]["events_per_s"]),
                          f"**{_n(p['events_per_s'])}**",
                          f"{p['events_per_s'] / ceiling_of(r, run):.0%}", _n(p["mean_batch"]),
                          _cpu(p.get("cpu", {}))]))  # fmt: skip
@@ -203,16 +292,17 @@ def render_markdown(r: dict[str, Any]) -> str:
         f"Pipeline batches (one process): mean {r['pipeline']['mean_batch']:.0f} events, Redis "
         f"{r['pipeline']['redis_ms_per_batch']:.1f} ms and inference "
         f"{r['pipeline']['inference_ms_per_batch']:.1f} ms per batch.",
+        *_capacity_section(r),
         "",
-        "## Open-loop load",
+        "## Open-loop load (levels: % of the sustained capacity)",
         "",
-        "The load generator is a thread of the benchmark's process, not pinned (no core to "
-        "spare on a small host): its CPU and the broker's and Redis's are shown beside the "
-        "workers'.",
+        "The load generator is a thread of the benchmark's process: shared mode, on any core; "
+        "isolated mode, on the services' cores with the broker and Redis. Its CPU and the "
+        "broker's and Redis's are shown beside the workers'.",
         "",
-        "| processes | load | offered /s | sustained /s | max lag | caught up after | alerts | "
-        "event→alert p50 / p95 / p99 ms | event lag p99 (bucket) | CPU (cores) |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| mode | processes | load | offered /s | sustained /s | max lag | caught up after | "
+        "alerts | event→alert p50 / p95 / p99 ms | event lag p99 (bucket) | CPU (cores) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]  # fmt: skip
     for run in r["runs"]:
         for lv in run["levels"]:
@@ -221,7 +311,8 @@ def render_markdown(r: dict[str, Any]) -> str:
             lag = max((x[1] for x in lv["lag"]), default=0)
             caught = ("not within 90 s" if lv["caught_up_s"] is None
                       else f"{lv['caught_up_s']:.1f} s")  # fmt: skip
-            out.append(_row([run["processes"], f"{lv['percent']} %", _n(lv["offered_per_s"]),
+            out.append(_row([mode_of(run), run["processes"], f"{lv['percent']} %",
+                             _n(lv["offered_per_s"]),
                              _n(lv["sustained_per_s"]), _n(lag), caught, len(lat), qs,
                              f"≤ {_ms(bucket_quantile(lv['lag_buckets'], 0.99))} ms",
                              _cpu(lv.get("cpu", {}))]))  # fmt: skip
@@ -263,10 +354,16 @@ def _plots(r: dict[str, Any], out: Path) -> None:
     for each in r["runs"]:
         offered = [lv["offered_per_s"] for lv in each["levels"]]
         ax.plot(offered, offered, "k:", linewidth=0.8)
-        ax.plot(offered, [lv["sustained_per_s"] for lv in each["levels"]], "o-",
-                label=f"sustained, {each['processes']} proc.")  # fmt: skip
-    offered = [lv["offered_per_s"] for lv in levels]
-    model = r.get("model_host", r["model"])["windows_per_s"]
+        line = ax.plot(offered, [lv["sustained_per_s"] for lv in each["levels"]], "o-",
+                       label=f"sustained, {mode_of(each)}, {each['processes']} proc.")  # fmt: skip
+        probes = each.get("capacity", {}).get("probes", [])
+        if probes:  # the search's probes: x, large when the lag was not bounded
+            ax.scatter([p["offered_per_s"] for p in probes],
+                       [p["sustained_per_s"] for p in probes], marker="x",
+                       color=line[0].get_color(),
+                       s=[30 if p["bounded"] else 80 for p in probes])  # fmt: skip
+    offered = [lv["offered_per_s"] for lv in levels] or [0.0]
+    model = ceiling_model(r, run)
     rds = r.get("redis_host", r["redis"])["events_per_s"]
     for name, value, style in (("model only", model, "--"),
                                ("transport only", run["transport"]["events_per_s"], "-."),
@@ -287,7 +384,7 @@ def _plots(r: dict[str, Any], out: Path) -> None:
             ax.plot(lat, np.arange(1, len(lat) + 1) / len(lat), label=f"{lv['percent']} %")
     ax.axvline(TARGET_P99_MS, color="red", linestyle=":", linewidth=1)
     ax.set(xlabel="event → alert ms (subscriber's view)", ylabel="share of alerts",
-           title=f"Latency CDF by offered load, {run['processes']} proc.",
+           title=f"Latency CDF by load, {mode_of(run)}, {run['processes']} proc.",
            xscale="log")  # fmt: skip
     ax.legend()
     fig.tight_layout()
@@ -300,7 +397,7 @@ def _plots(r: dict[str, Any], out: Path) -> None:
             t, lag = zip(*lv["lag"], strict=True)
             ax.plot(t, lag, label=f"{lv['percent']} %")
     ax.set(xlabel="s since the offer began", ylabel="consumer lag (messages)",
-           title=f"Consumer lag over time, {run['processes']} proc.")  # fmt: skip
+           title=f"Consumer lag over time, {mode_of(run)}, {run['processes']} proc.")  # fmt: skip
     ax.legend()
     fig.tight_layout()
     fig.savefig(out / _PLOTS[2], dpi=120)

@@ -4,10 +4,13 @@
    process and in N at once (per host);
 2. Redis only: the window script alone (one client, and N at once);
 3. parse + encode only: the worker's per-event path, and the parts a batch path could replace;
-4. for each process count (`--processes 1,N`): transport only (N null workers: consume →
-   produce), the worker (`riskstream worker --processes N`) draining a backlog (capacity), then
-   open-loop load at 25–125 % of that capacity, with each process's CPU;
-5. cost vs window size N and batch size (one process);
+4. for each mode (shared; with `--isolate` also isolated: the worker pinned to cores of its own,
+   the broker, Redis and the load generator to the others) and process count (`--processes
+   1,N`): transport only (N null workers: consume → produce), the worker (`riskstream worker
+   --processes N`) draining a backlog, its sustained capacity (the highest open-loop rate held
+   with bounded lag for `--span-s`, found by a short search: capacity.py), then open-loop load
+   at 25–75 % of that capacity, with each process's CPU and cores;
+5. cost vs window size N and batch size (one process, shared);
 6. quality vs speed: each bundle and variant's drain rate beside its test PR-AUC (one process).
 """
 
@@ -31,17 +34,19 @@ from events.terminal import bars_wanted
 from export.loader import load_bundle
 from export.manifest import read_manifest
 from riskstream.bench.core import machine_info
-from riskstream.bench.pipeline import ceilings, hosts, load
+from riskstream.bench.pipeline import affinity, capacity, ceilings, hosts, load
+from riskstream.bench.pipeline.affinity import AffinityPlan
 from riskstream.bench.pipeline.cpu import CpuMeter
 from riskstream.bench.pipeline.exceptions import PipelineBenchError
 from riskstream.bench.pipeline.profile import Sampler
-from riskstream.bench.pipeline.report import write_report
+from riskstream.bench.pipeline.report import quantile_ms, write_report
 from riskstream.bench.pipeline.stack import BenchStack, Topics, WorkerProcess
 
 __all__ = ["PipelineOptions", "run_pipeline_bench"]
 
 _WARM_UP: Final = 2_000
 _MODEL_WINDOWS: Final = 40_000
+_RULE: Final = capacity.LagRule()
 
 
 @dataclass(frozen=True)
@@ -53,8 +58,12 @@ class PipelineOptions:
     out: Path = Path("out/bench/pipeline")
     batch: int = 1024  # the worker's default batch_max
     partitions: int = 8
-    loads_pct: tuple[int, ...] = (25, 50, 75, 100, 125)
-    duration_s: float = 20.0
+    loads_pct: tuple[int, ...] = (25, 50, 75)  # of the sustained capacity
+    duration_s: float = 20.0  # per load level
+    span_s: float = 60.0  # per capacity probe
+    max_probes: int = 5  # the capacity search's probes per mode and process count
+    isolate: bool = False  # also the isolated mode (affinity.py), beside the shared one
+    lag_rule: capacity.LagRule = _RULE  # what counts as bounded lag
     drain_events: int = 60_000
     window_sizes: tuple[int, ...] = (16, 64, 256)
     batch_sizes: tuple[int, ...] = (32, 256, 1024)
@@ -82,10 +91,22 @@ def _events(opts: PipelineOptions, workdir: Path) -> Path:
 
 
 class _Bench:
-    def __init__(self, opts: PipelineOptions, stack: BenchStack, data: ceilings.BenchEvents):
+    def __init__(
+        self,
+        opts: PipelineOptions,
+        stack: BenchStack,
+        data: ceilings.BenchEvents,
+        plan: AffinityPlan | None = None,
+    ):
         self.opts = opts
         self.stack = stack
         self.data = data
+        self.plan = plan  # None: shared mode (nothing pinned)
+        self.pinned: dict[str, list[int] | None] = {}  # the last worker's processes' cores
+
+    @property
+    def mode(self) -> str:
+        return "shared" if self.plan is None else "isolated"
 
     @contextmanager
     def worker(
@@ -95,12 +116,26 @@ class _Bench:
         if backlog:
             lines, keys = self.data.lines[:backlog], self.data.keys[:backlog]
             load.produce(self.stack.broker.bootstrap, topics.events, lines, keys)
+        cpus = None if self.plan is None else self.plan.workers
         worker = self.stack.start_worker(bundle, topics, rules=self.opts.rules,
-                                         device=self.opts.device, **settings)  # fmt: skip
+                                         device=self.opts.device, cpus=cpus,
+                                         **settings)  # fmt: skip
         try:
+            self.pinned = self._pin(worker)
             yield topics, worker
         finally:
             worker.stop()
+
+    def _pin(self, worker: WorkerProcess) -> dict[str, list[int] | None]:
+        """Isolated mode: each worker process and service onto its cores; every mode: the
+        cores each process may run on, as the OS reports them."""
+        pids = {**_worker_pids(worker), **self.stack.service_pids()}
+        if self.plan is not None:
+            services = [name for name in pids if not name.startswith("worker ")]
+            plan = affinity.assign(self.plan, worker.worker_pids(), services)
+            return affinity.pin_all(plan, pids)
+        return {name: _cores_of(pid) for name, pid in
+                {**pids, affinity.BENCH: os.getpid()}.items()}  # fmt: skip
 
     def meter(self, worker: WorkerProcess) -> CpuMeter:
         return CpuMeter({**_worker_pids(worker), **self.stack.service_pids()})
@@ -120,43 +155,92 @@ class _Bench:
                                          sampler=self.sampler(worker, profile))  # fmt: skip
             return dataclasses.asdict(drained)
 
-    def open_loop(self, capacity: float, processes: int) -> list[dict[str, Any]]:
+    def _slice(self, offset: int, n: int) -> slice:
+        if offset + n > len(self.data.lines):
+            raise PipelineBenchError(
+                f"--events: {len(self.data.lines):,} events are too few for the load offered "
+                f"(need ≥ {offset + n:,}); pass a bigger file, a shorter --span-s or "
+                "--duration-s, or fewer --loads"
+            )
+        return slice(offset, offset + n)
+
+    def probe(self, rate: float, processes: int, records: list[dict[str, Any]]) -> capacity.Probe:
+        """`rate` offered for `--span-s` on a fresh worker (no backlog left by an earlier
+        probe); the verdict on its lag, its record (CPU, lag samples) appended to `records`."""
+        o, d = self.opts, self.data
+        with self.worker(o.bundle, 0, processes=processes, batch_max=o.batch) as (topics, worker):
+            clock = load.AlertClock(self.stack.broker.bootstrap, topics.alerts)
+            try:
+                self._warm(topics, worker)
+                level = load.Level(0, rate, o.span_s)
+                sl = self._slice(_WARM_UP, int(rate * o.span_s))
+                # An overloaded probe's backlog is not waited for: the next probe's worker is new.
+                load.offer_load(self.stack.broker.bootstrap, topics, worker, clock,
+                                d.lines[sl], d.keys[sl], d.ids[sl], level, self.meter(worker),
+                                catch_up_s=5.0)  # fmt: skip
+            finally:
+                clock.close()
+        sent_per_s = level.sent / max(level.offered_s, 1e-6)
+        verdict = capacity.judge(rate, level.sustained_per_s, level.lag, level.offered_s,
+                                 o.lag_rule, sent_per_s)  # fmt: skip
+        verdict = dataclasses.replace(
+            verdict, latency_p99_ms=quantile_ms(level.alert_latencies_ms, 0.99)
+        )
+        records.append({**dataclasses.asdict(verdict), "offered_s": level.offered_s,
+                        "cpu": level.cpu, "lag": level.lag})  # fmt: skip
+        return verdict
+
+    def _warm(self, topics: Topics, worker: WorkerProcess) -> None:
+        """Until the group has joined and the model is warm."""
+        d = self.data
+        load.produce(self.stack.broker.bootstrap, topics.events,
+                     d.lines[:_WARM_UP], d.keys[:_WARM_UP])  # fmt: skip
+        worker.wait_done(_WARM_UP, 120)
+
+    def open_loop(self, capacity_per_s: float, processes: int) -> list[dict[str, Any]]:
         o, d = self.opts, self.data
         levels: list[dict[str, Any]] = []
         with self.worker(o.bundle, 0, processes=processes, batch_max=o.batch) as (topics, worker):
             clock = load.AlertClock(self.stack.broker.bootstrap, topics.alerts)
             meter = self.meter(worker)
             try:
-                load.produce(self.stack.broker.bootstrap, topics.events,
-                             d.lines[:_WARM_UP], d.keys[:_WARM_UP])  # fmt: skip
-                worker.wait_done(_WARM_UP, 120)  # the group has joined, the model is warm
+                self._warm(topics, worker)
                 offset = _WARM_UP
-                for pct in tqdm(o.loads_pct, desc=f"open-loop load, {processes} proc.",
-                                unit="level", disable=not bars_wanted(True)):  # fmt: skip
-                    level = load.Level(pct, capacity * pct / 100, o.duration_s)
-                    n = int(level.offered_per_s * level.duration_s)
-                    if offset + n > len(d.lines):
-                        raise PipelineBenchError(
-                            f"--events: {len(d.lines):,} events are too few for the load levels "
-                            f"(need ≥ {offset + n:,}); pass a bigger file or fewer --loads"
-                        )
-                    sl = slice(offset, offset + n)
+                for pct in tqdm(o.loads_pct, desc=f"open-loop load, {self.mode}, "
+                                f"{processes} proc.", unit="level",
+                                disable=not bars_wanted(True)):  # fmt: skip
+                    level = load.Level(pct, capacity_per_s * pct / 100, o.duration_s)
+                    sl = self._slice(offset, int(level.offered_per_s * level.duration_s))
+                    label = f"{self.mode}-{processes}p-{pct}pct"
                     load.offer_load(self.stack.broker.bootstrap, topics, worker, clock,
                                     d.lines[sl], d.keys[sl], d.ids[sl], level, meter,
-                                    self.sampler(worker, f"{processes}p-{pct}pct"))  # fmt: skip
-                    offset += n
+                                    self.sampler(worker, label))  # fmt: skip
+                    offset = sl.stop
                     levels.append(dataclasses.asdict(level))
             finally:
                 clock.close()
         return levels
 
     def run(self, processes: int) -> dict[str, Any]:
-        """Transport-only ceiling, drained capacity and open-loop load with `processes`."""
+        """Transport-only ceiling, drained rate, sustained capacity and open-loop load."""
         o = self.opts
         transport = self.drain(o.bundle, processes, transport_only=True, batch_max=o.batch)
-        pipeline = self.drain(o.bundle, processes, f"{processes}p-drain", batch_max=o.batch)
-        levels = self.open_loop(pipeline["events_per_s"], processes)
-        return {"processes": processes, "transport": transport, "pipeline": pipeline,
+        label = f"{self.mode}-{processes}p-drain"
+        pipeline = self.drain(o.bundle, processes, label, batch_max=o.batch)
+        cores = self.pinned
+        records: list[dict[str, Any]] = []
+        search = capacity.search_capacity(
+            lambda rate: self.probe(rate, processes, records),
+            pipeline["events_per_s"],
+            max_probes=o.max_probes,
+        )
+        found = search.capacity_per_s
+        levels = [] if found is None else self.open_loop(found, processes)
+        return {"mode": self.mode, "processes": processes, "cores": cores,
+                "transport": transport, "pipeline": pipeline,
+                "capacity": {"start_per_s": search.start_per_s, "capacity_per_s": found,
+                             "span_s": o.span_s, "rule": dataclasses.asdict(o.lag_rule),
+                             "probes": records},
                 "levels": levels}  # fmt: skip
 
 
@@ -164,13 +248,16 @@ def run_pipeline_bench(opts: PipelineOptions) -> dict[str, Any]:
     """Run every part; write `pipeline.json`, `pipeline.md` and PNGs under `opts.out`."""
     # kafka-python logs each connection, and warns when the offer thread holds the GIL.
     logging.getLogger("kafka").setLevel(logging.ERROR)
+    cores = affinity.host_cores()
+    plan = affinity.plan_affinity(cores) if opts.isolate else None  # one core: refused here
     with tempfile.TemporaryDirectory(prefix="rs-bench-") as tmp:
         workdir = Path(tmp)
         data = ceilings.BenchEvents.load(_events(opts, workdir))
         # As the worker opens it (WorkerSettings.inference_spin off): ONNX Runtime's threads
         # busy-waiting between operators starve everything else on a shared host.
         bundle = load_bundle(opts.bundle, opts.device, spin=False)  # type: ignore[arg-type]
-        steps = tqdm(total=6 + len(opts.processes), desc="bench pipeline", unit="step",
+        modes = 2 if plan is not None else 1
+        steps = tqdm(total=6 + modes * len(opts.processes), desc="bench pipeline", unit="step",
                      disable=not bars_wanted(True))  # fmt: skip
         most = max(opts.processes)
         result: dict[str, Any] = {
@@ -188,6 +275,8 @@ def run_pipeline_bench(opts: PipelineOptions) -> dict[str, Any]:
             result["model_host"] = hosts.model_ceiling_host(
                 opts.bundle, windows, opts.batch, most, opts.device
             )
+        if plan is not None:
+            result["model_isolated"] = _model_on(opts, windows, plan.workers)
         result["parse_encode"] = ceilings.parse_encode_ceiling(
             data.lines[:_MODEL_WINDOWS], bundle.spec, opts.batch
         )
@@ -214,11 +303,23 @@ def run_pipeline_bench(opts: PipelineOptions) -> dict[str, Any]:
 
             result["runs"] = []
             for processes in opts.processes:
-                steps.set_postfix_str(f"{processes} worker process(es)")
+                steps.set_postfix_str(f"shared, {processes} worker process(es)")
                 result["runs"].append(bench.run(processes))
                 steps.update()
+            if plan is not None:
+                result["isolation"] = {"services": plan.services, "workers": plan.workers}
+                isolated = _Bench(opts, stack, data, plan)
+                try:
+                    for processes in opts.processes:
+                        steps.set_postfix_str(f"isolated, {processes} worker process(es)")
+                        result["runs"].append(isolated.run(processes))
+                        steps.update()
+                finally:  # the broker, Redis and this process back on every core
+                    names = {"broker", "redis", affinity.BENCH}
+                    affinity.pin_all({n: cores for n in names}, stack.service_pids())
             # The one-process run: what the sweeps below compare with.
-            first = next((r for r in result["runs"] if r["processes"] == 1), None)
+            first = next((r for r in result["runs"]
+                          if r["processes"] == 1 and r["mode"] == "shared"), None)  # fmt: skip
             if first is None:
                 first = {"pipeline": bench.drain(opts.bundle, batch_max=opts.batch)}
             result["pipeline"] = first["pipeline"]
@@ -250,6 +351,15 @@ def run_pipeline_bench(opts: PipelineOptions) -> dict[str, Any]:
     return result
 
 
+def _model_on(opts: PipelineOptions, windows: list[Any], cpus: tuple[int, ...]) -> dict[str, Any]:
+    """The model-only ceiling with this process pinned to the isolated worker's cores (ONNX
+    Runtime on as many threads): the model's share of what the isolated worker has."""
+    with affinity.inherited(cpus):  # ONNX Runtime's threads, made with the session, inherit
+        loaded = load_bundle(opts.bundle, opts.device, threads=len(cpus), spin=False)  # type: ignore[arg-type]
+        out = ceilings.model_ceiling(loaded, windows, opts.batch)
+    return {**out, "cores": list(cpus)}
+
+
 def _quality(
     bench: _Bench, opts: PipelineOptions, default_variant: str, measured: dict[str, Any]
 ) -> list[dict[str, Any]]:
@@ -270,6 +380,13 @@ def _quality(
                 "abnormal_click_pr_auc": heads.get("abnormal_click", {}).get("pr_auc"),
             })  # fmt: skip
     return rows
+
+
+def _cores_of(pid: int) -> list[int] | None:
+    try:
+        return sorted(os.sched_getaffinity(pid))
+    except (OSError, AttributeError):
+        return None
 
 
 def _worker_pids(worker: WorkerProcess) -> dict[str, int]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from riskstream.bench.pipeline.affinity import inherited
 from riskstream.bench.pipeline.exceptions import PipelineBenchError
 from riskstream.localstack import (
     RedisService,
@@ -173,10 +174,12 @@ class BenchStack:
         *,
         transport_only: bool = False,
         processes: int = 1,
+        cpus: tuple[int, ...] | None = None,
         **settings: Any,
     ) -> WorkerProcess:
         """A worker of `processes` processes on `topics`; `settings` are WorkerSettings fields
-        (e.g. batch_max=256)."""
+        (e.g. batch_max=256). `cpus`: the cores its processes start on (isolated mode), so the
+        supervisor and ONNX Runtime size their threads to them."""
         ports = find_free_ports(processes)
         env = {
             **os.environ,
@@ -196,7 +199,7 @@ class BenchStack:
         }
         log = self.workdir / f"worker-{topics.group}.log"
         procs: list[subprocess.Popen[bytes]] = []
-        with log.open("wb") as sink:
+        with log.open("wb") as sink, inherited(cpus):
             if transport_only:  # N plain processes, one port each
                 module = "riskstream.bench.pipeline.null_worker"
                 argv = [sys.executable, "-m", module, "worker", "--without-web", "-l", "warn"]
