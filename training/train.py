@@ -172,11 +172,15 @@ class ModelRun:
 
 @dataclass(frozen=True)
 class GbdtRun:
-    """The GBDT on all history before t, its rounds and thresholds chosen like the model's."""
+    """The GBDT on all history before t, its rounds and thresholds chosen like the model's.
+
+    Its scores, not its matrices: 88 aggregates per example are ~350 B, held through the
+    refit (the run's peak) for two columns of log-odds."""
 
     model: Baseline
-    x_choose: F32
-    x_check: F32
+    raw_choose: npt.NDArray[np.float64]  # log-odds on the choose users' examples
+    raw_check: npt.NDArray[np.float64]  # on the check users'
+    check_scores: npt.NDArray[np.float64]  # predict() on the check users': the report's
     thresholds: dict[str, float]
     wall_s: float
 
@@ -300,16 +304,29 @@ def select_gbdt(
     """The GBDT on the 88 window aggregates of the same events before t, boosting rounds
     chosen by early stopping on the choose users, thresholds there the same way."""
     began = time.perf_counter()
-    x_fit = aggregates(corpus, ex.fit, progress)
+    # The fitted-on matrix in float64, as sklearn fits: it would copy a float32 one per head.
+    x_fit = aggregates(corpus, ex.fit, progress, dtype=np.float64)
     x_choose = aggregates(corpus, ex.choose, progress)
     model = fit_baseline(
-        x_fit, ex.fit.y, ex.fit.weight, seed=cfg.seed, X_val=x_choose, y_val=ex.choose.y
+        x_fit,
+        ex.fit.y,
+        ex.fit.weight,
+        seed=cfg.seed,
+        X_val=x_choose,
+        y_val=ex.choose.y,
+        overwrite_x=True,
     )
     del x_fit
     scores = model.predict(x_choose).astype(np.float64)
     thresholds = _thresholds(replace(choose_inp, scores=scores), cfg)
+    raw_choose = model.raw(x_choose)
+    del x_choose
     x_check = aggregates(corpus, ex.check, progress)
-    return GbdtRun(model, x_choose, x_check, thresholds, time.perf_counter() - began)
+    raw_check, check_scores = model.raw(x_check), model.predict(x_check)
+    del x_check
+    return GbdtRun(
+        model, raw_choose, raw_check, check_scores, thresholds, time.perf_counter() - began
+    )
 
 
 def choose(
@@ -327,7 +344,7 @@ def choose(
     inp = replace(choose_inp, scores=probs.astype(np.float64))
     check = eval_input(corpus, ex.check, score(model, corpus, ex.check, progress=progress))
     model_thresholds = _thresholds(inp, cfg)
-    raw = gbdt.model.raw(gbdt.x_choose)
+    raw = gbdt.raw_choose
     fitted = fit_blend(LABELS, inp.scores, raw, ex.choose.y, ex.choose.weight)
     blend, figures = choose_blend(
         cfg.ensemble, fitted, inp.scores, raw, ex.choose.y, ex.choose.weight
@@ -337,7 +354,7 @@ def choose(
     if blend is not None:
         shipped = blend.combine(inp.scores, raw)
         thresholds = _thresholds(replace(inp, scores=shipped), cfg)
-        check = replace(check, scores=blend.combine(check.scores, gbdt.model.raw(gbdt.x_check)))
+        check = replace(check, scores=blend.combine(check.scores, gbdt.raw_check))
     log.info(
         "ensemble: %s",
         ", ".join(f"{h} ships {f['ships']}" for h, f in figures.items()) or "model alone",
@@ -378,9 +395,14 @@ def _refit_gbdt(
     corpus: Corpus, ex: Examples, selected: Baseline, cfg: TrainConfig, progress: bool
 ) -> Baseline:
     """The GBDT fitted again on every event (`ex.final`) with the selected boosting rounds."""
-    x_final = aggregates(corpus, ex.final, progress)
+    x_final = aggregates(corpus, ex.final, progress, dtype=np.float64)
     return fit_baseline(
-        x_final, ex.final.y, ex.final.weight, seed=cfg.seed, iterations=selected.iterations
+        x_final,
+        ex.final.y,
+        ex.final.weight,
+        seed=cfg.seed,
+        iterations=selected.iterations,
+        overwrite_x=True,
     )
 
 
@@ -514,7 +536,7 @@ def _train(
     report = finish_report(
         out,
         choices.check,
-        gbdt.model.predict(gbdt.x_check),
+        gbdt.check_scores,
         choices.thresholds,
         gbdt.thresholds,
         extra,
