@@ -42,7 +42,7 @@ from training.data import Corpus, load_corpus
 from training.distributed import init_from_env, is_main
 from training.ensemble import choose_blend, fit_blend
 from training.evaluate import aggregates, eval_input, finish_report
-from training.examples import ExampleSet, Split, build_examples, split_time
+from training.examples import ExampleSet, Split, build_examples, sample_examples, split_time
 from training.exceptions import TrainingError
 from training.loops import PhaseStats, Runtime, finetune, pretrain, resolve_device, score
 from training.metrics import EvalInput, choose_threshold, evaluate
@@ -82,13 +82,6 @@ def _thresholds(inp: EvalInput, cfg: TrainConfig) -> dict[str, float]:
         )
         for h, head in enumerate(LABELS)
     }
-
-
-def _sample(pool: ExampleSet, budget: int, seed: int) -> ExampleSet:
-    """`budget` windows drawn from `pool` without replacement (seeded), in pool order."""
-    rng = np.random.default_rng(seed)
-    take = min(budget, len(pool))
-    return pool.subset(np.sort(rng.choice(len(pool), take, replace=False)))
 
 
 def _fingerprint(corpus: Corpus) -> dict[str, Any]:
@@ -244,7 +237,7 @@ def make_examples(
         else none,
         choose=build_examples(corpus, split.choose_users, policy, t_from_ms=t),
         check=build_examples(corpus, split.check_users, policy, t_from_ms=t),
-        pretrain=_sample(build_examples(corpus, everyone, policy), cfg.pretrain_windows, cfg.seed)
+        pretrain=sample_examples(corpus, everyone, policy, cfg.pretrain_windows, cfg.seed)
         if model
         else none,
         final=build_examples(corpus, labelled, policy, **subsampled) if cfg.refit else fit,
@@ -644,7 +637,7 @@ def pretrain_corpus(
         raise TrainingError(f"--events {events}: no events to pretrain on")
     policy = WindowPolicy(max_events=cfg.max_events, max_age_s=cfg.max_age_s)
     everyone = np.arange(len(corpus.users), dtype=np.int32)
-    windows = _sample(build_examples(corpus, everyone, policy), cfg.pretrain_windows, cfg.seed)
+    windows = sample_examples(corpus, everyone, policy, cfg.pretrain_windows, cfg.seed)
     model, _ = _model_for(corpus, cfg, None, None)
     rt = Runtime(device, cfg.amp, progress)
     stats = pretrain(model, corpus, windows, cfg, rt)
