@@ -50,7 +50,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def corpus(world: Path) -> Corpus:
     return load_corpus(
-        world / "events.jsonl", world / "labels.jsonl", world / "feedback.jsonl", progress=False
+        world / "events.jsonl",
+        world / "labels.jsonl",
+        world / "feedback.jsonl",
+        progress=False,
+        event_ids=True,
     )
 
 
@@ -76,6 +80,7 @@ def test_every_event_in_exactly_one_history_in_ts_order(world: Path, corpus: Cor
     assert [u.user_id for u in corpus.users] == sorted({*owner.values()})
     seen: list[str] = []
     for user in corpus.users:
+        assert user.event_ids is not None
         assert len(user.event_ids) == len(user.records) == len(user.ts_ms) == len(user.session)
         assert all(owner[e] == user.user_id for e in user.event_ids)
         assert (np.diff(user.ts_ms) >= 0).all()
@@ -95,6 +100,7 @@ def test_fitted_spec_gives_the_records_encode_event_gives(world: Path, corpus: C
     # with that spec encodes directly: both must agree byte for byte.
     again = load_corpus(world / "events.jsonl", spec=corpus.spec, progress=False)
     assert again.spec == corpus.spec
+    assert all(u.event_ids is None for u in again.users)  # not asked for: not kept
     assert len(corpus.spec.categories) > 0
     for a, b in zip(corpus.users, again.users, strict=True):
         assert a.records.tobytes() == b.records.tobytes()
