@@ -297,9 +297,9 @@ def select_gbdt(
     """The GBDT on the 88 window aggregates of the same events before t, boosting rounds
     chosen by early stopping on the choose users, thresholds there the same way."""
     began = time.perf_counter()
-    # The fitted-on matrix in float64, as sklearn fits: it would copy a float32 one per head.
+    # In float64, as sklearn fits: it would copy float32 matrices, per head.
     x_fit = aggregates(corpus, ex.fit, progress, dtype=np.float64)
-    x_choose = aggregates(corpus, ex.choose, progress)
+    x_choose = aggregates(corpus, ex.choose, progress, dtype=np.float64)
     model = fit_baseline(
         x_fit,
         ex.fit.y,
@@ -314,7 +314,7 @@ def select_gbdt(
     thresholds = _thresholds(replace(choose_inp, scores=scores), cfg)
     raw_choose = model.raw(x_choose)
     del x_choose
-    x_check = aggregates(corpus, ex.check, progress)
+    x_check = aggregates(corpus, ex.check, progress, dtype=np.float64)
     raw_check, check_scores = model.raw(x_check), model.predict(x_check)
     del x_check
     return GbdtRun(
