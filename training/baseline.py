@@ -80,17 +80,27 @@ def _balanced(y: npt.NDArray[np.bool_], weight: _FloatArray) -> _FloatArray:
     return out
 
 
-def _fill_empty_columns(X: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:  # noqa: N803
+def _fill_empty_columns(
+    X: npt.NDArray[np.floating[Any]],  # noqa: N803
+    overwrite: bool = False,
+) -> npt.NDArray[np.floating[Any]]:
     """Zero the columns that are NaN throughout (sklearn 1.9's binning crashes on them).
 
     Such a column is constant in training, so no tree splits on it and predict is unaffected.
+    With `overwrite`, in `X` itself (the caller's own matrix: no second copy).
     """
     empty = np.isnan(X).all(axis=0)
     if not empty.any():
         return X
-    out = X.copy()
+    out = X if overwrite else X.copy()
     out[:, empty] = 0.0
     return out
+
+
+def _as_float(X: npt.NDArray[Any]) -> npt.NDArray[np.floating[Any]]:  # noqa: N803
+    """float64 stays (what sklearn fits on: no copy there), anything else becomes float32."""
+    X = np.asarray(X)  # noqa: N806
+    return X if X.dtype == np.float64 else np.asarray(X, dtype=np.float32)
 
 
 def fit_baseline(
@@ -104,6 +114,7 @@ def fit_baseline(
     weight_val: npt.NDArray[Any] | None = None,
     max_iter: int = 500,
     iterations: Sequence[int] | None = None,
+    overwrite_x: bool = False,
 ) -> Baseline:
     """Fit one HistGradientBoostingClassifier per label column of `y` [B, n_heads].
 
@@ -112,8 +123,11 @@ def fit_baseline(
     without them sklearn's own early stopping applies on large sets (10 % held out). With
     `iterations` (per head, e.g. a selection fit's `Baseline.iterations`), exactly that many
     boosting rounds and no early stopping: the refit on train + validation.
+
+    `X` in float64 is fitted on as it is (sklearn copies anything else to float64, per head);
+    with `overwrite_x` its all-NaN columns are zeroed in place instead of in a copy.
     """
-    X = _fill_empty_columns(np.asarray(X, dtype=np.float32))  # noqa: N806
+    X = _fill_empty_columns(_as_float(X), overwrite_x)  # noqa: N806
     y2 = np.asarray(y).reshape(len(X), -1) > 0.5
     w = np.asarray(weight, dtype=np.float64).reshape(len(X))
     if (X_val is None) != (y_val is None):
@@ -143,7 +157,7 @@ def fit_baseline(
             wv = np.ones(len(yv)) if weight_val is None else np.asarray(weight_val, float)
             if yv.any() and not yv.all():  # a one-class validation set cannot score the loss
                 fit_kw = {
-                    "X_val": _fill_empty_columns(np.asarray(X_val, dtype=np.float32)),
+                    "X_val": _fill_empty_columns(_as_float(X_val)),
                     "y_val": yv.astype(int),
                     "sample_weight_val": _balanced(yv, wv),
                 }

@@ -92,7 +92,9 @@ class UserHistory:
 
     user_id: str
     records: npt.NDArray[np.void]  # RECORD_DTYPE
-    event_ids: EventIds
+    #: Kept only when asked (`load_corpus(event_ids=True)`): training needs none (a record
+    #: carries the id's 48-bit hash), and they were ~24 B of every event's ~140.
+    event_ids: EventIds | None
     ts_ms: npt.NDArray[np.int64]
     session: npt.NDArray[np.int32]  # a new session after > session_gap_s of inactivity
     order_ids: dict[str, int]  # order_id -> index of the user's (first) purchase carrying it
@@ -117,9 +119,15 @@ class EventSource(Protocol):
     path: Path
 
     def read(
-        self, spec: EncodingSpec | None, session_gap_s: int, now_ms: int, progress: bool
+        self,
+        spec: EncodingSpec | None,
+        session_gap_s: int,
+        now_ms: int,
+        progress: bool,
+        event_ids: bool = False,
     ) -> SourceRead:
-        """Every kept event, grouped by user; without `spec`, one fitted on the categories."""
+        """Every kept event, grouped by user; without `spec`, one fitted on the categories;
+        each user's event ids only with `event_ids`."""
         ...
 
     def labels(self) -> Path | None:

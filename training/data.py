@@ -234,6 +234,7 @@ def load_corpus(
     progress: bool = True,
     now_ms: int | None = None,
     kept_labels: bool = True,
+    event_ids: bool = False,
 ) -> Corpus:
     """Read events (and optionally labels and feedback) into a `Corpus`.
 
@@ -241,7 +242,8 @@ def load_corpus(
     the labels and feedback kept beside it are read when `labels`/`feedback` are not given
     (unless `kept_labels` is false). Refused event lines and duplicate event ids are counted and
     skipped; a bad label or feedback line raises `DataError` naming file:line. Without `spec`,
-    one is fitted on the categories of the kept events.
+    one is fitted on the categories of the kept events. Each user's event ids are kept only
+    with `event_ids` (nothing in training reads them).
     """
     now = now_ms if now_ms is not None else FAR_FUTURE_MS
     if session_gap_s <= 0:
@@ -253,7 +255,7 @@ def load_corpus(
     if kept_labels:
         labels = labels if labels is not None else source.labels()
         feedback = feedback if feedback is not None else source.feedback()
-    read = source.read(spec, session_gap_s, now, progress)
+    read = source.read(spec, session_gap_s, now, progress, event_ids)
     users, fitted, stats, duplicates = read.users, read.spec, read.parse_stats, read.duplicates
     episodes = _read_labels(Path(labels)) if labels is not None else []
     fb = _read_feedback(Path(feedback), users) if feedback is not None else _Feedback()

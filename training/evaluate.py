@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from events import LABELS, EncodingSpec, WindowPolicy, windows_to_inputs
-from events.aggregates import window_aggregates
+from events.aggregates import AGGREGATE_NAMES, window_aggregates
 from events.window import Records
 from training.baseline import fit_baseline
 from training.checkpoint import Checkpoint, load_checkpoint
@@ -74,22 +74,31 @@ def eval_input(corpus: Corpus, examples: ExampleSet, scores: npt.NDArray[Any]) -
 
 
 def aggregates(
-    corpus: Corpus, examples: ExampleSet, progress: bool = True, chunk: int = 4096
-) -> npt.NDArray[np.float32]:
-    """The baseline's hand-made window aggregates for every example, from the shared inputs."""
-    parts = []
+    corpus: Corpus,
+    examples: ExampleSet,
+    progress: bool = True,
+    chunk: int = 4096,
+    dtype: type[np.floating[Any]] = np.float32,
+) -> npt.NDArray[Any]:
+    """The baseline's hand-made window aggregates for every example, from the shared inputs.
+
+    Written chunk by chunk into one preallocated matrix: a list of chunks concatenated (and
+    cast) held three copies at the peak. `dtype=np.float64` gives what sklearn's GBDT fits on
+    (it converts anything else to a float64 copy, per head): the same values, one matrix less.
+    """
     starts = range(0, len(examples), chunk)
+    out = np.empty((len(examples), len(AGGREGATE_NAMES)), dtype=dtype)
     with Progress(
         "aggregates", len(starts), unit="chunk", enabled=progress, transient=True, summary=False
     ) as bar:
         for start in starts:
             idx = np.arange(start, min(start + chunk, len(examples)))
             inputs = windows_to_inputs(batch_windows(corpus, examples, idx), corpus.spec)
-            parts.append(window_aggregates(inputs.features, inputs.attention_mask))
+            out[idx[0] : idx[-1] + 1] = window_aggregates(inputs.features, inputs.attention_mask)
             bar.update(samples=len(idx))
-    if not parts:
-        return np.zeros((0, 0), dtype=np.float32)
-    return np.concatenate(parts).astype(np.float32)
+    if not len(examples):
+        return np.zeros((0, 0), dtype=dtype)
+    return out
 
 
 def finish_report(

@@ -25,6 +25,7 @@ __all__ = [
     "build_examples",
     "cut_time",
     "length_buckets",
+    "sample_examples",
     "split_time",
 ]
 
@@ -212,6 +213,11 @@ def _user_examples(
     return bounds[:, 0].copy(), bounds[:, 1].copy(), hits, which
 
 
+#: Users per block while building examples: the per-user parts and the pre-subsampling
+#: candidates are held for one block at a time, not for the whole corpus.
+_BLOCK_USERS: Final = 2048
+
+
 def build_examples(
     corpus: Corpus,
     users: npt.NDArray[np.integer],
@@ -222,6 +228,7 @@ def build_examples(
     neg_keep: float = 1.0,
     seed: int = 0,
     known_negative_weight: float | None = None,
+    rows: npt.NDArray[np.integer] | None = None,
 ) -> ExampleSet:
     """One example per event of `users` with ts in [t_from_ms, t_to_ms).
 
@@ -229,31 +236,76 @@ def build_examples(
     with probability `neg_keep` (seeded) and weighted 1/neg_keep; positives are always kept.
     With `known_negative_weight`, a negative example inside a known negative (an analyst's
     false positive, `corpus.negatives`) is always kept too, with that weight: the model's own
-    mistakes, confirmed by a person, are never subsampled away.
+    mistakes, confirmed by a person, are never subsampled away. With `rows` (sorted, without
+    `neg_keep`), only the examples at those positions of the full set are built.
+
+    Built a block of users at a time, each block subsampled before the next (the draws are
+    one seeded stream, so the result is the one a single pass gives): what is held beyond
+    the result is one block's candidates.
     """
     if not 0.0 < neg_keep <= 1.0:
         raise DataError(f"neg_keep: must be in (0, 1], got {neg_keep}")
+    if rows is not None and neg_keep < 1.0:
+        raise DataError("rows: only without negative subsampling (neg_keep 1)")
     by_user = _episodes_by_user(corpus)
     negatives: dict[str, list[tuple[int, int, int]]] = {}
     if known_negative_weight is not None:
         for i, ep in enumerate(corpus.negatives):
             negatives.setdefault(ep.user_id, []).append((ep.start_ms, ep.end_ms, i))
-    known_neg: list[npt.NDArray[np.bool_]] = []
-    parts: list[tuple[int, I32, I32, npt.NDArray[np.bool_], I32, I64]] = []
-    for ui in np.asarray(users, dtype=np.int64).tolist():
-        user = corpus.users[ui]
-        lo = 0 if t_from_ms is None else int(np.searchsorted(user.ts_ms, t_from_ms, "left"))
-        hi = len(user) if t_to_ms is None else int(np.searchsorted(user.ts_ms, t_to_ms, "left"))
-        if hi <= lo:
+    rng = np.random.default_rng(seed)
+    wanted = None if rows is None else np.asarray(rows, dtype=np.int64)
+    offset = 0  # candidates (examples before subsampling) so far
+    blocks: list[ExampleSet] = []
+    order = np.asarray(users, dtype=np.int64).tolist()
+    for b in range(0, len(order), _BLOCK_USERS):
+        parts: list[tuple[int, I32, I32, npt.NDArray[np.bool_], I32, I64]] = []
+        known_neg: list[npt.NDArray[np.bool_]] = []
+        picks: list[npt.NDArray[np.int64]] = []
+        held = 0  # candidates in this block's parts
+        for ui in order[b : b + _BLOCK_USERS]:
+            user = corpus.users[ui]
+            lo = 0 if t_from_ms is None else int(np.searchsorted(user.ts_ms, t_from_ms, "left"))
+            hi = len(user) if t_to_ms is None else int(np.searchsorted(user.ts_ms, t_to_ms))
+            if hi <= lo:
+                continue
+            first, offset = offset, offset + hi - lo
+            if wanted is not None:
+                a, z = np.searchsorted(wanted, [first, offset])
+                if a == z:  # none of this user's examples is asked for
+                    continue
+                picks.append(wanted[a:z] - first + held)
+            start, end, hits, which = _user_examples(
+                user, by_user.get(user.user_id, []), corpus, policy, lo, hi
+            )
+            parts.append((ui, start, end, hits, which, user.ts_ms[lo:hi]))
+            held += hi - lo
+            known_neg.append(_cover(user.ts_ms[lo:hi], negatives.get(user.user_id, []))[0])
+        if not parts:
             continue
-        start, end, hits, which = _user_examples(
-            user, by_user.get(user.user_id, []), corpus, policy, lo, hi
-        )
-        parts.append((ui, start, end, hits, which, user.ts_ms[lo:hi]))
-        known_neg.append(_cover(user.ts_ms[lo:hi], negatives.get(user.user_id, []))[0])
-
-    if not parts:
+        block = _block(parts, known_neg, rng, neg_keep, known_negative_weight)
+        blocks.append(block if wanted is None else block.subset(np.concatenate(picks)))
+        del parts, known_neg
+    if not blocks:
         return _empty()
+    return ExampleSet(
+        np.concatenate([x.user_index for x in blocks]),
+        np.concatenate([x.start for x in blocks]),
+        np.concatenate([x.end for x in blocks]),
+        np.concatenate([x.y for x in blocks]),
+        np.concatenate([x.episode for x in blocks]),
+        np.concatenate([x.weight for x in blocks]),
+        np.concatenate([x.ts_ms for x in blocks]),
+    )
+
+
+def _block(
+    parts: list[tuple[int, I32, I32, npt.NDArray[np.bool_], I32, I64]],
+    known_neg: list[npt.NDArray[np.bool_]],
+    rng: np.random.Generator,
+    neg_keep: float,
+    known_negative_weight: float | None,
+) -> ExampleSet:
+    """One block's examples, negatives subsampled with the next draws of `rng`."""
     user_index = np.concatenate([np.full(len(p[1]), p[0], dtype=np.int32) for p in parts])
     start = np.concatenate([p[1] for p in parts])
     end = np.concatenate([p[2] for p in parts])
@@ -261,20 +313,34 @@ def build_examples(
     which = np.concatenate([p[4] for p in parts])
     ts_ms = np.concatenate([p[5] for p in parts]).astype(np.int64)
     judged = np.concatenate(known_neg) & ~hits.any(axis=1)  # positives win over a dismissal
-    del parts, known_neg
 
     weight = np.ones(len(start), dtype=np.float32)
     if known_negative_weight is not None:
         weight[judged] = np.float32(known_negative_weight)
     if neg_keep < 1.0:
         negative = ~hits.any(axis=1)
-        draw = np.random.default_rng(seed).random(len(start))
+        draw = rng.random(len(start))
         keep = ~negative | judged | (draw < neg_keep)
         weight[negative & ~judged] = np.float32(1.0 / neg_keep)
         idx = np.flatnonzero(keep)
         user_index, start, end = user_index[idx], start[idx], end[idx]
         hits, which, ts_ms, weight = hits[idx], which[idx], ts_ms[idx], weight[idx]
     return ExampleSet(user_index, start, end, hits.astype(np.float32), which, weight, ts_ms)
+
+
+def sample_examples(
+    corpus: Corpus,
+    users: npt.NDArray[np.integer],
+    policy: WindowPolicy,
+    budget: int,
+    seed: int,
+) -> ExampleSet:
+    """`budget` examples of `users`' every event drawn without replacement (seeded), in order:
+    the draw `build_examples` then a seeded choice would make, without building the rest."""
+    pool = sum(len(corpus.users[u]) for u in np.asarray(users, dtype=np.int64).tolist())
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(pool, min(budget, pool), replace=False))
+    return build_examples(corpus, users, policy, rows=rows)
 
 
 def _empty() -> ExampleSet:

@@ -15,7 +15,15 @@ from typing import Final
 
 import numpy as np
 
-from events import RECORD_DTYPE, EncodingSpec, InvalidEvent, ParseStats, encode_event, parse_event
+from events import (
+    RECORD_DTYPE,
+    RECORD_SIZE,
+    EncodingSpec,
+    InvalidEvent,
+    ParseStats,
+    encode_event,
+    parse_event,
+)
 from events.window import records_ts_ms
 from training.corpus import EventIds, SourceRead, UserHistory, read_lines, sessions
 
@@ -71,7 +79,7 @@ class _Builder:
 
 
 def _read_events(
-    path: Path, spec: EncodingSpec | None, now_ms: int, progress: bool
+    path: Path, spec: EncodingSpec | None, now_ms: int, progress: bool, keep_ids: bool
 ) -> tuple[_Builder, ParseStats, int]:
     builder, stats, duplicates = _Builder(), ParseStats(), 0
     seen: set[str] = set()
@@ -94,11 +102,12 @@ def _read_events(
                 continue
             seen.add(eid)
             slot = builder.slot(event.user_id)
-            ids = builder.event_ids[slot]
+            record = builder.records[slot]
             if event.order_id is not None and event.type == "purchase":
-                builder.orders[slot].append((len(ids), event.order_id))
-            ids.append(eid)
-            builder.records[slot] += encode_event(event, enc_spec)
+                builder.orders[slot].append((len(record) // RECORD_SIZE, event.order_id))
+            if keep_ids:
+                builder.event_ids[slot].append(eid)
+            record += encode_event(event, enc_spec)
             if spec is None:
                 builder.categories[slot].append(builder.category(event.category))
     if stats.refused > _LOG_FIRST:
@@ -107,7 +116,7 @@ def _read_events(
 
 
 def _build_users(
-    b: _Builder, spec: EncodingSpec, fix_categories: bool, gap_s: int
+    b: _Builder, spec: EncodingSpec, fix_categories: bool, gap_s: int, keep_ids: bool
 ) -> list[UserHistory]:
     lut = np.array([spec.category_code(name) for name in b.cat_names], dtype=np.uint8)
     users: list[UserHistory] = []
@@ -117,9 +126,11 @@ def _build_users(
         records = raw[order]  # a writable copy
         if fix_categories:
             records["category"] = lut[np.frombuffer(b.categories[slot], dtype=np.uint32)[order]]
-        ids = b.event_ids[slot]
-        in_order = bool((order == np.arange(len(order))).all())
-        event_ids = EventIds(ids if in_order else [ids[i] for i in order.tolist()])
+        event_ids = None
+        if keep_ids:
+            ids = b.event_ids[slot]
+            in_order = bool((order == np.arange(len(order))).all())
+            event_ids = EventIds(ids if in_order else [ids[i] for i in order.tolist()])
         ts = records_ts_ms(records)
         order_ids: dict[str, int] = {}
         if b.orders[slot]:
@@ -141,11 +152,16 @@ class JsonlSource:
     path: Path
 
     def read(
-        self, spec: EncodingSpec | None, session_gap_s: int, now_ms: int, progress: bool
+        self,
+        spec: EncodingSpec | None,
+        session_gap_s: int,
+        now_ms: int,
+        progress: bool,
+        event_ids: bool = False,
     ) -> SourceRead:
-        builder, stats, duplicates = _read_events(self.path, spec, now_ms, progress)
+        builder, stats, duplicates = _read_events(self.path, spec, now_ms, progress, event_ids)
         fitted = spec if spec is not None else builder.fit_spec()
-        users = _build_users(builder, fitted, spec is None, session_gap_s)
+        users = _build_users(builder, fitted, spec is None, session_gap_s, event_ids)
         return SourceRead(users, fitted, stats, duplicates)
 
     def labels(self) -> Path | None:

@@ -80,7 +80,6 @@ SCHEMA: Final = pa.schema(
 _READ_COLUMNS: Final = [
     "line",
     "user_id",
-    "event_id",
     "ts_ms",
     "type",
     "order_id",
@@ -247,7 +246,12 @@ class ParquetSource:
         )
 
     def read(
-        self, spec: EncodingSpec | None, session_gap_s: int, now_ms: int, progress: bool
+        self,
+        spec: EncodingSpec | None,
+        session_gap_s: int,
+        now_ms: int,
+        progress: bool,
+        event_ids: bool = False,
     ) -> SourceRead:
         # Arrow's default pool (mimalloc) keeps the pages a bucket freed: measured on 195k
         # events, 400 B/event still resident after the read against 125 with the system's.
@@ -261,7 +265,9 @@ class ParquetSource:
             stats = self.parse_stats()
             users: list[UserHistory] = []
             buckets = self.files_by_bucket()
-            self._read_buckets(buckets, fitted, fast, session_gap_s, now_ms, stats, users, progress)
+            self._read_buckets(
+                buckets, fitted, fast, session_gap_s, now_ms, stats, users, progress, event_ids
+            )
         finally:
             pa.set_memory_pool(previous)
         users.sort(key=lambda u: u.user_id)
@@ -277,6 +283,7 @@ class ParquetSource:
         stats: ParseStats,
         users: list[UserHistory],
         progress: bool,
+        event_ids: bool,
     ) -> None:
         with Progress(
             f"read {self.path.name}", int(self.manifest["events"]), unit="ev",
@@ -285,11 +292,12 @@ class ParquetSource:
             for files in buckets:
                 if not files:
                     continue
-                columns = _READ_COLUMNS if fast else None  # the slow path encodes every field
+                # the slow path encodes every field; the ids only when asked for
+                columns = (_READ_COLUMNS + ["event_id"] * event_ids) if fast else None
                 table = pa.concat_tables(_read(f, columns) for f in files)
                 bar.update(table.num_rows)
                 table = self._drop_future(table, now_ms, stats)
-                users.extend(self._bucket_users(table, fitted, fast, session_gap_s))
+                users.extend(self._bucket_users(table, fitted, fast, session_gap_s, event_ids))
                 del table
 
     def _drop_future(self, table: pa.Table, now_ms: int, stats: ParseStats) -> pa.Table:
@@ -303,7 +311,7 @@ class ParquetSource:
         return table.filter(pc.invert(late))
 
     def _bucket_users(
-        self, table: pa.Table, spec: EncodingSpec, fast: bool, gap_s: int
+        self, table: pa.Table, spec: EncodingSpec, fast: bool, gap_s: int, keep_ids: bool
     ) -> list[UserHistory]:
         if table.num_rows == 0:
             return []
@@ -324,8 +332,9 @@ class ParquetSource:
         starts = np.flatnonzero(np.diff(index, prepend=-1))
         ends = np.append(starts[1:], n)
         names = uids.dictionary.to_pylist()
-        eid_data, eid_off = _string_buffers(table["event_id"])
-        eid_bytes = eid_data.tobytes()
+        if keep_ids:
+            eid_data, eid_off = _string_buffers(table["event_id"])
+            eid_bytes = eid_data.tobytes()
         purchases = pc.and_(pc.equal(table["type"], "purchase"), pc.is_valid(table["order_id"]))
         purchase_rows = np.flatnonzero(purchases.to_numpy(zero_copy_only=False))
         order_col = table["order_id"]
@@ -336,8 +345,12 @@ class ParquetSource:
         out = []
         for u, (s, e) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
             user_id = names[int(index[s])]
-            lo = int(eid_off[s])
-            ids = EventIds.from_buffers(eid_bytes[lo : int(eid_off[e])], eid_off[s : e + 1] - lo)
+            ids = None
+            if keep_ids:
+                lo = int(eid_off[s])
+                ids = EventIds.from_buffers(
+                    eid_bytes[lo : int(eid_off[e])], eid_off[s : e + 1] - lo
+                )
             user_ts = ts[s:e]
             out.append(
                 UserHistory(

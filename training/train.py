@@ -42,7 +42,7 @@ from training.data import Corpus, load_corpus
 from training.distributed import init_from_env, is_main
 from training.ensemble import choose_blend, fit_blend
 from training.evaluate import aggregates, eval_input, finish_report
-from training.examples import ExampleSet, Split, build_examples, split_time
+from training.examples import ExampleSet, Split, build_examples, sample_examples, split_time
 from training.exceptions import TrainingError
 from training.loops import PhaseStats, Runtime, finetune, pretrain, resolve_device, score
 from training.metrics import (
@@ -88,13 +88,6 @@ def _thresholds(inp: EvalInput, cfg: TrainConfig) -> dict[str, float]:
         )
         for h, head in enumerate(LABELS)
     }
-
-
-def _sample(pool: ExampleSet, budget: int, seed: int) -> ExampleSet:
-    """`budget` windows drawn from `pool` without replacement (seeded), in pool order."""
-    rng = np.random.default_rng(seed)
-    take = min(budget, len(pool))
-    return pool.subset(np.sort(rng.choice(len(pool), take, replace=False)))
 
 
 def _fingerprint(corpus: Corpus) -> dict[str, Any]:
@@ -182,11 +175,15 @@ class ModelRun:
 
 @dataclass(frozen=True)
 class GbdtRun:
-    """The GBDT on all history before t, its rounds and thresholds chosen like the model's."""
+    """The GBDT on all history before t, its rounds and thresholds chosen like the model's.
+
+    Its scores, not its matrices: 88 aggregates per example are ~350 B, held through the
+    refit (the run's peak) for two columns of log-odds."""
 
     model: Baseline
-    x_choose: F32
-    x_check: F32
+    raw_choose: npt.NDArray[np.float64]  # log-odds on the choose users' examples
+    raw_check: npt.NDArray[np.float64]  # on the check users'
+    check_scores: npt.NDArray[np.float64]  # predict() on the check users': the report's
     thresholds: dict[str, float]
     wall_s: float
 
@@ -254,7 +251,7 @@ def make_examples(
         else none,
         choose=build_examples(corpus, split.choose_users, policy, t_from_ms=t),
         check=build_examples(corpus, split.check_users, policy, t_from_ms=t),
-        pretrain=_sample(build_examples(corpus, everyone, policy), cfg.pretrain_windows, cfg.seed)
+        pretrain=sample_examples(corpus, everyone, policy, cfg.pretrain_windows, cfg.seed)
         if model
         else none,
         final=build_examples(corpus, labelled, policy, **subsampled) if cfg.refit else fit,
@@ -317,16 +314,29 @@ def select_gbdt(
     """The GBDT on the 88 window aggregates of the same events before t, boosting rounds
     chosen by early stopping on the choose users, thresholds there the same way."""
     began = time.perf_counter()
-    x_fit = aggregates(corpus, ex.fit, progress)
-    x_choose = aggregates(corpus, ex.choose, progress)
+    # In float64, as sklearn fits: it would copy float32 matrices, per head.
+    x_fit = aggregates(corpus, ex.fit, progress, dtype=np.float64)
+    x_choose = aggregates(corpus, ex.choose, progress, dtype=np.float64)
     model = fit_baseline(
-        x_fit, ex.fit.y, ex.fit.weight, seed=cfg.seed, X_val=x_choose, y_val=ex.choose.y
+        x_fit,
+        ex.fit.y,
+        ex.fit.weight,
+        seed=cfg.seed,
+        X_val=x_choose,
+        y_val=ex.choose.y,
+        overwrite_x=True,
     )
     del x_fit
     scores = model.predict(x_choose).astype(np.float64)
     thresholds = _thresholds(replace(choose_inp, scores=scores), cfg)
-    x_check = aggregates(corpus, ex.check, progress)
-    return GbdtRun(model, x_choose, x_check, thresholds, time.perf_counter() - began)
+    raw_choose = model.raw(x_choose)
+    del x_choose
+    x_check = aggregates(corpus, ex.check, progress, dtype=np.float64)
+    raw_check, check_scores = model.raw(x_check), model.predict(x_check)
+    del x_check
+    return GbdtRun(
+        model, raw_choose, raw_check, check_scores, thresholds, time.perf_counter() - began
+    )
 
 
 def choose(
@@ -344,7 +354,7 @@ def choose(
     inp = replace(choose_inp, scores=probs.astype(np.float64))
     check = eval_input(corpus, ex.check, score(model, corpus, ex.check, progress=progress))
     model_thresholds = _thresholds(inp, cfg)
-    raw = gbdt.model.raw(gbdt.x_choose)
+    raw = gbdt.raw_choose
     fitted = fit_blend(LABELS, inp.scores, raw, ex.choose.y, ex.choose.weight)
     blend, figures = choose_blend(
         cfg.ensemble, fitted, inp.scores, raw, ex.choose.y, ex.choose.weight
@@ -354,7 +364,7 @@ def choose(
     if blend is not None:
         shipped = blend.combine(inp.scores, raw)
         thresholds = _thresholds(replace(inp, scores=shipped), cfg)
-        check = replace(check, scores=blend.combine(check.scores, gbdt.model.raw(gbdt.x_check)))
+        check = replace(check, scores=blend.combine(check.scores, gbdt.raw_check))
     log.info(
         "ensemble: %s",
         ", ".join(f"{h} ships {f['ships']}" for h, f in figures.items()) or "model alone",
@@ -403,9 +413,14 @@ def _refit_gbdt(
     corpus: Corpus, ex: Examples, selected: Baseline, cfg: TrainConfig, progress: bool
 ) -> Baseline:
     """The GBDT fitted again on every event (`ex.final`) with the selected boosting rounds."""
-    x_final = aggregates(corpus, ex.final, progress)
+    x_final = aggregates(corpus, ex.final, progress, dtype=np.float64)
     return fit_baseline(
-        x_final, ex.final.y, ex.final.weight, seed=cfg.seed, iterations=selected.iterations
+        x_final,
+        ex.final.y,
+        ex.final.weight,
+        seed=cfg.seed,
+        iterations=selected.iterations,
+        overwrite_x=True,
     )
 
 
@@ -682,7 +697,7 @@ def _train(
     report = finish_report(
         out,
         choices.check,
-        gbdt.model.predict(gbdt.x_check),
+        gbdt.check_scores,
         choices.thresholds,
         gbdt.thresholds,
         extra,
@@ -790,7 +805,7 @@ def pretrain_corpus(
         raise TrainingError(f"--events {events}: no events to pretrain on")
     policy = WindowPolicy(max_events=cfg.max_events, max_age_s=cfg.max_age_s)
     everyone = np.arange(len(corpus.users), dtype=np.int32)
-    windows = _sample(build_examples(corpus, everyone, policy), cfg.pretrain_windows, cfg.seed)
+    windows = sample_examples(corpus, everyone, policy, cfg.pretrain_windows, cfg.seed)
     model, _ = _model_for(corpus, cfg, None, None)
     rt = Runtime(device, cfg.amp, progress)
     stats = pretrain(model, corpus, windows, cfg, rt)

@@ -419,15 +419,25 @@ def train_scale_cmd(
         Path, typer.Option("--work", help="Folder for the worlds and datasets (kept, reused).")
     ] = Path("out/train-scale"),
     out: OutOpt = Path("out/bench"),
+    phases: Annotated[
+        bool,
+        typer.Option(
+            "--phases", help="Also train's data path (corpus, examples, GBDT): RSS per phase."
+        ),
+    ] = False,
+    rounds: Annotated[
+        int, typer.Option("--rounds", min=1, help="GBDT boosting rounds with --phases.")
+    ] = 20,
 ) -> None:
     """Reading the corpus as it grows: JSON lines vs the Parquet dataset (wall, events/s,
-    peak RSS, bytes per event, growth fit), and `ingest` with 1..N processes."""
+    peak RSS, bytes per event, growth fit), and `ingest` with 1..N processes; with
+    --phases, train's data path's peak RSS per phase."""
     from riskstream.bench.train_scale import bench_train_scale
 
     check_output(out, "--out", folder=True)
     check_output(work, "--work", folder=True)
     sizes, procs = _ints(users, "--users"), _ints(jobs, "--jobs")
-    _show(bench_train_scale(sizes, days, seed, work, procs), out)
+    _show(bench_train_scale(sizes, days, seed, work, procs, phases, rounds), out)
 
 
 #: Benchmarks with their own argparse options (`riskstream bench NAME --help`): name → module.

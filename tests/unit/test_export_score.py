@@ -32,7 +32,9 @@ def test_score_equals_direct_inference_on_the_trainers_windows(
     assert set(rows[0]) == {"event_id", "user_id", "ts", "fraud", "abnormal_click"}
 
     # The trainer's windows (sorted history + window_slices) scored in one go, by event id.
-    corpus = load_corpus(tiny_world / "events.jsonl", spec=bundle.spec, progress=False)
+    corpus = load_corpus(
+        tiny_world / "events.jsonl", spec=bundle.spec, progress=False, event_ids=True
+    )
     examples = build_examples(corpus, np.arange(len(corpus.users)), bundle.policy)
     probs = bundle.score_windows(batch_windows(corpus, examples, np.arange(len(examples))))
     event_ids = [

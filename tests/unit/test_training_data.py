@@ -16,6 +16,7 @@ from events import (
     LABELS,
     EncodingSpec,
     InMemoryWindowStore,
+    Label,
     WindowPolicy,
     encode_event,
     parse_event,
@@ -29,6 +30,7 @@ from training.examples import (
     batch_windows,
     build_examples,
     length_buckets,
+    sample_examples,
     split_time,
 )
 from training.exceptions import DataError, TrainingError
@@ -48,7 +50,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def corpus(world: Path) -> Corpus:
     return load_corpus(
-        world / "events.jsonl", world / "labels.jsonl", world / "feedback.jsonl", progress=False
+        world / "events.jsonl",
+        world / "labels.jsonl",
+        world / "feedback.jsonl",
+        progress=False,
+        event_ids=True,
     )
 
 
@@ -74,6 +80,7 @@ def test_every_event_in_exactly_one_history_in_ts_order(world: Path, corpus: Cor
     assert [u.user_id for u in corpus.users] == sorted({*owner.values()})
     seen: list[str] = []
     for user in corpus.users:
+        assert user.event_ids is not None
         assert len(user.event_ids) == len(user.records) == len(user.ts_ms) == len(user.session)
         assert all(owner[e] == user.user_id for e in user.event_ids)
         assert (np.diff(user.ts_ms) >= 0).all()
@@ -93,6 +100,7 @@ def test_fitted_spec_gives_the_records_encode_event_gives(world: Path, corpus: C
     # with that spec encodes directly: both must agree byte for byte.
     again = load_corpus(world / "events.jsonl", spec=corpus.spec, progress=False)
     assert again.spec == corpus.spec
+    assert all(u.event_ids is None for u in again.users)  # not asked for: not kept
     assert len(corpus.spec.categories) > 0
     for a, b in zip(corpus.users, again.users, strict=True):
         assert a.records.tobytes() == b.records.tobytes()
@@ -322,3 +330,49 @@ def test_empty_time_range_gives_an_empty_set(corpus: Corpus) -> None:
     assert ex.y.shape == (0, 2)
     assert length_buckets(ex, 8, shuffle=True, seed=0) == []
     assert EncodingSpec.fit([]) == EncodingSpec()  # an empty corpus fits the default spec
+
+
+def test_examples_built_block_by_block_are_those_of_one_pass(
+    corpus: Corpus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Blocks of users (bounded memory) give the same examples, in the same order, as one
+    block holding every user (the single pass): the subsampling draws are one seeded stream."""
+    import training.examples as examples_mod
+
+    t = split_time(corpus, seed=0).t_val_ms
+    users = np.arange(len(corpus.users), dtype=np.int32)
+    labelled = {e.user_id for e in corpus.episodes}
+    calm = next(u for u in corpus.users if u.user_id not in labelled)
+    dismissed = Label(
+        calm.user_id, "fraud", int(calm.ts_ms[0]), int(calm.ts_ms[-1]), "fp", "review"
+    )
+    judged = Corpus(**{**corpus.__dict__, "negatives": [dismissed], "negatives_known_ms": [0]})
+    cases: list[dict[str, object]] = [
+        {"t_to_ms": t, "neg_keep": 0.2, "seed": 4, "known_negative_weight": 10.0},
+        {"t_from_ms": t, "neg_keep": 0.25, "seed": 1},
+        {},
+    ]
+    fields = ("user_index", "start", "end", "y", "episode", "weight", "ts_ms")
+    for kw in cases:
+        monkeypatch.setattr(examples_mod, "_BLOCK_USERS", 10**9)
+        one = build_examples(judged, users, POLICY, **kw)  # type: ignore[arg-type]
+        monkeypatch.setattr(examples_mod, "_BLOCK_USERS", 7)
+        blocks = build_examples(judged, users, POLICY, **kw)  # type: ignore[arg-type]
+        assert 0 < len(blocks) == len(one)
+        if "known_negative_weight" in kw:  # the dismissed user's examples are all kept
+            assert (one.weight == 10.0).sum() == len(calm)
+        for f in fields:
+            np.testing.assert_array_equal(getattr(blocks, f), getattr(one, f), err_msg=f)
+    # the pretraining sample: drawn from every event's example without building the rest
+    pool = build_examples(corpus, users, POLICY)
+    rng = np.random.default_rng(5)
+    ref = pool.subset(np.sort(rng.choice(len(pool), 300, replace=False)))
+    got = sample_examples(corpus, users, POLICY, 300, 5)
+    assert len(got) == 300
+    for f in fields:
+        np.testing.assert_array_equal(getattr(got, f), getattr(ref, f), err_msg=f)
+    assert len(sample_examples(corpus, users[:2], POLICY, 10**9, 5)) == sum(
+        len(corpus.users[u]) for u in users[:2]
+    )
+    with pytest.raises(DataError, match="rows"):
+        build_examples(corpus, users, POLICY, neg_keep=0.5, rows=np.arange(3))

@@ -219,6 +219,30 @@ def test_stored_baseline_reproduces_the_fitted_scores() -> None:
     assert np.isfinite(list(figures["h"]["validation_pr_auc"].values())).all()
 
 
+def test_a_float64_matrix_fitted_in_place_gives_the_same_gbdt() -> None:
+    """`train` builds the GBDT's matrix in float64 and lets the fit zero its empty columns in
+    place (no copies): the same trees as from a float32 matrix, and the caller's matrix is only
+    touched when asked."""
+    rng = np.random.default_rng(2)
+    n = 1500  # 12 columns, not the 88 aggregates: binning is slow on a busy machine
+    x = rng.normal(size=(n, 12)).astype(np.float32)
+    x[rng.random(n) < 0.1, 3] = np.nan
+    x[:, 7] = np.nan
+    y = np.stack([x[:, 0] + x[:, 2] > 1.2, x[:, 1] > 0.5], axis=1)
+    weight = np.where(y.any(axis=1), 1.0, 5.0)
+    kw: dict[str, Any] = {"seed": 3, "max_iter": 15, "X_val": x[1000:], "y_val": y[1000:]}
+    ref = fit_baseline(x[:1000], y[:1000], weight[:1000], **kw)
+    x64 = x[:1000].astype(np.float64)
+    kept = fit_baseline(x64, y[:1000], weight[:1000], **kw)
+    assert np.isnan(x64[:, 7]).all()  # not asked: untouched
+    same = fit_baseline(x64, y[:1000], weight[:1000], overwrite_x=True, **kw)
+    assert (x64[:, 7] == 0).all()  # zeroed in place
+    test = x[1000:]
+    assert ref.iterations == kept.iterations == same.iterations
+    np.testing.assert_array_equal(same.predict(test), ref.predict(test))
+    np.testing.assert_array_equal(kept.raw(test), ref.raw(test))
+
+
 # --- the checkpoint's record ----------------------------------------------------------------
 
 

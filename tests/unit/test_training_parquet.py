@@ -72,10 +72,23 @@ def _files(root: Path) -> dict[str, bytes]:
 
 def test_dataset_reads_back_as_the_jsonl_corpus(world: Path, dataset: Path) -> None:
     from_jsonl = load_corpus(
-        world / "events.jsonl", world / "labels.jsonl", world / "feedback.jsonl", progress=False
+        world / "events.jsonl",
+        world / "labels.jsonl",
+        world / "feedback.jsonl",
+        progress=False,
+        event_ids=True,
     )
-    from_parquet = load_corpus(dataset, progress=False)  # labels and feedback: those beside
+    # labels and feedback: those beside
+    from_parquet = load_corpus(dataset, progress=False, event_ids=True)
     assert from_jsonl.n_events > 10_000
+    assert all(u.event_ids is not None and len(u.event_ids) == len(u) for u in from_parquet.users)
+    # without ids (what training reads): the same corpus, no id kept
+    lean = load_corpus(dataset, progress=False)
+    assert all(u.event_ids is None for u in lean.users)
+    assert_same_corpus(from_jsonl, replace(lean, users=from_parquet.users))
+    for ua, ub in zip(lean.users, from_parquet.users, strict=True):
+        assert ua.records.tobytes() == ub.records.tobytes()
+        assert ua.order_ids == ub.order_ids
     assert from_jsonl.episodes
     assert from_jsonl.users
     assert_same_corpus(from_jsonl, from_parquet)
@@ -99,8 +112,8 @@ def test_a_given_spec_reads_the_same_either_way(world: Path, dataset: Path) -> N
     spec = EncodingSpec(categories=("books", "toys"))
     other_edges = replace(spec, price_edges=(1.0, 10.0, 100.0))  # records re-encoded on reading
     for s in (spec, other_edges):
-        a = load_corpus(world / "events.jsonl", spec=s, progress=False)
-        b = load_corpus(dataset, spec=s, progress=False, kept_labels=False)
+        a = load_corpus(world / "events.jsonl", spec=s, progress=False, event_ids=True)
+        b = load_corpus(dataset, spec=s, progress=False, kept_labels=False, event_ids=True)
         assert_same_corpus(a, b)
 
 
