@@ -12,14 +12,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 quick=0
+marks=""  # a -m EXPR given: combined with each phase's own
 args=()
-for a in "$@"; do
-  if [ "$a" = "--quick" ]; then
-    quick=1
-  else
-    args+=("$a")
-  fi
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) quick=1 ;;
+    -m) marks="$2"; shift ;;
+    *) args+=("$1") ;;
+  esac
+  shift
 done
+with() { if [ -n "$marks" ]; then echo "($marks) and ($1)"; else echo "$1"; fi; }
 jobs="${RISKSTREAM_TEST_JOBS:-$(nproc)}"
 xdist=()
 [ "$jobs" -gt 1 ] && xdist=(-n "$jobs" --dist loadfile)
@@ -27,15 +30,18 @@ xdist=()
 .venv/bin/ruff format --check .
 .venv/bin/mypy
 if [ "$quick" = 1 ]; then
-  .venv/bin/pytest ${xdist[@]+"${xdist[@]}"} -m "not slow and not fault" ${args[@]+"${args[@]}"}
+  .venv/bin/pytest ${xdist[@]+"${xdist[@]}"} -m "$(with "not slow and not fault")" \
+    ${args[@]+"${args[@]}"}
   exit
 fi
-# Both phases run even when the first fails, so one run shows every failure.
+# Both phases run even when the first fails, so one run shows every failure. Exit code 5 is
+# "no test selected": fine for one phase (e.g. a path with fault tests only), not for both.
 rc=0
-.venv/bin/pytest ${xdist[@]+"${xdist[@]}"} -m "not fault" ${args[@]+"${args[@]}"} || rc=$?
+.venv/bin/pytest ${xdist[@]+"${xdist[@]}"} -m "$(with "not fault")" ${args[@]+"${args[@]}"} || rc=$?
 fault_rc=0
-.venv/bin/pytest -m fault ${args[@]+"${args[@]}"} || fault_rc=$?
-# Exit code 5: no fault test among the given paths.
+.venv/bin/pytest -m "$(with fault)" ${args[@]+"${args[@]}"} || fault_rc=$?
+if [ "$rc" = 5 ] && [ "$fault_rc" = 5 ]; then exit 5; fi
+[ "$rc" = 5 ] && rc=0
 [ "$fault_rc" = 5 ] && fault_rc=0
 [ "$rc" = 0 ] && rc=$fault_rc
 exit "$rc"

@@ -242,8 +242,7 @@ def create_app(
         async def ack(item: InFlight) -> None:
             for event in item.events:
                 await stream.ack(event)
-            full = len(item.events) >= sizer.plan().max_size
-            sizer.observe(len(item.events), item.done_at - item.began, full=full,
+            sizer.observe(len(item.events), item.done_at - item.began, full=item.full,
                           oldest_age_s=item.oldest_s)  # fmt: skip
 
         async def failed(item: InFlight) -> None:
@@ -263,6 +262,8 @@ def create_app(
             async for batch in take_batches(stream, sizer.plan, settings.batch_max):
                 began = time.perf_counter()
                 cut_at_ms = time.time() * 1000
+                # Before any await: the plan the batch was cut by.
+                full = len(batch) >= sizer.plan().max_size
                 # Placeholders of record batches aiokafka could not decode: dead-lettered (and
                 # acked with the rest), never handed to the runtime.
                 decodable, undecodable = split_undecodable(batch)
@@ -282,7 +283,7 @@ def create_app(
                 ]
                 stamps = [m.timestamp_ms for m in incoming if m.timestamp_ms is not None]
                 oldest_s = (cut_at_ms - min(stamps)) / 1000 if stamps else None
-                await pipeline.submit(InFlight(batch, incoming, began, oldest_s))
+                await pipeline.submit(InFlight(batch, incoming, began, oldest_s, full))
             await pipeline.drain()
         except asyncio.CancelledError:
             # Stopping (SIGTERM): finish and ack the batches in flight before the final commit.

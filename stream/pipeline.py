@@ -43,8 +43,11 @@ class InFlight:
         incoming: list[Incoming],
         began: float,
         oldest_s: float | None = None,
+        full: bool = False,
     ) -> None:
         self.events = events  # what the caller acks once the batch is finished
+        # Cut at the size the plan allowed then: staged, the plan may have grown by the ack.
+        self.full = full
         self.incoming = incoming
         self.began = began  # perf_counter when cut
         self.oldest_s = oldest_s  # age of its oldest message when cut (None: unknown)

@@ -55,8 +55,13 @@ def rate_interval(
     pair_max, pair_user, n_users, span_days = pairs
     alerted = np.bincount(pair_user[pair_max >= threshold], minlength=n_users).astype(np.float64)
     rng = np.random.default_rng(seed)
-    pick = rng.integers(0, n_users, size=(draws, n_users))
-    rates = alerted[pick].sum(axis=1) / (n_users * span_days) * 1000.0
+    # Draws in chunks of ~4M picks: one draws × users array is 0.5 GB at 65,000 users.
+    step = max(1, 4_000_000 // n_users)
+    sums = np.concatenate([
+        alerted[rng.integers(0, n_users, size=(min(step, draws - at), n_users))].sum(axis=1)
+        for at in range(0, draws, step)
+    ])  # fmt: skip
+    rates = sums / (n_users * span_days) * 1000.0
     lo, hi = np.quantile(rates, [(1 - level) / 2, (1 + level) / 2])
     return float(lo), float(hi)
 

@@ -500,6 +500,9 @@ def transfer_thresholds(
     refit_inp = replace(inp, scores=after.shipped)
     pooled = concat_inputs(choices.chosen_on, choices.check)
     pooled_thresholds = _thresholds(pooled, cfg)
+    # The reference set holds normal users only: a precision target cannot be measured on it
+    # (no true alerts), so with one the refit scorer gets the selection's threshold carried.
+    by_precision = cfg.target_precision is not None
     refit_thresholds = _thresholds(refit_inp, cfg)
     methods: dict[str, dict[str, Any]] = {"none": none, "quantile": {}, "refit": {}, "pooled": {}}
     for h, head in enumerate(LABELS):
@@ -525,6 +528,12 @@ def transfer_thresholds(
                 refit_inp, h, m[head]["threshold"]
             )
     how = cfg.threshold_transfer
+    if by_precision:
+        del methods["refit"]
+        if how == "refit":
+            how = "quantile"
+            log.info("thresholds: target_precision needs positives, which the normal users' "
+                     "reference lacks: the selection's thresholds carried by quantile")  # fmt: skip
     thresholds: dict[str, float] = {h: float(methods[how][h]["threshold"]) for h in LABELS}
     model_thresholds = dict(choices.model_thresholds)
     if how == "refit":

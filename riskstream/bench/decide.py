@@ -184,10 +184,10 @@ def _tree_cpu_s(pid: int) -> float | None:
 def _raw_load(port: int, key: str, bodies: list[bytes], rate: float, tmp: Path) -> dict[str, Any]:
     path = tmp / "bodies.jsonl"
     path.write_bytes(b"\n".join(bodies) + b"\n")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # The API key by the environment: never on a command line (ps, /proc/*/cmdline).
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "RISKSTREAM_DECIDE_KEY": key}
     done = subprocess.run(
-        [sys.executable, "-m", "riskstream.bench.decide_load", str(port), key, str(rate),
-         str(path)],
+        [sys.executable, "-m", "riskstream.bench.decide_load", str(port), str(rate), str(path)],
         env=env, capture_output=True, check=False, timeout=len(bodies) / rate + 120,
     )  # fmt: skip
     if done.returncode != 0:

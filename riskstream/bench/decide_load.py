@@ -1,11 +1,11 @@
 """The decision bench's load generator: its own process, raw asyncio HTTP/1.1 keep-alive.
 
-`python -m riskstream.bench.decide_load PORT KEY RATE BODIES` sends each line of the file BODIES
-(one JSON event a line) as `POST /v1/decide` at `RATE`/s on a fixed schedule (request i at
-t0 + i / RATE), open loop: a request whose turn has come goes out on an idle connection, or on a
-new one when all are busy, whatever is still unanswered. Latency is taken from the scheduled
-send time to the end of the answer. It prints one JSON object (latencies, the service's own
-`latency_ms`, decisions, its own CPU seconds) on stdout.
+`RISKSTREAM_DECIDE_KEY=KEY python -m riskstream.bench.decide_load PORT RATE BODIES` sends each
+line of the file BODIES (one JSON event a line) as `POST /v1/decide` at `RATE`/s on a fixed
+schedule (request i at t0 + i / RATE), open loop: a request whose turn has come goes out on an
+idle connection, or on a new one when all are busy, whatever is still unanswered. Latency is
+taken from the scheduled send time to the end of the answer. It prints one JSON object
+(latencies, the service's own `latency_ms`, decisions, its own CPU seconds) on stdout.
 
 Why not httpx in the bench process: on two cores its per-request cost (~1 ms of CPU) was a large
 share of what the service itself spent, and it ran on the same cores as the service.
@@ -14,6 +14,7 @@ share of what the service itself spent, and it ran on the same cores as the serv
 from __future__ import annotations
 
 import asyncio
+import os
 import resource
 import sys
 import time
@@ -113,7 +114,8 @@ async def run_load(port: int, key: str, bodies: list[bytes], rate: float) -> dic
 
 
 def main(argv: list[str]) -> None:
-    port, key, rate, path = int(argv[0]), argv[1], float(argv[2]), argv[3]
+    port, rate, path = int(argv[0]), float(argv[1]), argv[2]
+    key = os.environ["RISKSTREAM_DECIDE_KEY"]
     with open(path, "rb") as f:
         bodies = [line.rstrip(b"\n") for line in f if line.strip()]
     result = asyncio.run(run_load(port, key, bodies, rate))

@@ -144,13 +144,14 @@ class _Batcher:
                 now = self.decider.now_ms()
                 try:
                     answers = await asyncio.to_thread(self.decider.decide_batch, items, now)
+                    results = list(zip(batch, answers, strict=True))
                 except Exception as exc:  # a bug: each call of the batch gets it, the loop goes on
                     log.exception("a decision batch failed")
                     for *_, fut in batch:
                         if not fut.done():
                             fut.set_exception(exc)
                     continue
-                for (*_, fut), answer in zip(batch, answers, strict=True):
+                for (*_, fut), answer in results:
                     if not fut.done():
                         fut.set_result(answer)
 

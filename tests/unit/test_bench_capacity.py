@@ -74,6 +74,24 @@ def test_a_rate_the_load_generator_could_not_offer_is_not_bounded() -> None:
     assert behind.sent_per_s == 1_300
     assert judge(2_000, 1_950, flat, 20, sent_per_s=1_950).bounded  # within 5 %
     assert judge(2_000, 1_300, flat, 20).bounded  # not known: judged on the lag alone
+    assert behind.load_limited  # the lag alone was fine: the worker was not judged
+    growing = judge(2_000, 1_000, _lag(1_300, 1_000, 20), 20, sent_per_s=1_300)
+    assert not growing.bounded and not growing.load_limited  # the worker fell behind too
+
+
+def test_a_rate_the_load_generator_could_not_offer_ends_the_search_at_a_lower_bound() -> None:
+    """Never the generator's ceiling taken for the worker's: 2,500/s bounded, 3,125 not offered."""
+    calls: list[float] = []
+
+    def measure(rate: float) -> Probe:
+        calls.append(rate)
+        sent = min(rate, 2_600.0)
+        return judge(rate, sent, _lag(sent, sent, 20), 20, sent_per_s=sent)
+
+    search = search_capacity(measure, 2_000, max_probes=6)
+    assert calls == [2_000, 2_500, 3_125]
+    assert search.capacity_per_s == 2_500
+    assert search.load_limited
 
 
 def test_samples_after_the_span_are_not_judged() -> None:

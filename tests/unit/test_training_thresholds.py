@@ -135,3 +135,37 @@ def test_threshold_transfer_is_validated() -> None:
     assert TrainConfig(threshold_transfer="refit").threshold_transfer == "refit"
     with pytest.raises(TrainingError, match="threshold_transfer: 'median' is not one of"):
         TrainConfig(threshold_transfer="median")
+
+
+def test_a_precision_target_ships_the_carried_thresholds_not_a_refit_on_negatives() -> None:
+    """The reference set holds normal users only: a precision chosen on it would alert nothing."""
+    from typing import Any, cast
+
+    from training.train import Choices, Reference, RefScores, transfer_thresholds
+
+    ref = _world(300, 2, 4, seed=11)
+    check = _world(200, 1, 4, seed=12, prefix="c")
+    y = (np.random.default_rng(13).random(check.y.shape) < 0.05).astype(np.float64)
+    check = replace(check, y=y, scores=check.scores + 0.5 * y)
+    cfg = TrainConfig(target_precision=0.5)
+    thresholds = {
+        head: choose_threshold(check, h, target_precision=0.5)
+        for h, head in enumerate(("fraud", "abnormal_click"))
+    }
+    choices = Choices(
+        blend=None, fitted=cast(Any, None), figures={}, thresholds=thresholds,
+        model_thresholds=dict(thresholds), calibration={}, check=check, model_alone={},
+        chosen_on=check,
+    )  # fmt: skip
+    after = RefScores(model=ref.scores * 1.1, shipped=ref.scores * 1.1)
+    before = RefScores(model=ref.scores, shipped=ref.scores)
+    out = transfer_thresholds(cfg, choices, Reference(ref, None), before, after)
+    assert out.report["transfer"] == "quantile"
+    assert "refit" not in out.report["methods"]
+    for h, head in enumerate(("fraud", "abnormal_click")):
+        carried = carry_threshold(ref, before.shipped, after.shipped, h, thresholds[head])
+        assert out.thresholds[head] == pytest.approx(carried)
+        # the selection's threshold alerted some normal days; the carried one does too
+        assert normal_users_alerted_per_1000_per_day(
+            replace(ref, scores=after.shipped), h, out.thresholds[head]
+        ) > 0

@@ -17,8 +17,10 @@ is judged on its consumer lag (messages offered but not yet processed, sampled e
 The search starts at the drained rate; while probes are bounded it steps up by `step_up`, and
 after the first unbounded one it tries just under the rate that probe did sustain, then bisects
 between the highest bounded and the lowest unbounded rate until they are within `precision`
-or `max_probes` ran. The logic is a pure function of the probes' results (tested with made-up
-hosts); measuring a probe is the caller's.
+or `max_probes` ran. A probe whose lag was bounded but whose rate the load generator did not
+offer ends the search: the capacity is then a lower bound (`Search.load_limited`), never the
+generator's ceiling taken for the worker's. The logic is a pure function of the probes' results
+(tested with made-up hosts); measuring a probe is the caller's.
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ class Probe:
     why: str  # which condition failed, "" when bounded
     latency_p99_ms: float | None = None
     sent_per_s: float | None = None  # what the load generator managed (None: not known)
+    # The lag was bounded but the rate was not really offered: says nothing about the worker.
+    load_limited: bool = False
 
 
 def _slope(points: Sequence[tuple[float, float]]) -> float:
@@ -90,19 +94,24 @@ def judge(
     quiet = max(y for _, y in half) <= rule.noise_s * offered_per_s
     if growth > rule.max_growth * offered_per_s and not quiet:
         why.append(f"lag growing {growth:,.0f}/s > {rule.max_growth:.0%} of offered")
+    load_limited = False
     if sent_per_s is not None and sent_per_s < rule.min_offered * offered_per_s:
+        load_limited = not why
         why.append(f"only {sent_per_s:,.0f}/s offered (load generator behind)")
     return Probe(offered_per_s, sustained_per_s, end, growth, not why, "; ".join(why),
-                 sent_per_s=sent_per_s)  # fmt: skip
+                 sent_per_s=sent_per_s, load_limited=load_limited)  # fmt: skip
 
 
 @dataclass
 class Search:
-    """The probes in the order run, and the highest bounded rate (None: none was)."""
+    """The probes in the order run, and the highest bounded rate (None: none was).
+    `load_limited`: the search stopped at a rate the load generator could not offer, so the
+    capacity is at least `capacity_per_s`, not a measured ceiling."""
 
     start_per_s: float
     probes: list[Probe] = field(default_factory=list)
     capacity_per_s: float | None = None
+    load_limited: bool = False
 
 
 def search_capacity(
@@ -124,6 +133,9 @@ def search_capacity(
     for _ in range(max_probes):
         probe = measure(rate)
         search.probes.append(probe)
+        if probe.load_limited:  # not an overload of the worker: no higher rate can be judged
+            search.load_limited = True
+            break
         if probe.bounded:
             lo = max(lo or 0.0, probe.offered_per_s)
         elif hi is None or probe.offered_per_s < hi.offered_per_s:

@@ -120,7 +120,8 @@ def _capacity_section(r: dict[str, Any]) -> list[str]:
            f"there ≤ {rule['noise_s']:g} s of it), with at least "
            f"{rule.get('min_offered', 0.95):.0%} of the rate really offered (the load generator "
            "shares the host). The search starts at the drained rate, steps "
-           "up while bounded, then bisects. Capacity: the highest bounded rate.", "",
+           "up while bounded, then bisects. Capacity: the highest bounded rate (≥: the load "
+           "generator could not offer more, a lower bound).", "",
            "| mode | processes | drained /s | **sustained** /s | sustained / drained | "
            "model only /s | transport only /s | sustained / min(model, transport) | "
            "probes: offered /s → verdict (end lag, p99 ms) |",
@@ -134,7 +135,8 @@ def _capacity_section(r: dict[str, Any]) -> list[str]:
             f"({_n(p['end_lag'])}, {_n(p['latency_p99_ms'])})"
             for p in run["capacity"]["probes"])  # fmt: skip
         out.append(_row([mode_of(run), run["processes"], _n(drained),
-                         f"**{_n(cap)}**" if cap is not None else "**not found**",
+                         ("≥ " if run["capacity"].get("load_limited") else "")
+                         + (f"**{_n(cap)}**" if cap is not None else "**not found**"),
                          "–" if cap is None else f"{cap / drained:.0%}", _n(model),
                          _n(run["transport"]["events_per_s"]),
                          "–" if cap is None else f"{cap / ceiling_of(r, run):.0%}",

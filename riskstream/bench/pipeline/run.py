@@ -239,6 +239,7 @@ class _Bench:
         return {"mode": self.mode, "processes": processes, "cores": cores,
                 "transport": transport, "pipeline": pipeline,
                 "capacity": {"start_per_s": search.start_per_s, "capacity_per_s": found,
+                             "load_limited": search.load_limited,
                              "span_s": o.span_s, "rule": dataclasses.asdict(o.lag_rule),
                              "probes": records},
                 "levels": levels}  # fmt: skip
