@@ -166,6 +166,9 @@ def test_a_precision_target_ships_the_carried_thresholds_not_a_refit_on_negative
         carried = carry_threshold(ref, before.shipped, after.shipped, h, thresholds[head])
         assert out.thresholds[head] == pytest.approx(carried)
         # the selection's threshold alerted some normal days; the carried one does too
-        assert normal_users_alerted_per_1000_per_day(
-            replace(ref, scores=after.shipped), h, out.thresholds[head]
-        ) > 0
+        assert (
+            normal_users_alerted_per_1000_per_day(
+                replace(ref, scores=after.shipped), h, out.thresholds[head]
+            )
+            > 0
+        )
