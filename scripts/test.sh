@@ -26,6 +26,10 @@ with() { if [ -n "$marks" ]; then echo "($marks) and ($1)"; else echo "$1"; fi; 
 jobs="${RISKSTREAM_TEST_JOBS:-$(nproc)}"
 xdist=()
 [ "$jobs" -gt 1 ] && xdist=(-n "$jobs" --dist loadfile)
+# torch and ONNX Runtime threads: the cores shared out between the workers. Each worker taking
+# every core made the training tests several times slower (threads spinning on busy cores).
+threads=$(( $(nproc) / jobs ))
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(( threads > 0 ? threads : 1 ))}"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy

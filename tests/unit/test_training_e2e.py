@@ -110,22 +110,6 @@ def test_checkpoint_reloads_and_scores_as_trained(
     assert ((first >= 0) & (first <= 1)).all()
 
 
-def test_same_seed_gives_the_same_metrics(
-    world: Path, trained: tuple[Path, dict[str, Any]], tmp_path: Path
-) -> None:
-    _, report = trained
-    train(
-        world / "events.jsonl",
-        world / "labels.jsonl",
-        tmp_path,
-        TrainConfig.for_preset("tiny", **TINY_MODEL_SCHEDULE),
-        progress=False,
-    )
-    again = json.loads((tmp_path / "report.json").read_text())
-    assert again["heads"] == report["heads"]
-    assert again["baseline"] == report["baseline"]
-
-
 def test_evaluate_on_a_second_world_writes_every_key(
     trained: tuple[Path, dict[str, Any]], tmp_path: Path
 ) -> None:

@@ -312,7 +312,9 @@ def test_resumed_run_equals_the_uninterrupted_one(
     tiny_world: Path, tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Interrupted after pretraining, then after the first fine-tuning epoch, resumed twice:
-    the same metrics as `tiny_model` (the same settings and seed, never interrupted)."""
+    the same metrics as `tiny_model` (the same settings and seed, never interrupted, trained from
+    scratch). This is also the test that the same seed gives the same model: a run
+    from scratch that only compared metrics cost another whole training and proved no more."""
     cfg = TrainConfig.for_preset("tiny", **TINY_MODEL_SCHEDULE)
     args = (tiny_world / "events.jsonl", tiny_world / "labels.jsonl", tmp_path / "m", cfg)
     with monkeypatch.context() as m:
