@@ -38,6 +38,7 @@ from events import encode_event, parse_event, select_window
 from events.contract import EVENT_TYPES
 from export import load_bundle
 from riskstream.bench.core import BenchResult
+from riskstream.bench.decide_load import open_loop
 from riskstream.decide.keys import add_key
 from riskstream.localstack import find_free_port
 from stream.redis_windows import RedisWindowStore
@@ -95,16 +96,7 @@ async def _open_loop(url: str, key: str, bodies: list[bytes], rate: float) -> di
                 return
             latencies.append((time.perf_counter() - due) * 1000)
 
-        t0 = time.perf_counter() + 0.05
-        tasks = []
-        for i, body in enumerate(bodies):
-            due = t0 + i / rate
-            delay = due - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(body, due)))
-        await asyncio.gather(*tasks)
-        took = time.perf_counter() - t0
+        took = await open_loop(bodies, rate, one)
     return {"latencies_ms": latencies, "server_ms": server, "decisions": decisions,
             "fallbacks": fallbacks, "errors": errors, "took_s": took}  # fmt: skip
 
