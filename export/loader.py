@@ -6,7 +6,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -36,6 +36,8 @@ from export.exceptions import (
     UnsafePathError,
 )
 from export.manifest import (
+    CPU_SPEED_KEY,
+    CPU_VARIANTS,
     FILES,
     GBDT_INPUT,
     INPUT_NAMES,
@@ -43,6 +45,7 @@ from export.manifest import (
     OUTPUT_NAMES,
     VARIANT_FILES,
     Manifest,
+    Variant,
     read_manifest,
     sha256_file,
 )
@@ -53,6 +56,7 @@ __all__ = [
     "PreparedWindows",
     "bundle_member",
     "cuda_present",
+    "default_variant",
     "load_bundle",
     "make_session",
     "prepare_windows",
@@ -320,14 +324,26 @@ def score_windows(
     return out
 
 
+def default_variant(variants: Mapping[str, Variant], cuda: bool) -> str:
+    """The graph served when none is named: on a GPU FP16 if verified, else FP32; on a CPU
+    the verified graph export measured fastest (`CPU_SPEED_KEY`), INT8 first where a bundle
+    has no such figure. Unverified graphs are never chosen."""
+    usable = {k: v for k, v in variants.items() if v.verified}
+    if cuda:
+        return next((k for k in ("fp16", "fp32") if k in usable), "fp32")
+    cpu = [k for k in CPU_VARIANTS if k in usable]
+    speeds = [usable[k].figures.get(CPU_SPEED_KEY) for k in cpu]
+    if cpu and all(isinstance(s, int | float) and s > 0 for s in speeds):
+        return max(cpu, key=lambda k: float(usable[k].figures[CPU_SPEED_KEY]))
+    return cpu[0] if cpu else "fp32"
+
+
 def _choose(manifest: Manifest, device: Device, variant: str | None) -> tuple[str, str]:
     if device not in ("auto", "cpu", "cuda"):
         raise BundleError(f"device: {device!r} is not one of auto, cpu, cuda")
     cuda = device == "cuda" or (device == "auto" and cuda_present())
     if variant is None:
-        usable = [k for k, v in manifest.variants.items() if v.verified]
-        preferred = ("fp16", "fp32") if cuda else ("int8", "fp32")
-        variant = next((k for k in preferred if k in usable), "fp32")
+        variant = default_variant(manifest.variants, cuda)
     if variant not in manifest.variants:
         raise BundleError(
             f"variant: the bundle has no {variant!r} (has {sorted(manifest.variants)})"

@@ -17,6 +17,8 @@ from export.exceptions import CorruptBundleError, IncompatibleBundleError, Missi
 
 __all__ = [
     "BUNDLE_FORMAT_VERSION",
+    "CPU_SPEED_KEY",
+    "CPU_VARIANTS",
     "FILES",
     "INPUT_NAMES",
     "MANIFEST_FILE",
@@ -35,6 +37,10 @@ VARIANT_FILES: Final = {
     "int8": "model.int8.onnx",
     "fp16": "model.fp16.onnx",
 }
+#: The graphs a CPU serves, and the figure export records for each: windows/s at batch 256 on
+#: the export host's CPU (bundles written before it have none: the loader then prefers INT8).
+CPU_VARIANTS: Final = ("int8", "fp32")
+CPU_SPEED_KEY: Final = "cpu_windows_per_s"
 FILES: Final = {"spec": "encoding_spec.json", "policy": "window_policy.json"}
 INPUT_NAMES: Final = ("features", "attention_mask")
 OUTPUT_NAMES: Final = ("fraud", "abnormal_click")  # probabilities, in events.LABELS order
