@@ -386,6 +386,15 @@ def soak_cmd(
             "restart, slow).",
         ),
     ] = "memory",
+    linger_ms: Annotated[
+        float,
+        typer.Option(
+            "--linger-ms",
+            min=0,
+            help="The load generator's linger.ms (events per record batch, as a collector "
+            "batches; Tansu slows with the batches a partition holds).",
+        ),
+    ] = 5.0,
 ) -> None:
     """The real worker (supervised) on Tansu + Valkey for --minutes at --rate (open loop), with
     Redis restart, worker SIGTERM and SIGKILL, broker restart: RSS, lag, p99 per minute,
@@ -397,7 +406,7 @@ def soak_cmd(
         raise typer.BadParameter(f"{storage!r}: memory or s3", param_hint="--storage")
     opts = SoakOptions(bundle=bundle, minutes=minutes, rate=rate, out=out, rules=rules,
                        faults=() if no_faults else faults_for(storage),
-                       storage=storage)  # fmt: skip
+                       storage=storage, linger_ms=linger_ms)  # fmt: skip
     result = run_soak(opts)
     typer.echo(render_soak_markdown(result))
     typer.echo(f"written: {out}/soak.json, soak.md, soak.png")

@@ -102,6 +102,11 @@ class SoakOptions:
     #: offset, so the broker_restart fault needs "s3") or "s3" (a moto S3 server: records and
     #: offsets outlive a restart, but moto, in Python, holds Tansu to ~15-30 events/s here).
     storage: str = "memory"
+    #: The load generator's `linger.ms`: how long librdkafka gathers a partition's events into
+    #: one record batch, as an event collector would. Tansu's cost per fetch grows with the
+    #: batches a partition holds (docs/operations.md), so a long run on Tansu wants batches of
+    #: several events; Apache Kafka's does not.
+    linger_ms: float = 5.0
 
 
 def faults_for(storage: str) -> tuple[tuple[str, float], ...]:
@@ -232,7 +237,7 @@ class _Offer:
     event's send time and each partition's end offset (highest acknowledged + 1)."""
 
     def __init__(self, bootstrap: str, topic: str, lines: list[bytes], keys: list[bytes],
-                 rate: float, count: int) -> None:  # fmt: skip
+                 rate: float, count: int, linger_ms: float = 5.0) -> None:  # fmt: skip
         from confluent_kafka import Producer
 
         self.topic = topic
@@ -245,7 +250,7 @@ class _Offer:
         self._stop = threading.Event()
         self._producer = Producer(kafka_config(
             bootstrap, plaintext(), "confluent",
-            **{"acks": "all", "linger.ms": 5, "queue.buffering.max.messages": 2_000_000,
+            **{"acks": "all", "linger.ms": linger_ms, "queue.buffering.max.messages": 2_000_000,
                "partitioner": "murmur2_random", "message.timeout.ms": 600_000},
         ))  # fmt: skip
         self.error: Exception | None = None
@@ -475,7 +480,9 @@ def _run(opts: SoakOptions, workdir: Path, duration: float, count: int,
                            f"{opts.minutes:g} min")  # fmt: skip
             clock = _AlertClock(broker.bootstrap, topics["alerts"], 4)
             committed = _Committed(broker.bootstrap, group, topics["events"], _PARTITIONS)
-            offer = _Offer(broker.bootstrap, topics["events"], lines, keys, opts.rate, count)
+            offer = _Offer(
+                broker.bootstrap, topics["events"], lines, keys, opts.rate, count, opts.linger_ms
+            )
             try:
                 began = time.monotonic()
                 offer.start()
@@ -712,7 +719,7 @@ def render_soak_markdown(result: dict[str, Any]) -> str:
         f"Machine: {result['machine']['cpu']}, {result['machine']['cores']} cores (shared; "
         f"load average {result['load_before'][0]:.1f} before, {result['load_after'][0]:.1f} "
         f"after). One worker process under its supervisor; Tansu ({o['storage']} storage); "
-        "embedded Valkey.",
+        f"embedded Valkey; the load generator's linger {o.get('linger_ms', 5):g} ms.",
         f"Sent {result['sent']:,} events in {result['offered_s']:.0f} s; produced "
         f"(acknowledged) {result['produced']:,}; drained {result['drain_s']:.0f} s after the "
         f"offer stopped; {result['alerts_timed']:,} alerts timed.",
