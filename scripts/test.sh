@@ -30,6 +30,13 @@ xdist=()
 # every core made the training tests several times slower (threads spinning on busy cores).
 threads=$(( $(nproc) / jobs ))
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(( threads > 0 ? threads : 1 ))}"
+# The tiny world, model and bundle (tests/conftest.py) built once for the whole run, both
+# phases: a folder of this run's own, removed at the end (unless the caller named one).
+if [ -z "${RISKSTREAM_TEST_CACHE:-}" ]; then
+  RISKSTREAM_TEST_CACHE="$(mktemp -d -t riskstream-tests.XXXXXX)"
+  trap 'rm -rf "$RISKSTREAM_TEST_CACHE"' EXIT
+  export RISKSTREAM_TEST_CACHE
+fi
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy

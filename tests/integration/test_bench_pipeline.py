@@ -36,7 +36,7 @@ def test_bench_pipeline_measures_every_part(
     opts = PipelineOptions(
         bundle=tiny_bundle, events=tiny_world / "events.jsonl", out=tmp_path / "out",
         loads_pct=(50, 100), duration_s=2.0, drain_events=3_000, window_sizes=(16,),
-        batch_sizes=(64,), partitions=4, rules=RULES, processes=(1, 2), profile=True,
+        batch_sizes=(64,), partitions=4, rules=RULES, processes=(2,), profile=True,
         span_s=2.0, max_probes=2, lag_rule=ANY_LAG, isolate=isolate,
     )  # fmt: skip
     result = run_pipeline_bench(opts)
@@ -54,9 +54,11 @@ def test_bench_pipeline_measures_every_part(
     assert result["redis_host"]["events_per_s"] > 0
     assert result["parse_encode"]["parse_encode_per_event"] > 0
 
-    modes = [("shared", 1), ("shared", 2)]
+    # Two processes only (one process is the same code path with one child): each worker run
+    # costs a start, a drain, probes and levels, and this test was the suite's slowest.
+    modes = [("shared", 2)]
     if isolate:
-        modes += [("isolated", 1), ("isolated", 2)]
+        modes += [("isolated", 2)]
         plan = plan_affinity(host_cores())
         assert result["model_isolated"]["windows_per_s"] > 0
         assert result["model_isolated"]["cores"] == list(plan.workers)
@@ -104,7 +106,10 @@ def test_bench_pipeline_measures_every_part(
         scored = [lv["profile"]["processes"][w]["busy"]["batch"] for lv in run["levels"]
                   for w in workers]  # fmt: skip
         assert max(scored) > 0  # the batch thread was seen at work under load
-    assert result["pipeline"] == result["runs"][0]["pipeline"]
+    # no one-process run among them: the sweeps' reference is a one-process drain of its own
+    assert result["pipeline"]["processes"] == 1
+    assert result["pipeline"]["events"] == 3_000
+    assert result["pipeline"]["inference_ms_per_batch"] > 0
     assert sorted(os.sched_getaffinity(0)) == host_cores()  # this process: every core again
 
     assert [c["n"] for c in result["cost_vs_n"]] == [16]

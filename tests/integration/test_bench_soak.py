@@ -67,12 +67,12 @@ def test_soak_broker_restart_on_s3_storage(tiny_bundle: Path, tmp_path: Path) ->
     if importlib.util.find_spec("moto") is None:
         pytest.skip("needs moto[server] (the dev extra): S3 storage for a Tansu that survives "
                     "its restart")  # fmt: skip
-    opts = SoakOptions(bundle=tiny_bundle, minutes=1.5, rate=5.0, out=tmp_path / "out",
+    opts = SoakOptions(bundle=tiny_bundle, minutes=1.0, rate=5.0, out=tmp_path / "out",
                        rules=RULES, workdir=tmp_path / "work", storage="s3",
                        faults=(("broker_restart", 0.5),))  # fmt: skip
     result = run_soak(opts, progress=True)
     assert [f["kind"] for f in result["faults"]] == ["broker_restart"]
-    assert result["produced"] >= result["sent"] >= 0.95 * 5 * 90
+    assert result["produced"] >= result["sent"] >= 0.95 * 5 * 60
     assert result["uncommitted"] == 0, result["samples"][-3:]
     assert result["stalls"] == 0
     assert result["restarts_logged"] == 0
