@@ -118,6 +118,9 @@ def _row(
         "server_p50_ms": round(_pct(server, 50), 2),
         "server_p99_ms": round(_pct(server, 99), 2),
         "errors": seen["errors"],
+        # what the errors were, and pooled connections found closed and sent again (raw only)
+        "errors_by": seen.get("errors_by", {}),
+        "stale_retries": seen.get("stale_retries"),
         "fallbacks": seen["fallbacks"],
         "review_or_block": decisions.get("review", 0) + decisions.get("block", 0),
         # CPU in % of one core over the rate's run (the machine has two)
