@@ -23,12 +23,15 @@ while [ $# -gt 0 ]; do
   shift
 done
 with() { if [ -n "$marks" ]; then echo "($marks) and ($1)"; else echo "$1"; fi; }
-jobs="${RISKSTREAM_TEST_JOBS:-$(nproc)}"
+# The host's cores: GNU nproc reports OMP_NUM_THREADS instead when it is set (a shell that set
+# it to 1 for a benchmark ran the whole suite on one worker).
+cores=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)
+jobs="${RISKSTREAM_TEST_JOBS:-$cores}"
 xdist=()
 [ "$jobs" -gt 1 ] && xdist=(-n "$jobs" --dist loadfile)
 # torch and ONNX Runtime threads: the cores shared out between the workers. Each worker taking
 # every core made the training tests several times slower (threads spinning on busy cores).
-threads=$(( $(nproc) / jobs ))
+threads=$(( cores / jobs ))
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(( threads > 0 ? threads : 1 ))}"
 # The tiny world, model and bundle (tests/conftest.py) built once for the whole run, both
 # phases: a folder of this run's own, removed at the end (unless the caller named one).
