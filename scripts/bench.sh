@@ -49,6 +49,16 @@ $rs simulate --users 8000 --days 1 --seed 7 --attack-share 0.12 --out out/cap/bi
 $rs bench pipeline --bundle out/cap/bundle --events out/cap/big/events.jsonl \
     --processes 1,2 --window-sizes 64 --batch-sizes 1024 --isolate --span-s 20 --probes 4 \
     --duration-s 15 --out docs/bench/pipeline-capacity
+# The same with the 60 s spans, on a bigger world (60 s spans need more events).
+$rs simulate --users 14000 --days 1 --seed 7 --attack-share 0.12 --out out/cap/big12
+$rs bench pipeline --bundle out/cap/bundle --events out/cap/big12/events.jsonl \
+    --processes 1,2 --window-sizes 64 --batch-sizes 1024 --isolate --span-s 60 --probes 4 \
+    --duration-s 20 --out docs/bench/pipeline-capacity-quiet
+# The decision API with every lever, on the same bundle (needs a real Redis: RISKSTREAM_REDIS_URL).
+if [ -n "${RISKSTREAM_REDIS_URL:-}" ]; then
+  $rs bench decide --bundle out/cap/bundle --rates 100,200,300,400,600 --seconds 20 \
+    --http httptools --max-batch 32 --workers 2 --out docs/bench/decide/quiet
+fi
 # Where the worker's time goes: the same run with py-spy on every worker process (its own
 # folder: py-spy takes ~0.1 core of the two, so the figures above come from a run without it).
 $rs bench pipeline --bundle out/b17/bundle --processes 1,2 --loads 25,50,75,100 \
