@@ -456,3 +456,96 @@ def test_serve_with_two_workers_answers_from_both(
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_past_max_in_flight_a_call_gets_the_overloaded_fallback_at_once(
+    tiny_bundle: Path, redis_url: str, key_prefix: str, keys: tuple[KeyStore, str]
+) -> None:
+    """One decision under way (held 0.8 s by the batch wait) and `max_in_flight` 1: calls that
+    arrive meanwhile are answered at once with the fallback decision, marked `overloaded`,
+    instead of queueing; the call under way is decided normally."""
+    store, key = keys
+    # a deadline past the batch wait: the call under way is not given up (a call given up no
+    # longer counts as under way)
+    decider = _decider(tiny_bundle, redis_url, key_prefix, on_redis_down="review", timeout_s=3.0)
+    app = create_app(decider, store, max_in_flight=1, batch_wait_s=0.8)
+    events = [{"event_id": f"e{i}", "user_id": f"u{i}", "ts": NOW_MS - 1000, "type": "login"}
+              for i in range(3)]  # fmt: skip
+    answers: dict[int, tuple[dict[str, Any], float]] = {}
+
+    def call(i: int, http: httpx.Client) -> None:
+        began = time.monotonic()
+        got = http.post("/v1/decide", json=events[i], headers=_auth(key)).json()
+        answers[i] = (got, time.monotonic() - began)
+
+    with (
+        _serving(app) as url,
+        httpx.Client(base_url=url) as first,
+        httpx.Client(base_url=url) as other,
+    ):
+        held = threading.Thread(target=call, args=(0, first))
+        held.start()
+        time.sleep(0.3)  # the first call is waiting out its batch
+        call(1, other)
+        call(2, other)
+        held.join(10)
+        metrics = other.get("/metrics").text
+    for i in (1, 2):
+        got, took = answers[i]
+        assert got["fallback"] == "overloaded"
+        assert got["decision"] == "review"  # the configured fallback decision
+        assert got["scores"] is None
+        assert took < 0.5, took  # at once, not after the call under way
+    got, took = answers[0]
+    assert got["fallback"] is None
+    assert got["scores"] is not None
+    assert took >= 0.8
+    assert decider.fallbacks == {"overloaded": 2}
+    assert 'decide_requests_total{endpoint="decide"' in metrics
+
+
+def test_a_new_bundle_is_served_through_the_api_and_a_broken_one_refused(
+    tiny_bundle: Path, tiny_model: Path, redis_url: str, key_prefix: str,
+    keys: tuple[KeyStore, str], tmp_path: Path,
+) -> None:  # fmt: skip
+    """The service's model slot is the worker's: a bundle swapped into its folder is verified
+    and served by the next call (its `model_version` in the answer and /health); one whose
+    manifest was damaged is refused, and the one before keeps answering."""
+    import shutil
+
+    from export.build import ExportOptions, export
+    from export.install import swap_in
+
+    served = tmp_path / "served"
+    shutil.copytree(tiny_bundle, served)
+    before = json.loads((served / "manifest.json").read_text())["model_version"]
+    time.sleep(1.1)  # model_version carries the export's second: the next one differs
+    export(tiny_model, tmp_path / "new", ExportOptions(windows=1000, progress=False))
+    after = json.loads((tmp_path / "new" / "manifest.json").read_text())["model_version"]
+    assert after != before
+    store, key = keys
+    decider = _decider(served, redis_url, key_prefix, reload_poll_s=0.0)
+    event = {"user_id": "u1", "ts": NOW_MS - 1000, "type": "login"}
+    with _serving(create_app(decider, store)) as url, httpx.Client(base_url=url) as http:
+
+        def version(i: int) -> str:
+            got = http.post("/v1/decide", json={**event, "event_id": f"e{i}"}, headers=_auth(key))
+            assert got.status_code == 200, got.text
+            assert got.json()["fallback"] is None
+            return str(got.json()["model_version"])
+
+        assert version(0) == before
+        swap_in(tmp_path / "new", served)
+        assert version(1) == after
+        assert http.get("/health").json()["model_version"] == after
+        assert http.get("/health").json()["model_reloads"] == 1
+        damaged = tmp_path / "damaged"
+        shutil.copytree(tiny_bundle, damaged)
+        manifest = json.loads((damaged / "manifest.json").read_text())
+        manifest["model_version"] = "edited"  # the manifest's own sha256 no longer matches
+        (damaged / "manifest.json").write_text(json.dumps(manifest))
+        swap_in(damaged, served)
+        assert version(2) == after  # refused: the bundle before still answers
+        health = http.get("/health").json()
+        assert health["model_refused"] == 1
+        assert health["model_version"] == after

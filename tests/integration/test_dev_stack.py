@@ -170,6 +170,13 @@ def test_embedded_stack_up_twice_status_restart_down(
         }
         given = {"RISKSTREAM_BROKER_URL": "kafka://elsewhere:9092"}
         assert dev_stack_defaults(given) == {"RISKSTREAM_REDIS_URL": first.redis.url}
+        # `riskstream decide serve` too (its Redis only: it reads no topic); a flag still wins.
+        from riskstream.decide.cli import load_decide_settings
+
+        decide = load_decide_settings({"redis_prefix": "x:"})
+        assert decide.redis_url.get_secret_value() == first.redis.url
+        elsewhere = load_decide_settings({"redis_url": "redis://elsewhere:6379/0"})
+        assert elsewhere.redis_url.get_secret_value() == "redis://elsewhere:6379/0"
 
         # Other commands find the broker through the state file when given none.
         events = tmp_path / "five.jsonl"
