@@ -76,3 +76,7 @@ RISKSTREAM_FETCH_MAX_WAIT_MS=100 $rs bench pipeline --bundle out/b17/bundle --pr
 # at the few tens of events/s moto allows). The committed artefact is a 15-minute run of the test
 # suite's tiny bundle (docs/benchmarks.md, "Long runs").
 $rs bench soak --bundle out/b17/bundle --minutes 30 --rate 300 --out docs/bench/soak
+# The same with the load generator batching events (linger 200 ms: Tansu slows with the record
+# batches a partition holds); the committed artefact is a 20-minute run.
+$rs bench soak --bundle out/cap/bundle --minutes 20 --rate 300 --linger-ms 200 \
+    --out docs/bench/soak-20min
