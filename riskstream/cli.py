@@ -18,6 +18,7 @@ from rich.console import Console
 from events.exceptions import RiskstreamError, UnwritableOutput
 from export.cli import evaluate, export, score
 from riskstream.decide.cli import decide_app
+from riskstream.decide.cli import serve as decide_serve
 from riskstream.review.cli import labels_app, lists_app, review_app
 from riskstream.supervisor import Supervisor, default_processes
 from riskstream.tools.cli import alerts_app, backtest, replay
@@ -145,6 +146,8 @@ app.add_typer(review_app, name="review")
 app.add_typer(labels_app, name="labels")
 app.add_typer(lists_app, name="lists")
 app.add_typer(decide_app, name="decide")
+app.command("serve", help="The decision API: `riskstream decide serve` under the name issue 32 "
+            "gives it (docs/decide.md).")(decide_serve)  # fmt: skip
 app.add_typer(shadow_app, name="shadow")
 
 _err = Console(stderr=True, highlight=False)

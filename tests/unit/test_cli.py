@@ -14,8 +14,18 @@ from riskstream.command import main
 def test_help_lists_the_subcommands(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    for command in ("simulate", "demo", "bench"):
+    for command in ("simulate", "demo", "bench", "serve"):
         assert command in out
+
+
+def test_serve_is_the_decision_api(capsys: pytest.CaptureFixture[str]) -> None:
+    """`riskstream serve` is `riskstream decide serve`: the same options, the same checks."""
+    assert main(["serve", "--help"]) == 0
+    assert "--keys-file" in capsys.readouterr().out
+    assert main(["serve", "--http", "h3"]) == 1
+    err = capsys.readouterr().err
+    assert "--http" in err
+    assert "Traceback" not in err
 
 
 @pytest.mark.parametrize(
