@@ -236,8 +236,9 @@ def create_app(
     max_batch: int = 32,
 ) -> Starlette:
     """The ASGI app around `decider`. At most `max_in_flight` decisions are under way at once
-    (queued or running; one past its deadline that already runs goes on until Redis' own
-    timeout): beyond that a call gets the fallback decision at once (`"fallback":
+    (queued or running, until the caller's deadline: a call given up stops counting, though a
+    batch already running for it goes on until Redis' own timeout, so under Redis stalls the
+    bound is loose): beyond that a call gets the fallback decision at once (`"fallback":
     "overloaded"`) instead of queueing behind the others. Concurrent calls are decided in
     batches of up to `max_batch` (`_Batcher`)."""
     limiter = RateLimiter(rate_per_s, burst)
