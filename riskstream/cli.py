@@ -146,8 +146,8 @@ app.add_typer(review_app, name="review")
 app.add_typer(labels_app, name="labels")
 app.add_typer(lists_app, name="lists")
 app.add_typer(decide_app, name="decide")
-app.command("serve", help="The decision API: `riskstream decide serve` under the name issue 32 "
-            "gives it (docs/decide.md).")(decide_serve)  # fmt: skip
+app.command("serve", help="The decision API: the same as `riskstream decide serve` "
+            "(docs/decide.md).")(decide_serve)  # fmt: skip
 app.add_typer(shadow_app, name="shadow")
 
 _err = Console(stderr=True, highlight=False)
