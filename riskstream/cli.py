@@ -20,6 +20,7 @@ from export.cli import evaluate, export, score
 from riskstream.decide.cli import decide_app
 from riskstream.decide.cli import serve as decide_serve
 from riskstream.review.cli import labels_app, lists_app, review_app
+from riskstream.stackstate import dev_stack_defaults
 from riskstream.supervisor import Supervisor, default_processes
 from riskstream.tools.cli import alerts_app, backtest, replay
 from riskstream.tools.common import bootstrap_servers, check_broker
@@ -30,26 +31,7 @@ from stream.preflight import preflight
 from stream.settings import ENV_PREFIX
 from training.cli import ingest, pretrain, simulate, train
 
-__all__ = ["app", "dev_stack_defaults", "main"]
-
-
-def dev_stack_defaults(given: dict[str, str]) -> dict[str, str]:
-    """The running dev stack's broker and Redis, as worker settings, for those neither `given`
-    (settings from flags) nor the environment names: `riskstream dev up` may have taken other
-    ports than the defaults."""
-    wanted = [k for k in ("BROKER_URL", "REDIS_URL") if f"{ENV_PREFIX}{k}" not in given]
-    wanted = [k for k in wanted if f"{ENV_PREFIX}{k}" not in os.environ]
-    if f"{ENV_PREFIX}REDIS_URL_FILE" in {**os.environ, **given}:  # the file names the Redis
-        wanted = [k for k in wanted if k != "REDIS_URL"]
-    if not wanted:
-        return {}
-    from riskstream.stackstate import dev_addresses
-
-    found = dev_addresses()
-    if found is None:
-        return {}
-    urls = dict(zip(("BROKER_URL", "REDIS_URL"), found, strict=True))
-    return {f"{ENV_PREFIX}{k}": urls[k] for k in wanted}
+__all__ = ["app", "main"]
 
 
 def worker(

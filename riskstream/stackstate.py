@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 from events.exceptions import RiskstreamError
+from stream.settings import ENV_PREFIX
 
 __all__ = [
     "DATABASE_URL_ENV",
@@ -37,6 +38,7 @@ __all__ = [
     "StackStateError",
     "dev_addresses",
     "dev_database_url",
+    "dev_stack_defaults",
     "load_state",
     "locked",
     "proc_stat",
@@ -271,6 +273,25 @@ def dev_addresses(
         if record.started_by_us and not process_matches(record):
             return None
     return state.broker.url, state.redis.url
+
+
+def dev_stack_defaults(
+    given: Mapping[str, str], names: tuple[str, ...] = ("BROKER_URL", "REDIS_URL")
+) -> dict[str, str]:
+    """The running dev stack's broker and Redis, as worker settings (`RISKSTREAM_BROKER_URL`,
+    ...), for those of `names` that neither `given` (settings from flags, in that form) nor the
+    environment names: `riskstream dev up` may have taken other ports than the defaults."""
+    wanted = [k for k in names if f"{ENV_PREFIX}{k}" not in given]
+    wanted = [k for k in wanted if f"{ENV_PREFIX}{k}" not in os.environ]
+    if f"{ENV_PREFIX}REDIS_URL_FILE" in {**os.environ, **given}:  # the file names the Redis
+        wanted = [k for k in wanted if k != "REDIS_URL"]
+    if not wanted:
+        return {}
+    found = dev_addresses()
+    if found is None:
+        return {}
+    urls = dict(zip(("BROKER_URL", "REDIS_URL"), found, strict=True))
+    return {f"{ENV_PREFIX}{k}": urls[k] for k in wanted}
 
 
 def dev_database_url(state_path: str | os.PathLike[str] | None = None) -> str | None:

@@ -237,7 +237,7 @@ class _Offer:
     event's send time and each partition's end offset (highest acknowledged + 1)."""
 
     def __init__(self, bootstrap: str, topic: str, lines: list[bytes], keys: list[bytes],
-                 rate: float, count: int, linger_ms: float = 5.0) -> None:  # fmt: skip
+                 rate: float, count: int, linger_ms: float) -> None:  # fmt: skip
         from confluent_kafka import Producer
 
         self.topic = topic

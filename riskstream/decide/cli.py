@@ -19,13 +19,14 @@ from pydantic import ValidationError
 from riskstream.decide.decider import DECISIONS, DecidePolicy, Decider
 from riskstream.decide.exceptions import DecideError
 from riskstream.decide.keys import KEYS_FILE_ENV, KeyStore, add_key
+from riskstream.stackstate import dev_stack_defaults
 from stream.exceptions import SettingsError
 from stream.settings import ENV_PREFIX, WorkerSettings
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
 
-__all__ = ["DEFAULT_PORT", "decide_app", "dev_stack_redis", "load_decide_settings"]
+__all__ = ["DEFAULT_PORT", "decide_app", "load_decide_settings"]
 
 DEFAULT_PORT = 8480
 _DEFAULT_KEYS = ".riskstream/decide-keys"
@@ -40,27 +41,16 @@ def _keys_path(given: Path | None) -> Path:
     return given or Path(os.environ.get(KEYS_FILE_ENV, "").strip() or _DEFAULT_KEYS)
 
 
-def dev_stack_redis(overrides: dict[str, Any]) -> dict[str, Any]:
-    """The running dev stack's Redis (`riskstream dev up` may have taken another port than the
-    default) when neither `overrides` (flags) nor the environment names one; else nothing."""
-    named = {"redis_url", "redis_url_file"}
-    if any(overrides.get(k) for k in named):
-        return {}
-    if any(f"{ENV_PREFIX}{k.upper()}" in os.environ for k in named):
-        return {}
-    from riskstream.stackstate import dev_addresses
-
-    found = dev_addresses()
-    return {} if found is None else {"redis_url": found[1]}
-
-
 def load_decide_settings(overrides: dict[str, Any]) -> WorkerSettings:
     """The worker's settings from the environment, with `overrides` (flags) on top, the dev
     stack's Redis where nothing names one, secret files read; one line naming the setting when
     one is bad."""
     given = {k: v for k, v in overrides.items() if v is not None}
+    as_env = {f"{ENV_PREFIX}{k.upper()}": str(v) for k, v in given.items()}
+    found = dev_stack_defaults(as_env, names=("REDIS_URL",))  # it reads no topic
+    given = {k.removeprefix(ENV_PREFIX).lower(): v for k, v in found.items()} | given
     try:
-        return WorkerSettings(**(dev_stack_redis(given) | given)).with_secret_files()
+        return WorkerSettings(**given).with_secret_files()
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])

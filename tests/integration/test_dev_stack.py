@@ -160,7 +160,7 @@ def test_embedded_stack_up_twice_status_restart_down(
         assert f"review: {review.url}" in out
         assert dev_addresses() == (first.broker.url, first.redis.url)
         # `riskstream worker` given no broker or Redis uses the stack's; a flag still wins.
-        from riskstream.cli import dev_stack_defaults
+        from riskstream.stackstate import dev_stack_defaults
 
         for var in ("RISKSTREAM_BROKER_URL", "RISKSTREAM_REDIS_URL"):
             monkeypatch.delenv(var, raising=False)
